@@ -1,0 +1,82 @@
+"""deepcee_d2's additions to detectron2's config: one ``add_deepcee_config(cfg)``.
+
+Call it on ``detectron2.config.get_cfg()`` before ``merge_from_file``: yacs rejects keys it does not know,
+so a YAML naming a ``DEEPCEE`` or ``MODEL.INCEPTION_V2`` key only loads after this. Nothing here changes
+detectron2's global defaults; the paper's detector settings live in ``configs/Base-DeepCEE.yaml``.
+"""
+from detectron2.config import CfgNode as CN
+
+
+def add_deepcee_config(cfg):
+    """Add the ``MODEL.INCEPTION_V2`` and ``DEEPCEE`` namespaces, with their defaults, to ``cfg`` in place."""
+    _C = cfg
+
+    # ---- The Inception-v2 (BN-Inception) feature network and box head, as in TF-slim's inception_v2 ----
+    _C.MODEL.INCEPTION_V2 = CN()
+    # Channels of every layer are max(int(d * DEPTH_MULTIPLIER), MIN_DEPTH) for the layer table's d;
+    # 1.0 is the published network, smaller values make a CPU-sized model with the same layout.
+    _C.MODEL.INCEPTION_V2.DEPTH_MULTIPLIER = 1.0
+    _C.MODEL.INCEPTION_V2.MIN_DEPTH = 16
+    # Conv2d_1a_7x7 as a separable conv (depthwise x8 then 1x1 to 64), as in the TF object-detection model.
+    _C.MODEL.INCEPTION_V2.USE_SEPARABLE_CONV = True
+    # "FrozenBN" (fixed statistics and affine, for fine-tuning converted weights), "BN" (trained, the choice
+    # when training from scratch) or "SyncBN" (multi-GPU).
+    _C.MODEL.INCEPTION_V2.NORM = "BN"
+    # TF's batch-norm epsilon and decay (PyTorch momentum = 1 - TF decay 0.9997).
+    _C.MODEL.INCEPTION_V2.BN_EPS = 1e-3
+    _C.MODEL.INCEPTION_V2.BN_MOMENTUM = 0.0003
+    # Feature maps the backbone returns: any of "Conv2d_2c_3x3" (stride 8), "Mixed_3c" (8), "Mixed_4e" (16).
+    _C.MODEL.INCEPTION_V2.OUT_FEATURES = ["Mixed_4e"]
+    # Box head: ROI crops of ROI_BOX_HEAD.POOLER_RESOLUTION (14) are max-pooled by this kernel and stride
+    # (TF's maxpool_kernel_size / maxpool_stride, 2) to 7x7 before Mixed_5a-c.
+    _C.MODEL.INCEPTION_V2.CROP_MAX_POOL = 2
+    # MODEL.BACKBONE.FREEZE_AT counts the backbone's stages: 0 trains everything, 1 freezes the stem
+    # (Conv2d_1a_7x7 to Conv2d_2c_3x3), 2 also Mixed_3b-3c, 3 the whole network up to Mixed_4e.
+
+    _C.DEEPCEE = CN()
+
+    # ---- Cosmology for every physical length (flat LCDM; WHL12's H0 = 71 km/s/Mpc, Om = 0.27) ----
+    _C.DEEPCEE.COSMOLOGY = CN()
+    _C.DEEPCEE.COSMOLOGY.H0 = 71.0
+    _C.DEEPCEE.COSMOLOGY.OM0 = 0.27
+
+    # ---- Evaluation: matching in proper kpc, not IoU ----
+    _C.DEEPCEE.EVAL = CN()
+    # A detection is a true positive when its box centre lies within this proper distance of the true
+    # cluster centre, at the true cluster's redshift.
+    _C.DEEPCEE.EVAL.MATCH_RADIUS_KPC = 100.0
+    # Confidence thresholds (fractions) at which precision, recall and F1 are tabulated: 0, 10, ..., 100 %.
+    _C.DEEPCEE.EVAL.SCORE_THRESHOLDS = [i / 10 for i in range(11)]
+    # Predictions within this distance of a true centre go into the centring histogram.
+    _C.DEEPCEE.EVAL.HISTOGRAM_RADIUS_KPC = 250.0
+    # Significance of the KS tests of recovered against all clusters.
+    _C.DEEPCEE.EVAL.KS_ALPHA = 0.05
+    # False positives at the best threshold are cross-matched against these catalogue files (FITS, ECSV,
+    # CSV, VOTable with ra, dec, z columns) within CROSSMATCH_RADIUS_KPC and the redshift window.
+    _C.DEEPCEE.EVAL.CROSSMATCH_CATALOGS = []
+    _C.DEEPCEE.EVAL.CROSSMATCH_RADIUS_KPC = 250.0
+    _C.DEEPCEE.EVAL.CROSSMATCH_Z_RANGE = [0.05, 0.4]
+
+    # ---- The colour image the network sees (shared by training cutouts, evaluation and survey tiles) ----
+    _C.DEEPCEE.COLOUR = CN()
+    # "sqrt" (the paper), "linear", "log" or "asinh" stretch between fixed flux limits, in nanomaggies per
+    # pixel, the same for every image; bands in R, G, B order.
+    _C.DEEPCEE.COLOUR.STRETCH = "sqrt"
+    _C.DEEPCEE.COLOUR.BANDS = ["i", "r", "g"]
+    _C.DEEPCEE.COLOUR.LOWER = 0.0
+    _C.DEEPCEE.COLOUR.UPPER = 5.0
+    # Cutouts are CUTOUT_SIZE pixels at PIXEL_SCALE arcsec (SDSS: 2000 px at 0.396"), resampled to
+    # NETWORK_SIZE pixels for the network (1000 px, so 0.792" per network pixel).
+    _C.DEEPCEE.COLOUR.PIXEL_SCALE = 0.396
+    _C.DEEPCEE.COLOUR.CUTOUT_SIZE = 2000
+    _C.DEEPCEE.COLOUR.NETWORK_SIZE = 1000
+
+    # ---- Survey inference: tiles, merging ----
+    _C.DEEPCEE.SURVEY = CN()
+    # Overlap of neighbouring tiles in arcsec; at least the largest anchor box (512 network px = 405").
+    _C.DEEPCEE.SURVEY.TILE_OVERLAP_ARCSEC = 405.5
+    # Detections from overlapping tiles or fields closer than this on the sky are one candidate.
+    _C.DEEPCEE.SURVEY.MERGE_RADIUS_ARCSEC = 60.0
+    # Candidates below this score are not written to the catalogue.
+    _C.DEEPCEE.SURVEY.SCORE_THRESHOLD = 0.5
+    return cfg

@@ -1,0 +1,43 @@
+#!/usr/bin/env python
+"""deepcee_d2: Deep-CEE galaxy-cluster finding in colour survey images, as a detectron2 plugin.
+
+detectron2 itself is not on PyPI as a wheel, so it is not listed in install_requires: install it first
+(``scripts/setup_env.sh`` does, by the routes in ``scripts/install_detectron2.py``).
+"""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="deepcee_d2",
+    version="0.1.0",
+    description="Deep-CEE: find galaxy clusters in wide-field colour survey images with Faster R-CNN (detectron2)",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["deepcee_d2", "deepcee_d2.*"]),
+    install_requires=[
+        "torch>=1.10",
+        "torchvision",
+        "numpy",
+        "scipy",
+        "astropy>=5.0",
+        "matplotlib",
+        "Pillow",
+        "pycocotools>=2.0.2",
+        "fvcore",
+        "tqdm",
+    ],
+    extras_require={
+        # The synthetic SDSS sky (deepcee_d2.synthetic).
+        "sim": ["galsim>=2.4"],
+        # Real imaging and catalogues: VizieR / SkyView queries and reprojection of SDSS frames.
+        "data": ["astroquery>=0.4.6", "reproject>=0.9"],
+        # Survey-scale inference on Dask; DS9 region files.
+        "survey": ["dask[distributed]>=2022.1", "regions>=0.7"],
+        # Converting the published TensorFlow Inception-v2 checkpoints.
+        "convert": ["tensorflow", "tf-slim"],
+        "test": ["pytest"],
+    },
+)
