@@ -5,5 +5,6 @@ Importing this package registers its parts in detectron2's registries: the Incep
 sets and the 100 kpc evaluator.
 """
 from .config import add_deepcee_config
+from . import modeling  # noqa: F401  (registers the backbone and heads)
 
 __all__ = ["add_deepcee_config"]

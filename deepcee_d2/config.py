@@ -4,7 +4,10 @@ Call it on ``detectron2.config.get_cfg()`` before ``merge_from_file``: yacs reje
 so a YAML naming a ``DEEPCEE`` or ``MODEL.INCEPTION_V2`` key only loads after this. Nothing here changes
 detectron2's global defaults; the paper's detector settings live in ``configs/Base-DeepCEE.yaml``.
 """
+from pathlib import Path
+
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
 
 def add_deepcee_config(cfg):
@@ -22,10 +25,11 @@ def add_deepcee_config(cfg):
     # "FrozenBN" (fixed statistics and affine, for fine-tuning converted weights), "BN" (trained, the choice
     # when training from scratch) or "SyncBN" (multi-GPU).
     _C.MODEL.INCEPTION_V2.NORM = "BN"
-    # TF's batch-norm epsilon and decay (PyTorch momentum = 1 - TF decay 0.9997).
+    # TF's batch-norm epsilon. Momentum in PyTorch's convention: TF's decay 0.9997 would be 0.0003, whose
+    # running statistics take ~10^4 steps to settle, longer than most CPU training runs.
     _C.MODEL.INCEPTION_V2.BN_EPS = 1e-3
-    _C.MODEL.INCEPTION_V2.BN_MOMENTUM = 0.0003
-    # Feature maps the backbone returns: any of "Conv2d_2c_3x3" (stride 8), "Mixed_3c" (8), "Mixed_4e" (16).
+    _C.MODEL.INCEPTION_V2.BN_MOMENTUM = 0.1
+    # Feature maps the backbone returns: "Conv2d_2c_3x3" (stride 4), "Mixed_3b"/"Mixed_3c" (8), "Mixed_4a"-"Mixed_4e" (16).
     _C.MODEL.INCEPTION_V2.OUT_FEATURES = ["Mixed_4e"]
     # Box head: ROI crops of ROI_BOX_HEAD.POOLER_RESOLUTION (14) are max-pooled by this kernel and stride
     # (TF's maxpool_kernel_size / maxpool_stride, 2) to 7x7 before Mixed_5a-c.
@@ -79,4 +83,36 @@ def add_deepcee_config(cfg):
     _C.DEEPCEE.SURVEY.MERGE_RADIUS_ARCSEC = 60.0
     # Candidates below this score are not written to the catalogue.
     _C.DEEPCEE.SURVEY.SCORE_THRESHOLD = 0.5
+    return cfg
+
+
+def load_config(config_file=None, opts=()):
+    """detectron2's defaults + ``add_deepcee_config`` + a YAML file (``_BASE_`` relative to it) + overrides.
+
+    Parameters
+    ----------
+    config_file : str or Path, optional
+        The experiment YAML.
+    opts : sequence of str
+        ``KEY VALUE`` pairs, as trailing command-line arguments.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``config_file`` does not exist.
+    ValueError
+        When the file or the overrides name a key that does not exist, naming the file and the key.
+    """
+    cfg = add_deepcee_config(get_cfg())
+    if config_file is not None:
+        if not Path(config_file).is_file():
+            raise FileNotFoundError(f"{config_file}: config file not found")
+        try:
+            cfg.merge_from_file(str(config_file))
+        except KeyError as error:
+            raise ValueError(f"{config_file}: {error.args[0]} (in this file or one it names as _BASE_)") from None
+    try:
+        cfg.merge_from_list(list(opts))
+    except (KeyError, AssertionError) as error:  # yacs asserts on unknown keys and odd-length lists
+        raise ValueError(f"command-line overrides: {error.args[0]}") from None
     return cfg

@@ -1,10 +1,90 @@
 """Shared pytest fixtures. Each area keeps its fixtures in its own section below."""
 import os
 
+import numpy as np
+import pytest
+
 # Tests never use a GPU and must not fight over the 2 CPU cores with oversubscribed thread pools.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 # ---- foundation (modeling, config, training) ----
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOY_SIZE = 192
+TOY_BOX = 64
+TOY_PIXEL_SCALE_ARCSEC = 0.792
+
+
+def _toy_image(rng, size, centre):
+    """A dark noisy sky with blue field dots and a clump of red dots around ``centre`` (x, y)."""
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    image = rng.normal(12, 4, (size, size, 3))
+
+    def add_dots(n, x, y, colour, sigma):
+        for xi, yi in zip(x, y):
+            blob = np.exp(-((xx - xi) ** 2 + (yy - yi) ** 2) / (2 * sigma**2))
+            image[...] += blob[..., None] * np.asarray(colour, float)[None, None, :]
+
+    add_dots(12, rng.uniform(0, size, 12), rng.uniform(0, size, 12), (40, 80, 160), 1.5)
+    n = 14
+    radius = rng.uniform(0, 18, n)
+    angle = rng.uniform(0, 2 * np.pi, n)
+    add_dots(n, centre[0] + radius * np.cos(angle), centre[1] + radius * np.sin(angle), (200, 120, 40), 1.8)
+    add_dots(1, [centre[0]], [centre[1]], (255, 170, 60), 3.0)  # the "BCG"
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def make_toy_dataset(folder, n_images, seed):
+    """Dataset dicts (with the WCS and cluster extras of real records) of ``n_images`` toy PNG images."""
+    from PIL import Image
+    from astropy.wcs import WCS
+    from detectron2.structures import BoxMode
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    records = []
+    for index in range(n_images):
+        centre = rng.uniform(TOY_BOX / 2 + 4, TOY_SIZE - TOY_BOX / 2 - 4, 2)
+        file_name = os.path.join(folder, f"toy_{seed}_{index:03d}.png")
+        Image.fromarray(_toy_image(rng, TOY_SIZE, centre)).save(file_name)
+        wcs = WCS(naxis=2)
+        wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        ra0, dec0 = 180.0 + index, 10.0
+        wcs.wcs.crval = [ra0, dec0]
+        wcs.wcs.crpix = [(TOY_SIZE + 1) / 2, (TOY_SIZE + 1) / 2]
+        wcs.wcs.cdelt = [-TOY_PIXEL_SCALE_ARCSEC / 3600, TOY_PIXEL_SCALE_ARCSEC / 3600]
+        # detectron2 box coordinates put pixel i's centre at i + 0.5; astropy at i.
+        sky = wcs.pixel_to_world(centre[0] - 0.5, centre[1] - 0.5)
+        x0, y0 = centre - TOY_BOX / 2
+        records.append({
+            "file_name": file_name, "image_id": f"toy_{seed}_{index}", "height": TOY_SIZE, "width": TOY_SIZE,
+            "wcs": wcs.to_header_string(), "ra": ra0, "dec": dec0, "pixel_scale": TOY_PIXEL_SCALE_ARCSEC,
+            "annotations": [{
+                "bbox": [float(x0), float(y0), TOY_BOX, TOY_BOX], "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": 0, "cluster_id": f"toy-{seed}-{index}", "ra": float(sky.ra.deg),
+                "dec": float(sky.dec.deg), "z": 0.15, "richness": 30.0, "n_members": 25, "bcg_rmag": 16.0,
+            }],
+        })
+    return records
+
+
+@pytest.fixture(scope="session")
+def toy_datasets(tmp_path_factory):
+    """Register ``deepcee_toy_train`` (24 images) and ``deepcee_toy_test`` (6 images) for instant runs."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    root = tmp_path_factory.mktemp("toy")
+    splits = {"deepcee_toy_train": make_toy_dataset(root / "train", 24, seed=1),
+              "deepcee_toy_test": make_toy_dataset(root / "test", 6, seed=2)}
+    for name, records in splits.items():
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        DatasetCatalog.register(name, lambda records=records: records)
+        MetadataCatalog.get(name).set(thing_classes=["cluster"], evaluator_type="deepcee")
+    yield splits
+    for name in splits:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
 
 # ---- synthetic sky ----
 

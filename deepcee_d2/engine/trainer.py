@@ -1,0 +1,47 @@
+"""The Deep-CEE trainer: detectron2's DefaultTrainer with Deep-CEE's evaluator, data mapper and TF-style
+global gradient clipping. Only classmethods are overridden."""
+import copy
+
+import torch
+
+from detectron2.engine import DefaultTrainer
+from detectron2.solver import build_optimizer
+
+from ..compat import check_compiled_ops
+
+GLOBAL_NORM_CLIP_TYPE = "full_model"
+
+
+def add_global_norm_clipping(optimizer, max_norm, norm_type=2.0):
+    """Clip the norm of all of ``optimizer``'s gradients together before each step, as TF's
+    ``clip_gradients_by_norm`` (``tf.clip_by_global_norm``) does; detectron2 only clips per parameter.
+
+    Returns the optimizer, with a step pre-hook added.
+    """
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def clip(_optimizer, _args, _kwargs):
+        torch.nn.utils.clip_grad_norm_(parameters, max_norm, norm_type)
+
+    optimizer.register_step_pre_hook(clip)
+    return optimizer
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer for Deep-CEE; see the module docstring."""
+
+    @classmethod
+    def build_model(cls, cfg):
+        check_compiled_ops(cfg)
+        return super().build_model(cfg)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        clipping = cfg.SOLVER.CLIP_GRADIENTS
+        if not (clipping.ENABLED and clipping.CLIP_TYPE == GLOBAL_NORM_CLIP_TYPE):
+            return super().build_optimizer(cfg, model)
+        # detectron2 builds the SGD parameter groups; the global clipping is added on top.
+        cfg = copy.deepcopy(cfg)
+        cfg.defrost()
+        cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False
+        return add_global_norm_clipping(build_optimizer(cfg, model), clipping.CLIP_VALUE, clipping.NORM_TYPE)
