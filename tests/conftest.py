@@ -91,3 +91,21 @@ def toy_datasets(tmp_path_factory):
 # ---- data (catalogues, imaging, COCO) ----
 
 # ---- evaluation ----
+
+
+def _offset_by_proper_distance(centre, distance, z, position_angle=0.0, cosmology=None):
+    """The sky position ``distance`` (proper length, e.g. kpc) from ``centre`` at redshift ``z``, along
+    ``position_angle`` (deg, east of north); the separation is built from the cosmology, so the distance
+    ``sky_pairs`` measures back equals ``distance`` up to rounding."""
+    import astropy.units as u
+
+    from deepcee_d2.cosmology import DEFAULT_COSMOLOGY, angular_size
+
+    separation = angular_size(u.Quantity(distance, u.kpc), z, cosmology or DEFAULT_COSMOLOGY)
+    return centre.directional_offset_by(position_angle * u.deg, separation)
+
+
+@pytest.fixture
+def offset_by_kpc():
+    """``offset_by_kpc(centre, distance, z, position_angle=0, cosmology=None) -> SkyCoord``."""
+    return _offset_by_proper_distance
