@@ -63,12 +63,20 @@ def add_deepcee_config(cfg):
 
     # ---- The colour image the network sees (shared by training cutouts, evaluation and survey tiles) ----
     _C.DEEPCEE.COLOUR = CN()
-    # "sqrt" (the paper), "linear", "log" or "asinh" stretch between fixed flux limits, in nanomaggies per
-    # pixel, the same for every image; bands in R, G, B order.
+    # "sqrt" (the paper), "linear", "log", "asinh" or "lupton" (Lupton et al. 2004, on the band mean)
+    # stretch between fixed flux limits, the same for every image; bands in R, G, B order.
     _C.DEEPCEE.COLOUR.STRETCH = "sqrt"
     _C.DEEPCEE.COLOUR.BANDS = ["i", "r", "g"]
+    # Limits in nanomaggies per 0.396" pixel of sky-subtracted frames (block averaging to the network size
+    # keeps this unit). Measured on the SDSS frames in shared/data (benchmarks/data_colour_limits.py,
+    # BENCHMARKS.md "Data sets"): pixel noise 0.026 (g), 0.039 (r), 0.064 (i); the sky level (0) is black so
+    # noise stays dark grey (1 sigma at 6-8 % of full scale in r, i); a point source saturates only brighter than
+    # r ~ 16.3, so cluster members (r ~ 17-21 at z = 0.1-0.2) are unsaturated and an r = 21 member's peak
+    # still reaches ~ 10 % of full scale; extended galaxies saturate only brighter still (BCG cores).
     _C.DEEPCEE.COLOUR.LOWER = 0.0
-    _C.DEEPCEE.COLOUR.UPPER = 5.0
+    _C.DEEPCEE.COLOUR.UPPER = 10.0
+    # Lupton's softening Q; used only by the "lupton" stretch.
+    _C.DEEPCEE.COLOUR.LUPTON_Q = 8.0
     # Cutouts are CUTOUT_SIZE pixels at PIXEL_SCALE arcsec (SDSS: 2000 px at 0.396"), resampled to
     # NETWORK_SIZE pixels for the network (1000 px, so 0.792" per network pixel).
     _C.DEEPCEE.COLOUR.PIXEL_SCALE = 0.396

@@ -1,5 +1,6 @@
 """Shared pytest fixtures. Each area keeps its fixtures in its own section below."""
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,6 +90,61 @@ def toy_datasets(tmp_path_factory):
 # ---- synthetic sky ----
 
 # ---- data (catalogues, imaging, COCO) ----
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def make_sky_wcs(ra, dec, shape, scale_arcsec=0.396, rotation_deg=0.0, use_cd=False):
+    """A TAN WCS centred on ``(ra, dec)`` deg for an image of ``shape`` (ny, nx): east left, north up, rotated.
+
+    ``use_cd`` writes the linear part as a CD matrix (as SDSS frames do) instead of PC + CDELT.
+    """
+    from astropy.wcs import WCS
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [ra, dec]
+    wcs.wcs.crpix = [(shape[1] + 1) / 2, (shape[0] + 1) / 2]
+    angle = np.deg2rad(rotation_deg)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    scale = np.diag([-scale_arcsec / 3600, scale_arcsec / 3600])
+    if use_cd:
+        wcs.wcs.cd = scale @ rotation
+    else:
+        wcs.wcs.cdelt = np.diag(scale)
+        wcs.wcs.pc = rotation
+    wcs.pixel_shape = (shape[1], shape[0])
+    wcs.wcs.set()
+    return wcs
+
+
+def gaussian_blobs(wcs, shape, coords, fluxes, sigma_px):
+    """Image of ``shape`` with circular Gaussians of total ``fluxes`` at sky ``coords`` (through ``wcs``)."""
+    x, y = wcs.world_to_pixel(coords)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    image = np.zeros(shape)
+    for xi, yi, flux in zip(np.atleast_1d(x), np.atleast_1d(y), np.atleast_1d(fluxes)):
+        image += flux / (2 * np.pi * sigma_px**2) * np.exp(-((xx - xi) ** 2 + (yy - yi) ** 2) / (2 * sigma_px**2))
+    return image
+
+
+@pytest.fixture
+def sky_wcs():
+    """`make_sky_wcs` as a fixture."""
+    return make_sky_wcs
+
+
+@pytest.fixture
+def blobs():
+    """`gaussian_blobs` as a fixture."""
+    return gaussian_blobs
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """The shared real-data folder (SDSS frames, Abell catalogue); skips the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} not found (real SDSS frames and catalogues)")
+    return SHARED_DATA
 
 # ---- evaluation ----
 
