@@ -399,6 +399,8 @@ class Evaluation:
         One row per true cluster: the input columns plus, at the best threshold, ``recovered`` (bool),
         ``match_distance`` (kpc) and ``matched_score`` (NaN if not recovered).
     match_radius, histogram_radius : `~astropy.units.Quantity` [kpc]
+    cosmology : `~astropy.cosmology.FLRW`
+        The cosmology of every proper distance above.
     """
 
     table: Table
@@ -407,6 +409,7 @@ class Evaluation:
     truths: Table
     match_radius: u.Quantity
     histogram_radius: u.Quantity
+    cosmology: object
 
     @property
     def best_threshold(self):
@@ -539,4 +542,4 @@ def evaluate_detections(predictions, truths, thresholds=DEFAULT_THRESHOLDS, matc
     truths["recovered"] = recovered
     truths["match_distance"] = true_distance * u.kpc
     truths["matched_score"] = matched_score
-    return Evaluation(table, best, predictions, truths, match_radius, histogram_radius)
+    return Evaluation(table, best, predictions, truths, match_radius, histogram_radius, cosmology)
