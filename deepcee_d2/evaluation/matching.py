@@ -487,9 +487,11 @@ def evaluate_detections(predictions, truths, thresholds=DEFAULT_THRESHOLDS, matc
     pred_coords, true_coords = _sky(predictions), _sky(truths)
     true_z = np.asarray(truths["z"], dtype=float)
 
-    pred_image, true_image = np.asarray(predictions["image_id"]), np.asarray(truths["image_id"])
+    # As Python objects, so that ids compare alike whatever dtype each table gave them (an empty column is float).
+    pred_image = np.asarray(predictions["image_id"]).astype(object)
+    true_image = np.asarray(truths["image_id"]).astype(object)
     images = []  # (prediction rows, truth rows, pairs) per image that has either
-    for image_id in np.unique(np.concatenate([pred_image.astype(object), true_image.astype(object)])):
+    for image_id in dict.fromkeys(np.concatenate([pred_image, true_image]).tolist()):
         pred_rows = np.flatnonzero(pred_image == image_id)
         true_rows = np.flatnonzero(true_image == image_id)
         try:

@@ -237,21 +237,31 @@ def _json_ready(value):
     raise TypeError(f"cannot write {type(value).__name__} {value!r} to JSON")
 
 
-def summarise(evaluation, ks, completeness, crossmatch=None, metadata=None):
-    """Every number of the evaluation as a dict of plain JSON types (NaN as None).
+def _statistics(evaluation, ks_alpha):
+    """The KS tests and the completeness tables of an evaluation."""
+    completeness = {name: completeness_table(evaluation.truths[name], evaluation.truths["recovered"])
+                    for name in COMPLETENESS_PROPERTIES}
+    return ks_tests(evaluation.truths, ks_alpha), completeness
+
+
+def summarise(evaluation, ks_alpha=0.05, crossmatch=None, metadata=None):
+    """Every number of the evaluation as a dict of plain JSON types (NaN as None): what ``evaluation.json``
+    holds, without writing anything.
 
     Parameters
     ----------
     evaluation : `~deepcee_d2.evaluation.matching.Evaluation`
-    ks : `~astropy.table.Table`
-        From `ks_tests`.
-    completeness : dict of str -> `~astropy.table.Table`
-        From `completeness_table`, per property.
+    ks_alpha : float
+        Significance level of the KS tests.
     crossmatch : `~astropy.table.Table`, optional
         From `deepcee_d2.evaluation.crossmatch.crossmatch_false_positives`.
     metadata : dict, optional
         Extra entries (data set name, number of images, ...), written first.
     """
+    return _summary(evaluation, *_statistics(evaluation, ks_alpha), crossmatch, metadata)
+
+
+def _summary(evaluation, ks, completeness, crossmatch, metadata):
     best = evaluation.table[evaluation.best_index]
     summary = dict(metadata or {})
     summary.update({
@@ -442,10 +452,8 @@ def write_report(evaluation, output_dir, ks_alpha=0.05, crossmatch=None, metadat
         What ``evaluation.json`` holds, with ``files``: the names written.
     """
     output_dir = Path(output_dir)
-    ks = ks_tests(evaluation.truths, ks_alpha)
-    completeness = {name: completeness_table(evaluation.truths[name], evaluation.truths["recovered"])
-                    for name in COMPLETENESS_PROPERTIES}
-    summary = summarise(evaluation, ks, completeness, crossmatch, metadata)
+    ks, completeness = _statistics(evaluation, ks_alpha)
+    summary = _summary(evaluation, ks, completeness, crossmatch, metadata)
 
     figures = {PR_CURVE_NAME: plot_precision_recall(evaluation.table, evaluation.best_index),
                DISTANCES_NAME: plot_centre_distances(evaluation)}

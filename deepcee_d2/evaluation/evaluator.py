@@ -1,0 +1,202 @@
+"""``DeepCEEEvaluator``: the 100 kpc analysis as a detectron2 ``DatasetEvaluator``.
+
+A thin wrapper: ``process`` turns each image's predicted box centres into sky positions through the image's
+WCS; ``evaluate`` gathers them from every process, matches them to the data set's annotated clusters with
+`deepcee_d2.evaluation.matching.evaluate_detections`, cross-matches the false positives when catalogues are
+configured, writes the report (`deepcee_d2.evaluation.report.write_report`) and returns the headline numbers.
+"""
+import itertools
+import logging
+
+import astropy.units as u
+import numpy as np
+from astropy.table import Table
+from detectron2.data import DatasetCatalog
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.utils import comm
+
+from ..cosmology import DEFAULT_COSMOLOGY, cosmology_from_cfg
+from ..data.pixels import box_centres, box_xy_to_sky, celestial_wcs
+from .crossmatch import DEFAULT_CROSSMATCH_RADIUS, DEFAULT_Z_RANGE, crossmatch_false_positives
+from .matching import (
+    DEFAULT_HISTOGRAM_RADIUS, DEFAULT_MATCH_RADIUS, DEFAULT_THRESHOLDS, FALSE_POSITIVE, evaluate_detections,
+)
+from .report import flat_metrics, markdown_table, summarise, write_report
+
+logger = logging.getLogger(__name__)
+
+# Annotation extras every true cluster needs, and those carried into the KS and completeness analysis
+# (NaN when a record lacks them).
+_REQUIRED_EXTRAS = ("cluster_id", "ra", "dec", "z")
+_OPTIONAL_EXTRAS = ("richness", "n_members", "bcg_rmag")
+
+
+def _truth_table(dataset_name, records):
+    """One row per annotated cluster of ``records``; raises naming the image when an extra is missing."""
+    rows = []
+    for record in records:
+        for annotation in record.get("annotations", ()):
+            missing = [key for key in _REQUIRED_EXTRAS if key not in annotation]
+            if missing:
+                raise ValueError(f"{dataset_name}: an annotation of image {record['image_id']!r} "
+                                 f"({record.get('file_name', '?')}) lacks {missing}; the 100 kpc evaluation needs "
+                                 f"each cluster's {list(_REQUIRED_EXTRAS)}")
+            rows.append((record["image_id"], str(annotation["cluster_id"]), float(annotation["ra"]),
+                         float(annotation["dec"]), float(annotation["z"]),
+                         *(float(annotation.get(key, np.nan)) for key in _OPTIONAL_EXTRAS)))
+    names = ("image_id", "id", "ra", "dec", "z") + _OPTIONAL_EXTRAS
+    if not rows:
+        id_type = type(records[0]["image_id"]) if records else int
+        return Table(names=names, dtype=(id_type, str) + (float,) * (len(names) - 2))
+    table = Table(rows=rows, names=names)
+    table["ra"].unit = table["dec"].unit = u.deg
+    table["bcg_rmag"].unit = u.mag
+    return table
+
+
+class DeepCEEEvaluator(DatasetEvaluator):
+    """Evaluate cluster detections by the proper distance of their centres from the true centres.
+
+    Parameters
+    ----------
+    dataset_name : str
+        A registered data set whose records carry the image extra ``wcs`` (FITS header of the network image's
+        celestial WCS) and the annotation extras ``cluster_id``, ``ra``, ``dec``, ``z`` (and ``richness``,
+        ``n_members``, ``bcg_rmag`` for the KS tests and completeness).
+    cfg : CfgNode, optional
+        Supplies the options below from ``cfg.DEEPCEE.EVAL`` and the cosmology from ``cfg.DEEPCEE.COSMOLOGY``;
+        keyword arguments given explicitly win.
+    output_dir : str or Path, optional
+        Where the report is written (see `deepcee_d2.evaluation.report`); nothing is written when None.
+    distributed : bool
+        Gather the predictions of every process and evaluate on rank 0 (others return ``{}``).
+    match_radius : `~astropy.units.Quantity` [length]
+        Default 100 kpc (``MATCH_RADIUS_KPC``).
+    thresholds : sequence of float
+        Score thresholds, fractions; default 0, 0.1, ..., 1 (``SCORE_THRESHOLDS``).
+    histogram_radius : `~astropy.units.Quantity` [length]
+        Default 250 kpc (``HISTOGRAM_RADIUS_KPC``).
+    ks_alpha : float
+        Default 0.05 (``KS_ALPHA``).
+    cosmology : `~astropy.cosmology.FLRW`
+        Default: from ``cfg``, else `~deepcee_d2.cosmology.DEFAULT_COSMOLOGY`.
+    crossmatch_catalogs : list or dict, optional
+        Catalogues for the false positives (see `~deepcee_d2.evaluation.crossmatch.read_catalog`); default
+        ``CROSSMATCH_CATALOGS``; none means no cross-match.
+    crossmatch_radius : `~astropy.units.Quantity` [length]
+        Default 250 kpc (``CROSSMATCH_RADIUS_KPC``).
+    crossmatch_z_range : (float, float)
+        Default (0.05, 0.4) (``CROSSMATCH_Z_RANGE``).
+    """
+
+    def __init__(self, dataset_name, cfg=None, output_dir=None, distributed=True, *, match_radius=None,
+                 thresholds=None, histogram_radius=None, ks_alpha=None, cosmology=None, crossmatch_catalogs=None,
+                 crossmatch_radius=None, crossmatch_z_range=None):
+        settings = {"match_radius": DEFAULT_MATCH_RADIUS, "thresholds": DEFAULT_THRESHOLDS,
+                    "histogram_radius": DEFAULT_HISTOGRAM_RADIUS, "ks_alpha": 0.05,
+                    "cosmology": DEFAULT_COSMOLOGY, "crossmatch_catalogs": (),
+                    "crossmatch_radius": DEFAULT_CROSSMATCH_RADIUS, "crossmatch_z_range": DEFAULT_Z_RANGE}
+        if cfg is not None:
+            options = cfg.DEEPCEE.EVAL
+            settings.update({
+                "match_radius": options.MATCH_RADIUS_KPC * u.kpc, "thresholds": tuple(options.SCORE_THRESHOLDS),
+                "histogram_radius": options.HISTOGRAM_RADIUS_KPC * u.kpc, "ks_alpha": options.KS_ALPHA,
+                "cosmology": cosmology_from_cfg(cfg), "crossmatch_catalogs": list(options.CROSSMATCH_CATALOGS),
+                "crossmatch_radius": options.CROSSMATCH_RADIUS_KPC * u.kpc,
+                "crossmatch_z_range": tuple(options.CROSSMATCH_Z_RANGE)})
+        explicit = {"match_radius": match_radius, "thresholds": thresholds, "histogram_radius": histogram_radius,
+                    "ks_alpha": ks_alpha, "cosmology": cosmology, "crossmatch_catalogs": crossmatch_catalogs,
+                    "crossmatch_radius": crossmatch_radius, "crossmatch_z_range": crossmatch_z_range}
+        settings.update({key: value for key, value in explicit.items() if value is not None})
+        self._settings = settings
+        self._dataset_name = dataset_name
+        self._output_dir = output_dir
+        self._distributed = distributed
+
+        records = DatasetCatalog.get(dataset_name)
+        self._records = {record["image_id"]: record for record in records}
+        if len(self._records) != len(records):
+            raise ValueError(f"{dataset_name}: image_id values are not unique")
+        self._truths = _truth_table(dataset_name, records)
+        self._wcs = {}
+        self.reset()
+
+    def reset(self):
+        self._predictions = []
+
+    def _image_wcs(self, image_id):
+        if image_id not in self._wcs:
+            record = self._records[image_id]
+            source = f"{self._dataset_name} image {image_id!r} ({record.get('file_name', '?')})"
+            if "wcs" not in record:
+                raise ValueError(f"{source}: the record has no 'wcs' (FITS header of the network image's WCS)")
+            self._wcs[image_id] = celestial_wcs(record["wcs"], source=source)
+        return self._wcs[image_id]
+
+    def process(self, inputs, outputs):
+        """Store each image's predicted centres (sky positions through its WCS) and scores.
+
+        ``outputs[i]["instances"]`` must be in the record's pixel frame: detectron2's models rescale boxes to
+        the input's ``height`` and ``width``, which the data set's records give.
+        """
+        for input_, output in zip(inputs, outputs):
+            image_id = input_["image_id"]
+            if image_id not in self._records:
+                raise ValueError(f"{self._dataset_name}: processed image_id {image_id!r} is not in the data set")
+            record = self._records[image_id]
+            instances = output["instances"].to("cpu")
+            if tuple(instances.image_size) != (record["height"], record["width"]):
+                raise ValueError(
+                    f"{self._dataset_name} image {image_id!r}: predictions are for a {instances.image_size} image "
+                    f"but the record (and its WCS) is {(record['height'], record['width'])}; give the model the "
+                    f"record's height and width so it rescales its boxes")
+            x, y = box_centres(instances.pred_boxes.tensor.numpy())
+            coords = box_xy_to_sky(self._image_wcs(image_id), x, y)
+            self._predictions.append({"image_id": image_id, "x": x, "y": y, "ra": coords.ra.deg,
+                                      "dec": coords.dec.deg, "score": instances.scores.numpy().astype(float)})
+
+    def evaluate(self):
+        """Match, tabulate, cross-match and write the report; return ``{"deepcee": {metric: float}}``."""
+        if self._distributed:
+            comm.synchronize()
+            per_image = list(itertools.chain(*comm.gather(self._predictions, dst=0)))
+            if not comm.is_main_process():
+                return {}
+        else:
+            per_image = self._predictions
+        if not per_image:
+            logger.warning(f"DeepCEEEvaluator on {self._dataset_name}: no image was processed")
+            return {}
+        image_ids = [entry["image_id"] for entry in per_image]
+        if len(set(image_ids)) != len(image_ids):
+            raise ValueError(f"{self._dataset_name}: some images were processed more than once")
+        return {"deepcee": flat_metrics(self._analyse(per_image))}
+
+    def _analyse(self, per_image):
+        """Match, cross-match, write the report and log the table; return the summary dict."""
+        settings = self._settings
+        columns = {key: np.concatenate([entry[key] for entry in per_image]) for key in ("x", "y", "ra", "dec", "score")}
+        image_ids = [entry["image_id"] for entry in per_image for _ in entry["score"]]
+        predictions = Table({"image_id": image_ids, **columns})
+        predictions["ra"].unit = predictions["dec"].unit = u.deg
+        evaluated = np.isin(np.asarray(self._truths["image_id"]), [entry["image_id"] for entry in per_image])
+        evaluation = evaluate_detections(predictions, self._truths[evaluated], settings["thresholds"],
+                                         settings["match_radius"], settings["histogram_radius"],
+                                         settings["cosmology"])
+        crossmatch = None
+        if settings["crossmatch_catalogs"]:
+            false_positives = evaluation.predictions[evaluation.predictions["status"] == FALSE_POSITIVE]
+            crossmatch = crossmatch_false_positives(false_positives, settings["crossmatch_catalogs"],
+                                                    settings["crossmatch_radius"], settings["crossmatch_z_range"],
+                                                    settings["cosmology"])
+        metadata = {"dataset": self._dataset_name, "n_images": len(per_image)}
+        if self._output_dir:
+            summary = write_report(evaluation, self._output_dir, settings["ks_alpha"], crossmatch, metadata)
+        else:
+            summary = summarise(evaluation, settings["ks_alpha"], crossmatch, metadata)
+        logger.info(f"Deep-CEE evaluation of {self._dataset_name} ({len(per_image)} images, "
+                    f"{len(evaluation.truths)} clusters, {len(predictions)} predictions):\n"
+                    f"{markdown_table(evaluation.table, evaluation.best_index)}"
+                    f"Centring error at the best threshold: {evaluation.centring_error:.1f}."
+                    + (f" Report: {self._output_dir}" if self._output_dir else ""))
+        return summary

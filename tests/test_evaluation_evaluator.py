@@ -1,0 +1,181 @@
+import json
+import math
+import uuid
+
+import astropy.units as u
+import numpy as np
+import pytest
+import torch
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
+from astropy.wcs import WCS
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
+from detectron2.evaluation import print_csv_format
+from detectron2.structures import Boxes, Instances
+
+from deepcee_d2.config import add_deepcee_config
+from deepcee_d2.data.pixels import sky_to_box_xy
+from deepcee_d2.evaluation.evaluator import DeepCEEEvaluator
+
+SIZE, SCALE = 200, 0.792  # network image pixels, arcsec per pixel (80 kpc is ~60 px at z = 0.1)
+BOX = 40.0
+
+
+def image_wcs(ra, dec):
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [ra, dec]
+    wcs.wcs.crpix = [(SIZE + 1) / 2, (SIZE + 1) / 2]
+    wcs.wcs.cdelt = [-SCALE / 3600, SCALE / 3600]
+    return wcs
+
+
+def cluster(cluster_id, coord, z, richness=30.0):
+    return {"bbox": [0.0, 0.0, BOX, BOX], "bbox_mode": 1, "category_id": 0, "cluster_id": cluster_id,
+            "ra": coord.ra.deg, "dec": coord.dec.deg, "z": z, "richness": richness, "n_members": 20,
+            "bcg_rmag": 15.0 + 10 * z}
+
+
+@pytest.fixture
+def sky_dataset(offset_by_kpc):
+    """Five 200 px images: "A" one cluster (z 0.1); "B" two (z 0.15, 0.2); "C" none; "D" one that is not
+    found; "E" one, never processed. Returns the name, the WCS and truths per image, and the predictions."""
+    centres = {name: SkyCoord((150 + i) * u.deg, 2 * u.deg) for i, name in enumerate("ABCDE")}
+    truths = {"A": [("A1", centres["A"], 0.1)],
+              "B": [("B1", centres["B"].directional_offset_by(90 * u.deg, 30 * u.arcsec), 0.15),
+                    ("B2", centres["B"].directional_offset_by(270 * u.deg, 40 * u.arcsec), 0.2)],
+              "C": [], "D": [("D1", centres["D"], 0.3)], "E": [("E1", centres["E"], 0.12)]}
+    records = []
+    for name, centre in centres.items():
+        wcs = image_wcs(centre.ra.deg, centre.dec.deg)
+        records.append({"file_name": f"{name}.png", "image_id": name, "height": SIZE, "width": SIZE,
+                        "wcs": wcs.to_header_string(), "ra": centre.ra.deg, "dec": centre.dec.deg,
+                        "pixel_scale": SCALE, "annotations": [cluster(*truth) for truth in truths[name]]})
+    # (image, sky position, score): a centred detection of A1 (30 kpc off) and its duplicate (60 kpc off, low
+    # score), both clusters of B, and a confident detection of nothing in C.
+    predictions = {
+        "A": [(offset_by_kpc(truths["A"][0][1], 30, 0.1, 20), 0.9), (offset_by_kpc(truths["A"][0][1], 60, 0.1, 200), 0.4)],
+        "B": [(offset_by_kpc(truths["B"][0][1], 45, 0.15, 0), 0.8), (offset_by_kpc(truths["B"][1][1], 15, 0.2, 90), 0.7)],
+        "C": [(centres["C"].directional_offset_by(0 * u.deg, 20 * u.arcsec), 0.95)], "D": [],
+    }
+    name = f"deepcee_eval_test_{uuid.uuid4().hex}"
+    DatasetCatalog.register(name, lambda: records)
+    yield name, {record["image_id"]: image_wcs(record["ra"], record["dec"]) for record in records}, predictions
+    DatasetCatalog.remove(name)
+
+
+def model_outputs(wcs, detections, image_size=(SIZE, SIZE)):
+    """detectron2-style output for one image: boxes of BOX px centred on the detections' sky positions."""
+    instances = Instances(image_size)
+    boxes = []
+    for position, _ in detections:
+        x, y = sky_to_box_xy(wcs, position)
+        boxes.append([x - BOX / 2, y - BOX / 2, x + BOX / 2, y + BOX / 2])
+    instances.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    instances.scores = torch.tensor([score for _, score in detections], dtype=torch.float32)
+    instances.pred_classes = torch.zeros(len(detections), dtype=torch.int64)
+    return {"instances": instances}
+
+
+def run(evaluator, wcs_of, predictions, batch=2):
+    evaluator.reset()
+    items = list(predictions.items())
+    for start in range(0, len(items), batch):
+        chunk = items[start:start + batch]
+        evaluator.process([{"image_id": name, "height": SIZE, "width": SIZE} for name, _ in chunk],
+                          [model_outputs(wcs_of[name], detections) for name, detections in chunk])
+    return evaluator.evaluate()
+
+
+def test_evaluator_numbers_and_every_output_file(tmp_path, sky_dataset, offset_by_kpc):
+    name, wcs_of, predictions = sky_dataset
+    known = offset_by_kpc(predictions["C"][0][0], 50, 0.2, 0)
+    whl = Table({"id": ["WHL J1"], "ra": [known.ra.deg], "dec": [known.dec.deg], "z": [0.2]})
+    evaluator = DeepCEEEvaluator(name, output_dir=tmp_path / "inference", crossmatch_catalogs={"WHL": whl})
+    results = run(evaluator, wcs_of, predictions)
+    metrics = results["deepcee"]
+    # Truths A1, B1, B2, D1 (E was never processed). Thresholds 0-40 %: TP 3, FP 2 (duplicate, C), FN 1 ->
+    # F1 2/3; 50-70 %: the duplicate drops, F1 = 6/8; 80 %: B2 (0.7) drops, 4/7.
+    assert metrics["best_threshold"] == pytest.approx(0.5)
+    assert (metrics["tp"], metrics["fp"], metrics["fn"]) == (3, 1, 1)
+    assert metrics["precision"] == metrics["recall"] == metrics["f1"] == pytest.approx(0.75)
+    assert metrics["n_true"] == 4 and metrics["n_predictions"] == 5
+    assert metrics["centring_error_kpc"] == pytest.approx(math.sqrt((30**2 + 45**2 + 15**2) / 3), rel=1e-5)
+    assert (metrics["fp_known"], metrics["fp_new"]) == (1, 0)
+    assert all(isinstance(value, float) for value in metrics.values())
+    print_csv_format(results)  # detectron2's own printer takes the result
+
+    folder = tmp_path / "inference"
+    summary = json.loads((folder / "evaluation.json").read_text())
+    assert {path.name for path in folder.iterdir()} == set(summary["files"])
+    for expected in ("report.md", "precision_recall.png", "centre_distances.png", "recovered_vs_all_z.png",
+                     "recovered_vs_all_bcg_rmag.png", "recovered_vs_all_richness.png", "completeness_z.png",
+                     "completeness_richness.png", "predictions.ecsv", "true_clusters.ecsv",
+                     "false_positives_crossmatch.fits", "false_positives_crossmatch.ecsv"):
+        assert (folder / expected).stat().st_size > 0, expected
+    assert summary["dataset"] == name and summary["n_images"] == 4
+    assert [row["f1"] for row in summary["thresholds"]][::2] == pytest.approx([2 / 3, 2 / 3, 2 / 3, 0.75, 4 / 7, 0])
+    table = Table.read(folder / "predictions.ecsv")
+    assert table["status"].tolist() == ["TP", "below threshold", "TP", "TP", "FP"]
+    assert table["matched_id"].filled("").tolist() == ["A1", "", "B1", "B2", ""]  # ECSV reads "" as masked
+    np.testing.assert_allclose(table["match_distance"][[0, 2, 3]], [30, 45, 15], rtol=1e-5)
+    truths = Table.read(folder / "true_clusters.ecsv")
+    assert truths["id"].tolist() == ["A1", "B1", "B2", "D1"] and truths["recovered"].tolist() == [True, True, True, False]
+    crossmatch = Table.read(folder / "false_positives_crossmatch.fits")
+    assert crossmatch["status"].tolist() == ["known"] and crossmatch["catalog_id"].tolist() == ["WHL J1"]
+    assert "| **50** | **3** | **1** | **1** |" in (folder / "report.md").read_text()
+
+
+def test_options_come_from_the_config_and_explicit_arguments_win(sky_dataset):
+    name, wcs_of, predictions = sky_dataset
+    cfg = add_deepcee_config(get_cfg())
+    cfg.DEEPCEE.EVAL.MATCH_RADIUS_KPC = 40.0  # only A1 (30 kpc) and B2 (15 kpc) are matched
+    cfg.DEEPCEE.EVAL.SCORE_THRESHOLDS = [0.0, 0.75]
+    metrics = run(DeepCEEEvaluator(name, cfg), wcs_of, predictions)["deepcee"]
+    assert (metrics["tp"], metrics["best_threshold"]) == (2, 0.0)
+    assert "fp_known" not in metrics  # no catalogue configured, no cross-match
+    cfg.DEEPCEE.COSMOLOGY.H0 = 71.0 / 2  # every angle is twice the kpc: 30 -> 60, 15 -> 30
+    metrics = run(DeepCEEEvaluator(name, cfg, match_radius=50 * u.kpc), wcs_of, predictions)["deepcee"]
+    assert metrics["tp"] == 1 and metrics["centring_error_kpc"] == pytest.approx(30, rel=1e-5)
+
+
+def test_empty_outputs_and_images_without_clusters(tmp_path, sky_dataset):
+    name, wcs_of, _ = sky_dataset
+    results = run(DeepCEEEvaluator(name, output_dir=tmp_path), wcs_of, {"C": [], "D": []})
+    metrics = results["deepcee"]
+    assert (metrics["tp"], metrics["fp"], metrics["fn"], metrics["f1"]) == (0, 0, 1, 0.0)
+    assert math.isnan(metrics["centring_error_kpc"])
+    assert json.loads((tmp_path / "evaluation.json").read_text())["centring_error_kpc"] is None
+    assert DeepCEEEvaluator(name).evaluate() == {}  # nothing processed: nothing to say
+
+
+def test_bad_inputs_are_named(sky_dataset):
+    name, wcs_of, predictions = sky_dataset
+    evaluator = DeepCEEEvaluator(name, distributed=False)
+    with pytest.raises(ValueError, match=r"image 'A': predictions are for a \(100, 100\) image"):
+        evaluator.process([{"image_id": "A"}], [model_outputs(wcs_of["A"], predictions["A"], (100, 100))])
+    with pytest.raises(ValueError, match="processed image_id 'Z' is not in the data set"):
+        evaluator.process([{"image_id": "Z"}], [model_outputs(wcs_of["A"], [])])
+    evaluator.process([{"image_id": "C"}], [model_outputs(wcs_of["C"], [])])
+    evaluator.process([{"image_id": "C"}], [model_outputs(wcs_of["C"], [])])
+    with pytest.raises(ValueError, match="processed more than once"):
+        evaluator.evaluate()
+
+    broken = f"deepcee_eval_broken_{uuid.uuid4().hex}"
+    DatasetCatalog.register(broken, lambda: [
+        {"file_name": "nowcs.png", "image_id": 7, "height": SIZE, "width": SIZE, "annotations": []},
+        {"file_name": "noz.png", "image_id": 8, "height": SIZE, "width": SIZE, "wcs": "",
+         "annotations": [{"cluster_id": "X", "ra": 1.0, "dec": 2.0}]}])
+    try:
+        with pytest.raises(ValueError, match=r"image 8 \(noz.png\) lacks \['z'\]"):
+            DeepCEEEvaluator(broken)
+    finally:
+        DatasetCatalog.remove(broken)
+    DatasetCatalog.register(broken, lambda: [
+        {"file_name": "nowcs.png", "image_id": 7, "height": SIZE, "width": SIZE, "annotations": []}])
+    try:
+        with pytest.raises(ValueError, match=r"image 7 \(nowcs.png\): the record has no 'wcs'"):
+            DeepCEEEvaluator(broken).process([{"image_id": 7}], [model_outputs(wcs_of["A"], [])])
+    finally:
+        DatasetCatalog.remove(broken)
