@@ -487,13 +487,15 @@ def evaluate_detections(predictions, truths, thresholds=DEFAULT_THRESHOLDS, matc
     pred_coords, true_coords = _sky(predictions), _sky(truths)
     true_z = np.asarray(truths["z"], dtype=float)
 
-    # As Python objects, so that ids compare alike whatever dtype each table gave them (an empty column is float).
-    pred_image = np.asarray(predictions["image_id"]).astype(object)
-    true_image = np.asarray(truths["image_id"]).astype(object)
+    # Rows of each image in both tables, in one pass over each (ids as Python objects compare alike whatever
+    # dtype each table gave them).
+    rows_of = {}
+    for side, table in enumerate((predictions, truths)):
+        for row, image_id in enumerate(np.asarray(table["image_id"]).tolist()):
+            rows_of.setdefault(image_id, ([], []))[side].append(row)
     images = []  # (prediction rows, truth rows, pairs) per image that has either
-    for image_id in dict.fromkeys(np.concatenate([pred_image, true_image]).tolist()):
-        pred_rows = np.flatnonzero(pred_image == image_id)
-        true_rows = np.flatnonzero(true_image == image_id)
+    for image_id, (pred_rows, true_rows) in rows_of.items():
+        pred_rows, true_rows = np.asarray(pred_rows, dtype=int), np.asarray(true_rows, dtype=int)
         try:
             pairs = sky_pairs(pred_coords[pred_rows], true_coords[true_rows], search_radius,
                               redshift=true_z[true_rows], cosmology=cosmology)

@@ -267,7 +267,7 @@ def _summary(evaluation, ks, completeness, crossmatch, metadata):
     summary.update({
         "match_radius_kpc": evaluation.match_radius.to_value(u.kpc),
         "histogram_radius_kpc": evaluation.histogram_radius.to_value(u.kpc),
-        "cosmology": {"name": str(evaluation.cosmology.name), "class": type(evaluation.cosmology).__name__,
+        "cosmology": {"name": evaluation.cosmology.name, "class": type(evaluation.cosmology).__name__,
                       "H0_km_s_Mpc": evaluation.cosmology.H0.to_value(u.km / u.s / u.Mpc),
                       "Om0": evaluation.cosmology.Om0},
         "n_true": len(evaluation.truths),
