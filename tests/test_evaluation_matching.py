@@ -87,6 +87,8 @@ def test_sky_pairs_rejects_ambiguous_or_impossible_radii():
         sky_pairs(CENTRE, sky(CENTRE, CENTRE), 100 * u.kpc, redshift=[0.1, np.nan])
     with pytest.raises(ValueError, match="finite and > 0"):
         sky_pairs(CENTRE, CENTRE, 100 * u.kpc, redshift=0.0)
+    with pytest.raises(ValueError, match="3 redshifts for 2 positions of coords_b"):
+        sky_pairs(CENTRE, sky(CENTRE, CENTRE), 100 * u.kpc, redshift=[0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="angle or a length"):
         sky_pairs(CENTRE, CENTRE, 3 * u.s)
     with pytest.raises(TypeError, match="SkyCoord"):

@@ -100,7 +100,10 @@ def sky_pairs(coords_a, coords_b, radius, redshift=None, cosmology=DEFAULT_COSMO
     elif radius.unit.physical_type == "length":
         if redshift is None:
             raise ValueError(f"a radius of {radius} is a proper length: the redshifts of coords_b are needed")
-        redshift = np.broadcast_to(np.asarray(redshift, dtype=float), (len(coords_b),))
+        redshift = np.asarray(redshift, dtype=float).reshape(-1)
+        if len(redshift) not in (1, len(coords_b)):
+            raise ValueError(f"{len(redshift)} redshifts for {len(coords_b)} positions of coords_b")
+        redshift = np.broadcast_to(redshift, (len(coords_b),))
         if not np.all(np.isfinite(redshift) & (redshift > 0)):
             raise ValueError(f"redshifts must be finite and > 0 to convert {radius} into an angle, got "
                              f"{redshift[~(np.isfinite(redshift) & (redshift > 0))][:5]}")
