@@ -6,5 +6,6 @@ sets and the 100 kpc evaluator.
 """
 from .config import add_deepcee_config
 from . import modeling  # noqa: F401  (registers the backbone and heads)
+from .evaluation import DeepCEEEvaluator
 
-__all__ = ["add_deepcee_config"]
+__all__ = ["DeepCEEEvaluator", "add_deepcee_config"]

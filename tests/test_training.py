@@ -1,4 +1,5 @@
-"""Instant training runs on CPU: the loss falls, checkpoints are written, --resume continues them."""
+"""Instant training runs on CPU: the loss falls, checkpoints are written, --resume continues them,
+--eval-only evaluates a written checkpoint with the 100 kpc evaluator."""
 import json
 import runpy
 from pathlib import Path
@@ -53,6 +54,26 @@ def test_resume_continues_from_the_last_iteration(trained, tmp_path):
 
     # The command-line entry point does the same: it trains iterations 30..35 only.
     train_net_main("--resume", "OUTPUT_DIR", str(resumed), "SOLVER.MAX_ITER", "36")
-    iterations = [json.loads(line)["iteration"] for line in (resumed / "metrics.json").read_text().splitlines()]
+    records = [json.loads(line) for line in (resumed / "metrics.json").read_text().splitlines()]
+    iterations = [record["iteration"] for record in records if "total_loss" in record]
     assert min(iterations) >= 30 and max(iterations) == 35
     assert (resumed / "last_checkpoint").read_text().strip() == "model_final.pth"
+
+
+def test_eval_only_from_the_written_checkpoint_writes_the_report(trained, tmp_path):
+    output, _ = trained
+    results = train_net_main("--eval-only", "MODEL.WEIGHTS", str(output / "model_final.pth"),
+                             "OUTPUT_DIR", str(tmp_path))
+    metrics = results["deepcee"]
+    assert metrics["n_true"] == 6  # one cluster in each of the 6 test images
+    assert metrics["tp"] + metrics["fn"] == 6
+    assert 0.0 <= metrics["f1"] <= 1.0
+    report = tmp_path / "inference" / "deepcee_toy_test"
+    summary = json.loads((report / "evaluation.json").read_text())
+    written = {p.name for p in report.iterdir()}
+    for name in ("evaluation.json", "report.md", "precision_recall.png", "centre_distances.png",
+                 "recovered_vs_all_z.png", "recovered_vs_all_bcg_rmag.png", "recovered_vs_all_richness.png",
+                 "completeness_z.png", "completeness_richness.png"):
+        assert name in written, name
+    assert set(summary["files"]) <= written
+    assert len(summary["thresholds"]) == 11  # thresholds 0, 10, ..., 100 %

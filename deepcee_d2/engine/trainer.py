@@ -1,6 +1,7 @@
 """The Deep-CEE trainer: detectron2's DefaultTrainer with Deep-CEE's evaluator, data mapper and TF-style
 global gradient clipping. Only classmethods are overridden."""
 import copy
+import os
 
 import torch
 
@@ -8,6 +9,7 @@ from detectron2.engine import DefaultTrainer
 from detectron2.solver import build_optimizer
 
 from ..compat import check_compiled_ops
+from ..evaluation import DeepCEEEvaluator
 
 GLOBAL_NORM_CLIP_TYPE = "full_model"
 
@@ -45,3 +47,9 @@ class Trainer(DefaultTrainer):
         cfg.defrost()
         cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False
         return add_global_norm_clipping(build_optimizer(cfg, model), clipping.CLIP_VALUE, clipping.NORM_TYPE)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        """The 100 kpc evaluator; its report goes to ``OUTPUT_DIR/inference/<dataset_name>``."""
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return DeepCEEEvaluator(dataset_name, cfg, output_dir=output_folder)
