@@ -139,6 +139,66 @@ def blobs():
     return gaussian_blobs
 
 
+# A tiny survey in the synthetic layout: two 600 px fields at 0.396"/px, each band on a slightly different
+# WCS (shifted by a few pixels and rotated, like the bands of an SDSS field), Gaussian "galaxies" for three
+# clusters (a bright BCG and six members each) plus noise, and the truth table in the cluster schema.
+TINY_FIELD_SIZE = 600
+TINY_FIELDS = {"f000": (150.0, 2.0), "f001": (150.5, 2.0)}
+TINY_CLUSTERS = [  # id, field, ra, dec, z
+    ("SYN-0", "f000", 150.0, 2.0, 0.15),
+    ("SYN-1", "f000", 150.0 + 60 / 3600, 2.0 + 30 / 3600, 0.12),
+    ("SYN-2", "f001", 150.5, 2.0 - 20 / 3600, 0.18),
+]
+# Per-band WCS perturbations: shift of the reference pixel (x, y) and rotation in degrees.
+TINY_BAND_WCS = {"g": ((0.0, 0.0), 0.0), "r": ((2.6, -1.3), 0.2), "i": ((-1.8, 3.1), -0.3)}
+TINY_BCG_FLUX = {"g": 60.0, "r": 150.0, "i": 220.0}  # nanomaggies
+
+
+def write_tiny_survey(root, noise=0.03, seed=0):
+    """Write the tiny survey under ``root``; returns the truth table (cluster schema + ``field``)."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+    from astropy.io import fits
+    from astropy.table import Table
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    shape = (TINY_FIELD_SIZE, TINY_FIELD_SIZE)
+    for field, (ra, dec) in TINY_FIELDS.items():
+        members = [c for c in TINY_CLUSTERS if c[1] == field]
+        for band, ((dx, dy), rotation) in TINY_BAND_WCS.items():
+            wcs = make_sky_wcs(ra, dec, shape, rotation_deg=rotation)
+            wcs.wcs.crpix = wcs.wcs.crpix + np.array([dx, dy])
+            image = rng.normal(0.0, noise, shape)
+            for _, _, cra, cdec, _ in members:
+                centre = SkyCoord(cra * u.deg, cdec * u.deg)
+                offsets = np.random.default_rng(int(cra * 1e4) % 1000).uniform(-40, 40, (6, 2)) * u.arcsec
+                image += gaussian_blobs(wcs, shape, centre, TINY_BCG_FLUX[band], 3.0)
+                image += gaussian_blobs(wcs, shape, centre.spherical_offsets_by(offsets[:, 0], offsets[:, 1]),
+                                        [TINY_BCG_FLUX[band] / 8] * 6, 2.0)
+            header = wcs.to_header()
+            header.update(FILTER=band, PIXSCALE=0.396, SEEING=1.4, SKYLEVEL=0.0, BUNIT="nanomaggy")
+            (root / field).mkdir(parents=True, exist_ok=True)
+            fits.PrimaryHDU(image.astype(np.float32), header).writeto(root / field / f"frame-{band}.fits")
+    truth = Table(rows=[(cid, cra, cdec, z, 40.0, 25.0, 16.0, cra, cdec, 1.2, field)
+                        for cid, field, cra, cdec, z in TINY_CLUSTERS],
+                  names=["id", "ra", "dec", "z", "richness", "n_members", "bcg_rmag", "bcg_ra", "bcg_dec",
+                         "r200", "field"])
+    for name, unit in {"ra": u.deg, "dec": u.deg, "bcg_ra": u.deg, "bcg_dec": u.deg, "bcg_rmag": u.mag,
+                       "r200": u.Mpc}.items():
+        truth[name].unit = unit
+    truth.write(root / "clusters.fits")
+    return truth
+
+
+@pytest.fixture(scope="session")
+def tiny_survey(tmp_path_factory):
+    """Path of a tiny survey in the synthetic layout (written once per session; treat as read-only)."""
+    root = tmp_path_factory.mktemp("tiny_survey")
+    write_tiny_survey(root)
+    return root
+
+
 RECORDED = Path(__file__).resolve().parent / "data"
 # VizieR responses recorded for tests (hand-built in VizieR's VOTable format): requested table -> file.
 VIZIER_RECORDINGS = {
