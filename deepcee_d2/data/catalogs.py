@@ -20,8 +20,6 @@ FITS / VOTable / CSV / ECSV file with the VizieR column labels or the catalogue'
 every count they produce can be checked by hand.
 """
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from astropy.coordinates import SkyCoord
 from astropy.table import MaskedColumn, Table, vstack
 
 from ..cosmology import DEFAULT_COSMOLOGY, angular_size
+from ..evaluation.report import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -308,15 +307,8 @@ def write_catalog(table, path):
     """Write a schema table to ``path`` (FITS or ECSV by suffix) atomically: temporary name, then rename."""
     path = Path(path)
     table = check_cluster_table(table, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_output(path) as temporary:
         table.write(temporary, overwrite=True, format="fits" if path.suffix.lower() == ".fits" else "ascii.ecsv")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return path
 
 

@@ -22,8 +22,6 @@ Network calls are retried with exponential backoff.
 """
 import functools
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_area
 
+from ..evaluation.report import atomic_output
 from .colour import check_band_images
 from .pixels import celestial_wcs
 
@@ -271,20 +270,6 @@ def with_retries(call, what, attempts=4, backoff_s=2.0):
             time.sleep(wait)
 
 
-def _write_fits_atomic(hdu, path):
-    """Write an HDU to ``path`` through a temporary file in the same folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".fits", dir=path.parent)
-    os.close(handle)
-    try:
-        hdu.writeto(temporary, overwrite=True)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 class SDSSSource(ImagingSource):
     """SDSS corrected frames fetched through ``astroquery.sdss`` into ``folder``, then cut like local frames.
 
@@ -351,7 +336,8 @@ class SDSSSource(ImagingSource):
                     f"SDSS frame {path.name}", self.attempts, self.backoff_s)
                 if not hduls:
                     raise ImagingError(f"SDSS DR{self.data_release}: no {path.name} returned")
-                _write_fits_atomic(fits.PrimaryHDU(hduls[0][0].data, hduls[0][0].header), path)
+                with atomic_output(path) as temporary:
+                    fits.PrimaryHDU(hduls[0][0].data, hduls[0][0].header).writeto(temporary, overwrite=True)
         return paths
 
     def cutout(self, centre, size, pixel_scale=SDSS_PIXEL_SCALE):
@@ -431,7 +417,8 @@ def write_cutout(cutout, paths):
         hdu.header["FILTER"] = band
         hdu.header["BUNIT"] = "nanomaggy"
         hdu.header["SOURCE"] = cutout.source[:68]
-        _write_fits_atomic(hdu, path)
+        with atomic_output(path) as temporary:
+            hdu.writeto(temporary, overwrite=True)
 
 
 def read_cutout(paths):
