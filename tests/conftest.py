@@ -146,7 +146,7 @@ TINY_FIELD_SIZE = 600
 TINY_FIELDS = {"f000": (150.0, 2.0), "f001": (150.5, 2.0)}
 TINY_CLUSTERS = [  # id, field, ra, dec, z
     ("SYN-0", "f000", 150.0, 2.0, 0.15),
-    ("SYN-1", "f000", 150.0 + 60 / 3600, 2.0 + 30 / 3600, 0.12),
+    ("SYN-1", "f000", 150.0 + 40 / 3600, 2.0 + 20 / 3600, 0.12),
     ("SYN-2", "f001", 150.5, 2.0 - 20 / 3600, 0.18),
 ]
 # Per-band WCS perturbations: shift of the reference pixel (x, y) and rotation in degrees.

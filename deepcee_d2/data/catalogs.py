@@ -214,7 +214,7 @@ def check_cluster_table(table, source="catalogue"):
         table[name].unit = unit
     ids, counts = np.unique(table["id"], return_counts=True)
     if (counts > 1).any():
-        raise ValueError(f"{source}: duplicate cluster ids {list(ids[counts > 1][:5])}")
+        raise ValueError(f"{source}: duplicate cluster ids {[str(i) for i in ids[counts > 1][:5]]}")
     return table
 
 

@@ -249,6 +249,16 @@ def flip_wcs(wcs, shape, axis, source="image"):
     return flipped
 
 
+def network_wcs(wcs, shape, network_size, source="image"):
+    """WCS of the network image made by `make_network_image` from an image of ``shape`` with ``wcs``.
+
+    Needs no pixels, so the WCS of an image already written can be rebuilt from its cutout grid.
+    """
+    factor = binning_factor(shape, network_size, source)
+    binned_shape = (shape[0] // factor, shape[1] // factor)
+    return flip_wcs(bin_wcs(wcs, factor, source), binned_shape, "y", source)
+
+
 def make_network_image(images_by_band, wcs, network_size, settings=ColourSettings(), source="image"):
     """Flux images of g, r, i on one grid + their WCS -> the network's RGB image and its WCS.
 
@@ -278,5 +288,4 @@ def make_network_image(images_by_band, wcs, network_size, settings=ColourSetting
     factor = binning_factor(images[0].shape, network_size, source)
     binned = {band: block_reduce(image, factor, func=np.mean) for band, image in zip(settings.bands, images)}
     rgb = make_colour_image(binned, settings, source)
-    network_wcs = flip_wcs(bin_wcs(wcs, factor, source), rgb.shape[:2], "y", source)
-    return np.ascontiguousarray(rgb[::-1]), network_wcs
+    return np.ascontiguousarray(rgb[::-1]), network_wcs(wcs, images[0].shape, network_size, source)

@@ -1,0 +1,384 @@
+"""From a cluster table and an imaging source to colour PNGs and COCO json files with astronomy extras.
+
+For each target cluster, `DatasetSettings.n_offsets` cutouts are made whose centres are offset from the
+cluster by ``(dx, dy)`` drawn uniformly in ``[-max_offset, max_offset]`` along the cutout's x (east-west)
+and y (north-south) axes, from a generator seeded by ``seed``; each cutout becomes the network's colour
+image through `deepcee_d2.data.colour.make_network_image`. Every catalogued cluster whose centre (the BCG,
+where the catalogue has one) falls inside an image is annotated, with a square box of side
+``box_size`` (proper length at the cluster's redshift, 2 x 250 kpc by default) centred on its pixel in the
+network image's WCS and clipped to the image.
+
+Layout of a data set folder (``out_dir``)::
+
+    build.json            the settings it was built with (a rebuild with other settings is refused)
+    images/<id>_<k>.png   network images (row 0 at the top = north)
+    train.json, test.json COCO files (pycocotools fields + the extras below); "info" records everything
+                          needed to make the same colour images at inference
+    clusters.ecsv         the target clusters
+    failures.ecsv         cutouts that could not be made (with skip_failures), and why
+    cutouts/              the g, r, i cutout cache (imaging.get_cutout)
+
+Image extras: ``wcs`` (FITS header of the network image's WCS), ``ra``/``dec`` (image centre, deg),
+``pixel_scale`` (arcsec per network pixel), ``target_id``, ``offset_arcsec`` ([dx, dy]). Annotation extras:
+``cluster_id``, ``ra``/``dec`` (the box centre on the sky, deg), ``z``, ``richness``, ``n_members``,
+``bcg_rmag``; NaN is written as null.
+
+Splits: ``"by-cluster"`` (default; clusters that share an image are kept together so that no cluster is
+annotated in both sets), ``"random"`` (the paper: images drawn at random), or ``"train"`` / ``"test"``
+(all images in one set, e.g. the redMaPPer test field).
+"""
+import datetime
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
+from astropy.wcs.utils import proj_plane_pixel_scales
+from PIL import Image
+
+from ..cosmology import DEFAULT_COSMOLOGY, angular_size
+from ..evaluation.report import atomic_output
+from .catalogs import check_cluster_table, sky_coords, write_catalog
+from .colour import ColourSettings, binning_factor, make_network_image, network_wcs
+from .imaging import ImagingError, cutout_grid, get_cutout
+from .pixels import sky_to_box_xy
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("by-cluster", "random", "train", "test")
+CATEGORY = {"id": 1, "name": "cluster", "supercategory": "cluster"}
+ANNOTATION_EXTRAS = ("cluster_id", "ra", "dec", "z", "richness", "n_members", "bcg_rmag")
+IMAGE_EXTRAS = ("wcs", "ra", "dec", "pixel_scale", "target_id", "offset_arcsec")
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    """Everything that decides the images and boxes of a data set (recorded in its COCO ``info``).
+
+    Parameters
+    ----------
+    cutout_size : int
+        Cutout side in pixels of ``pixel_scale`` (the paper: 2000).
+    network_size : int
+        Network image side in pixels (the paper: 1000); must divide ``cutout_size``.
+    pixel_scale : `~astropy.units.Quantity` [angle]
+        Cutout pixel (SDSS: 0.396").
+    n_offsets : int
+        Images per target cluster (the paper: 4).
+    max_offset : `~astropy.units.Quantity` [angle]
+        Largest offset of an image centre from its cluster along x and along y (the paper: 270").
+    box_size : `~astropy.units.Quantity` [length]
+        Proper side of the ground-truth box at the cluster's redshift (2 x 250 kpc).
+    split : str
+        One of `SPLITS`.
+    test_fraction : float
+        Fraction of images (``random``) or clusters (``by-cluster``) in the test set.
+    seed : int
+        Seeds the offsets and the split.
+    colour : ColourSettings
+        Stretch and limits of the colour image.
+    """
+
+    cutout_size: int = 2000
+    network_size: int = 1000
+    pixel_scale: u.Quantity = 0.396 * u.arcsec
+    n_offsets: int = 4
+    max_offset: u.Quantity = 270 * u.arcsec
+    box_size: u.Quantity = 500 * u.kpc
+    split: str = "by-cluster"
+    test_fraction: float = 0.1
+    seed: int = 0
+    colour: ColourSettings = field(default_factory=ColourSettings)
+
+    def __post_init__(self):
+        binning_factor((self.cutout_size, self.cutout_size), self.network_size, "dataset settings")
+        if self.split not in SPLITS:
+            raise ValueError(f"dataset settings: unknown split {self.split!r}; choose one of {SPLITS}")
+        if not 0 <= self.test_fraction < 1:
+            raise ValueError(f"dataset settings: test_fraction must be in [0, 1), got {self.test_fraction}")
+        if self.n_offsets < 1:
+            raise ValueError(f"dataset settings: n_offsets must be at least 1, got {self.n_offsets}")
+        half_width = self.cutout_size * self.pixel_scale / 2
+        if not 0 * u.arcsec <= self.max_offset < half_width:
+            raise ValueError(
+                f"dataset settings: max_offset {self.max_offset} must be below half the cutout width "
+                f"({half_width.to(u.arcsec):.1f}) so that each target stays in its own image"
+            )
+
+    def to_dict(self):
+        """Plain-JSON form with units in the key names."""
+        return {
+            "cutout_size": self.cutout_size, "network_size": self.network_size,
+            "pixel_scale_arcsec": self.pixel_scale.to_value(u.arcsec), "n_offsets": self.n_offsets,
+            "max_offset_arcsec": self.max_offset.to_value(u.arcsec), "box_size_kpc": self.box_size.to_value(u.kpc),
+            "split": self.split, "test_fraction": self.test_fraction, "seed": self.seed,
+            "colour": self.colour.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, values):
+        """Inverse of `to_dict`."""
+        return cls(
+            cutout_size=values["cutout_size"], network_size=values["network_size"],
+            pixel_scale=values["pixel_scale_arcsec"] * u.arcsec, n_offsets=values["n_offsets"],
+            max_offset=values["max_offset_arcsec"] * u.arcsec, box_size=values["box_size_kpc"] * u.kpc,
+            split=values["split"], test_fraction=values["test_fraction"], seed=values["seed"],
+            colour=ColourSettings(**values["colour"]),
+        )
+
+
+def _safe_name(cluster_id):
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(cluster_id)).strip("_")
+
+
+def plan_images(clusters, settings):
+    """One row per image: ``image_id``, ``target_id``, ``offset_index``, ``dx``/``dy`` (arcsec), ``ra``/``dec``
+    of the image centre (deg) and ``file_name``; the offsets come from ``default_rng(settings.seed)`` drawn
+    cluster by cluster in table order, so the same table and seed give the same images."""
+    clusters = check_cluster_table(clusters, "target clusters")
+    rng = np.random.default_rng(settings.seed)
+    limit = settings.max_offset.to_value(u.arcsec)
+    offsets = rng.uniform(-limit, limit, size=(len(clusters), settings.n_offsets, 2))
+    centres = sky_coords(clusters)
+    rows = []
+    for index, (cluster_id, centre) in enumerate(zip(clusters["id"], centres)):
+        for k in range(settings.n_offsets):
+            dx, dy = offsets[index, k]
+            # The cutout grid is north-up and east-left, so moving the centre dx east and dy north puts the
+            # cluster at (+dx, -dy) from the image centre: within max_offset along x and along y.
+            image_centre = centre.spherical_offsets_by(dx * u.arcsec, dy * u.arcsec)
+            rows.append((len(rows) + 1, str(cluster_id), k, dx, dy, image_centre.ra.deg, image_centre.dec.deg,
+                         f"images/{_safe_name(cluster_id)}_{k}.png"))
+    plan = Table(rows=rows, names=["image_id", "target_id", "offset_index", "dx", "dy", "ra", "dec", "file_name"],
+                 dtype=[int, str, int, float, float, float, float, str])
+    plan["dx"].unit = plan["dy"].unit = u.arcsec
+    plan["ra"].unit = plan["dec"].unit = u.deg
+    return plan
+
+
+def _json_number(value):
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def annotate(wcs, shape, clusters, settings, cosmology=DEFAULT_COSMOLOGY):
+    """COCO annotations (without ids) of every cluster of ``clusters`` whose centre is inside the image.
+
+    Parameters
+    ----------
+    wcs : `~astropy.wcs.WCS`
+        The network image's WCS.
+    shape : (int, int)
+        ``(height, width)`` of the network image.
+    clusters : `~astropy.table.Table`
+        Cluster schema table; the box centre is ``bcg_ra``/``bcg_dec`` where finite, else ``ra``/``dec``.
+    """
+    height, width = shape
+    has_bcg = np.isfinite(clusters["bcg_ra"]) & np.isfinite(clusters["bcg_dec"])
+    ra = np.where(has_bcg, clusters["bcg_ra"], clusters["ra"])
+    dec = np.where(has_bcg, clusters["bcg_dec"], clusters["dec"])
+    centres = SkyCoord(ra * u.deg, dec * u.deg)
+    x, y = sky_to_box_xy(wcs, centres)
+    inside = np.isfinite(x) & np.isfinite(y) & (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    scale_arcsec = float(np.mean(proj_plane_pixel_scales(wcs)) * 3600)
+    annotations = []
+    for index in np.nonzero(inside)[0]:
+        row = clusters[index]
+        side = angular_size(settings.box_size, row["z"], cosmology).to_value(u.arcsec) / scale_arcsec
+        x0, y0 = max(0.0, x[index] - side / 2), max(0.0, y[index] - side / 2)
+        x1, y1 = min(float(width), x[index] + side / 2), min(float(height), y[index] + side / 2)
+        annotations.append({
+            "category_id": CATEGORY["id"], "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
+            "iscrowd": 0, "cluster_id": str(row["id"]), "ra": float(ra[index]), "dec": float(dec[index]),
+            "z": _json_number(row["z"]), "richness": _json_number(row["richness"]),
+            "n_members": _json_number(row["n_members"]), "bcg_rmag": _json_number(row["bcg_rmag"]),
+        })
+    return annotations
+
+
+def split_images(images, settings):
+    """Assign image ids to ``"train"`` and ``"test"``.
+
+    Parameters
+    ----------
+    images : list of dict
+        COCO image records, each with its ``annotations`` (list of dicts with ``cluster_id``).
+
+    Returns
+    -------
+    dict of str -> list of int
+    """
+    ids = [image["id"] for image in images]
+    if settings.split in ("train", "test"):
+        return {settings.split: ids}
+    rng = np.random.default_rng([settings.seed, 1])  # a stream of its own, apart from the offsets
+    if settings.split == "random":
+        order = rng.permutation(len(ids))
+        n_test = round(settings.test_fraction * len(ids))
+        test = {ids[i] for i in order[:n_test]}
+        return {"train": [i for i in ids if i not in test], "test": [i for i in ids if i in test]}
+    # by-cluster: clusters annotated in the same image form one group (union-find), groups go to one set.
+    parent = {}
+
+    def root(name):
+        while parent.setdefault(name, name) != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    for image in images:
+        names = [image["target_id"]] + [a["cluster_id"] for a in image["annotations"]]
+        for name in names[1:]:
+            parent[root(name)] = root(names[0])
+    groups = {}
+    for name in sorted(parent):
+        groups.setdefault(root(name), []).append(name)
+    group_list = [groups[key] for key in sorted(groups)]
+    n_test_clusters = round(settings.test_fraction * len(parent))
+    test_clusters = set()
+    for index in rng.permutation(len(group_list)):
+        if len(test_clusters) >= n_test_clusters:
+            break
+        test_clusters.update(group_list[index])
+    test_roots = {root(name) for name in test_clusters}
+    in_test = {image["id"]: root(image["target_id"]) in test_roots for image in images}
+    return {"train": [i for i in ids if not in_test[i]], "test": [i for i in ids if in_test[i]]}
+
+
+def _check_settings_file(out_dir, record):
+    """Write ``build.json`` or check that the folder was built with the same settings (resume)."""
+    path = Path(out_dir) / "build.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != record:
+            raise ValueError(
+                f"{path}: this folder was built with other settings or another source ({previous}); "
+                "use a new --out folder or delete this one"
+            )
+        return
+    with atomic_output(path) as temporary:
+        temporary.write_text(json.dumps(record, indent=1))
+
+
+def _write_png(rgb, path):
+    with atomic_output(path) as temporary:
+        Image.fromarray(rgb).save(temporary, format="PNG")
+
+
+def build_dataset(clusters, source, out_dir, settings=DatasetSettings(), annotate_with=None,
+                  cosmology=DEFAULT_COSMOLOGY, cache_dir=None, skip_failures=False, progress=True):
+    """Make the images and COCO files of a data set; resumable (finished PNGs are not remade).
+
+    Parameters
+    ----------
+    clusters : `~astropy.table.Table`
+        Target clusters (cluster schema).
+    source : `~deepcee_d2.data.imaging.ImagingSource`
+        Where the g, r, i pixels come from.
+    out_dir : str or Path
+        The data set folder (layout in the module docstring).
+    settings : DatasetSettings
+    annotate_with : `~astropy.table.Table`, optional
+        Clusters to annotate in every image (default: ``clusters``); all need a redshift.
+    cosmology : `~astropy.cosmology.FLRW`
+        For box sizes.
+    cache_dir : str or Path, optional
+        Cutout cache (default ``<out_dir>/cutouts``).
+    skip_failures : bool
+        Record cutouts that cannot be made in ``failures.ecsv`` and go on, instead of raising.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    dict of str -> Path
+        The COCO json of each split.
+
+    Raises
+    ------
+    ValueError
+        Empty catalogue, clusters to annotate without a redshift, or a folder built with other settings.
+    ImagingError
+        A cutout that cannot be made (unless ``skip_failures``), naming the cluster.
+    """
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    clusters = check_cluster_table(clusters, "target clusters")
+    annotate_with = clusters if annotate_with is None else check_cluster_table(annotate_with, "annotation catalogue")
+    no_z = ~np.isfinite(np.asarray(annotate_with["z"], dtype=float))
+    if no_z.any():
+        raise ValueError(f"annotation catalogue: {no_z.sum()} clusters without a redshift, e.g. "
+                         f"{[str(i) for i in annotate_with['id'][no_z][:3]]}; boxes need z (select them out first)")
+    record = {"settings": settings.to_dict(), "source": source.describe(),
+              "cosmology": {"name": cosmology.name, "H0": cosmology.H0.to_value(u.km / u.s / u.Mpc),
+                            "Om0": cosmology.Om0}}
+    _check_settings_file(out_dir, record)
+    write_catalog(clusters, out_dir / "clusters.ecsv")
+    cache_dir = out_dir / "cutouts" if cache_dir is None else Path(cache_dir)
+    plan = plan_images(clusters, settings)
+    shape = (settings.network_size, settings.network_size)
+    images, failures = [], []
+    for row in tqdm(plan, desc=f"images for {out_dir.name}", unit="image", disable=not progress):
+        centre = SkyCoord(row["ra"] * u.deg, row["dec"] * u.deg)
+        grid = cutout_grid(centre, settings.cutout_size, settings.pixel_scale)
+        png = out_dir / row["file_name"]
+        if png.exists():
+            wcs = network_wcs(grid, (settings.cutout_size, settings.cutout_size), settings.network_size)
+        else:
+            try:
+                cutout = get_cutout(source, centre, settings.cutout_size, settings.pixel_scale, cache_dir)
+                rgb, wcs = make_network_image(cutout.images, cutout.wcs, settings.network_size, settings.colour,
+                                              cutout.source)
+            except (ImagingError, ValueError) as error:
+                message = f"cluster {row['target_id']} image {row['offset_index']}: {error}"
+                if not skip_failures:
+                    raise ImagingError(message) from error
+                failures.append((row["target_id"], row["offset_index"], row["ra"], row["dec"], str(error)))
+                continue
+            _write_png(rgb, png)
+        images.append({
+            "id": int(row["image_id"]), "file_name": str(row["file_name"]), "height": shape[0], "width": shape[1],
+            "wcs": wcs.to_header_string(), "ra": float(row["ra"]), "dec": float(row["dec"]),
+            "pixel_scale": float(np.mean(proj_plane_pixel_scales(wcs)) * 3600), "target_id": str(row["target_id"]),
+            "offset_arcsec": [float(row["dx"]), float(row["dy"])],
+            "annotations": annotate(wcs, shape, annotate_with, settings, cosmology),
+        })
+    if failures:
+        logger.warning("%d of %d images could not be made; see %s", len(failures), len(plan),
+                       out_dir / "failures.ecsv")
+        table = Table(rows=failures, names=["target_id", "offset_index", "ra", "dec", "error"])
+        with atomic_output(out_dir / "failures.ecsv") as temporary:
+            table.write(temporary, format="ascii.ecsv", overwrite=True)
+    info = {
+        "description": "Deep-CEE galaxy-cluster images", "contributor": "deepcee_d2", "version": "1",
+        "date_created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "deepcee": {**record, "catalog": clusters.meta.get("source", ""), "n_failures": len(failures),
+                    "network_pixel_scale_arcsec": images[0]["pixel_scale"] if images else None},
+    }
+    return write_coco_files(images, split_images(images, settings), out_dir, info)
+
+
+def write_coco_files(images, splits, out_dir, info):
+    """Write ``<split>.json`` for each split: COCO images, annotations (ids numbered 1.. per file), info."""
+    paths = {}
+    for split, ids in splits.items():
+        chosen = set(ids)
+        coco = {"info": info, "licenses": [], "categories": [CATEGORY], "images": [], "annotations": []}
+        for image in images:
+            if image["id"] not in chosen:
+                continue
+            coco["images"].append({key: value for key, value in image.items() if key != "annotations"})
+            for annotation in image["annotations"]:
+                coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image["id"],
+                                            **annotation})
+        paths[split] = Path(out_dir) / f"{split}.json"
+        with atomic_output(paths[split]) as temporary:
+            temporary.write_text(json.dumps(coco))
+    return paths

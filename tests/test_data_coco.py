@@ -1,0 +1,194 @@
+"""COCO data sets from a cluster table and the tiny survey (conftest): offsets, boxes, splits, resume."""
+import json
+
+import numpy as np
+import pytest
+import astropy.units as u
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
+from PIL import Image
+from pycocotools.coco import COCO
+from scipy import ndimage, stats
+
+from deepcee_d2.cosmology import angular_size
+from deepcee_d2.data.catalogs import read_catalog
+from deepcee_d2.data.coco import DatasetSettings, build_dataset, plan_images
+from deepcee_d2.data.colour import make_network_image
+from deepcee_d2.data.imaging import ImagingError, LocalFITSSource, cutout_grid, get_cutout
+from deepcee_d2.data.pixels import celestial_wcs, sky_to_box_xy
+
+SMALL = DatasetSettings(cutout_size=200, network_size=100, max_offset=30 * u.arcsec, box_size=50 * u.kpc,
+                        test_fraction=0.34, seed=3)
+
+
+@pytest.fixture
+def truth(tiny_survey):
+    return read_catalog(tiny_survey / "clusters.fits")
+
+
+@pytest.fixture
+def built(tiny_survey, truth, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dataset") / "tiny"
+    return out, build_dataset(truth, LocalFITSSource(tiny_survey), out, SMALL, progress=False)
+
+
+def many_clusters(n=500):
+    rng = np.random.default_rng(0)
+    table = Table({"id": [f"C{i}" for i in range(n)], "ra": rng.uniform(0, 360, n),
+                   "dec": np.degrees(np.arcsin(rng.uniform(-0.9, 0.9, n))), "z": np.full(n, 0.15)})
+    for name in ("richness", "n_members", "bcg_rmag", "bcg_ra", "bcg_dec", "r200"):
+        table[name] = np.nan
+    return table
+
+
+def test_offsets_are_uniform_bounded_and_seeded():
+    settings = DatasetSettings(max_offset=270 * u.arcsec, n_offsets=4, seed=11)
+    clusters = many_clusters()
+    plan = plan_images(clusters, settings)
+    assert len(plan) == 2000 and list(plan["offset_index"][:5]) == [0, 1, 2, 3, 0]
+    offsets = np.concatenate([plan["dx"], plan["dy"]])
+    assert np.abs(offsets).max() <= 270 and np.abs(offsets).max() > 265
+    assert stats.kstest(offsets, stats.uniform(loc=-270, scale=540).cdf).pvalue > 0.01
+    # Where each cluster lands in its cutout: moving the centre (dx east, dy north) puts the cluster at
+    # (+dx, -dy) from the centre on the east-left, north-up grid, so within 270" along x and along y.
+    for row, cluster in zip(plan[:40], np.repeat(clusters[:10], 4)):
+        grid = cutout_grid(SkyCoord(row["ra"] * u.deg, row["dec"] * u.deg), 2000)
+        x, y = grid.world_to_pixel(SkyCoord(cluster["ra"] * u.deg, cluster["dec"] * u.deg))
+        assert abs((x - 999.5) * 0.396 - row["dx"]) < 1 and abs((y - 999.5) * 0.396 + row["dy"]) < 1  # curvature
+    again = plan_images(clusters, settings)
+    np.testing.assert_array_equal(again["dx"], plan["dx"])
+    other = plan_images(clusters, DatasetSettings(seed=12))
+    assert not np.allclose(other["dx"], plan["dx"])
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="cannot block-average"):
+        DatasetSettings(cutout_size=2000, network_size=600)
+    with pytest.raises(ValueError, match="unknown split 'fold'"):
+        DatasetSettings(split="fold")
+    with pytest.raises(ValueError, match="max_offset 400.0 arcsec must be below half the cutout width"):
+        DatasetSettings(max_offset=400 * u.arcsec)
+    assert DatasetSettings.from_dict(SMALL.to_dict()) == SMALL
+
+
+def test_coco_files_load_with_pycocotools_and_carry_the_extras(built):
+    out, paths = built
+    assert set(paths) == {"train", "test"}
+    n_images = 0
+    for path in paths.values():
+        coco = COCO(str(path))
+        n_images += len(coco.getImgIds())
+        for image in coco.loadImgs(coco.getImgIds()):
+            assert (out / image["file_name"]).is_file()
+            assert {"wcs", "ra", "dec", "pixel_scale", "target_id", "offset_arcsec"} <= set(image)
+            assert image["pixel_scale"] == pytest.approx(0.792, rel=1e-6)
+            annotations = coco.loadAnns(coco.getAnnIds(imgIds=image["id"]))
+            assert image["target_id"] in {a["cluster_id"] for a in annotations}
+            for annotation in annotations:
+                assert {"cluster_id", "ra", "dec", "z", "richness", "n_members", "bcg_rmag"} <= set(annotation)
+                assert annotation["category_id"] == 1 and annotation["iscrowd"] == 0
+        assert coco.loadCats(coco.getCatIds()) == [{"id": 1, "name": "cluster", "supercategory": "cluster"}]
+    assert n_images == 3 * 4
+
+
+def test_every_cluster_inside_an_image_is_annotated(built, truth):
+    out, paths = built
+    for path in paths.values():
+        coco = json.loads(path.read_text())
+        for image in coco["images"]:
+            wcs = celestial_wcs(image["wcs"])
+            x, y = sky_to_box_xy(wcs, SkyCoord(truth["ra"].quantity, truth["dec"].quantity))
+            inside = {cid for cid, xi, yi in zip(truth["id"], x, y) if 0 <= xi < 100 and 0 <= yi < 100}
+            annotated = {a["cluster_id"] for a in coco["annotations"] if a["image_id"] == image["id"]}
+            assert annotated == inside
+    # SYN-0 and SYN-1 are 45" apart: each appears in some of the other's images.
+    all_annotations = [a for p in paths.values() for a in json.loads(p.read_text())["annotations"]]
+    assert sum(a["cluster_id"] == "SYN-1" for a in all_annotations) > 4
+
+
+def test_box_is_centred_on_the_bcg_light_and_sized_at_the_redshift(built, truth):
+    out, paths = built
+    checked = 0
+    for path in paths.values():
+        coco = json.loads(path.read_text())
+        images = {image["id"]: image for image in coco["images"]}
+        for annotation in coco["annotations"]:
+            x0, y0, width, height = annotation["bbox"]
+            side = angular_size(50 * u.kpc, annotation["z"]).to_value(u.arcsec) / 0.792
+            if not (x0 > 0 and y0 > 0 and x0 + width < 100 and y0 + height < 100):
+                continue  # clipped at the edge
+            assert width == pytest.approx(side, rel=1e-6) and height == pytest.approx(side, rel=1e-6)
+            red = np.asarray(Image.open(out / images[annotation["image_id"]]["file_name"]))[..., 0].astype(float)
+            cx, cy = x0 + width / 2, y0 + height / 2  # detectron2 coordinates: pixel i spans [i, i + 1)
+            yy, xx = np.mgrid[0:100, 0:100] + 0.5
+            near = (xx - cx) ** 2 + (yy - cy) ** 2 <= 3.5**2
+            light_y, light_x = ndimage.center_of_mass(np.where(near, red, 0.0))
+            assert abs(light_x + 0.5 - cx) < 0.5 and abs(light_y + 0.5 - cy) < 0.5
+            checked += 1
+    assert checked >= 6
+
+
+def test_by_cluster_split_keeps_every_cluster_in_one_set(built):
+    out, paths = built
+    clusters = {split: {a["cluster_id"] for a in json.loads(p.read_text())["annotations"]}
+                for split, p in paths.items()}
+    assert clusters["train"] and clusters["test"] and not clusters["train"] & clusters["test"]
+
+
+def test_random_split_draws_the_test_fraction_of_images(tiny_survey, truth, tmp_path):
+    settings = DatasetSettings(**{**SMALL.__dict__, "split": "random", "test_fraction": 0.25})
+    paths = build_dataset(truth, LocalFITSSource(tiny_survey), tmp_path / "random", settings, progress=False)
+    counts = {split: len(json.loads(p.read_text())["images"]) for split, p in paths.items()}
+    assert counts == {"train": 9, "test": 3}
+
+
+def test_info_reproduces_the_colour_image_for_inference(built, tiny_survey):
+    out, paths = built
+    coco = json.loads(paths["train"].read_text())
+    recorded = coco["info"]["deepcee"]
+    settings = DatasetSettings.from_dict(recorded["settings"])
+    assert settings == SMALL and recorded["source"] == f"fits:{tiny_survey}"
+    image = coco["images"][0]
+    centre = SkyCoord(image["ra"] * u.deg, image["dec"] * u.deg)
+    cutout = get_cutout(LocalFITSSource(tiny_survey), centre, settings.cutout_size, settings.pixel_scale)
+    rgb, wcs = make_network_image(cutout.images, cutout.wcs, settings.network_size, settings.colour)
+    np.testing.assert_array_equal(rgb, np.asarray(Image.open(out / image["file_name"])))
+    assert celestial_wcs(image["wcs"]).wcs.compare(wcs.wcs, tolerance=1e-9)
+
+
+def test_rebuild_resumes_without_new_cutouts_and_refuses_other_settings(built, truth, tiny_survey, monkeypatch):
+    out, paths = built
+    before = {split: json.loads(p.read_text()) for split, p in paths.items()}
+    source = LocalFITSSource(tiny_survey)
+    monkeypatch.setattr(source, "cutout", lambda *a, **k: pytest.fail("finished image made again"))
+    again = build_dataset(truth, source, out, SMALL, progress=False)
+    for split, path in again.items():
+        after = json.loads(path.read_text())
+        assert after["images"] == before[split]["images"] and after["annotations"] == before[split]["annotations"]
+    with pytest.raises(ValueError, match="build.json: this folder was built with other settings"):
+        build_dataset(truth, source, out, DatasetSettings(**{**SMALL.__dict__, "seed": 4}), progress=False)
+
+
+def test_cluster_outside_the_imaging_fails_clearly_or_is_recorded(tiny_survey, truth, tmp_path):
+    lost = truth.copy()
+    lost.add_row(["LOST-1", 200.0, 10.0, 0.1, 30.0, 20.0, 16.0, 200.0, 10.0, 1.0, "none"])
+    source = LocalFITSSource(tiny_survey)
+    with pytest.raises(ImagingError, match="cluster LOST-1 image 0: .* no g-band frame covers the cutout"):
+        build_dataset(lost, source, tmp_path / "strict", SMALL, progress=False)
+    assert not list((tmp_path / "strict" / "images").glob("LOST*"))
+    paths = build_dataset(lost, source, tmp_path / "lenient", SMALL, skip_failures=True, progress=False)
+    failures = Table.read(tmp_path / "lenient" / "failures.ecsv")
+    assert list(failures["target_id"]) == ["LOST-1"] * 4 and "no g-band frame" in failures["error"][0]
+    targets = {i["target_id"] for p in paths.values() for i in json.loads(p.read_text())["images"]}
+    assert targets == {"SYN-0", "SYN-1", "SYN-2"}
+
+
+def test_empty_catalogue_and_clusters_without_redshift_are_refused(tiny_survey, truth, tmp_path):
+    source = LocalFITSSource(tiny_survey)
+    with pytest.raises(ValueError, match="target clusters: the catalogue is empty"):
+        build_dataset(truth[:0], source, tmp_path / "empty", SMALL, progress=False)
+    no_z = truth.copy()
+    no_z["z"][1] = np.nan
+    with pytest.raises(ValueError, match=r"annotation catalogue: 1 clusters without a redshift, e.g. \['SYN-1'\]"):
+        build_dataset(truth, source, tmp_path / "noz", SMALL, annotate_with=no_z, progress=False)
+    assert not (tmp_path / "noz").exists() and not (tmp_path / "empty").exists()
