@@ -6,6 +6,7 @@ sets and the 100 kpc evaluator.
 """
 from .config import add_deepcee_config
 from . import modeling  # noqa: F401  (registers the backbone and heads)
+from .data import register  # noqa: F401  (registers the standard data sets, lazily)
 from .evaluation import DeepCEEEvaluator
 
 __all__ = ["DeepCEEEvaluator", "add_deepcee_config"]
