@@ -21,6 +21,7 @@ from deepcee_d2.data.catalogs import (
     query_vizier,
     read_catalog,
     redshift_mask,
+    select_clusters,
     sky_match_mask,
     write_catalog,
 )
@@ -175,3 +176,12 @@ def test_duplicate_ids_are_refused_and_nothing_is_written(vizier_recorded, tmp_p
     with pytest.raises(ValueError, match="duplicate cluster ids"):
         write_catalog(whl, path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_select_clusters_applies_only_the_cuts_given(vizier_recorded):
+    whl = query_vizier("whl12")
+    assert len(select_clusters(whl)) == 9
+    assert len(select_clusters(whl, z_range=(0.1, 0.2), min_members=20)) == 6
+    assert len(select_clusters(whl, dec_min=0 * u.deg, region=(5.0, 8.0, 0.0, 30.0))) == 3  # A24, A31, A43 rows
+    wrapped = select_clusters(whl, region=(350.0, 3.0, -90.0, 90.0))  # RA range through 0
+    assert list(wrapped["id"]) == WHL_IDS[:2]

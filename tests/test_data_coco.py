@@ -192,3 +192,35 @@ def test_empty_catalogue_and_clusters_without_redshift_are_refused(tiny_survey, 
     with pytest.raises(ValueError, match=r"annotation catalogue: 1 clusters without a redshift, e.g. \['SYN-1'\]"):
         build_dataset(truth, source, tmp_path / "noz", SMALL, annotate_with=no_z, progress=False)
     assert not (tmp_path / "noz").exists() and not (tmp_path / "empty").exists()
+
+
+def run_tool(argv):
+    """``tools/prepare_dataset.py``'s main, in this process (so recorded network answers apply)."""
+    import runpy
+    from pathlib import Path
+
+    tool = runpy.run_path(str(Path(__file__).resolve().parents[1] / "tools" / "prepare_dataset.py"), run_name="tool")
+    return tool["main"](argv)
+
+
+def test_cli_builds_a_synthetic_data_set_with_config_overrides(tiny_survey, tmp_path):
+    out = tmp_path / "cli"
+    assert run_tool(["--catalog", str(tiny_survey / "clusters.fits"), "--source", "synthetic", "--imaging",
+                     str(tiny_survey), "--out", str(out), "--cutout-size", "200", "--network-size", "100",
+                     "--max-offset", "30", "--box-size-kpc", "50", "--split", "random", "--no-progress",
+                     "DEEPCEE.COLOUR.UPPER", "8.0"]) == 0
+    coco = json.loads((out / "train.json").read_text())
+    assert coco["info"]["deepcee"]["settings"]["colour"]["upper"] == 8.0
+    assert len(coco["images"]) + len(json.loads((out / "test.json").read_text())["images"]) == 12
+    assert len(list((out / "images").glob("*.png"))) == 12
+
+
+def test_cli_paper_selection_from_vizier(vizier_recorded, tiny_survey, tmp_path):
+    """WHL12 and Abell from (recorded) VizieR; the tiny survey does not cover them, so every cutout fails."""
+    out = tmp_path / "paper"
+    run_tool(["--catalog", "whl12", "--select", "paper", "--source", "fits", "--imaging", str(tiny_survey),
+              "--out", str(out), "--cutout-size", "200", "--network-size", "100", "--max-offset", "30",
+              "--skip-failures", "--no-progress"])
+    assert list(Table.read(out / "clusters.ecsv")["id"]) == [
+        "WHL J000735.7+163042", "WHL J002854.3+173605", "WHL J004627.3+202923"]
+    assert len(Table.read(out / "failures.ecsv")) == 12

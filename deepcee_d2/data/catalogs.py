@@ -335,6 +335,40 @@ def dec_mask(table, dec_min=0.0 * u.deg):
     return table["dec"].quantity > dec_min
 
 
+def region_mask(table, ra_range, dec_range):
+    """Rows inside ``ra_range`` x ``dec_range`` (deg); an RA range with ``ra_min > ra_max`` wraps through 0."""
+    ra, dec = np.asarray(table["ra"], dtype=float), np.asarray(table["dec"], dtype=float)
+    ra_min, ra_max = ra_range
+    in_ra = (ra >= ra_min) & (ra <= ra_max) if ra_min <= ra_max else (ra >= ra_min) | (ra <= ra_max)
+    return in_ra & (dec >= dec_range[0]) & (dec <= dec_range[1])
+
+
+def select_clusters(table, z_range=None, min_members=None, dec_min=None, region=None):
+    """Rows passing the cuts that are given (None: no cut).
+
+    Parameters
+    ----------
+    z_range : (float, float), optional
+        ``z_min < z < z_max``.
+    min_members : float, optional
+        ``n_members >= min_members``.
+    dec_min : `~astropy.units.Quantity` [angle], optional
+        ``dec > dec_min``.
+    region : (float, float, float, float), optional
+        ``ra_min, ra_max, dec_min, dec_max`` in degrees (`region_mask`).
+    """
+    keep = np.ones(len(table), dtype=bool)
+    if z_range is not None:
+        keep &= redshift_mask(table, *z_range)
+    if min_members is not None:
+        keep &= members_mask(table, min_members)
+    if dec_min is not None:
+        keep &= dec_mask(table, dec_min)
+    if region is not None:
+        keep &= region_mask(table, region[:2], region[2:])
+    return table[keep]
+
+
 def sky_match_mask(table, reference, max_separation=500 * u.kpc, cosmology=DEFAULT_COSMOLOGY):
     """Rows of ``table`` whose nearest ``reference`` cluster lies within ``max_separation`` on the sky.
 
