@@ -54,7 +54,8 @@ def parse_args(argv=None):
     imaging.add_argument("--source", required=True, choices=["skyview", "sdss", "synthetic", "fits"])
     imaging.add_argument("--imaging", help="folder of frames (synthetic, fits) or where SDSS frames are kept "
                                            "(sdss; default OUT/frames)")
-    imaging.add_argument("--cache", help="cutout cache folder (default OUT/cutouts)")
+    imaging.add_argument("--cache", help="cutout cache folder (default OUT/cutouts; 48 MB per 2000 px image)")
+    imaging.add_argument("--no-cache", action="store_true", help="keep no g, r, i cutouts, only the PNGs")
 
     images = parser.add_argument_group("images and split")
     images.add_argument("--out", required=True, help="the data set folder, e.g. datasets/whl12")
@@ -104,7 +105,7 @@ def main(argv=None):
     source = make_source(args.source, root=imaging_root)
     print(f"{len(clusters)} clusters -> {len(clusters) * settings.n_offsets} images in {args.out}")
     paths = build_dataset(clusters, source, args.out, settings, annotate_with=annotate_with, cosmology=cosmology,
-                          cache_dir=args.cache, skip_failures=args.skip_failures, progress=not args.no_progress)
+                          cache_dir=None if args.no_cache else args.cache or f"{args.out}/cutouts", skip_failures=args.skip_failures, progress=not args.no_progress)
     for split, path in paths.items():
         print(f"{split}: {path}")
     return 0

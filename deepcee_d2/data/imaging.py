@@ -21,6 +21,7 @@ and size, written to a temporary name and renamed, so an interrupted run resumes
 Network calls are retried with exponential backoff.
 """
 import functools
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -404,8 +405,13 @@ def make_source(kind, root=None, **kwargs):
 
 
 def cutout_paths(cache_dir, source, centre, size, pixel_scale=SDSS_PIXEL_SCALE):
-    """The cache files (band -> path) of one cutout: ``<cache_dir>/<source>/<position>/cutout-<band>.fits``."""
-    folder = Path(cache_dir) / source.name / _position_name(centre, size, pixel_scale)
+    """The cache files (band -> path) of one cutout: ``<cache_dir>/<source>/<position>/cutout-<band>.fits``.
+
+    ``<source>`` is the source's name and a hash of its description (e.g. its folder), so one cache can
+    serve several sources.
+    """
+    tag = hashlib.sha1(source.describe().encode()).hexdigest()[:8]
+    folder = Path(cache_dir) / f"{source.name}-{tag}" / _position_name(centre, size, pixel_scale)
     return {band: folder / f"cutout-{band}.fits" for band in source.bands}
 
 
