@@ -106,7 +106,7 @@ CATALOGS = {
 }
 
 
-def _column(table, labels, source):
+def _column(table, labels):
     """The column of ``table`` whose name is one of ``labels`` (case-insensitive), or None."""
     by_lower = {name.lower(): name for name in table.colnames}
     for label in labels:
@@ -175,7 +175,7 @@ def to_cluster_schema(table, catalog, source="catalogue"):
         raise ValueError(f"{source}: the catalogue is empty")
     found = {}
     for name, labels in form.columns.items():
-        found[name] = _column(table, labels, source)
+        found[name] = _column(table, labels)
         if found[name] is None and name not in form.optional:
             raise ValueError(
                 f"{source}: no column {' / '.join(labels)} for {name!r} of the {form.name} catalogue; "

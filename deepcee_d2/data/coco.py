@@ -53,7 +53,9 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("by-cluster", "random", "train", "test")
 CATEGORY = {"id": 1, "name": "cluster", "supercategory": "cluster"}
-ANNOTATION_EXTRAS = ("cluster_id", "ra", "dec", "z", "richness", "n_members", "bcg_rmag")
+# Cluster properties copied onto each box; NaN is written as null.
+NUMERIC_ANNOTATION_EXTRAS = ("z", "richness", "n_members", "bcg_rmag")
+ANNOTATION_EXTRAS = ("cluster_id", "ra", "dec") + NUMERIC_ANNOTATION_EXTRAS
 IMAGE_EXTRAS = ("wcs", "ra", "dec", "pixel_scale", "target_id", "offset_arcsec")
 
 
@@ -196,8 +198,7 @@ def annotate(wcs, shape, clusters, settings, cosmology=DEFAULT_COSMOLOGY):
         annotations.append({
             "category_id": CATEGORY["id"], "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
             "iscrowd": 0, "cluster_id": str(row["id"]), "ra": float(ra[index]), "dec": float(dec[index]),
-            "z": _json_number(row["z"]), "richness": _json_number(row["richness"]),
-            "n_members": _json_number(row["n_members"]), "bcg_rmag": _json_number(row["bcg_rmag"]),
+            **{name: _json_number(row[name]) for name in NUMERIC_ANNOTATION_EXTRAS},
         })
     return annotations
 

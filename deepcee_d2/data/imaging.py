@@ -256,9 +256,12 @@ class LocalFITSSource(ImagingSource):
 
 def with_retries(call, what, attempts=4, backoff_s=2.0):
     """``call()``, retried on network errors after ``backoff_s``, 2x, 4x ... seconds; raise naming ``what``."""
+    import urllib.error
+
     import requests
 
-    network_errors = (requests.RequestException, ConnectionError, TimeoutError)
+    # requests (astroquery's HTTP layer), urllib (astropy's download_file, used for SkyView's images), sockets.
+    network_errors = (requests.RequestException, urllib.error.URLError, ConnectionError, TimeoutError)
     for attempt in range(1, attempts + 1):
         try:
             return call()

@@ -18,12 +18,10 @@ from pathlib import Path
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from .coco import ANNOTATION_EXTRAS, IMAGE_EXTRAS
+from .coco import ANNOTATION_EXTRAS, IMAGE_EXTRAS, NUMERIC_ANNOTATION_EXTRAS
 
 DATASETS_ENV = "DEEPCEE_DATASETS"
 DEFAULT_DATASETS_ROOT = "./datasets"
-# Numeric annotation extras, written as null when missing; loaded as NaN like the cluster tables.
-_NUMERIC_EXTRAS = ("z", "richness", "n_members", "bcg_rmag")
 
 # name -> (folder under the root, split, command that builds the folder; {out} is the folder).
 STANDARD_DATASETS = {
@@ -79,7 +77,7 @@ def load_deepcee_json(json_file, image_root, dataset_name, build_command=None):
             raise ValueError(f"{json_file}: image {record['image_id']} lacks {missing}; rebuild the data set")
         record.update({key: image[key] for key in IMAGE_EXTRAS})
         for annotation in record["annotations"]:
-            for key in _NUMERIC_EXTRAS:
+            for key in NUMERIC_ANNOTATION_EXTRAS:  # null in the json -> NaN, as in cluster tables
                 if annotation.get(key) is None:
                     annotation[key] = math.nan
     return records
