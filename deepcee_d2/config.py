@@ -85,8 +85,10 @@ def add_deepcee_config(cfg):
 
     # ---- Survey inference: tiles, merging ----
     _C.DEEPCEE.SURVEY = CN()
-    # Overlap of neighbouring tiles in arcsec; at least the largest anchor box (512 network px = 405").
-    _C.DEEPCEE.SURVEY.TILE_OVERLAP_ARCSEC = 405.5
+    # Overlap of neighbouring tiles in arcsec, so that a cluster cut by one tile's edge is whole in the next.
+    # 0 means the side of the largest anchor box on the sky (512 network px x 0.792" = 405.5" for SDSS);
+    # smaller positive values are refused.
+    _C.DEEPCEE.SURVEY.TILE_OVERLAP_ARCSEC = 0.0
     # Detections from overlapping tiles or fields closer than this on the sky are one candidate.
     _C.DEEPCEE.SURVEY.MERGE_RADIUS_ARCSEC = 60.0
     # Candidates below this score are not written to the catalogue.

@@ -1,0 +1,318 @@
+"""Run a trained Deep-CEE over a survey on Dask: one task per tile, results kept as they finish.
+
+Each tile's detections are written to ``<output>/tiles/<tile_id>.ecsv`` (atomically) as soon as the tile is
+done, so a rerun skips finished tiles and an interrupted run resumes; the candidate catalogue is always
+rebuilt from all tile files, so it is the same however the run was split. A tile whose imaging cannot be
+read (corrupt FITS, no WCS, outside the coverage) is reported with its files and the reason in
+``failed_tiles.ecsv`` and retried by the next run; it does not stop the others.
+
+Dask runs on a ``LocalCluster`` (one single-threaded worker process per core) unless a scheduler address
+is given (an existing ``dask-scheduler``, or a dask-jobqueue cluster's ``cluster.scheduler_address``). The
+detector is loaded once per worker process, not once per tile. Workers use one PyTorch thread each by
+default, so the floating-point work of a tile, and so the catalogue, does not depend on the number of
+workers.
+"""
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+from astropy.table import Table, vstack
+from astropy.wcs.utils import proj_plane_pixel_scales
+
+from ..data.colour import ColourSettings, make_network_image
+from ..data.imaging import ImagingError, get_cutout, make_source
+from ..data.pixels import box_centres, box_xy_to_sky
+from ..evaluation.report import atomic_output
+from .tiling import DETECTION_COLUMNS, field_reference_frames, merge_detections
+
+logger = logging.getLogger(__name__)
+
+# Per-process state of a Dask worker: the detector and imaging sources, built on first use.
+_WORKER_STATE = {}
+
+
+def _worker_cached(key, make):
+    if key not in _WORKER_STATE:
+        _WORKER_STATE[key] = make()
+    return _WORKER_STATE[key]
+
+
+@dataclass(frozen=True)
+class ImagingSpec:
+    """How a worker gets pixels: ``kind`` is ``fits`` (``root`` is a folder of frames, e.g. a synthetic
+    survey or SDSS frames), ``sdss`` or ``skyview`` (``root`` is the download folder / cutout cache)."""
+
+    kind: str
+    root: str
+
+    def source(self):
+        return _worker_cached(("imaging", self), lambda: make_source(self.kind, self.root))
+
+    @property
+    def cache_dir(self):
+        """Network sources keep their cutouts on disk; local frames are read directly."""
+        return None if self.kind == "fits" else Path(self.root) / "cutouts"
+
+
+class DetectorFactory:
+    """Picklable recipe for the detector a worker builds once: detectron2's ``DefaultPredictor`` on a
+    frozen config (with ``MODEL.WEIGHTS``), running with ``threads`` PyTorch threads."""
+
+    def __init__(self, cfg, threads=1):
+        self.config_yaml = cfg.dump()
+        self.threads = threads
+        self.cache_key = hashlib.sha256(f"{self.config_yaml}{threads}".encode()).hexdigest()
+
+    def __call__(self):
+        import torch
+        from detectron2.config import CfgNode
+        from detectron2.engine import DefaultPredictor
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        predictor = DefaultPredictor(CfgNode.load_cfg(self.config_yaml))
+
+        def detect(rgb):
+            # DefaultPredictor takes BGR (OpenCV order) and converts to the model's INPUT.FORMAT.
+            instances = predictor(np.ascontiguousarray(rgb[:, :, ::-1]))["instances"].to("cpu")
+            return instances.pred_boxes.tensor.numpy().astype(float), instances.scores.numpy().astype(float)
+
+        return detect
+
+
+@dataclass(frozen=True)
+class SurveyJob:
+    """Everything a worker needs for a tile."""
+
+    imaging: ImagingSpec
+    # A picklable factory with a ``cache_key`` attribute; calling it returns
+    # ``detect(rgb) -> (boxes XYXY, scores)``. Each worker calls it once per cache_key.
+    detector: object
+    colour: ColourSettings
+    cutout_size: int
+    pixel_scale: float  # arcsec
+    network_size: int
+    score_threshold: float
+    tiles_dir: str
+    reference_band: str = "r"
+
+
+def tile_result_path(job, tile):
+    return Path(job.tiles_dir) / f"{tile.tile_id}.ecsv"
+
+
+def _field_wcs(spec, name, band):
+    """WCS of a field's reference frame, for pixel positions in the field (None outside local frames)."""
+    if spec.kind != "fits":
+        return None
+    frames = _worker_cached(("fields", spec, band), lambda: field_reference_frames(
+        spec.source().frames(), Path(spec.root), band))
+    frame = frames.get(name)
+    return None if frame is None else frame.wcs
+
+
+def detections_table(tile, boxes, scores, wcs, field_wcs=None):
+    """The detections of one tile on the sky: box centres through the network image's ``wcs``."""
+    x, y = box_centres(boxes)
+    sky = box_xy_to_sky(wcs, x, y)
+    pixel = proj_plane_pixel_scales(wcs).mean() * 3600  # arcsec per network pixel
+    field_x = field_y = np.full(len(scores), np.nan)
+    if field_wcs is not None and len(scores):
+        field_x, field_y = (np.asarray(v, dtype=float) for v in field_wcs.world_to_pixel(sky))
+    table = Table({
+        "ra": np.atleast_1d(sky.ra.deg).astype(float), "dec": np.atleast_1d(sky.dec.deg).astype(float),
+        "score": np.asarray(scores, dtype=float), "field": np.full(len(scores), tile.field, dtype=object).astype(str),
+        "tile": np.full(len(scores), tile.tile_id, dtype=object).astype(str), "tile_x": x, "tile_y": y,
+        "field_x": field_x, "field_y": field_y,
+        "box_width": (boxes[:, 2] - boxes[:, 0]) * pixel if len(scores) else np.zeros(0),
+        "box_height": (boxes[:, 3] - boxes[:, 1]) * pixel if len(scores) else np.zeros(0),
+    }, names=DETECTION_COLUMNS)
+    for name in ("ra", "dec"):
+        table[name].unit = u.deg
+    for name in ("box_width", "box_height"):
+        table[name].unit = u.arcsec
+    for name in ("tile_x", "tile_y", "field_x", "field_y"):
+        table[name].unit = u.pix
+    return table
+
+
+def process_tile(tile, job):
+    """Detect clusters in one tile and write its detections; returns ``(tile_id, n_detections, failure)``
+    where ``failure`` is None or the reason the tile's imaging could not be used."""
+    path = tile_result_path(job, tile)
+    if path.exists():
+        return tile.tile_id, None, None
+    spec = job.imaging
+    try:
+        cutout = get_cutout(spec.source(), tile.centre, job.cutout_size, job.pixel_scale * u.arcsec,
+                            cache_dir=spec.cache_dir)
+        rgb, wcs = make_network_image(cutout.images, cutout.wcs, job.network_size, job.colour,
+                                      source=f"tile {tile.tile_id} ({cutout.source})")
+    except (ImagingError, ValueError, OSError) as error:
+        return tile.tile_id, None, str(error)
+    detect = _worker_cached(("detector", job.detector.cache_key), job.detector)
+    boxes, scores = detect(rgb)
+    keep = scores >= job.score_threshold
+    table = detections_table(tile, boxes[keep], scores[keep], wcs,
+                             _field_wcs(spec, tile.field, job.reference_band))
+    with atomic_output(path) as temporary:
+        table.write(temporary, format="ascii.ecsv", overwrite=True)
+    return tile.tile_id, len(table), None
+
+
+def _client(scheduler, n_workers):
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        return Client(scheduler)
+    cluster = LocalCluster(n_workers=n_workers or os.cpu_count(), threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    return Client(cluster)
+
+
+def run_tiles(tiles, job, scheduler=None, n_workers=None, progress=True):
+    """Process every tile without a result file on Dask; returns the failures as a Table."""
+    from dask.distributed import as_completed
+    from tqdm import tqdm
+
+    Path(job.tiles_dir).mkdir(parents=True, exist_ok=True)
+    pending = [tile for tile in tiles if not tile_result_path(job, tile).exists()]
+    logger.info("%d tiles, %d already done, %d to run", len(tiles), len(tiles) - len(pending), len(pending))
+    failures = []
+    if pending:
+        by_id = {tile.tile_id: tile for tile in pending}
+        with _client(scheduler, n_workers) as client:
+            futures = client.map(process_tile, pending, job=job, pure=False)
+            for future in tqdm(as_completed(futures), total=len(futures), desc="tiles", unit="tile",
+                               disable=not progress):
+                tile_id, _, failure = future.result()
+                if failure is not None:
+                    tile = by_id[tile_id]
+                    logger.warning("tile %s failed: %s", tile_id, failure)
+                    failures.append((tile_id, tile.field, tile.ra, tile.dec, failure))
+    failures.sort()
+    return Table(rows=failures or None, names=("tile", "field", "ra", "dec", "reason"),
+                 dtype=(str, str, float, float, str))
+
+
+def collect_detections(tiles, job):
+    """All detections of the tiles that have results, in tile order."""
+    tables = [Table.read(tile_result_path(job, tile), format="ascii.ecsv")
+              for tile in sorted(tiles, key=lambda t: t.tile_id) if tile_result_path(job, tile).exists()]
+    tables = [table for table in tables if len(table)]
+    if not tables:
+        return Table(names=DETECTION_COLUMNS, dtype=(float, float, float, str, str) + (float,) * 6)
+    return vstack(tables, metadata_conflicts="silent")
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_catalogue(tiles, job, merge_radius, provenance=None):
+    """The merged candidate catalogue of all finished tiles, with ``provenance`` in its metadata."""
+    catalogue = merge_detections(collect_detections(tiles, job), merge_radius)
+    catalogue.meta.update(provenance or {})
+    catalogue.meta["NTILES"] = len(tiles)
+    return catalogue
+
+
+@dataclass
+class SurveyResult:
+    """What `find_clusters` made: the catalogue, the failed tiles and the paths of every output."""
+
+    catalogue: Table
+    failures: Table
+    paths: dict
+
+
+def job_from_cfg(cfg, imaging, output_dir, detector=None, threads_per_worker=1):
+    """The `SurveyJob` of a Deep-CEE config: tile size, colour and score threshold as in training."""
+    colour = cfg.DEEPCEE.COLOUR
+    return SurveyJob(imaging=imaging, detector=detector or DetectorFactory(cfg, threads_per_worker),
+                     colour=ColourSettings.from_cfg(cfg), cutout_size=colour.CUTOUT_SIZE,
+                     pixel_scale=colour.PIXEL_SCALE, network_size=colour.NETWORK_SIZE,
+                     score_threshold=cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD, tiles_dir=str(Path(output_dir) / "tiles"))
+
+
+def tile_network_image(job, tile):
+    """Remake a tile's network image and WCS (for the gallery) exactly as the detector saw it."""
+    cutout = get_cutout(job.imaging.source(), tile.centre, job.cutout_size, job.pixel_scale * u.arcsec,
+                        cache_dir=job.imaging.cache_dir)
+    return make_network_image(cutout.images, cutout.wcs, job.network_size, job.colour, source=tile.tile_id)
+
+
+def find_clusters(cfg, tiles, imaging, output_dir, *, scheduler=None, n_workers=None, threads_per_worker=1,
+                  gallery_size=50, crossmatch=(), detector=None, progress=True):
+    """Run the detector of ``cfg`` over ``tiles`` and write the candidate catalogue and its companions.
+
+    Parameters
+    ----------
+    cfg : CfgNode
+        Deep-CEE config with ``MODEL.WEIGHTS``; its ``DEEPCEE.COLOUR`` must be the training data's.
+    tiles : list of `deepcee_d2.survey.tiling.Tile`
+        From ``plan_field_tiles``, ``plan_region_tiles`` or ``plan_position_tiles``.
+    imaging : ImagingSpec
+        Where the pixels come from.
+    output_dir : str or Path
+        Receives ``tiles/``, ``candidates.{fits,ecsv,csv}``, ``candidates.reg``, ``failed_tiles.ecsv``,
+        ``config.yaml`` and ``gallery/index.html``. Rerunning into the same folder resumes.
+    scheduler : str, optional
+        Address of an existing Dask scheduler; a ``LocalCluster`` of ``n_workers`` (default: all cores)
+        single-threaded worker processes otherwise.
+    crossmatch : sequence of str or Table
+        Known-cluster catalogues (``ra``, ``dec``, ``z``): candidates within
+        ``DEEPCEE.EVAL.CROSSMATCH_RADIUS_KPC`` of a catalogued cluster in ``CROSSMATCH_Z_RANGE`` are flagged
+        known, the others new.
+    detector : callable, optional
+        A detector factory in place of the config's model (see `SurveyJob`).
+    """
+    from ..evaluation.crossmatch import crossmatch_false_positives
+    from ..cosmology import cosmology_from_cfg
+    from .outputs import candidate_names, write_catalogue, write_gallery, write_regions
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    job = job_from_cfg(cfg, imaging, output_dir, detector, threads_per_worker)
+    with atomic_output(output_dir / "config.yaml") as temporary:
+        temporary.write_text(cfg.dump(), encoding="utf-8")
+    failures = run_tiles(tiles, job, scheduler, n_workers, progress)
+    weights = Path(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else None
+    # FITS-keyword-sized names, so the FITS catalogue carries them too (CONFIG, multi-line, is ECSV only).
+    provenance = {
+        "MODEL": str(weights) if weights else "",
+        "MODELSHA": file_sha256(weights) if weights and weights.is_file() else "",
+        "IMAGING": f"{imaging.kind}:{imaging.root}",
+        "SCORECUT": job.score_threshold,
+        "MERGERAD": cfg.DEEPCEE.SURVEY.MERGE_RADIUS_ARCSEC,
+        "NFAILED": len(failures),
+        "CONFIG": cfg.dump(),
+    }
+    catalogue = build_catalogue(tiles, job, cfg.DEEPCEE.SURVEY.MERGE_RADIUS_ARCSEC * u.arcsec, provenance)
+    catalogue.add_column(candidate_names(catalogue["ra"], catalogue["dec"]) if len(catalogue) else [],
+                         name="name", index=0)
+    if crossmatch:
+        evaluation = cfg.DEEPCEE.EVAL
+        catalogue = crossmatch_false_positives(catalogue, list(crossmatch),
+                                               radius=evaluation.CROSSMATCH_RADIUS_KPC * u.kpc,
+                                               z_range=tuple(evaluation.CROSSMATCH_Z_RANGE),
+                                               cosmology=cosmology_from_cfg(cfg))
+    paths = write_catalogue(catalogue, output_dir)
+    paths["regions"] = write_regions(catalogue, output_dir / "candidates.reg")
+    with atomic_output(output_dir / "failed_tiles.ecsv") as temporary:
+        failures.write(temporary, format="ascii.ecsv", overwrite=True)
+    paths["failures"] = output_dir / "failed_tiles.ecsv"
+    by_id = {tile.tile_id: tile for tile in tiles}
+    paths["gallery"] = write_gallery(catalogue, output_dir, lambda tile_id: tile_network_image(job, by_id[tile_id]),
+                                     top=gallery_size)
+    logger.info("%d candidates from %d tiles (%d failed): %s", len(catalogue), len(tiles), len(failures),
+                paths["ecsv"])
+    return SurveyResult(catalogue, failures, paths)

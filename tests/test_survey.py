@@ -1,0 +1,228 @@
+"""Survey inference: tiling, merging across tiles, Dask execution, resume, failures, outputs.
+
+Most tests use `BrightestBlobDetector`, a plain image-processing detector (local maxima of the red channel
+above a level), so that tiling and merging are checked against known cluster positions; one test runs a
+trained Deep-CEE model through the same code.
+"""
+import math
+import shutil
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
+from scipy import ndimage
+
+from deepcee_d2.config import load_config
+from deepcee_d2.data.imaging import LocalFITSSource
+from deepcee_d2.engine import Trainer
+from deepcee_d2.survey.run import ImagingSpec, find_clusters
+from deepcee_d2.survey.tiling import (
+    field_name, merge_detections, plan_field_tiles, plan_region_tiles, tile_centres_1d, tile_geometry,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+# Tiles of 200 px (79.2") shown at 100 px; anchors up to 32 network px, so tiles overlap by >= 25.3".
+SURVEY_OPTS = ["MODEL.DEVICE", "cpu", "DEEPCEE.COLOUR.CUTOUT_SIZE", "200", "DEEPCEE.COLOUR.NETWORK_SIZE", "100",
+               "MODEL.ANCHOR_GENERATOR.SIZES", "[[16, 32]]", "DEEPCEE.SURVEY.SCORE_THRESHOLD", "0.5",
+               "DEEPCEE.SURVEY.MERGE_RADIUS_ARCSEC", "20.0", "INPUT.MIN_SIZE_TEST", "100", "INPUT.MAX_SIZE_TEST", "100"]
+
+
+def survey_cfg(*opts):
+    return load_config(REPO / "configs" / "Base-DeepCEE.yaml", SURVEY_OPTS + list(opts))
+
+
+class BrightestBlobDetector:
+    """Boxes of ``size`` network pixels on local maxima of the red channel brighter than ``level``; with
+    ``fail_after`` it raises on its n-th image, like a worker that dies mid-run."""
+
+    def __init__(self, level=150, size=24, fail_after=None):
+        self.level, self.size, self.fail_after = level, size, fail_after
+        self.cache_key = f"blobs-{level}-{size}-{fail_after}"
+
+    def __call__(self):
+        calls = []
+
+        def detect(rgb):
+            calls.append(1)
+            if self.fail_after is not None and len(calls) > self.fail_after:
+                raise RuntimeError("worker died")
+            red = rgb[:, :, 0].astype(float)
+            peaks = (red == ndimage.maximum_filter(red, size=9)) & (red >= self.level)
+            labels, n = ndimage.label(peaks)
+            centres = np.array(ndimage.center_of_mass(peaks, labels, range(1, n + 1))).reshape(-1, 2)
+            y, x = centres[:, 0] + 0.5, centres[:, 1] + 0.5  # array index -> box coordinates
+            boxes = np.stack([x - self.size / 2, y - self.size / 2, x + self.size / 2, y + self.size / 2], axis=1)
+            scores = np.array([red[int(r), int(c)] / 255 for r, c in centres])
+            return boxes, scores
+
+        return detect
+
+
+def truth_coords(root):
+    truth = Table.read(Path(root) / "clusters.fits")
+    return SkyCoord(truth["bcg_ra"], truth["bcg_dec"], unit=u.deg)
+
+
+def field_tiles(root, cfg):
+    side, overlap = tile_geometry(cfg)
+    return plan_field_tiles(LocalFITSSource(root).frames(), root, side, overlap)
+
+
+def test_tile_centres_cover_with_overlap():
+    for length, tile, overlap in [(600, 200, 64), (1000, 200, 64), (201, 200, 50), (150, 200, 50), (2048, 2000, 511)]:
+        centres = tile_centres_1d(length, tile, overlap)
+        if length <= tile:
+            assert centres.tolist() == [length / 2]
+            continue
+        assert centres[0] - tile / 2 == pytest.approx(0) and centres[-1] + tile / 2 == pytest.approx(length)
+        assert np.all(np.diff(centres) <= tile - overlap + 1e-9)  # neighbours share >= overlap
+
+
+def test_tile_geometry_from_config():
+    side, overlap = tile_geometry(load_config(REPO / "configs" / "Base-DeepCEE.yaml"))
+    assert side.to_value(u.arcsec) == pytest.approx(792)  # 2000 px x 0.396"
+    assert overlap.to_value(u.arcsec) == pytest.approx(512 * 0.792)  # the 512 px anchor at 0.792" per network px
+    with pytest.raises(ValueError, match="smaller than the largest anchor"):
+        tile_geometry(load_config(REPO / "configs" / "Base-DeepCEE.yaml",
+                                  ["DEEPCEE.SURVEY.TILE_OVERLAP_ARCSEC", "100.0"]))
+
+
+def test_field_names_for_sdss_and_synthetic_layouts(tmp_path):
+    assert field_name(tmp_path / "frame-g-002583-2-0136.fits.bz2", tmp_path, "g") == "frame-002583-2-0136"
+    assert field_name(tmp_path / "f000" / "frame-r.fits", tmp_path, "r") == "f000"
+    assert field_name(tmp_path / "run1" / "frame-i-000001-1-0001.fits", tmp_path, "i") == "run1/frame-000001-1-0001"
+
+
+def test_region_tiles_cover_the_box_at_every_declination():
+    side, overlap = 0.2 * u.deg, 0.05 * u.deg
+    tiles = plan_region_tiles((10.0, 11.0), (59.0, 60.0), side, overlap)
+    rows = {}
+    for tile in tiles:
+        rows.setdefault(tile.dec, []).append(tile.ra)
+    assert min(rows) - 0.1 == pytest.approx(59.0) and max(rows) + 0.1 == pytest.approx(60.0)
+    for dec, ras in rows.items():
+        ras = np.sort(ras)
+        # On the sky, neighbours are at most side - overlap apart even at the row's widest (lowest) Dec.
+        widest = math.cos(math.radians(dec - 0.1))
+        assert np.all(np.diff(ras) * widest <= 0.15 + 1e-9)
+        assert ras[0] - 0.1 / widest <= 10.0 + 1e-9 and ras[-1] + 0.1 / widest >= 11.0 - 1e-9
+
+
+def test_merge_keeps_the_best_score_and_ignores_tile_order():
+    detections = Table({"ra": [150.0, 150.0 + 5 / 3600, 150.1], "dec": [2.0, 2.0, 2.0], "score": [0.7, 0.9, 0.8],
+                        "field": ["f"] * 3, "tile": ["t1", "t2", "t1"], "tile_x": [1.0, 2, 3], "tile_y": [1.0, 2, 3],
+                        "field_x": [1.0, 2, 3], "field_y": [1.0, 2, 3], "box_width": [10.0] * 3,
+                        "box_height": [10.0] * 3})
+    merged = merge_detections(detections, 20 * u.arcsec)
+    assert list(merged["score"]) == [0.9, 0.8] and list(merged["n_merged"]) == [2, 1]
+    shuffled = merge_detections(detections[::-1], 20 * u.arcsec)
+    assert all(np.array_equal(merged[c], shuffled[c]) for c in merged.colnames)
+
+
+@pytest.fixture(scope="module")
+def blob_run(tiny_survey, tmp_path_factory):
+    """The tiny survey through the blob detector on a 1-worker LocalCluster."""
+    output = tmp_path_factory.mktemp("survey_1worker")
+    cfg = survey_cfg()
+    tiles = field_tiles(tiny_survey, cfg)
+    result = find_clusters(cfg, tiles, ImagingSpec("fits", str(tiny_survey)), output, n_workers=1,
+                           detector=BrightestBlobDetector(), progress=False)
+    return tiles, output, result
+
+
+def test_clusters_across_tile_edges_are_found_once_at_their_position(tiny_survey, blob_run):
+    tiles, _, result = blob_run
+    catalogue = result.catalogue
+    assert len(tiles) == 32 and len(result.failures) == 0  # 4 x 4 tiles in each of the 2 fields
+    truth = truth_coords(tiny_survey)
+    found = SkyCoord(catalogue["ra"], catalogue["dec"], unit=u.deg)
+    index, separation, _ = truth.match_to_catalog_sky(found)
+    assert len(catalogue) == len(truth) == 3
+    assert len(set(index)) == 3
+    # Every cluster sits in 2-4 overlapping tiles; each appears once, merged from several detections.
+    assert all(catalogue["n_merged"] >= 2)
+    # The blob detector centres on the BCG to about a network pixel (0.79"); reprojection adds a little.
+    assert separation.max() < 1.2 * u.arcsec
+
+
+def test_one_and_two_workers_give_the_same_catalogue(tiny_survey, blob_run, tmp_path):
+    tiles, _, one = blob_run
+    two = find_clusters(survey_cfg(), tiles, ImagingSpec("fits", str(tiny_survey)), tmp_path, n_workers=2,
+                        detector=BrightestBlobDetector(), progress=False)
+    assert one.catalogue.colnames == two.catalogue.colnames
+    for column in one.catalogue.colnames:
+        assert np.array_equal(one.catalogue[column], two.catalogue[column]), column
+
+
+def test_an_interrupted_run_resumes_to_the_same_catalogue(tiny_survey, blob_run, tmp_path):
+    tiles, _, uninterrupted = blob_run
+    imaging = ImagingSpec("fits", str(tiny_survey))
+    with pytest.raises(RuntimeError, match="worker died"):
+        find_clusters(survey_cfg(), tiles, imaging, tmp_path, n_workers=1,
+                      detector=BrightestBlobDetector(fail_after=10), progress=False)
+    done = sorted((tmp_path / "tiles").glob("*.ecsv"))
+    assert 0 < len(done) < len(tiles)
+    before = {path.name: path.read_bytes() for path in done}
+    resumed = find_clusters(survey_cfg(), tiles, imaging, tmp_path, n_workers=1, detector=BrightestBlobDetector(),
+                            progress=False)
+    assert all((tmp_path / "tiles" / name).read_bytes() == data for name, data in before.items())  # not redone
+    for column in uninterrupted.catalogue.colnames:
+        assert np.array_equal(uninterrupted.catalogue[column], resumed.catalogue[column]), column
+
+
+def test_a_corrupt_field_is_reported_and_the_rest_still_runs(tiny_survey, tmp_path):
+    survey = tmp_path / "survey"
+    shutil.copytree(tiny_survey, survey)
+    frame = survey / "f001" / "frame-g.fits"
+    frame.write_bytes(frame.read_bytes()[:2880 * 2])  # header intact, pixels cut off
+    cfg = survey_cfg()
+    tiles = field_tiles(survey, cfg)
+    result = find_clusters(cfg, tiles, ImagingSpec("fits", str(survey)), tmp_path / "out", n_workers=1,
+                           detector=BrightestBlobDetector(), progress=False)
+    failed = result.failures
+    assert len(failed) == 16 and set(failed["field"]) == {"f001"}
+    assert all("f001/frame-g.fits" in reason for reason in failed["reason"])
+    assert Table.read(tmp_path / "out" / "failed_tiles.ecsv")["tile"].tolist() == failed["tile"].tolist()
+    truth = truth_coords(survey)[:2]  # the two clusters of the intact field f000
+    found = SkyCoord(result.catalogue["ra"], result.catalogue["dec"], unit=u.deg)
+    assert len(result.catalogue) == 2 and truth.match_to_catalog_sky(found)[1].max() < 1.2 * u.arcsec
+
+
+def test_outputs_parse(blob_run):
+    _, output, result = blob_run
+    from regions import Regions
+
+    for name in ("candidates.fits", "candidates.ecsv", "candidates.csv"):
+        table = Table.read(output / name)
+        assert len(table) == 3 and {"name", "ra", "dec", "score", "field", "tile", "box_width"} <= set(table.colnames)
+    assert Table.read(output / "candidates.ecsv").meta["CONFIG"].startswith("CUDNN_BENCHMARK")
+    assert Table.read(output / "candidates.fits").meta["NTILES"] == 32
+    regions = Regions.read(output / "candidates.reg", format="ds9")
+    assert len(regions) == 3
+    page = (output / "gallery" / "index.html").read_text()
+    assert page.count("<img ") == 3 and "legacysurvey.org/viewer?ra=" in page and "skyserver.sdss.org" in page
+    assert len(list((output / "gallery").glob("candidate_*.png"))) == 3
+
+
+def test_a_trained_model_runs_through_the_command_line_tool(tiny_survey, toy_datasets, tmp_path):
+    import runpy
+
+    train_dir = tmp_path / "train"
+    opts = ["MODEL.ANCHOR_GENERATOR.SIZES", "[[16, 32]]", "SOLVER.MAX_ITER", "5", "OUTPUT_DIR", str(train_dir)]
+    trainer = Trainer(load_config(REPO / "configs" / "deepcee_instant_test.yaml", opts))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    script = runpy.run_path(str(REPO / "tools" / "find_clusters.py"))
+    output = tmp_path / "survey"
+    result = script["main"](["--config-file", str(REPO / "configs" / "deepcee_instant_test.yaml"),
+                             "--input", str(tiny_survey), "--output", str(output), "--workers", "1",
+                             *SURVEY_OPTS, "MODEL.INCEPTION_V2.DEPTH_MULTIPLIER", "0.25",
+                             "MODEL.WEIGHTS", str(train_dir / "model_final.pth"),
+                             "DEEPCEE.SURVEY.SCORE_THRESHOLD", "0.0"])
+    assert len(result.failures) == 0 and len(list((output / "tiles").glob("*.ecsv"))) == 32
+    catalogue = Table.read(output / "candidates.ecsv")
+    assert len(catalogue.meta["MODELSHA"]) == 64 and catalogue.meta["MODEL"].endswith("model_final.pth")
+    assert len(catalogue) > 0 and np.all(np.diff(catalogue["score"]) <= 0)

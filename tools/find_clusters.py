@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""Find galaxy clusters across a survey with a trained Deep-CEE: tiles -> detections -> candidate catalogue.
+
+  tools/find_clusters.py --config-file configs/deepcee_inception_v2_sdss.yaml --input FRAMES_DIR \
+      --output survey_out MODEL.WEIGHTS output/model_final.pth
+  tools/find_clusters.py --config-file ... --region 150 152 1 3 --source sdss --download-dir sdss_frames \
+      --output survey_out MODEL.WEIGHTS ...
+  tools/find_clusters.py ... --scheduler tcp://head-node:8786     # an existing Dask cluster
+
+Rerunning with the same --output resumes: finished tiles are kept. See deepcee_d2.survey.
+"""
+import argparse
+import logging
+
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
+
+from detectron2.utils.logger import setup_logger
+
+from deepcee_d2.config import load_config
+from deepcee_d2.survey.run import ImagingSpec, find_clusters
+from deepcee_d2.survey.tiling import plan_field_tiles, plan_position_tiles, plan_region_tiles, tile_geometry
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--input", help="folder of g, r, i FITS frames with WCS (SDSS frames, synthetic fields)")
+    where.add_argument("--region", nargs=4, type=float, metavar=("RA_MIN", "RA_MAX", "DEC_MIN", "DEC_MAX"),
+                       help="sky box in degrees, imaging fetched from --source")
+    where.add_argument("--positions", help="table (FITS/ECSV/CSV) with ra, dec columns: one tile on each")
+    parser.add_argument("--source", choices=["sdss", "skyview"], default="sdss",
+                        help="imaging service for --region / --positions")
+    parser.add_argument("--download-dir", default="survey_imaging", help="where fetched imaging is cached")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a LocalCluster)")
+    parser.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
+    parser.add_argument("--threads-per-worker", type=int, default=1, help="PyTorch threads in each worker")
+    parser.add_argument("--gallery", type=int, default=50, help="candidates shown in the HTML gallery")
+    parser.add_argument("--crossmatch", nargs="*", default=[], help="known-cluster catalogues (ra, dec, z)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    setup_logger(name="deepcee_d2")
+    logging.getLogger("deepcee_d2").setLevel(logging.INFO)
+    cfg = load_config(args.config_file, args.opts)
+    cfg.freeze()
+    side, overlap = tile_geometry(cfg)
+    if args.input:
+        imaging = ImagingSpec("fits", args.input)
+        tiles = plan_field_tiles(imaging.source().frames(), imaging.root, side, overlap)
+    else:
+        imaging = ImagingSpec(args.source, args.download_dir)
+        if args.region:
+            tiles = plan_region_tiles(args.region[:2], args.region[2:], side, overlap)
+        else:
+            positions = Table.read(args.positions)
+            tiles = plan_position_tiles(SkyCoord(positions["ra"], positions["dec"], unit="deg"))
+    result = find_clusters(cfg, tiles, imaging, args.output, scheduler=args.scheduler, n_workers=args.workers,
+                           threads_per_worker=args.threads_per_worker, gallery_size=args.gallery,
+                           crossmatch=args.crossmatch)
+    print(f"{len(result.catalogue)} candidates from {len(tiles)} tiles ({len(result.failures)} failed)")
+    for kind, path in result.paths.items():
+        print(f"  {kind}: {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
