@@ -427,9 +427,10 @@ def _rpn_entries(store, rpn_keys, cell_anchors, rpn_box_weights, tf_anchors):
                          f"location but the TF anchor grid {tf_anchors} has {len(permutation)}")
     objectness = rpn_objectness(class_kernel, class_bias, permutation)
     deltas = rpn_anchor_deltas(box_kernel, box_bias, permutation, rpn_box_weights)
-    return {f"{RPN_PREFIX}conv.weight": conv_weight(conv), f"{RPN_PREFIX}conv.bias": conv_bias,
-            f"{RPN_PREFIX}objectness_logits.weight": objectness[0], f"{RPN_PREFIX}objectness_logits.bias": objectness[1],
-            f"{RPN_PREFIX}anchor_deltas.weight": deltas[0], f"{RPN_PREFIX}anchor_deltas.bias": deltas[1]}
+    entries = {"conv.weight": conv_weight(conv), "conv.bias": conv_bias,
+               "objectness_logits.weight": objectness[0], "objectness_logits.bias": objectness[1],
+               "anchor_deltas.weight": deltas[0], "anchor_deltas.bias": deltas[1]}
+    return {RPN_PREFIX + name: value for name, value in entries.items()}
 
 
 def _predictor_entries(store, coco_class_ids, roi_box_weights, target_shapes):
