@@ -253,3 +253,19 @@ def test_make_source_by_name(tiny_survey):
         make_source("fits")
     with pytest.raises(ValueError, match="unknown imaging source 'dss'"):
         make_source("dss", tiny_survey)
+
+
+def test_cutout_across_two_frames_is_mosaicked(sky_wcs, tmp_path):
+    """Two overlapping frames per band (values 1 and 3): the cutout spans both and averages the overlap."""
+    shape = (300, 200)
+    for band in "gri":
+        for name, ra, value in (("a", 150.0, 1.0), ("b", 150.0 + 120 * 0.396 / 3600, 3.0)):
+            header = sky_wcs(ra, 2.0, shape).to_header()
+            header.update(FILTER=band, BUNIT="nanomaggy")
+            fits.PrimaryHDU(np.full(shape, value, dtype=np.float32), header).writeto(
+                tmp_path / f"frame-{band}-{name}.fits")
+    centre = SkyCoord((150.0 + 60 * 0.396 / 3600) * u.deg, 2.0 * u.deg)  # midway between the frame centres
+    cutout = LocalFITSSource(tmp_path).cutout(centre, 250, 0.396 * u.arcsec)
+    row = cutout.images["r"][125]
+    # East is left: frame b (east, value 3) covers the left end, frame a (value 1) the right end.
+    assert row[2] == pytest.approx(3.0) and row[-3] == pytest.approx(1.0) and row[125] == pytest.approx(2.0)
