@@ -224,3 +224,15 @@ def test_cli_paper_selection_from_vizier(vizier_recorded, tiny_survey, tmp_path)
     assert list(Table.read(out / "clusters.ecsv")["id"]) == [
         "WHL J000735.7+163042", "WHL J002854.3+173605", "WHL J004627.3+202923"]
     assert len(Table.read(out / "failures.ecsv")) == 12
+
+
+def test_default_settings_are_the_config_defaults():
+    from detectron2.config import get_cfg
+
+    from deepcee_d2.config import add_deepcee_config
+    from deepcee_d2.data.colour import ColourSettings
+
+    colour = add_deepcee_config(get_cfg()).DEEPCEE.COLOUR
+    defaults = DatasetSettings()
+    assert (defaults.cutout_size, defaults.network_size) == (colour.CUTOUT_SIZE, colour.NETWORK_SIZE)
+    assert defaults.pixel_scale == colour.PIXEL_SCALE * u.arcsec and defaults.colour == ColourSettings()
