@@ -5,7 +5,9 @@ PY := .venv/bin/python
 setup:
 	scripts/setup_env.sh
 
-test: setup
+# The tests also check the TensorFlow checkpoint converter against TensorFlow, hence the convert extra.
+test:
+	DEEPCEE_EXTRAS=sim,survey,data,test,convert scripts/setup_env.sh
 	$(PY) -m pytest -q tests
 
 demo: setup

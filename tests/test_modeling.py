@@ -177,6 +177,7 @@ def test_tf_initialisation_of_rpn_and_predictor():
     shape = {"Mixed_4e": ShapeSpec(channels=576, stride=16)}
     rpn_head = build_proposal_generator(cfg, shape).rpn_head
     assert rpn_head.conv.out_channels == 512 and rpn_head.objectness_logits.out_channels == 12
+    assert isinstance(rpn_head.conv.activation, nn.ReLU6)  # TF's first stage clips at 6
     for conv in (rpn_head.conv, rpn_head.objectness_logits, rpn_head.anchor_deltas):
         assert conv.weight.abs().max() <= 0.02 and conv.bias.abs().max() == 0
     # A normal with sigma 0.01 truncated at 2 sigma has standard deviation 0.0088.

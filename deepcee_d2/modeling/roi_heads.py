@@ -30,12 +30,16 @@ class GlorotFastRCNNOutputLayers(FastRCNNOutputLayers):
 
 @RPN_HEAD_REGISTRY.register()
 class DeepCEERPNHead(StandardRPNHead):
-    """detectron2's RPN head (3x3 conv, 1x1 objectness and box deltas) initialised as TF's first stage:
-    truncated normal weights with standard deviation 0.01 (cut at two standard deviations), zero biases."""
+    """detectron2's RPN head (3x3 conv, 1x1 objectness and box deltas) as TF's first stage: ReLU6 after the
+    3x3 conv (faster_rcnn_meta_arch), truncated normal weights with standard deviation 0.01 (cut at two
+    standard deviations) and zero biases."""
 
     @configurable
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        if not isinstance(self.conv, nn.Module) or not hasattr(self.conv, "activation"):
+            raise ValueError("DeepCEERPNHead supports one 3x3 conv (MODEL.RPN.CONV_DIMS of length 1)")
+        self.conv.activation = nn.ReLU6()
         for layer in self.modules():
             if isinstance(layer, nn.Conv2d):
                 nn.init.trunc_normal_(layer.weight, std=0.01, a=-0.02, b=0.02)
