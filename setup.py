@@ -31,7 +31,7 @@ setup(
     ],
     extras_require={
         # The synthetic SDSS sky (deepcee_d2.synthetic).
-        "sim": ["galsim>=2.4"],
+        "sim": ["galsim>=2.4", "photutils>=1.5"],
         # Real imaging and catalogues: VizieR / SkyView queries and reprojection of SDSS frames.
         "data": ["astroquery>=0.4.6", "reproject>=0.9"],
         # Survey-scale inference on Dask; DS9 region files.
