@@ -88,6 +88,24 @@ def toy_datasets(tmp_path_factory):
         MetadataCatalog.remove(name)
 
 # ---- synthetic sky ----
+SYNTHETIC_SEED = 7
+
+
+@pytest.fixture(scope="session")
+def synthetic_survey(tmp_path_factory):
+    """A small synthetic survey on disk (two 500 x 400 px fields, two clusters each, placed at random at least
+    20" from the edges), noiseless and with clusters only, so every BCG can be measured; treat as read-only."""
+    import astropy.units as u
+
+    from deepcee_d2.synthetic import ClusterSpec, write_survey
+
+    root = tmp_path_factory.mktemp("synthetic_survey")
+    spec = ClusterSpec(per_field=2, z_range=(0.1, 0.3), richness_range=(20, 40), placement="random",
+                       min_separation=40 * u.arcsec, edge_margin=20 * u.arcsec)
+    write_survey(root, 2, 500, 400, clusters=spec, seed=SYNTHETIC_SEED, field_galaxies=False, stars=False,
+                 noise=False, progress=False)
+    return root
+
 
 # ---- data (catalogues, imaging, COCO) ----
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
