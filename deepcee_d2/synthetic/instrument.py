@@ -17,8 +17,8 @@ real corrected frame (``frame-{band}-RRRRRR-C-FFFF.fits``, DR8 and later):
 - Seeing: the r-band PSF width has median 1.43" with quartiles 1.30" and 1.58" (same DR7 page). Each field
   draws r from the log-normal with that median and inter-quartile range (sigma_ln = 0.145), kept within
   1.05-1.70"; g and i scale as lambda^-0.2 (Kolmogorov turbulence) with the effective wavelengths 4686,
-  6166, 7480 A (Fukugita et al. 1996): g = 1.056 r, i = 0.962 r, each with an independent 3 % jitter. All
-  seeing values therefore lie within about 1.0-1.8".
+  6166, 7480 A (Fukugita et al. 1996): g = 1.056 r, i = 0.962 r, each with an independent 3 % jitter, and
+  kept within 1.0-1.8".
 - PSF: a Kolmogorov profile of that FWHM (GalSim ``Kolmogorov``), whose r^-11/3 wings resemble the extended
   wings of SDSS PSFs better than a Gaussian.
 - Noise: GalSim's ``CCDNoise`` on the image in DN with the sky added: Poisson noise in electrons and a
@@ -52,6 +52,7 @@ SATURATION_DN = 25000.0
 MEDIAN_SEEING_R = 1.43  # arcsec FWHM
 _SEEING_SIGMA_LN = 0.145
 _SEEING_LIMITS_R = (1.05, 1.70)
+SEEING_LIMITS = (1.0, 1.8)  # every band, arcsec
 # Seeing relative to r, (lambda / lambda_r)^-0.2 with Fukugita et al. (1996) effective wavelengths.
 SEEING_RATIO = {"g": (4686.0 / 6166.0) ** -0.2, "r": 1.0, "i": (7480.0 / 6166.0) ** -0.2}
 _SEEING_JITTER = 0.03
@@ -104,7 +105,8 @@ def draw_seeing(rng, bands=BANDS):
     seeing_r = float(np.clip(MEDIAN_SEEING_R * np.exp(_SEEING_SIGMA_LN * rng.standard_normal()),
                              *_SEEING_LIMITS_R))
     jitter = {band: float(np.exp(_SEEING_JITTER * rng.standard_normal())) for band in BANDS}
-    return {band: round(seeing_r * SEEING_RATIO[band] * (1.0 if band == "r" else jitter[band]), 4)
+    return {band: round(float(np.clip(seeing_r * SEEING_RATIO[band] * (1.0 if band == "r" else jitter[band]),
+                                      *SEEING_LIMITS)), 4)
             for band in bands}
 
 
