@@ -269,3 +269,41 @@ def test_cutout_across_two_frames_is_mosaicked(sky_wcs, tmp_path):
     row = cutout.images["r"][125]
     # East is left: frame b (east, value 3) covers the left end, frame a (value 1) the right end.
     assert row[2] == pytest.approx(3.0) and row[-3] == pytest.approx(1.0) and row[125] == pytest.approx(2.0)
+
+
+def write_aligned_field(folder, sky_wcs, shape=(300, 320), rotation_deg=0.0, seed=3):
+    """Three bands on one north-up 0.396" grid (the synthetic survey's layout), noise only."""
+    rng = np.random.default_rng(seed)
+    for band in "gri":
+        wcs = sky_wcs(150.0, 2.0, shape, rotation_deg=rotation_deg if band == "i" else 0.0)
+        header = wcs.to_header()
+        header.update(FILTER=band, BUNIT="nanomaggy")
+        fits.PrimaryHDU(rng.normal(0, 0.05, shape).astype(np.float32), header).writeto(folder / f"frame-{band}.fits")
+
+
+def test_frames_on_the_cutout_grid_are_sliced_not_resampled(sky_wcs, tmp_path):
+    write_aligned_field(tmp_path, sky_wcs)
+    source = LocalFITSSource(tmp_path)
+    frame_wcs = source.frames()[0].wcs
+    centre = frame_wcs.pixel_to_world(140.3, 170.8)
+    cutout = source.cutout(centre, 100)
+    # The slice starts at the whole pixel that puts the centre nearest the middle: x 140.3 - 49.5 -> 91.
+    for band in "gri":
+        with fits.open(tmp_path / f"frame-{band}.fits") as hdul:
+            np.testing.assert_array_equal(cutout.images[band], hdul[0].data[121:221, 91:191])
+    x, y = cutout.wcs.world_to_pixel(centre)
+    assert abs(x - 49.5) <= 0.5 and abs(y - 49.5) <= 0.5
+    assert cutout.wcs.pixel_shape == (100, 100)
+    # The sliced WCS puts every sky position where the frame's WCS does, 91 / 121 pixels on.
+    sky = frame_wcs.pixel_to_world([100.0, 180.0], [130.0, 200.0])
+    np.testing.assert_allclose(np.array(cutout.wcs.world_to_pixel(sky)), [[9.0, 89.0], [9.0, 79.0]], atol=1e-8)
+
+
+def test_a_rotated_band_or_an_edge_cutout_is_reprojected(sky_wcs, tmp_path):
+    write_aligned_field(tmp_path, sky_wcs, rotation_deg=0.5)
+    centre = SkyCoord(150.0 * u.deg, 2.0 * u.deg)
+    cutout = LocalFITSSource(tmp_path).cutout(centre, 100)
+    assert cutout.wcs.wcs.compare(cutout_grid(centre, 100).wcs, tolerance=1e-12)  # the north-up grid
+    corner = SkyCoord(150.0 * u.deg, 2.0 * u.deg).spherical_offsets_by(-60 * u.arcsec, -55 * u.arcsec)
+    with pytest.raises(ImagingError, match="outside the imaging coverage"):
+        LocalFITSSource(tmp_path).cutout(corner, 100)

@@ -181,6 +181,41 @@ def _cached_image(path):
     return _open_image(path)[0]
 
 
+def _aligned_slice(covering_by_band, centre, size, pixel_scale):
+    """``(rows, columns)`` slices when one frame per band covers the cutout, all bands share one north-up
+    pixel grid at ``pixel_scale`` (the synthetic survey), and the cutout fits inside it; else None."""
+    frames = [covering[0] for covering in covering_by_band.values() if len(covering) == 1]
+    if len(frames) != len(covering_by_band):
+        return None
+    first = frames[0]
+    if any(f.shape != first.shape or not f.wcs.wcs.compare(first.wcs.wcs, tolerance=1e-10) for f in frames[1:]):
+        return None
+    scale = pixel_scale.to_value(u.deg)
+    if not np.allclose(first.wcs.pixel_scale_matrix, [[-scale, 0.0], [0.0, scale]], rtol=0, atol=1e-9 * scale):
+        return None
+    x, y = (float(v) for v in first.wcs.world_to_pixel(centre))
+    x0, y0 = round(x - (size - 1) / 2), round(y - (size - 1) / 2)
+    height, width = first.shape
+    if x0 < 0 or y0 < 0 or x0 + size > width or y0 + size > height:
+        return None
+    return slice(y0, y0 + size), slice(x0, x0 + size)
+
+
+def _sliced_cutout(covering_by_band, aligned, where):
+    """The cutout as a slice of frames already on a north-up grid at the cutout's scale: no resampling,
+    so no interpolation smooths the noise; its WCS is the frames' own, centred on the nearest pixel."""
+    images, used = {}, []
+    for band, (frame,) in covering_by_band.items():
+        data = _cached_image(frame.path)
+        check_band_images({band: data}, (band,), str(frame.path))
+        images[band] = np.array(data[aligned], dtype=np.float32)
+        used.append(str(frame.path))
+    wcs = frame.wcs.slice(aligned)
+    wcs.pixel_shape = (images[band].shape[1], images[band].shape[0])
+    check_band_images(images, tuple(covering_by_band), where)
+    return Cutout(images, wcs, "; ".join(used))
+
+
 class LocalFITSSource(ImagingSource):
     """Cutouts from a folder of ``frame-*.fits[.gz|.bz2]`` files (SDSS corrected frames, synthetic fields).
 
@@ -227,7 +262,11 @@ class LocalFITSSource(ImagingSource):
         return list(self._frames.values())
 
     def cutout(self, centre, size, pixel_scale=SDSS_PIXEL_SCALE):
-        """g, r, i (``bands``) on `cutout_grid` around ``centre``.
+        """g, r, i (``bands``) on `cutout_grid` around ``centre``, reprojected from the covering frames.
+
+        When one frame per band covers the cutout and the bands share one north-up grid at ``pixel_scale``
+        (the synthetic survey), the cutout is instead a slice of that grid centred on the pixel nearest
+        ``centre`` (within half a pixel), with the frames' own WCS: the same sky, without resampling.
 
         Raises
         ------
@@ -238,11 +277,16 @@ class LocalFITSSource(ImagingSource):
         where = f"{self.root} at {centre.icrs.to_string('decimal', precision=5)}"
         images, used = {}, []
         frames = self.frames()
-        for band in self.bands:
-            covering = [frame for frame in frames if frame.band == band and _overlaps(frame, grid)]
+        covering_by_band = {band: [frame for frame in frames if frame.band == band and _overlaps(frame, grid)]
+                            for band in self.bands}
+        for band, covering in covering_by_band.items():
             if not covering:
                 have = sorted({frame.band for frame in frames})
                 raise ImagingError(f"{where}: no {band}-band frame covers the cutout (bands here: {have})")
+        aligned = _aligned_slice(covering_by_band, centre, size, pixel_scale)
+        if aligned is not None:
+            return _sliced_cutout(covering_by_band, aligned, where)
+        for band, covering in covering_by_band.items():
             names = ", ".join(frame.path.name for frame in covering)
             pixels = [_cached_image(frame.path) for frame in covering]
             for frame, data in zip(covering, pixels):  # reproject would treat NaN as "not covered"
