@@ -13,7 +13,9 @@ colours (`colours`), a Sersic profile, a size from the SDSS size-luminosity rela
   Table 2), shifted by a typical faint-galaxy r - i = 0.4, give ~1450 and ~9500 at r = 20 and 22.
 - **Redshifts**: ``p(z) ~ z^2 exp[-(z / z0)^1.5]`` (Baugh & Efstathiou 1993) with median
   ``1.412 z0 = 0.10 + 0.10 (r - 17.77)``: the SDSS main sample's median z = 0.10 at its r = 17.77 limit
-  (Strauss et al. 2002), rising to ~0.5 at r = 22 as in deep redshift surveys.
+  (Strauss et al. 2002), rising to ~0.5 at r = 22 as in deep redshift surveys. A draw that would make the
+  galaxy more luminous than M_r = -23.5 (brighter than the most luminous cluster galaxies; it happens to
+  faint red galaxies in the high-z tail, whose K-corrections are large) is redrawn.
 - **Types**: the red fraction falls from 0.55 at r <= 17 to 0.25 at r >= 22 (0.06 per mag): bright SDSS
   galaxies split about evenly between the red and blue populations (Strateva et al. 2001; Baldry et al.
   2004) while faint counts are dominated by blue galaxies. Blue galaxies take the Sbc, Scd or Im template
@@ -52,6 +54,8 @@ _SHEN_LATE = {"alpha": 0.21, "beta": 0.53, "gamma": -1.31, "sigma1": 0.48, "sigm
 _SHEN_M0 = -20.52
 MAX_HALF_LIGHT_RADIUS = 30.0  # arcsec; the largest SDSS galaxies at z >= 0.02 are smaller
 MIN_REDSHIFT = 0.02
+BRIGHTEST_ABS_MAG = -23.5  # rest-frame r; the most luminous BCGs reach about this
+_MAX_REDRAWS = 200
 
 GALAXY_COLUMNS = ("id", "ra", "dec", "x", "y", "z", "g_mag", "r_mag", "i_mag", "red", "template", "sersic_n",
                   "half_light_radius", "axis_ratio", "position_angle", "abs_mag_r", "cluster_id")
@@ -116,7 +120,8 @@ def assign_properties(rng, table, cosmology=DEFAULT_COSMOLOGY):
     r_mag = np.asarray(table["r_mag"], dtype=float)
     z = np.asarray(table["z"], dtype=float)
     red = np.asarray(table["red"], dtype=bool)
-    template = np.where(red, "E", rng.choice(BLUE_TEMPLATES, size=n, p=_BLUE_TEMPLATE_WEIGHTS))
+    template = (np.asarray(table["template"]) if "template" in table.colnames
+                else choose_templates(rng, red))
 
     blue_gr, blue_ri = np.zeros(n), np.zeros(n)
     for name in BLUE_TEMPLATES:
@@ -152,6 +157,18 @@ def assign_properties(rng, table, cosmology=DEFAULT_COSMOLOGY):
     return table
 
 
+def choose_templates(rng, red):
+    """SED template per galaxy: E for red ones, Sbc / Scd / Im (40 / 40 / 20 %) for blue ones."""
+    red = np.asarray(red, dtype=bool)
+    return np.where(red, "E", rng.choice(BLUE_TEMPLATES, size=len(red), p=_BLUE_TEMPLATE_WEIGHTS))
+
+
+def _draw_redshifts(rng, r_mag):
+    z0 = median_redshift(r_mag) / 1.412
+    # p(z) ~ z^2 exp(-(z/z0)^1.5): (z/z0)^1.5 is Gamma(2)-distributed.
+    return np.clip(z0 * rng.gamma(2.0, 1.0, len(z0)) ** (1.0 / 1.5), 0.005, 2.0)
+
+
 def field_galaxies(rng, area, r_faint, cosmology=DEFAULT_COSMOLOGY):
     """Draw the field galaxies of one field (positions are added by the caller).
 
@@ -171,9 +188,17 @@ def field_galaxies(rng, area, r_faint, cosmology=DEFAULT_COSMOLOGY):
     """
     n = rng.poisson(expected_galaxies(area, BRIGHTEST_GALAXY, r_faint))
     r_mag = _sample_magnitudes(rng, n, BRIGHTEST_GALAXY, r_faint)
-    z0 = median_redshift(r_mag) / 1.412
-    # p(z) ~ z^2 exp(-(z/z0)^1.5): (z/z0)^1.5 is Gamma(2)-distributed.
-    z = np.clip(z0 * rng.gamma(2.0, 1.0, n) ** (1.0 / 1.5), 0.005, 2.0)
     red = rng.uniform(0.0, 1.0, n) < red_fraction(r_mag)
-    table = Table({"r_mag": r_mag, "z": z, "red": red})
+    template = choose_templates(rng, red)
+    z = _draw_redshifts(rng, r_mag)
+    # A galaxy more luminous than any real one (a faint red galaxy put at z > 1 by the broad p(z)) is given
+    # another redshift from the same p(z | r) until it is not.
+    for _ in range(_MAX_REDRAWS):
+        too_bright = absolute_magnitude(r_mag, z, template, cosmology) < BRIGHTEST_ABS_MAG
+        if not too_bright.any():
+            break
+        z[too_bright] = _draw_redshifts(rng, r_mag[too_bright])
+    else:
+        raise RuntimeError(f"{too_bright.sum()} field galaxies stay brighter than M_r = {BRIGHTEST_ABS_MAG}")
+    table = Table({"r_mag": r_mag, "z": z, "red": red, "template": template})
     return assign_properties(rng, table, cosmology)
