@@ -1,14 +1,17 @@
-"""The Deep-CEE trainer: detectron2's DefaultTrainer with Deep-CEE's evaluator, data mapper and TF-style
-global gradient clipping. Only classmethods are overridden."""
+"""The Deep-CEE trainer: detectron2's DefaultTrainer with Deep-CEE's evaluator, data mapper (the WCS
+follows each augmented image; test records keep their truth) and TF-style global gradient clipping. Only
+classmethods are overridden."""
 import copy
 import os
 
 import torch
 
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.solver import build_optimizer
 
 from ..compat import check_compiled_ops
+from ..data.mapper import DeepCEEDatasetMapper
 from ..evaluation import DeepCEEEvaluator
 
 GLOBAL_NORM_CLIP_TYPE = "full_model"
@@ -53,3 +56,11 @@ class Trainer(DefaultTrainer):
         """The 100 kpc evaluator; its report goes to ``OUTPUT_DIR/inference/<dataset_name>``."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return DeepCEEEvaluator(dataset_name, cfg, output_dir=output_folder)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=DeepCEEDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=DeepCEEDatasetMapper(cfg, is_train=False))
