@@ -31,8 +31,9 @@ real corrected frame (``frame-{band}-RRRRRR-C-FFFF.fits``, DR8 and later):
   makes the flat-topped cores and bleed trails of bright stars.
 
 With these numbers the 5-sigma PSF-weighted point-source depth (`point_source_depth`) is g = 22.9, r = 22.6,
-i = 22.2 for the median sky and seeing. The often-quoted SDSS limit r = 22.2 (York et al. 2000) is the 95 % *completeness*
-of point-source detection, which needs S/N ~ 6-8; see docs/synthetic_sky.md for both figures measured.
+i = 22.2 for the median sky and seeing. The often-quoted SDSS limit r = 22.2 (York et al. 2000) is the 95 %
+*completeness* for point sources; 95 % of point sources have S/N > 5 down to r = 22.2 in the simulator too
+(measured in BENCHMARKS.md, "Synthetic sky"; compared in docs/synthetic_sky.md).
 """
 import functools
 
