@@ -10,7 +10,8 @@ from PIL import Image
 
 from deepcee_d2.evaluation.matching import evaluate_detections
 from deepcee_d2.evaluation.report import (
-    atomic_output, completeness_table, flat_metrics, ks_critical_value, ks_tests, markdown_table, write_report,
+    atomic_output, completeness_table, flat_metrics, ks_critical_value, ks_tests, markdown_table, plot_completeness,
+    write_report,
 )
 
 
@@ -76,6 +77,16 @@ def test_completeness_table_counts_and_binomial_errors():
     low, high = table["completeness_low"][0], table["completeness_high"][0]
     assert low == pytest.approx(1 - high) and 0.15 < low < 0.3
     assert table["completeness_high"][1] == pytest.approx(1.0) and table["completeness_low"][1] < 1
+
+
+def test_completeness_bounds_contain_the_fraction_and_plot(tmp_path):
+    # None of 12 recovered: astropy's Wilson lower bound comes out as 7e-18, above the fraction 0.
+    table = completeness_table(np.linspace(0.1, 0.2, 13), [False] * 12 + [True], bins=[0.05, 0.199, 0.25])
+    assert table["completeness"][0] == 0 and table["completeness_low"][0] == 0
+    assert np.all(table["completeness_low"] <= table["completeness"])
+    assert np.all(table["completeness_high"] >= table["completeness"])
+    plot_completeness(table, "z").savefig(tmp_path / "completeness.png")
+    assert (tmp_path / "completeness.png").stat().st_size > 0
 
 
 def test_markdown_table_is_laid_out_like_table_2(evaluation):

@@ -180,6 +180,9 @@ def completeness_table(values, recovered, bins="auto"):
         low[filled], high[filled] = binom_conf_interval(n_found[filled], n_true[filled],
                                                         confidence_level=COMPLETENESS_CONFIDENCE,
                                                         interval="wilson")
+        # astropy's Wilson bounds can miss 0 or 1 by ~1e-17 (0 of 12 gives a lower bound of 7e-18).
+        low[filled] = np.minimum(low[filled], fraction[filled])
+        high[filled] = np.maximum(high[filled], fraction[filled])
     return Table([edges[:-1], edges[1:], n_true, n_found, fraction, low, high], names=names)
 
 
