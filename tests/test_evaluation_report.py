@@ -10,7 +10,7 @@ from PIL import Image
 
 from deepcee_d2.evaluation.matching import evaluate_detections
 from deepcee_d2.evaluation.report import (
-    atomic_output, completeness_table, flat_metrics, ks_critical_value, ks_tests, markdown_table, plot_completeness,
+    completeness_table, flat_metrics, ks_critical_value, ks_tests, markdown_table, plot_completeness,
     write_report,
 )
 
@@ -140,14 +140,3 @@ def test_json_is_nan_safe_without_any_detection(tmp_path, evaluation):
     metrics = flat_metrics(summary)
     assert math.isnan(metrics["centring_error_kpc"]) and metrics["f1"] == 0.0 and metrics["fn"] == 30.0
     assert all(isinstance(value, float) and "-" not in key for key, value in metrics.items())
-
-
-def test_atomic_output_keeps_the_old_file_when_writing_fails(tmp_path):
-    target = tmp_path / "report.md"
-    target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_output(target) as temporary:
-            temporary.write_text("half-writ")
-            raise RuntimeError("disk full")
-    assert target.read_text() == "old"
-    assert [path.name for path in tmp_path.iterdir()] == ["report.md"]

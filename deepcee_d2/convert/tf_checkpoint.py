@@ -582,7 +582,7 @@ def save_detectron2_checkpoint(conversion, path):
 
     The file loads with ``torch.load(path, weights_only=True)`` and needs neither TensorFlow nor numpy.
     """
-    from ..evaluation.report import atomic_output
+    from ..io import atomic_output
 
     checkpoint = {"model": conversion.state_dict,
                   "__author__": f"deepcee_d2.convert from TensorFlow checkpoint {conversion.source}",

@@ -29,7 +29,7 @@ from astropy.coordinates import SkyCoord
 from astropy.table import MaskedColumn, Table, vstack
 
 from ..cosmology import DEFAULT_COSMOLOGY, angular_size
-from ..evaluation.report import atomic_output
+from ..io import atomic_output
 
 logger = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from PIL import Image
 
 from ..cosmology import DEFAULT_COSMOLOGY, angular_size
-from ..evaluation.report import atomic_output
+from ..io import atomic_output
 from .catalogs import check_cluster_table, sky_coords, write_catalog
 from .colour import ColourSettings, binning_factor, make_network_image, network_wcs
 from .imaging import ImagingError, cutout_grid, get_cutout

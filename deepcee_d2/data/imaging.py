@@ -33,7 +33,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_area
 
-from ..evaluation.report import atomic_output
+from ..io import atomic_output
 from .colour import check_band_images
 from .pixels import celestial_wcs
 

@@ -12,9 +12,6 @@ Plots use matplotlib's ``Figure`` with the Agg canvas directly, never pyplot, so
 """
 import json
 import math
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import astropy.units as u
@@ -24,6 +21,8 @@ from astropy.table import Table
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy.stats import ks_2samp
+
+from ..io import atomic_output
 
 
 # Properties of the true clusters compared between all and recovered clusters, with their axis labels.
@@ -49,27 +48,6 @@ def recovered_vs_all_name(name):
 def completeness_name(name):
     """File name of the completeness plot against property ``name``."""
     return f"completeness_{name}.png"
-
-
-@contextmanager
-def atomic_output(path):
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it.
-
-    The folder is created when missing. The temporary file exists (empty) when yielded, so writers must
-    overwrite it (``Table.write(..., overwrite=True)``) and name their format, as its suffix is ``.tmp``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        yield Path(temporary)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; outputs are for everyone who can read the folder
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def _write_text(path, text):

@@ -9,7 +9,7 @@ from astropy.coordinates import SkyCoord
 from astropy.wcs.utils import proj_plane_pixel_scales
 from PIL import Image, ImageDraw
 
-from ..evaluation.report import atomic_output
+from ..io import atomic_output
 
 SDSS_VIEWER = "https://skyserver.sdss.org/dr18/VisualTools/navi?ra={ra:.6f}&dec={dec:.6f}&scale=0.4"
 LEGACY_VIEWER = "https://www.legacysurvey.org/viewer?ra={ra:.6f}&dec={dec:.6f}&layer=ls-dr10&zoom=13"

@@ -26,7 +26,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from ..data.colour import ColourSettings, make_network_image
 from ..data.imaging import ImagingError, get_cutout, make_source
 from ..data.pixels import box_centres, box_xy_to_sky
-from ..evaluation.report import atomic_output
+from ..io import atomic_output
 from .tiling import DETECTION_COLUMNS, field_reference_frames, merge_detections
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from astropy.table import Table, vstack
 from tqdm import tqdm
 
 from ..cosmology import DEFAULT_COSMOLOGY
-from ..evaluation.report import atomic_output
+from ..io import atomic_output
 from .clusters import ClusterSpec
 from .field import DEFAULT_MAG_LIMIT, _empty_cluster_table, make_field
 from .instrument import BANDS, PIXEL_SCALE, check_bands, sky_level
