@@ -98,14 +98,21 @@ def test_corrupt_frame_and_frame_without_wcs_are_named(tiny_survey, tmp_path):
     root = copy_survey(tiny_survey, tmp_path)
     corrupt = root / "f001" / "frame-g.fits"
     corrupt.write_bytes(corrupt.read_bytes()[:1000])
-    with pytest.raises(ImagingError, match=r"f001/frame-g.fits: cannot read FITS header"):
-        LocalFITSSource(root).cutout(BCG, 200)
+    syn2 = SkyCoord(150.5 * u.deg, (2.0 - 20 / 3600) * u.deg)  # in field f001 (conftest)
+    with pytest.raises(ImagingError, match=r"no g-band frame covers.*f001/frame-g.fits: cannot read FITS header"):
+        LocalFITSSource(root).cutout(syn2, 200)
+    assert LocalFITSSource(root).cutout(BCG, 200).images["g"].shape == (200, 200)  # field f000 is intact
     root2 = copy_survey(tiny_survey, tmp_path / "2")
     path = root2 / "f000" / "frame-g.fits"
     data = fits.getdata(path)
     fits.PrimaryHDU(data, fits.Header({"FILTER": "g", "BUNIT": "nanomaggy"})).writeto(path, overwrite=True)
-    with pytest.raises(ValueError, match=r"f000/frame-g.fits: has no celestial WCS"):
+    with pytest.raises(ImagingError, match=r"f000/frame-g.fits: has no celestial WCS"):
+        LocalFITSSource(root2).frames()
+    with pytest.raises(ImagingError, match=r"no g-band frame covers.*f000/frame-g.fits: has no celestial WCS"):
         LocalFITSSource(root2).cutout(BCG, 200)
+    # scan() keeps going: the five good frames, and the bad one with its reason.
+    frames, unusable = LocalFITSSource(root2).scan()
+    assert len(frames) == 5 and list(unusable) == [path] and "no celestial WCS" in unusable[path]
 
 
 def test_frame_without_filter_or_in_other_units_is_refused(tiny_survey, tmp_path):

@@ -12,6 +12,7 @@ import astropy.units as u
 import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
+from astropy.io import fits
 from astropy.table import Table
 from scipy import ndimage
 
@@ -20,7 +21,7 @@ from deepcee_d2.data.imaging import LocalFITSSource
 from deepcee_d2.engine import Trainer
 from deepcee_d2.survey.run import ImagingSpec, find_clusters
 from deepcee_d2.survey.tiling import (
-    field_name, merge_detections, plan_field_tiles, plan_region_tiles, tile_centres_1d, tile_geometry,
+    field_name, merge_detections, plan_folder_tiles, plan_region_tiles, tile_centres_1d, tile_geometry,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +69,8 @@ def truth_coords(root):
 
 def field_tiles(root, cfg):
     side, overlap = tile_geometry(cfg)
-    return plan_field_tiles(LocalFITSSource(root).frames(), root, side, overlap)
+    tiles, problems = plan_folder_tiles(LocalFITSSource(root), side, overlap)
+    return tiles, problems
 
 
 def test_tile_centres_cover_with_overlap():
@@ -127,7 +129,8 @@ def blob_run(tiny_survey, tmp_path_factory):
     """The tiny survey through the blob detector on a 1-worker LocalCluster."""
     output = tmp_path_factory.mktemp("survey_1worker")
     cfg = survey_cfg()
-    tiles = field_tiles(tiny_survey, cfg)
+    tiles, problems = field_tiles(tiny_survey, cfg)
+    assert problems == []
     result = find_clusters(cfg, tiles, ImagingSpec("fits", str(tiny_survey)), output, n_workers=1,
                            detector=BrightestBlobDetector(), progress=False)
     return tiles, output, result
@@ -178,13 +181,21 @@ def test_a_corrupt_field_is_reported_and_the_rest_still_runs(tiny_survey, tmp_pa
     shutil.copytree(tiny_survey, survey)
     frame = survey / "f001" / "frame-g.fits"
     frame.write_bytes(frame.read_bytes()[:2880 * 2])  # header intact, pixels cut off
+    shutil.copytree(survey / "f000", survey / "f002")  # a third field, whose r frame has no WCS
+    data = fits.getdata(survey / "f002" / "frame-r.fits")
+    fits.PrimaryHDU(data, fits.Header({"FILTER": "r", "BUNIT": "nanomaggy"})).writeto(
+        survey / "f002" / "frame-r.fits", overwrite=True)
     cfg = survey_cfg()
-    tiles = field_tiles(survey, cfg)
-    result = find_clusters(cfg, tiles, ImagingSpec("fits", str(survey)), tmp_path / "out", n_workers=1,
-                           detector=BrightestBlobDetector(), progress=False)
+    tiles, problems = field_tiles(survey, cfg)
+    assert [where for where, _ in problems] == [str(survey / "f002" / "frame-r.fits"), "f002"]
+    result = find_clusters(cfg, tiles, ImagingSpec("fits", str(survey)), tmp_path / "out", problems=problems,
+                           n_workers=1, detector=BrightestBlobDetector(), progress=False)
     failed = result.failures
-    assert len(failed) == 16 and set(failed["field"]) == {"f001"}
-    assert all("f001/frame-g.fits" in reason for reason in failed["reason"])
+    assert len(failed) == 18
+    tile_failures = failed[failed["tile"] != "untiled"]
+    assert len(tile_failures) == 16 and set(tile_failures["field"]) == {"f001"}
+    assert all("f001/frame-g.fits" in reason for reason in tile_failures["reason"])
+    assert "has no celestial WCS" in failed[failed["field"] == str(survey / "f002" / "frame-r.fits")]["reason"][0]
     assert Table.read(tmp_path / "out" / "failed_tiles.ecsv")["tile"].tolist() == failed["tile"].tolist()
     truth = truth_coords(survey)[:2]  # the two clusters of the intact field f000
     found = SkyCoord(result.catalogue["ra"], result.catalogue["dec"], unit=u.deg)

@@ -19,7 +19,7 @@ from detectron2.utils.logger import setup_logger
 
 from deepcee_d2.config import load_config
 from deepcee_d2.survey.run import ImagingSpec, find_clusters
-from deepcee_d2.survey.tiling import plan_field_tiles, plan_position_tiles, plan_region_tiles, tile_geometry
+from deepcee_d2.survey.tiling import plan_folder_tiles, plan_position_tiles, plan_region_tiles, tile_geometry
 
 
 def parse_args(argv=None):
@@ -50,9 +50,10 @@ def main(argv=None):
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     side, overlap = tile_geometry(cfg)
+    problems = []
     if args.input:
         imaging = ImagingSpec("fits", args.input)
-        tiles = plan_field_tiles(imaging.source().frames(), imaging.root, side, overlap)
+        tiles, problems = plan_folder_tiles(imaging.source(), side, overlap)
     else:
         imaging = ImagingSpec(args.source, args.download_dir)
         if args.region:
@@ -60,7 +61,8 @@ def main(argv=None):
         else:
             positions = Table.read(args.positions)
             tiles = plan_position_tiles(SkyCoord(positions["ra"], positions["dec"], unit="deg"))
-    result = find_clusters(cfg, tiles, imaging, args.output, scheduler=args.scheduler, n_workers=args.workers,
+    result = find_clusters(cfg, tiles, imaging, args.output, problems=problems, scheduler=args.scheduler,
+                           n_workers=args.workers,
                            threads_per_worker=args.threads_per_worker, gallery_size=args.gallery,
                            crossmatch=args.crossmatch)
     print(f"{len(result.catalogue)} candidates from {len(tiles)} tiles ({len(result.failures)} failed)")

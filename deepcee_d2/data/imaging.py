@@ -216,6 +216,25 @@ def _sliced_cutout(covering_by_band, aligned, where):
     return Cutout(images, wcs, "; ".join(used))
 
 
+def _read_frame_header(path):
+    """The `_Frame` of a FITS file, or `ImagingError` naming the file and why it is not a usable frame."""
+    try:
+        header = fits.getheader(path, 0)
+    except (OSError, ValueError, EOFError) as error:
+        raise ImagingError(f"{path}: cannot read FITS header ({type(error).__name__}: {error})") from error
+    if header.get("NAXIS", 0) != 2:
+        raise ImagingError(f"{path}: primary HDU is not a 2-D image (NAXIS = {header.get('NAXIS')})")
+    band = str(header.get("FILTER", "")).strip()
+    if not band:
+        raise ImagingError(f"{path}: no FILTER keyword naming the band")
+    _check_nanomaggies(header, path)
+    try:
+        wcs = celestial_wcs(header, str(path))
+    except ValueError as error:
+        raise ImagingError(str(error)) from error
+    return _Frame(path, band, wcs, (header["NAXIS2"], header["NAXIS1"]))
+
+
 class LocalFITSSource(ImagingSource):
     """Cutouts from a folder of ``frame-*.fits[.gz|.bz2]`` files (SDSS corrected frames, synthetic fields).
 
@@ -238,31 +257,37 @@ class LocalFITSSource(ImagingSource):
         self.bands = tuple(bands)
         self.pattern = pattern
         self._frames = {}
+        self._unusable = {}
 
     def describe(self):
         return f"fits:{self.root}"
 
-    def frames(self):
-        """All frames under the root (headers read once; files added later are picked up on the next call)."""
+    def scan(self):
+        """``(frames, unusable)``: the frames under the root, and ``{path: reason}`` for files that are not
+        usable frames (unreadable header, not a 2-D image, no FILTER, other units, no celestial WCS).
+
+        Headers are read once; files added later are picked up on the next call.
+        """
         for path in sorted(self.root.rglob(self.pattern)):
-            if path in self._frames:
+            if path in self._frames or path in self._unusable:
                 continue
             try:
-                header = fits.getheader(path, 0)
-            except (OSError, ValueError, EOFError) as error:
-                raise ImagingError(f"{path}: cannot read FITS header ({type(error).__name__}: {error})") from error
-            if header.get("NAXIS", 0) != 2:
-                raise ImagingError(f"{path}: primary HDU is not a 2-D image (NAXIS = {header.get('NAXIS')})")
-            band = str(header.get("FILTER", "")).strip()
-            if not band:
-                raise ImagingError(f"{path}: no FILTER keyword naming the band")
-            _check_nanomaggies(header, path)
-            wcs = celestial_wcs(header, str(path))
-            self._frames[path] = _Frame(path, band, wcs, (header["NAXIS2"], header["NAXIS1"]))
-        return list(self._frames.values())
+                self._frames[path] = _read_frame_header(path)
+            except ImagingError as error:
+                self._unusable[path] = str(error)
+        return list(self._frames.values()), dict(self._unusable)
+
+    def frames(self):
+        """All frames under the root; raises `ImagingError` naming the first file that is not a usable frame."""
+        frames, unusable = self.scan()
+        if unusable:
+            raise ImagingError(next(iter(unusable.values())))
+        return frames
 
     def cutout(self, centre, size, pixel_scale=SDSS_PIXEL_SCALE):
         """g, r, i (``bands``) on `cutout_grid` around ``centre``, reprojected from the covering frames.
+
+        Files that are not usable frames (`scan`) are left out, and named when a band has no frame.
 
         When one frame per band covers the cutout and the bands share one north-up grid at ``pixel_scale``
         (the synthetic survey), the cutout is instead a slice of that grid centred on the pixel nearest
@@ -276,13 +301,14 @@ class LocalFITSSource(ImagingSource):
         grid = cutout_grid(centre, size, pixel_scale)
         where = f"{self.root} at {centre.icrs.to_string('decimal', precision=5)}"
         images, used = {}, []
-        frames = self.frames()
+        frames, unusable = self.scan()
         covering_by_band = {band: [frame for frame in frames if frame.band == band and _overlaps(frame, grid)]
                             for band in self.bands}
         for band, covering in covering_by_band.items():
             if not covering:
                 have = sorted({frame.band for frame in frames})
-                raise ImagingError(f"{where}: no {band}-band frame covers the cutout (bands here: {have})")
+                skipped = f"; files that are not usable frames: {list(unusable.values())}" if unusable else ""
+                raise ImagingError(f"{where}: no {band}-band frame covers the cutout (bands here: {have}){skipped}")
         aligned = _aligned_slice(covering_by_band, centre, size, pixel_scale)
         if aligned is not None:
             return _sliced_cutout(covering_by_band, aligned, where)

@@ -110,7 +110,7 @@ def _field_wcs(spec, name, band):
     if spec.kind != "fits":
         return None
     frames = _worker_cached(("fields", spec, band), lambda: field_reference_frames(
-        spec.source().frames(), Path(spec.root), band))
+        spec.source().scan()[0], Path(spec.root), band))
     frame = frames.get(name)
     return None if frame is None else frame.wcs
 
@@ -250,8 +250,8 @@ def tile_network_image(job, tile):
     return make_network_image(cutout.images, cutout.wcs, job.network_size, job.colour, source=tile.tile_id)
 
 
-def find_clusters(cfg, tiles, imaging, output_dir, *, scheduler=None, n_workers=None, threads_per_worker=1,
-                  gallery_size=50, crossmatch=(), detector=None, progress=True):
+def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=None, n_workers=None,
+                  threads_per_worker=1, gallery_size=50, crossmatch=(), detector=None, progress=True):
     """Run the detector of ``cfg`` over ``tiles`` and write the candidate catalogue and its companions.
 
     Parameters
@@ -262,6 +262,9 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, scheduler=None, n_workers=
         From ``plan_field_tiles``, ``plan_region_tiles`` or ``plan_position_tiles``.
     imaging : ImagingSpec
         Where the pixels come from.
+    problems : sequence of (str, str)
+        Input that could not be tiled, ``(file or field, reason)`` (`plan_folder_tiles`): reported in
+        ``failed_tiles.ecsv`` beside the tiles that failed.
     output_dir : str or Path
         Receives ``tiles/``, ``candidates.{fits,ecsv,csv}``, ``candidates.reg``, ``failed_tiles.ecsv``,
         ``config.yaml`` and ``gallery/index.html``. Rerunning into the same folder resumes.
@@ -285,6 +288,8 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, scheduler=None, n_workers=
     with atomic_output(output_dir / "config.yaml") as temporary:
         temporary.write_text(cfg.dump(), encoding="utf-8")
     failures = run_tiles(tiles, job, scheduler, n_workers, progress)
+    for where, reason in problems:  # "untiled": ECSV reads an empty string back as a masked value
+        failures.add_row(("untiled", where, np.nan, np.nan, reason))
     weights = Path(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else None
     # FITS-keyword-sized names, so the FITS catalogue carries them too (CONFIG, multi-line, is ECSV only).
     provenance = {

@@ -177,6 +177,26 @@ def plan_field_tiles(frames, root, side, overlap, reference_band="r"):
     return tiles
 
 
+def plan_folder_tiles(source, side, overlap, reference_band="r"):
+    """Tiles of every field of a `~deepcee_d2.data.imaging.LocalFITSSource`, and what cannot be tiled.
+
+    Returns
+    -------
+    tiles : list of `Tile`
+    problems : list of (str, str)
+        ``(file or field, reason)`` for files that are not usable frames (corrupt, no WCS, ...) and fields
+        without a ``reference_band`` frame; they are reported, the rest is tiled.
+    """
+    frames, unusable = source.scan()
+    problems = [(str(path), reason) for path, reason in unusable.items()]
+    fields = group_fields(frames, source.root)
+    problems += [(name, f"field {name}: no {reference_band}-band frame to tile it on")
+                 for name, bands in sorted(fields.items()) if reference_band not in bands]
+    if not any(reference_band in bands for bands in fields.values()):
+        return [], problems
+    return plan_field_tiles(frames, source.root, side, overlap, reference_band), problems
+
+
 def plan_region_tiles(ra_range, dec_range, side, overlap):
     """Tiles covering an RA/Dec box (deg): rows of constant Dec, each row's RA step widened by 1/cos(Dec)
     at the row's edge nearest the equator, where the row is widest on the sky."""
