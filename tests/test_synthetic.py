@@ -158,6 +158,18 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path):
     assert third[Path("f000/frame-r.fits")] != first[Path("f000/frame-r.fits")]
 
 
+def test_two_worker_processes_write_the_same_bytes(tmp_path):
+    spec = ClusterSpec(per_field=1, z_range=(0.2, 0.3), richness_range=(20, 30))
+    files = []
+    for workers in (1, 2):
+        root = tmp_path / f"workers{workers}"
+        write_survey(root, 3, 160, 160, clusters=spec, seed=6, workers=workers, progress=False)
+        files.append({path.relative_to(root): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()})
+    assert len(files[0]) == 3 * 7 + 2 and files[0] == files[1]
+    with pytest.raises(ValueError, match="workers"):
+        write_survey(tmp_path / "bad", 1, 160, 160, workers=0)
+
+
 def test_resume_skips_finished_fields_and_refuses_other_parameters(tmp_path):
     spec = ClusterSpec(per_field=1, z_range=(0.2, 0.3), richness_range=(20, 30))
     write_survey(tmp_path, 2, 160, 160, clusters=spec, seed=9, progress=False)

@@ -59,6 +59,7 @@ def parse_args(argv=None):
     clusters.add_argument("--edge-margin", type=float, default=0.0,
                           help="smallest BCG distance from a field edge, arcsec (random placement; default 0)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="processes drawing fields at once (same files)")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -94,7 +95,7 @@ def main(argv=None):
                                     bands=tuple(args.bands), source_lists=not args.no_source_lists,
                                     field_galaxies=not args.no_field_galaxies, stars=not args.no_stars,
                                     noise=not args.no_noise, mag_limit=args.mag_limit,
-                                    progress=not args.no_progress)
+                                    workers=args.workers, progress=not args.no_progress)
     print(f"{args.out}: {len(fields)} fields, {len(clusters)} clusters (clusters.fits, fields.ecsv)")
     return 0
 

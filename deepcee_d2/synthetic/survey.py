@@ -117,9 +117,33 @@ def _rebuild_root(root, field_rows, cluster_tables):
     return clusters, fields
 
 
+def _make_or_read_field(root, name, centre, nx, ny, seed, bands, clusters, source_lists, field_galaxies, stars,
+                        noise, mag_limit, cosmology):
+    """Write one field (or, when it is finished, check and read it back); returns its row and truth."""
+    folder = root / name
+    planned = _field_row(name, centre, nx, ny, seed)
+    planned.update(noise=bool(noise), bands="".join(bands))
+    if _finished(folder, bands):
+        _check_same(folder, planned)
+        return dict(Table.read(folder / "field.ecsv", format="ascii.ecsv")[0]), Table.read(folder / "clusters.fits")
+    made = make_field(centre, nx, ny, clusters=clusters, seed=seed, bands=bands, name=name,
+                      field_galaxies=field_galaxies, stars=stars, noise=noise, mag_limit=mag_limit,
+                      cosmology=cosmology)
+    for band in bands:
+        with atomic_output(folder / f"frame-{band}.fits") as temporary:
+            made.hdu(band).writeto(temporary, overwrite=True)
+    if source_lists:
+        _write_fits_table(made.galaxies, folder / "galaxies.fits")
+        _write_fits_table(made.stars, folder / "stars.fits")
+    row = _field_row(name, centre, nx, ny, seed, made, len(made.clusters))
+    _write_fits_table(made.clusters, folder / "clusters.fits")
+    _write_ecsv(Table(rows=[row], names=list(row)), folder / "field.ecsv")
+    return row, made.clusters
+
+
 def write_survey(root, n_fields, nx=2048, ny=2048, centres=None, clusters=ClusterSpec(), seed=0, bands=BANDS,
                  source_lists=True, field_galaxies=True, stars=True, noise=True, mag_limit=DEFAULT_MAG_LIMIT,
-                 cosmology=DEFAULT_COSMOLOGY, progress=True):
+                 cosmology=DEFAULT_COSMOLOGY, workers=1, progress=True):
     """Write ``n_fields`` synthetic fields and their truth under ``root`` (module docstring), resumably.
 
     Parameters
@@ -143,6 +167,9 @@ def write_survey(root, n_fields, nx=2048, ny=2048, centres=None, clusters=Cluste
         Also write ``galaxies.fits`` and ``stars.fits`` per field.
     field_galaxies, stars, noise, mag_limit, cosmology
         As in `~deepcee_d2.synthetic.make_field`.
+    workers : int
+        Processes drawing fields at once. Each field depends only on its own seed, so the files are the
+        same for any number of workers.
     progress : bool
         Show a tqdm progress bar over fields.
 
@@ -153,12 +180,16 @@ def write_survey(root, n_fields, nx=2048, ny=2048, centres=None, clusters=Cluste
     fields : `~astropy.table.Table`
         The field table (as written to ``fields.ecsv``).
     """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
     from pathlib import Path
 
     root = Path(root)
     if isinstance(n_fields, bool) or int(n_fields) != n_fields or n_fields < 1:
         raise ValueError(f"n_fields: need a positive integer, got {n_fields}")
     n_fields = int(n_fields)
+    if isinstance(workers, bool) or int(workers) != workers or workers < 1:
+        raise ValueError(f"workers: need a positive integer, got {workers}")
     bands = check_bands(bands)
     if clusters is not None and not isinstance(clusters, ClusterSpec):
         raise ValueError(f"clusters: need a ClusterSpec or None, got {type(clusters).__name__}")
@@ -168,31 +199,28 @@ def write_survey(root, n_fields, nx=2048, ny=2048, centres=None, clusters=Cluste
         raise ValueError(f"centres: need a SkyCoord array of {n_fields} positions (one per field)")
     root.mkdir(parents=True, exist_ok=True)
 
-    field_rows, cluster_tables = [], []
     names = field_names(n_fields)
-    for index in tqdm(range(n_fields), desc="synthetic fields", unit="field", disable=not progress):
-        name, centre = names[index], centres[index]
-        folder = root / name
-        planned = _field_row(name, centre, nx, ny, field_seed(seed, index))
-        planned.update(noise=bool(noise), bands="".join(bands))
-        if _finished(folder, bands):
-            _check_same(folder, planned)
-            field_rows.append(dict(Table.read(folder / "field.ecsv", format="ascii.ecsv")[0]))
-            cluster_tables.append(Table.read(folder / "clusters.fits"))
-            continue
-        made = make_field(centre, nx, ny, clusters=clusters, seed=planned["seed"], bands=bands, name=name,
-                          field_galaxies=field_galaxies, stars=stars, noise=noise, mag_limit=mag_limit,
-                          cosmology=cosmology)
-        for band in bands:
-            with atomic_output(folder / f"frame-{band}.fits") as temporary:
-                made.hdu(band).writeto(temporary, overwrite=True)
-        if source_lists:
-            _write_fits_table(made.galaxies, folder / "galaxies.fits")
-            _write_fits_table(made.stars, folder / "stars.fits")
-        row = _field_row(name, centre, nx, ny, planned["seed"], made, len(made.clusters))
-        _write_fits_table(made.clusters, folder / "clusters.fits")
-        _write_ecsv(Table(rows=[row], names=list(row)), folder / "field.ecsv")
-        field_rows.append(row)
-        cluster_tables.append(made.clusters)
-        _rebuild_root(root, field_rows, cluster_tables)
-    return _rebuild_root(root, field_rows, cluster_tables)
+    jobs = [(root, names[index], centres[index], nx, ny, field_seed(seed, index), bands, clusters, source_lists,
+             field_galaxies, stars, noise, mag_limit, cosmology) for index in range(n_fields)]
+    done = {}
+
+    def finish(name, result):
+        done[name] = result
+        ordered = [done[n] for n in names if n in done]
+        _rebuild_root(root, [row for row, _ in ordered], [truth for _, truth in ordered])
+
+    bar = tqdm(total=n_fields, desc="synthetic fields", unit="field", disable=not progress)
+    if workers == 1:
+        for job in jobs:
+            finish(job[1], _make_or_read_field(*job))
+            bar.update()
+    else:
+        # "spawn": the children start clean rather than inherit the parent's PyTorch threads.
+        with ProcessPoolExecutor(int(workers), mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_make_or_read_field, *job): job[1] for job in jobs}
+            for future in as_completed(futures):
+                finish(futures[future], future.result())
+                bar.update()
+    bar.close()
+    ordered = [done[name] for name in names]
+    return _rebuild_root(root, [row for row, _ in ordered], [truth for _, truth in ordered])
