@@ -22,7 +22,6 @@ from deepcee_d2.config import load_config
 from deepcee_d2.cosmology import cosmology_from_cfg
 from deepcee_d2.data.catalogs import CATALOGS, load_catalog, paper_selection, select_clusters
 from deepcee_d2.data.coco import SPLITS, DatasetSettings, build_dataset
-from deepcee_d2.data.colour import ColourSettings
 from deepcee_d2.data.imaging import make_source
 
 PAPER_CUTS = {"z_range": (0.1, 0.2), "min_members": 20, "dec_min": 0.0}
@@ -95,12 +94,12 @@ def main(argv=None):
     if args.limit is not None:
         clusters = clusters[:args.limit]
     annotate_with = load_catalog(args.annotate, args.annotate_format) if args.annotate else None
-    colour = cfg.DEEPCEE.COLOUR
-    settings = DatasetSettings(
-        cutout_size=args.cutout_size or colour.CUTOUT_SIZE, network_size=args.network_size or colour.NETWORK_SIZE,
-        pixel_scale=(args.pixel_scale or colour.PIXEL_SCALE) * u.arcsec, n_offsets=args.n_offsets,
-        max_offset=args.max_offset * u.arcsec, box_size=args.box_size_kpc * u.kpc, split=args.split,
-        test_fraction=args.test_fraction, seed=args.seed, colour=ColourSettings.from_cfg(cfg))
+    sizes = {"DEEPCEE.COLOUR.CUTOUT_SIZE": args.cutout_size, "DEEPCEE.COLOUR.NETWORK_SIZE": args.network_size,
+             "DEEPCEE.COLOUR.PIXEL_SCALE": args.pixel_scale}
+    cfg.merge_from_list([item for key, value in sizes.items() if value is not None for item in (key, value)])
+    settings = DatasetSettings.from_cfg(
+        cfg, n_offsets=args.n_offsets, max_offset=args.max_offset * u.arcsec, box_size=args.box_size_kpc * u.kpc,
+        split=args.split, test_fraction=args.test_fraction, seed=args.seed)
     imaging_root = args.imaging or (f"{args.out}/frames" if args.source == "sdss" else None)
     source = make_source(args.source, root=imaging_root)
     print(f"{len(clusters)} clusters -> {len(clusters) * settings.n_offsets} images in {args.out}")

@@ -124,6 +124,14 @@ class DatasetSettings:
         }
 
     @classmethod
+    def from_cfg(cls, cfg, **settings):
+        """Sizes, pixel scale and colour from ``cfg.DEEPCEE.COLOUR`` (so a data set and the model trained on it
+        agree); ``settings`` gives the other fields (``n_offsets``, ``max_offset``, ``split``, ...)."""
+        colour = cfg.DEEPCEE.COLOUR
+        return cls(cutout_size=colour.CUTOUT_SIZE, network_size=colour.NETWORK_SIZE,
+                   pixel_scale=colour.PIXEL_SCALE * u.arcsec, colour=ColourSettings.from_cfg(cfg), **settings)
+
+    @classmethod
     def from_dict(cls, values):
         """Inverse of `to_dict`."""
         return cls(
