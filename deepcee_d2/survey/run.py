@@ -271,7 +271,7 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
     scheduler : str, optional
         Address of an existing Dask scheduler; a ``LocalCluster`` of ``n_workers`` (default: all cores)
         single-threaded worker processes otherwise.
-    crossmatch : sequence of str or Table
+    crossmatch : path, Table, list of them, or dict of name -> path or Table
         Known-cluster catalogues (``ra``, ``dec``, ``z``): candidates within
         ``DEEPCEE.EVAL.CROSSMATCH_RADIUS_KPC`` of a catalogued cluster in ``CROSSMATCH_Z_RANGE`` are flagged
         known, the others new.
@@ -306,7 +306,7 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
                          name="name", index=0)
     if crossmatch:
         evaluation = cfg.DEEPCEE.EVAL
-        catalogue = crossmatch_false_positives(catalogue, list(crossmatch),
+        catalogue = crossmatch_false_positives(catalogue, crossmatch,
                                                radius=evaluation.CROSSMATCH_RADIUS_KPC * u.kpc,
                                                z_range=tuple(evaluation.CROSSMATCH_Z_RANGE),
                                                cosmology=cosmology_from_cfg(cfg))

@@ -1,0 +1,66 @@
+"""The main job (make demo) at toy size: every step runs, every output exists and parses, a rerun resumes."""
+import json
+from pathlib import Path
+
+import astropy.units as u
+import pytest
+from astropy.table import Table
+
+from deepcee_d2.demo import DemoPlan, run_demo, summary_text
+
+# The demo's pipeline on 100 px network images of a quarter-width model, 10 training iterations.
+TOY_OPTS = ("MODEL.INCEPTION_V2.DEPTH_MULTIPLIER", "0.25", "DEEPCEE.COLOUR.CUTOUT_SIZE", "200",
+            "DEEPCEE.COLOUR.NETWORK_SIZE", "100", "INPUT.MIN_SIZE_TRAIN", "[100]", "INPUT.MAX_SIZE_TRAIN", "100",
+            "INPUT.MIN_SIZE_TEST", "100", "INPUT.MAX_SIZE_TEST", "100", "MODEL.ANCHOR_GENERATOR.SIZES", "[[16, 32]]",
+            "MODEL.RPN.POST_NMS_TOPK_TRAIN", "32", "MODEL.RPN.POST_NMS_TOPK_TEST", "16", "SOLVER.MAX_ITER", "10",
+            "SOLVER.IMS_PER_BATCH", "1", "SOLVER.WARMUP_ITERS", "0", "SOLVER.STEPS", "()",
+            "DATALOADER.NUM_WORKERS", "0", "DEEPCEE.SURVEY.SCORE_THRESHOLD", "0.0")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    plan = DemoPlan(work_dir=tmp_path_factory.mktemp("demo"), config_opts=TOY_OPTS, n_train_fields=4,
+                    field_size=320, n_offsets=2, max_offset=20 * u.arcsec, test_fraction=0.5, n_survey_fields=1,
+                    survey_field_size=500, survey_clusters_per_field=1, workers=1, progress=False)
+    return plan, run_demo(plan)
+
+
+def test_every_output_of_the_demo_exists_and_parses(demo):
+    plan, result = demo
+    work = Path(plan.work_dir)
+    assert len(Table.read(work / "sky" / "clusters.fits")) == 4
+    for split in ("train", "test"):
+        coco = json.loads((work / "datasets" / "synthetic" / f"{split}.json").read_text())
+        assert len(coco["images"]) == 4 and all((work / "datasets" / "synthetic" / image["file_name"]).is_file()
+                                                 for image in coco["images"])
+    assert (work / "train" / "model_final.pth").is_file()
+    summary = json.loads((result.report_dir / "evaluation.json").read_text())
+    assert summary["n_true"] == 4 and len(summary["thresholds"]) == 11
+    for name in summary["files"]:
+        assert (result.report_dir / name).stat().st_size > 0, name
+    assert (result.report_dir / "report.md").read_text().startswith("#")
+    survey = work / "survey"
+    for name in ("candidates.fits", "candidates.ecsv", "candidates.csv"):
+        assert len(Table.read(survey / name)) == result.n_candidates
+    assert {"known", "status"} <= set(Table.read(survey / "candidates.ecsv").colnames)
+    assert (survey / "candidates.reg").is_file() and (survey / "gallery" / "index.html").is_file()
+    assert len(Table.read(survey / "failed_tiles.ecsv")) == 0
+    assert result.n_survey_clusters == 1 and 0 <= result.n_survey_clusters_found <= 1
+
+
+def test_the_summary_names_the_table_threshold_centring_and_paths(demo):
+    _, result = demo
+    text = summary_text(result)
+    assert "| Threshold (%) | TP | FP | FN | Precision | Recall | F1 |" in text
+    assert "best threshold:" in text and "centring error" in text
+    assert str(result.report_dir / "report.md") in text and str(result.catalogue_path) in text
+
+
+def test_a_rerun_resumes_without_redoing_work(demo):
+    plan, result = demo
+    weights = Path(plan.work_dir) / "train" / "model_final.pth"
+    stamps = {path: path.stat().st_mtime_ns for path in
+              [weights, *Path(plan.work_dir, "sky").rglob("frame-r.fits"), *Path(plan.work_dir, "survey", "tiles").glob("*")]}
+    again = run_demo(plan)
+    assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())
+    assert again.evaluation["best"] == result.evaluation["best"] and again.n_candidates == result.n_candidates

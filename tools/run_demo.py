@@ -1,0 +1,24 @@
+#!/usr/bin/env python
+"""The main job on the embedded default (make demo): synthetic sky -> data set -> trained Deep-CEE ->
+100 kpc evaluation -> candidate catalogue of a held-out region. Rerunning resumes. See deepcee_d2.demo.
+
+  tools/run_demo.py [--work-dir demo] [--workers 2]
+"""
+import argparse
+from pathlib import Path
+
+from deepcee_d2.demo import DemoPlan, run_demo, summary_text
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=DemoPlan.work_dir, help="where everything is written")
+    parser.add_argument("--workers", type=int, default=DemoPlan.workers, help="processes for the sky and the survey")
+    args = parser.parse_args(argv)
+    result = run_demo(DemoPlan(work_dir=args.work_dir, workers=args.workers))
+    print(summary_text(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
