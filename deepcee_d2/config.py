@@ -89,8 +89,9 @@ def add_deepcee_config(cfg):
     # 0 means the side of the largest anchor box on the sky (512 network px x 0.792" = 405.5" for SDSS);
     # smaller positive values are refused.
     _C.DEEPCEE.SURVEY.TILE_OVERLAP_ARCSEC = 0.0
-    # Detections from overlapping tiles or fields closer than this on the sky are one candidate.
-    _C.DEEPCEE.SURVEY.MERGE_RADIUS_ARCSEC = 60.0
+    # Detections closer than this on the sky (from overlapping tiles, or duplicates within one) are one
+    # candidate: 100" is about 250 proper kpc at z = 0.15, the cross-match radius; clusters are further apart.
+    _C.DEEPCEE.SURVEY.MERGE_RADIUS_ARCSEC = 100.0
     # Candidates below this score are not written to the catalogue.
     _C.DEEPCEE.SURVEY.SCORE_THRESHOLD = 0.5
     return cfg

@@ -46,7 +46,8 @@ class DemoPlan:
     z_range: tuple = (0.1, 0.2)
     min_members: int = 20
     n_offsets: int = 4
-    max_offset: u.Quantity = 135 * u.arcsec
+    max_offset: u.Quantity = 100 * u.arcsec
+    box_size: u.Quantity = 300 * u.kpc
     test_fraction: float = 0.2
     n_survey_fields: int = 2
     survey_field_size: int = 3000
@@ -98,7 +99,8 @@ def make_dataset(plan, cfg, clusters):
     from .data.imaging import LocalFITSSource
 
     settings = DatasetSettings.from_cfg(cfg, n_offsets=plan.n_offsets, max_offset=plan.max_offset,
-                                        split="by-cluster", test_fraction=plan.test_fraction, seed=plan.seed)
+                                        box_size=plan.box_size, split="by-cluster", test_fraction=plan.test_fraction,
+                                        seed=plan.seed)
     return build_dataset(clusters, LocalFITSSource(plan.work_dir / "sky"), plan.work_dir / "datasets" / "synthetic",
                          settings, cosmology=cosmology_from_cfg(cfg), progress=plan.progress)
 
