@@ -314,3 +314,19 @@ def test_a_rotated_band_or_an_edge_cutout_is_reprojected(sky_wcs, tmp_path):
     corner = SkyCoord(150.0 * u.deg, 2.0 * u.deg).spherical_offsets_by(-60 * u.arcsec, -55 * u.arcsec)
     with pytest.raises(ImagingError, match="outside the imaging coverage"):
         LocalFITSSource(tmp_path).cutout(corner, 100)
+
+
+def test_only_frames_near_the_cutout_are_used(sky_wcs, tmp_path):
+    # Three single-band-set fields 0.2 deg apart; a cutout in the middle one reads only its frames.
+    for index, ra in enumerate((149.8, 150.0, 150.2)):
+        folder = tmp_path / f"field{index}"
+        folder.mkdir()
+        for band in "gri":
+            header = sky_wcs(ra, 2.0, (300, 300)).to_header()
+            header.update(FILTER=band, BUNIT="nanomaggy")
+            fits.PrimaryHDU(np.zeros((300, 300), np.float32), header).writeto(folder / f"frame-{band}.fits")
+    source = LocalFITSSource(tmp_path)
+    cutout = source.cutout(SkyCoord(150.0 * u.deg, 2.0 * u.deg), 100)
+    assert cutout.source.count("field1") == 3 and "field0" not in cutout.source and "field2" not in cutout.source
+    # Between the fields (0.1 deg from each, which are 0.033 deg wide) no frame is within reach.
+    assert source._near(source.frames(), cutout_grid(SkyCoord(150.1 * u.deg, 2.0 * u.deg), 100)) == []

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import astropy.units as u
 import numpy as np
+from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_area
@@ -162,6 +163,14 @@ class _Frame:
     shape: tuple
 
 
+def _centre_and_radius(wcs, shape):
+    """Sky centre of an image of ``shape`` and the angle from it to the farthest corner."""
+    height, width = shape
+    centre = wcs.pixel_to_world((width - 1) / 2, (height - 1) / 2)
+    corners = wcs.pixel_to_world([-0.5, width - 0.5, width - 0.5, -0.5], [-0.5, -0.5, height - 0.5, height - 0.5])
+    return centre, centre.separation(corners).max()
+
+
 def _overlaps(frame, grid):
     """Whether the cutout ``grid`` and the frame overlap (corners and centre of the grid in frame pixels)."""
     nx, ny = grid.pixel_shape
@@ -258,6 +267,7 @@ class LocalFITSSource(ImagingSource):
         self.pattern = pattern
         self._frames = {}
         self._unusable = {}
+        self._footprints = None  # (frames, centres, radii) of the last scan, for a quick distance cut
 
     def describe(self):
         return f"fits:{self.root}"
@@ -276,6 +286,20 @@ class LocalFITSSource(ImagingSource):
             except ImagingError as error:
                 self._unusable[path] = str(error)
         return list(self._frames.values()), dict(self._unusable)
+
+    def _near(self, frames, grid):
+        """The frames whose circumscribed circle meets the grid's: one vectorised sky-distance cut, so that the
+        exact overlap test runs on a few frames rather than on every frame of a large survey."""
+        if self._footprints is None or self._footprints[0] != frames:
+            circles = [_centre_and_radius(frame.wcs, frame.shape) for frame in frames]
+            centres = SkyCoord([c for c, _ in circles]) if circles else None
+            self._footprints = (frames, centres, u.Quantity([r for _, r in circles]) if circles else None)
+        frames, centres, radii = self._footprints
+        if not frames:
+            return []
+        centre, radius = _centre_and_radius(grid, (grid.pixel_shape[1], grid.pixel_shape[0]))
+        close = centres.separation(centre) <= radii + radius
+        return [frame for frame, keep in zip(frames, close) if keep]
 
     def frames(self):
         """All frames under the root; raises `ImagingError` naming the first file that is not a usable frame."""
@@ -302,7 +326,8 @@ class LocalFITSSource(ImagingSource):
         where = f"{self.root} at {centre.icrs.to_string('decimal', precision=5)}"
         images, used = {}, []
         frames, unusable = self.scan()
-        covering_by_band = {band: [frame for frame in frames if frame.band == band and _overlaps(frame, grid)]
+        near = self._near(frames, grid)
+        covering_by_band = {band: [frame for frame in near if frame.band == band and _overlaps(frame, grid)]
                             for band in self.bands}
         for band, covering in covering_by_band.items():
             if not covering:
