@@ -41,8 +41,8 @@ class DemoPlan:
     work_dir: Path = Path("demo")
     config_file: Path = DEMO_CONFIG
     config_opts: tuple = ()
-    n_train_fields: int = 100
-    field_size: int = 1700
+    n_train_fields: int = 200
+    field_size: int = 1520
     z_range: tuple = (0.1, 0.2)
     min_members: int = 20
     n_offsets: int = 4
