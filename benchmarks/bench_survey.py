@@ -6,9 +6,10 @@ measured in one run, and the time projected for the SDSS DR8 footprint on one 16
                                                [--weights model.pth] [--work /tmp/deepcee_survey_bench]
 
 The tiles are the paper's (2000 px at 0.396" shown at 1000 px, overlapping by the 512 px anchor) unless
-another config is given. Without --weights the model has random weights; the RPN's NMS is then switched off
-so that the box head runs on all 300 proposals of every tile, as a trained model does on a busy field (the
-cost per tile is then an upper bound). The fields are synthetic (deepcee_d2.synthetic), made once in --work.
+another config is given. Without --weights the model has random weights (drawn once, saved, loaded by every
+worker), with zero RPN box deltas (proposals are anchors) and the RPN's NMS switched off, so that the box
+head runs on all 300 proposals of every tile, as a trained model does on a busy field (the cost per tile is
+then an upper bound). The fields are synthetic (deepcee_d2.synthetic), made once in --work.
 Each worker count runs into a fresh output folder, so no tile is skipped as already done.
 
 Synthetic fields lie on the tiles' own north-up grid, so their tiles are sliced, not resampled. Real SDSS
@@ -51,6 +52,20 @@ def reprojection_seconds(size, pixel_scale):
     return time.perf_counter() - start
 
 
+def save_random_weights(cfg, path):
+    """One random-weight model of ``cfg``, saved as a detectron2 checkpoint at ``path``."""
+    import torch
+    from detectron2.modeling import build_model
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    torch.nn.init.zeros_(model.proposal_generator.rpn_head.anchor_deltas.weight)
+    torch.nn.init.zeros_(model.proposal_generator.rpn_head.anchor_deltas.bias)
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fields", type=int, default=2)
@@ -60,10 +75,13 @@ def main():
     parser.add_argument("--work", type=Path, default=Path("/tmp/deepcee_survey_bench"))
     args = parser.parse_args()
 
-    opts = ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", args.weights]
+    opts = ["MODEL.DEVICE", "cpu"]
     if not args.weights:
         opts += ["MODEL.RPN.NMS_THRESH", 1.0]
     cfg = load_config(args.config, opts)
+    # Every worker loads the same weights; random ones are drawn once and saved.
+    weights = args.weights or str(save_random_weights(cfg, args.work / "random_weights.pth"))
+    cfg.MODEL.WEIGHTS = weights
     cfg.freeze()
     sky = args.work / "sky"
     clusters, fields = write_survey(sky, args.fields, args.field_size, args.field_size,
@@ -74,7 +92,7 @@ def main():
     tiles, problems = plan_folder_tiles(imaging.source(), side, overlap)
     area = sum(row["nx"] * row["ny"] for row in fields) * (0.396 / 3600) ** 2  # deg^2 of input sky
     print(f"{len(fields)} synthetic fields of {args.field_size}^2 px ({area:.3f} deg^2), {len(tiles)} tiles of "
-          f"{side:.0f} overlapping by {overlap:.1f}; config {args.config}, weights {args.weights or 'random'}")
+          f"{side:.0f} overlapping by {overlap:.1f}; config {args.config}, weights {weights}")
     print("| workers | wall (s) | tiles / s | deg^2 / core-hour | SDSS DR8 (14,555 deg^2) on 16 cores |")
     print("| --- | --- | --- | --- | --- |")
     walls = {}

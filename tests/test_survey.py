@@ -202,6 +202,19 @@ def test_a_corrupt_field_is_reported_and_the_rest_still_runs(tiny_survey, tmp_pa
     assert len(result.catalogue) == 2 and truth.match_to_catalog_sky(found)[1].max() < 1.2 * u.arcsec
 
 
+def test_a_survey_without_trained_weights_is_refused_before_writing(tiny_survey, tmp_path):
+    cfg = survey_cfg()
+    tiles, problems = field_tiles(tiny_survey, cfg)
+    imaging = ImagingSpec("fits", str(tiny_survey))
+    with pytest.raises(ValueError, match="MODEL.WEIGHTS is empty"):
+        find_clusters(cfg, tiles, imaging, tmp_path / "out", n_workers=1, progress=False)
+    missing = tmp_path / "no_such_model.pth"
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        find_clusters(survey_cfg("MODEL.WEIGHTS", str(missing)), tiles, imaging, tmp_path / "out", n_workers=1,
+                      progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_outputs_parse(blob_run):
     _, output, result = blob_run
     from regions import Regions

@@ -63,6 +63,14 @@ class DetectorFactory:
     frozen config (with ``MODEL.WEIGHTS``), running with ``threads`` PyTorch threads."""
 
     def __init__(self, cfg, threads=1):
+        weights = cfg.MODEL.WEIGHTS
+        if not weights:
+            # Without weights every worker would draw its own random model, and the catalogue would
+            # depend on which worker ran which tile.
+            raise ValueError("MODEL.WEIGHTS is empty: a survey needs trained weights "
+                             "(e.g. MODEL.WEIGHTS output/model_final.pth)")
+        if "://" not in weights and not Path(weights).is_file():
+            raise FileNotFoundError(f"{weights}: MODEL.WEIGHTS file not found")
         self.config_yaml = cfg.dump()
         self.threads = threads
         self.cache_key = hashlib.sha256(f"{self.config_yaml}{threads}".encode()).hexdigest()
@@ -283,8 +291,8 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
     from .outputs import candidate_names, write_catalogue, write_gallery, write_regions
 
     output_dir = Path(output_dir)
+    job = job_from_cfg(cfg, imaging, output_dir, detector, threads_per_worker)  # checks MODEL.WEIGHTS first
     output_dir.mkdir(parents=True, exist_ok=True)
-    job = job_from_cfg(cfg, imaging, output_dir, detector, threads_per_worker)
     with atomic_output(output_dir / "config.yaml") as temporary:
         temporary.write_text(cfg.dump(), encoding="utf-8")
     failures = run_tiles(tiles, job, scheduler, n_workers, progress)
