@@ -74,17 +74,21 @@ def seconds_per_call(function, iterations):
     return statistics.median(times)
 
 
-def measure(name, cfg, size, iterations, trainer_class):
-    generator = torch.Generator().manual_seed(0)
-    model = build_model(cfg)
+def zero_rpn_box_deltas(model):
+    """Make a random-weight model's proposals its anchors (module docstring); returns the model."""
     deltas = model.proposal_generator.rpn_head.anchor_deltas
     nn.init.zeros_(deltas.weight)
     nn.init.zeros_(deltas.bias)
+    return model
+
+
+def measure(name, cfg, size, iterations, trainer_class):
+    generator = torch.Generator().manual_seed(0)
+    model = zero_rpn_box_deltas(build_model(cfg))
     parameters = sum(p.numel() for p in model.parameters())
     # A learning rate of 0 keeps the random weights (so the outputs stay finite: one real step makes the
     # random-weight R50-C4 diverge) while every step still does the full forward, backward and SGD update.
     cfg = cfg.clone()
-    cfg.defrost()
     cfg.SOLVER.BASE_LR = 0.0
     optimizer = trainer_class.build_optimizer(cfg, model)
     batch = [sample(size, generator)]

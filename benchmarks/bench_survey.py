@@ -27,6 +27,7 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
+from bench_detector import zero_rpn_box_deltas  # this folder is on the path when run as a script
 from deepcee_d2.config import load_config
 from deepcee_d2.data.imaging import cutout_grid, reproject_to_grid
 from deepcee_d2.synthetic import ClusterSpec, write_survey
@@ -59,9 +60,7 @@ def save_random_weights(cfg, path):
 
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    model = build_model(cfg)
-    torch.nn.init.zeros_(model.proposal_generator.rpn_head.anchor_deltas.weight)
-    torch.nn.init.zeros_(model.proposal_generator.rpn_head.anchor_deltas.bias)
+    model = zero_rpn_box_deltas(build_model(cfg))
     torch.save({"model": model.state_dict()}, path)
     return path
 
