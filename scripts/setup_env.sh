@@ -26,7 +26,8 @@ fi
 say() { echo "[setup_env] $*"; }
 [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "${PYTHON:-python3}" -m venv "$VENV"; }
 PY="$VENV/bin/python"
-pip_install() { "$PY" -m pip install --disable-pip-version-check --progress-bar off "$@"; }
+# No pip cache: it would hold a second copy of every downloaded wheel on the same disk.
+pip_install() { "$PY" -m pip install --no-cache-dir --disable-pip-version-check --progress-bar off "$@"; }
 
 if "$PY" -c "import torch, torchvision" 2>/dev/null; then
   say "keeping $("$PY" -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)')"
