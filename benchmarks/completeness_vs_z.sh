@@ -28,14 +28,14 @@ DEEPCEE_DATASETS="$work/datasets" /usr/bin/time -f "evaluation: wall %e s" $py t
 $py - "$work/eval/inference/deepcee_synthetic_test" <<'PY'
 import json, sys
 from astropy.table import Table
-from deepcee_d2.evaluation.report import completeness_table
+from deepcee_d2.evaluation.report import completeness_table, flat_metrics
 
 folder = sys.argv[1]
 summary = json.load(open(f"{folder}/evaluation.json"))
 best = summary["best"]
 print(f"{summary['n_true']} true clusters; best threshold {100 * best['threshold']:.0f} %: precision "
       f"{best['precision']:.3f} recall {best['recall']:.3f} F1 {best['f1']:.3f}; "
-      f"centring error {summary['centring_error_kpc']:.1f} kpc")
+      f"centring error {flat_metrics(summary)['centring_error_kpc']:.1f} kpc")
 truths = Table.read(f"{folder}/true_clusters.ecsv")
 for name, bins in (("z", [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4]), ("richness", [10, 20, 30, 40, 60, 120])):
     table = completeness_table(truths[name], truths["recovered"], bins=bins)

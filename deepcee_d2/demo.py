@@ -186,13 +186,17 @@ def run_demo(plan=DemoPlan()):
 
 def summary_text(result):
     """What the demo prints at the end."""
+    from .evaluation.report import flat_metrics
+
     best = result.evaluation["best"]
+    # evaluation.json stores NaN as null (no true positive, no centring error); flat_metrics gives it back as NaN.
+    centring_error_kpc = flat_metrics(result.evaluation)["centring_error_kpc"]
     lines = [
         "", "Deep-CEE demo: evaluation of the synthetic test split (100 kpc matching)", "",
         result.table_markdown, "",
         f"best threshold: {100 * best['threshold']:.0f} %  precision {best['precision']:.3f}  recall "
         f"{best['recall']:.3f}  F1 {best['f1']:.3f}  (TP {best['tp']}, FP {best['fp']}, FN {best['fn']})",
-        f"centring error (standard error of TP centres): {result.evaluation['centring_error_kpc']:.1f} kpc",
+        f"centring error (standard error of TP centres): {centring_error_kpc:.1f} kpc",
         f"report (Markdown with the plots): {result.report_dir / 'report.md'}",
         f"survey of the held-out region: {result.n_candidates} candidates, "
         f"{result.n_survey_clusters_found} of its {result.n_survey_clusters} clusters among them",

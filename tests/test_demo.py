@@ -1,4 +1,5 @@
 """The main job (make demo) at toy size: every step runs, every output exists and parses, a rerun resumes."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -54,6 +55,14 @@ def test_the_summary_names_the_table_threshold_centring_and_paths(demo):
     assert "| Threshold (%) | TP | FP | FN | Precision | Recall | F1 |" in text
     assert "best threshold:" in text and "centring error" in text
     assert str(result.report_dir / "report.md") in text and str(result.catalogue_path) in text
+
+
+def test_the_summary_of_a_run_without_true_positives_says_nan(demo):
+    # A toy model may match nothing: evaluation.json then holds null for the centring error.
+    _, result = demo
+    evaluation = dict(result.evaluation, centring_error_kpc=None)
+    text = summary_text(dataclasses.replace(result, evaluation=evaluation))
+    assert "centring error (standard error of TP centres): nan kpc" in text
 
 
 def test_a_rerun_resumes_without_redoing_work(demo):
