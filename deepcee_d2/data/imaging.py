@@ -163,12 +163,18 @@ class _Frame:
     shape: tuple
 
 
+def corners_sky(wcs, shape):
+    """Sky positions of the outer corners of an image of ``shape`` (rows, columns): bottom-left,
+    bottom-right, top-right, top-left of its pixel grid."""
+    height, width = shape
+    return wcs.pixel_to_world([-0.5, width - 0.5, width - 0.5, -0.5], [-0.5, -0.5, height - 0.5, height - 0.5])
+
+
 def _centre_and_radius(wcs, shape):
     """Sky centre of an image of ``shape`` and the angle from it to the farthest corner."""
     height, width = shape
     centre = wcs.pixel_to_world((width - 1) / 2, (height - 1) / 2)
-    corners = wcs.pixel_to_world([-0.5, width - 0.5, width - 0.5, -0.5], [-0.5, -0.5, height - 0.5, height - 0.5])
-    return centre, centre.separation(corners).max()
+    return centre, centre.separation(corners_sky(wcs, shape)).max()
 
 
 def _overlaps(frame, grid):

@@ -17,6 +17,7 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from ..data.imaging import corners_sky
 from ..evaluation.matching import merge_by_sky_distance
 
 
@@ -107,11 +108,6 @@ def field_reference_frames(frames, root, band="r"):
     return {name: bands[band] for name, bands in group_fields(frames, root).items() if band in bands}
 
 
-def _frame_corners_sky(frame):
-    height, width = frame.shape
-    return frame.wcs.pixel_to_world([-0.5, width - 0.5, width - 0.5, -0.5], [-0.5, -0.5, height - 0.5, height - 0.5])
-
-
 def common_footprint(bands, reference):
     """``(x0, x1, y0, y1)``: the rectangle of the reference frame's pixel grid covered by every band.
 
@@ -123,7 +119,7 @@ def common_footprint(bands, reference):
     for frame in bands.values():
         if frame is reference:
             continue
-        x, y = (np.asarray(v) for v in reference.wcs.world_to_pixel(_frame_corners_sky(frame)))
+        x, y = (np.asarray(v) for v in reference.wcs.world_to_pixel(corners_sky(frame.wcs, frame.shape)))
         # Corners in order (bottom-left, bottom-right, top-right, top-left) of the frame's own grid.
         x0, x1 = max(x0, x[0], x[3]), min(x1, x[1], x[2])
         y0, y1 = max(y0, y[0], y[1]), min(y1, y[2], y[3])
