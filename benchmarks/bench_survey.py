@@ -29,7 +29,8 @@ from astropy.table import Table
 
 from bench_detector import zero_rpn_box_deltas  # this folder is on the path when run as a script
 from deepcee_d2.config import load_config
-from deepcee_d2.data.imaging import cutout_grid, reproject_to_grid
+from deepcee_d2.data.frames import reproject_to_grid
+from deepcee_d2.sky import cutout_grid
 from deepcee_d2.synthetic import ClusterSpec, write_survey
 from deepcee_d2.survey.run import ImagingSpec, find_clusters
 from deepcee_d2.survey.tiling import plan_folder_tiles, tile_geometry

@@ -15,7 +15,7 @@ from astropy.coordinates import SkyCoord
 from PIL import Image
 
 from deepcee_d2.data.colour import ColourSettings, make_network_image
-from deepcee_d2.data.imaging import LocalFITSSource
+from deepcee_d2.data.frames import LocalFITSSource
 
 warnings.simplefilter("ignore")
 FRAMES = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "shared" / "data" / "sdss"

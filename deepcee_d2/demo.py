@@ -96,7 +96,7 @@ def make_dataset(plan, cfg, clusters):
     """Step 2: the COCO data set under ``<work_dir>/datasets/synthetic`` (`deepcee_d2.data.coco`)."""
     from .cosmology import cosmology_from_cfg
     from .data.coco import DatasetSettings, build_dataset
-    from .data.imaging import LocalFITSSource
+    from .data.frames import LocalFITSSource
 
     settings = DatasetSettings.from_cfg(cfg, n_offsets=plan.n_offsets, max_offset=plan.max_offset,
                                         box_size=plan.box_size, split="by-cluster", test_fraction=plan.test_fraction,

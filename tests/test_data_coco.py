@@ -11,11 +11,12 @@ from pycocotools.coco import COCO
 from scipy import ndimage, stats
 
 from deepcee_d2.cosmology import angular_size
+from deepcee_d2.data.cache import get_cutout
 from deepcee_d2.data.catalogs import read_catalog
 from deepcee_d2.data.coco import DatasetSettings, build_dataset, plan_images
 from deepcee_d2.data.colour import make_network_image
-from deepcee_d2.data.imaging import ImagingError, LocalFITSSource, cutout_grid, get_cutout
-from deepcee_d2.data.pixels import celestial_wcs, sky_to_box_xy
+from deepcee_d2.data.frames import ImagingError, LocalFITSSource
+from deepcee_d2.sky import celestial_wcs, cutout_grid, sky_to_box_xy
 
 SMALL = DatasetSettings(cutout_size=200, network_size=100, max_offset=30 * u.arcsec, box_size=50 * u.kpc,
                         test_fraction=0.34, seed=3)

@@ -10,10 +10,10 @@ from scipy import ndimage
 from deepcee_d2.config import add_deepcee_config
 from deepcee_d2.data.catalogs import read_catalog
 from deepcee_d2.data.coco import DatasetSettings, build_dataset
-from deepcee_d2.data.imaging import LocalFITSSource
+from deepcee_d2.data.frames import LocalFITSSource
 from deepcee_d2.data.mapper import DeepCEEDatasetMapper, transform_wcs
-from deepcee_d2.data.pixels import box_centres, celestial_wcs, sky_to_box_xy
 from deepcee_d2.data.register import load_deepcee_json
+from deepcee_d2.sky import box_centres, celestial_wcs, sky_to_box_xy
 
 SMALL = DatasetSettings(cutout_size=200, network_size=100, max_offset=30 * u.arcsec, box_size=50 * u.kpc,
                         split="train", seed=5)

@@ -10,7 +10,7 @@ from detectron2.structures import BoxMode
 import deepcee_d2  # noqa: F401  (registers the standard names)
 from deepcee_d2.data.catalogs import read_catalog
 from deepcee_d2.data.coco import DatasetSettings, build_dataset
-from deepcee_d2.data.imaging import LocalFITSSource
+from deepcee_d2.data.frames import LocalFITSSource
 from deepcee_d2.data.register import STANDARD_DATASETS, register_deepcee_dataset
 
 SMALL = DatasetSettings(cutout_size=200, network_size=100, max_offset=30 * u.arcsec, box_size=50 * u.kpc,

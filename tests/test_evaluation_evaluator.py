@@ -15,7 +15,7 @@ from detectron2.evaluation import print_csv_format
 from detectron2.structures import Boxes, Instances
 
 from deepcee_d2.config import add_deepcee_config
-from deepcee_d2.data.pixels import sky_to_box_xy
+from deepcee_d2.sky import sky_to_box_xy
 from deepcee_d2.evaluation.evaluator import DeepCEEEvaluator
 
 SIZE, SCALE = 200, 0.792  # network image pixels, arcsec per pixel (80 kpc is ~60 px at z = 0.1)

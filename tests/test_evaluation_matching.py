@@ -10,8 +10,9 @@ from scipy.integrate import quad
 from deepcee_d2.cosmology import DEFAULT_COSMOLOGY, angular_size, proper_length
 from deepcee_d2.evaluation.matching import (
     BELOW_THRESHOLD, FALSE_POSITIVE, TRUE_POSITIVE, best_threshold_index, centring_error, evaluate_detections,
-    match_image, merge_by_sky_distance, passes_threshold, precision_recall_f1, sky_pairs, threshold_table,
+    match_image, passes_threshold, precision_recall_f1, threshold_table,
 )
+from deepcee_d2.sky import merge_by_sky_distance, sky_pairs
 
 CENTRE = SkyCoord(150.0 * u.deg, 2.0 * u.deg)
 

@@ -17,7 +17,7 @@ from astropy.table import Table
 from scipy import ndimage
 
 from deepcee_d2.config import load_config
-from deepcee_d2.data.imaging import LocalFITSSource
+from deepcee_d2.data.frames import LocalFITSSource
 from deepcee_d2.engine import Trainer
 from deepcee_d2.survey.run import ImagingSpec, find_clusters
 from deepcee_d2.survey.tiling import (

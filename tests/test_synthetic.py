@@ -11,8 +11,8 @@ from astropy.stats import sigma_clipped_stats
 from astropy.table import Table
 
 from deepcee_d2.data.catalogs import CLUSTER_COLUMNS, read_catalog
-from deepcee_d2.data.imaging import LocalFITSSource
-from deepcee_d2.data.pixels import celestial_wcs
+from deepcee_d2.data.frames import LocalFITSSource
+from deepcee_d2.sky import celestial_wcs
 from deepcee_d2.synthetic import BANDS, ClusterSpec, make_field, write_survey
 from deepcee_d2.synthetic import colours, galaxies, instrument, render
 from deepcee_d2.synthetic.clusters import RICHNESS_CUT_MAG

@@ -22,7 +22,7 @@ from deepcee_d2.config import load_config
 from deepcee_d2.cosmology import cosmology_from_cfg
 from deepcee_d2.data.catalogs import CATALOGS, load_catalog, paper_selection, select_clusters
 from deepcee_d2.data.coco import SPLITS, DatasetSettings, build_dataset
-from deepcee_d2.data.imaging import make_source
+from deepcee_d2.data.sources import make_source
 
 PAPER_CUTS = {"z_range": (0.1, 0.2), "min_members": 20, "dec_min": 0.0}
 

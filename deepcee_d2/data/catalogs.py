@@ -25,11 +25,12 @@ from pathlib import Path
 
 import astropy.units as u
 import numpy as np
-from astropy.coordinates import SkyCoord
+from astropy.coordinates import Angle, SkyCoord
 from astropy.table import MaskedColumn, Table, vstack
 
-from ..cosmology import DEFAULT_COSMOLOGY, angular_size
+from ..cosmology import DEFAULT_COSMOLOGY
 from ..io import atomic_output
+from ..sky import sky_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -370,15 +371,19 @@ def select_clusters(table, z_range=None, min_members=None, dec_min=None, region=
 
 
 def sky_match_mask(table, reference, max_separation=500 * u.kpc, cosmology=DEFAULT_COSMOLOGY):
-    """Rows of ``table`` whose nearest ``reference`` cluster lies within ``max_separation`` on the sky.
+    """Rows of ``table`` with a ``reference`` cluster within ``max_separation`` on the sky, and the nearest one.
+
+    A thin use of `deepcee_d2.sky.sky_pairs`, with its conventions: a length is a proper distance at the
+    redshift of each row of ``table`` (the catalogue being selected, e.g. WHL12, whose redshifts are
+    photometric and complete where Abell's are not), and a pair exactly at ``max_separation`` matches (``<=``).
 
     Parameters
     ----------
     table, reference : `~astropy.table.Table`
         Schema tables (e.g. WHL12 and Abell).
     max_separation : `~astropy.units.Quantity` [angle or length]
-        An angle, or a proper length turned into an angle at each row's redshift of ``table`` (rows without
-        a redshift then fail).
+        An angle, or a proper length at each row's redshift (rows without a finite, positive ``z`` then
+        match nothing).
     cosmology : `~astropy.cosmology.FLRW`
         For a length.
 
@@ -386,19 +391,27 @@ def sky_match_mask(table, reference, max_separation=500 * u.kpc, cosmology=DEFAU
     -------
     mask : ndarray of bool
     nearest : ndarray of int
-        Index in ``reference`` of each row's nearest cluster.
+        Index in ``reference`` of each row's nearest cluster within ``max_separation`` (-1 without one).
     separation : `~astropy.coordinates.Angle`
+        Its angular separation (NaN without one).
     """
     if len(reference) == 0:
         raise ValueError("reference catalogue is empty")
-    nearest, separation, _ = sky_coords(table).match_to_catalog_sky(sky_coords(reference))
-    if max_separation.unit.physical_type == "angle":
-        limit = np.full(len(table), max_separation.to_value(u.arcsec))
-    else:
+    rows = np.arange(len(table))
+    redshift = None
+    if max_separation.unit.physical_type == "length":
         z = np.asarray(table["z"], dtype=float)
-        limit = angular_size(max_separation, np.where(np.isfinite(z), z, 1.0), cosmology).to_value(u.arcsec)
-        limit[~np.isfinite(z)] = 0.0
-    return separation.to_value(u.arcsec) < limit, nearest, separation
+        rows = np.flatnonzero(np.isfinite(z) & (z > 0))
+        redshift = z[rows]
+    pairs = sky_pairs(sky_coords(reference), sky_coords(table[rows]), max_separation, redshift=redshift,
+                      cosmology=cosmology)
+    # Pairs come nearest first, so the first pair of each row is its nearest reference cluster.
+    matched, first = np.unique(pairs.index_b, return_index=True)
+    nearest = np.full(len(table), -1)
+    separation = Angle(np.full(len(table), np.nan), u.arcsec)
+    nearest[rows[matched]] = pairs.index_a[first]
+    separation[rows[matched]] = pairs.separation[first]
+    return nearest >= 0, nearest, separation
 
 
 def paper_selection(whl, abell, z_min=0.1, z_max=0.2, min_members=20, dec_min=0.0 * u.deg,

@@ -44,10 +44,11 @@ from PIL import Image
 
 from ..cosmology import DEFAULT_COSMOLOGY, angular_size
 from ..io import atomic_output
+from ..sky import cutout_grid, sky_to_box_xy
+from .cache import get_cutout
 from .catalogs import check_cluster_table, sky_coords, write_catalog
 from .colour import ColourSettings, binning_factor, make_network_image, network_wcs
-from .imaging import ImagingError, cutout_grid, get_cutout
-from .pixels import sky_to_box_xy
+from .frames import ImagingError
 
 logger = logging.getLogger(__name__)
 
@@ -289,7 +290,7 @@ def build_dataset(clusters, source, out_dir, settings=DatasetSettings(), annotat
     ----------
     clusters : `~astropy.table.Table`
         Target clusters (cluster schema).
-    source : `~deepcee_d2.data.imaging.ImagingSource`
+    source : `~deepcee_d2.data.frames.ImagingSource`
         Where the g, r, i pixels come from.
     out_dir : str or Path
         The data set folder (layout in the module docstring).
@@ -299,7 +300,7 @@ def build_dataset(clusters, source, out_dir, settings=DatasetSettings(), annotat
     cosmology : `~astropy.cosmology.FLRW`
         For box sizes.
     cache_dir : str or Path, optional
-        Cutout cache (`deepcee_d2.data.imaging.get_cutout`), e.g. ``<out_dir>/cutouts``; None: no cache.
+        Cutout cache (`deepcee_d2.data.cache.get_cutout`), e.g. ``<out_dir>/cutouts``; None: no cache.
         Finished PNGs are never remade, so the cache only saves downloads when images are remade with
         other colour settings; at 2000 px it holds 48 MB (3 x 2000^2 float32) per image.
     skip_failures : bool

@@ -18,7 +18,7 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from .pixels import celestial_wcs
+from ..sky import celestial_wcs
 
 # Grid of points (per axis) through which a transformed WCS is fitted; a TAN WCS under any affine pixel
 # transform (flips, resizes, crops) is again a TAN WCS, which the fit recovers to ~1e-7 pixel.

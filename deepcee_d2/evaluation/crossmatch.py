@@ -4,7 +4,7 @@ A "false positive" only means that the test set's own catalogue has no cluster t
 cross-matches them with other catalogues (WHL, redMaPPer, ...): one within 250 kpc (proper, at the
 catalogued cluster's redshift) of a catalogued cluster in a redshift window (0.05 < z < 0.4) is a known
 cluster the training catalogue missed; the rest are new candidates. Matching goes through
-`deepcee_d2.evaluation.matching.sky_pairs`, the project's one matching function.
+`deepcee_d2.sky.sky_pairs`, the project's one matching function.
 """
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
 from ..cosmology import DEFAULT_COSMOLOGY
-from .matching import sky_pairs
+from ..sky import sky_pairs
 
 DEFAULT_CROSSMATCH_RADIUS = 250 * u.kpc
 DEFAULT_Z_RANGE = (0.05, 0.4)

@@ -16,7 +16,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
 from ..cosmology import DEFAULT_COSMOLOGY, cosmology_from_cfg
-from ..data.pixels import box_centres, box_xy_to_sky, celestial_wcs
+from ..sky import box_centres, box_xy_to_sky, celestial_wcs
 from .crossmatch import DEFAULT_CROSSMATCH_RADIUS, DEFAULT_Z_RANGE, crossmatch_false_positives
 from .matching import (
     DEFAULT_HISTOGRAM_RADIUS, DEFAULT_MATCH_RADIUS, DEFAULT_THRESHOLDS, FALSE_POSITIVE, evaluate_detections,

@@ -6,125 +6,27 @@ centre, at the true cluster's redshift. Everything here is a pure function of sk
 redshifts (no detectron2), so the same code serves the evaluator, the survey merge and the catalogue
 cross-match.
 
-``sky_pairs`` is the one matching primitive: all pairs within an angular radius, or within a proper length
-at the redshifts of one side. On it stand the greedy per-image matching at a score threshold
-(``greedy_match``, ``match_image``), the precision / recall / F1 table over thresholds, the centring error and
-the de-duplication of detections (``merge_by_sky_distance``).
+`deepcee_d2.sky.sky_pairs` is the one matching primitive: all pairs within an angular radius, or within a
+proper length at the redshifts of one side. On it stand the greedy per-image matching at a score threshold
+(``greedy_match``, ``match_image``), the precision / recall / F1 table over thresholds and the centring error.
 """
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import astropy.units as u
 import numpy as np
-from astropy.coordinates import Angle, SkyCoord, search_around_sky
+from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
-from ..cosmology import DEFAULT_COSMOLOGY, angular_size, proper_length
+from ..cosmology import DEFAULT_COSMOLOGY
+from ..sky import as_coords_array as _as_array_coords, sky_pairs, within as _within
 
 # The paper's matching radius, the radius of its centring histogram and its confidence thresholds.
 DEFAULT_MATCH_RADIUS = 100 * u.kpc
 DEFAULT_HISTOGRAM_RADIUS = 250 * u.kpc
 DEFAULT_THRESHOLDS = tuple(i / 10 for i in range(11))
 
-# A pair exactly at the radius is inside. Trigonometry rounds a separation built to equal the radius by a
-# few parts in 1e13, so the comparison allows this relative slack (1e-7 kpc at 100 kpc): rounding noise
-# must not decide a match, and nothing physical is this close to the boundary.
-BOUNDARY_RTOL = 1e-9
-
 # Prediction status at a threshold, in the per-prediction table of ``evaluate_detections``.
 TRUE_POSITIVE, FALSE_POSITIVE, BELOW_THRESHOLD = "TP", "FP", "below threshold"
-
-
-class SkyPairs(NamedTuple):
-    """Pairs ``(coords_a[index_a[k]], coords_b[index_b[k]])`` within a radius, nearest first."""
-
-    index_a: np.ndarray
-    index_b: np.ndarray
-    #: Angular separation of each pair.
-    separation: Angle
-    #: Separation in the radius' kind of unit: an angle, or a proper length at the redshift of the b side.
-    distance: u.Quantity
-
-
-def _as_array_coords(coords, name):
-    if not isinstance(coords, SkyCoord):
-        raise TypeError(f"{name}: expected an astropy SkyCoord, got {type(coords).__name__}")
-    return coords.reshape((1,)) if coords.isscalar else coords.reshape((-1,))
-
-
-def _within(distance, radius):
-    """The one boundary rule: inside when ``distance <= radius`` (inclusive, up to BOUNDARY_RTOL)."""
-    return distance <= radius * (1 + BOUNDARY_RTOL)
-
-
-def sky_pairs(coords_a, coords_b, radius, redshift=None, cosmology=DEFAULT_COSMOLOGY):
-    """All pairs of positions closer than ``radius`` on the sky.
-
-    With an angular ``radius`` the pairs are those within that angle. With a length (e.g. ``100 * u.kpc``)
-    they are those whose angular separation subtends at most that *proper* length at the redshift of the
-    ``b`` side (``redshift[j]`` for ``coords_b[j]``), in ``cosmology``. A pair exactly at the radius is
-    inside (the comparison is ``<=``, with a relative slack of ``BOUNDARY_RTOL`` for rounding).
-
-    Parameters
-    ----------
-    coords_a, coords_b : `~astropy.coordinates.SkyCoord`
-        Positions; scalars count as one position. Either may be empty.
-    radius : `~astropy.units.Quantity` [angle or length]
-        The largest separation: an angle, or a proper transverse length (then ``redshift`` is required).
-    redshift : float or array_like, optional
-        Redshift of each ``coords_b`` position (or one for all), finite and > 0; only with a length radius.
-    cosmology : `~astropy.cosmology.FLRW`
-        Cosmology for the length <-> angle conversion.
-
-    Returns
-    -------
-    SkyPairs
-        ``index_a``, ``index_b`` (int arrays), ``separation`` (arcsec) and ``distance`` (in the unit of
-        ``radius``), sorted by distance, then ``index_a``, then ``index_b``.
-
-    Raises
-    ------
-    ValueError
-        For a radius that is neither an angle nor a length, a length without redshifts, an angle with
-        redshifts, or redshifts that are not finite and positive or do not match ``coords_b``.
-    """
-    coords_a = _as_array_coords(coords_a, "coords_a")
-    coords_b = _as_array_coords(coords_b, "coords_b")
-    radius = u.Quantity(radius)
-    if not radius.isscalar or not np.isfinite(radius.value) or radius.value < 0:
-        raise ValueError(f"radius must be one finite, non-negative quantity, got {radius}")
-    if radius.unit.physical_type == "angle":
-        if redshift is not None:
-            raise ValueError("an angular radius takes no redshift; give the radius as a length (e.g. kpc)")
-        search_radius = radius
-    elif radius.unit.physical_type == "length":
-        if redshift is None:
-            raise ValueError(f"a radius of {radius} is a proper length: the redshifts of coords_b are needed")
-        redshift = np.asarray(redshift, dtype=float).reshape(-1)
-        if len(redshift) not in (1, len(coords_b)):
-            raise ValueError(f"{len(redshift)} redshifts for {len(coords_b)} positions of coords_b")
-        redshift = np.broadcast_to(redshift, (len(coords_b),))
-        if not np.all(np.isfinite(redshift) & (redshift > 0)):
-            raise ValueError(f"redshifts must be finite and > 0 to convert {radius} into an angle, got "
-                             f"{redshift[~(np.isfinite(redshift) & (redshift > 0))][:5]}")
-        search_radius = angular_size(radius, redshift, cosmology).max() if len(coords_b) else 0 * u.arcsec
-    else:
-        raise ValueError(f"radius must be an angle or a length, got {radius}")
-
-    if len(coords_a) == 0 or len(coords_b) == 0:
-        empty = np.zeros(0, dtype=int)
-        return SkyPairs(empty, empty.copy(), Angle(np.zeros(0), u.arcsec), np.zeros(0) * radius.unit)
-
-    # The KD-tree search works on chords; a little margin keeps pairs at the boundary for the exact test below.
-    index_a, index_b, separation, _ = search_around_sky(coords_a, coords_b, search_radius * (1 + 1e-6))
-    separation = separation.to(u.arcsec)
-    if radius.unit.physical_type == "angle":
-        distance = separation.to(radius.unit)
-    else:
-        distance = proper_length(separation, redshift[index_b], cosmology).to(radius.unit)
-    keep = _within(distance, radius)
-    order = np.lexsort((index_b[keep], index_a[keep], distance[keep].value))
-    return SkyPairs(index_a[keep][order], index_b[keep][order], separation[keep][order], distance[keep][order])
 
 
 def passes_threshold(scores, threshold):
@@ -332,55 +234,6 @@ def centring_error(distances):
     if len(distances) == 0:
         return np.nan * u.kpc
     return np.sqrt(np.mean(distances**2))
-
-
-class MergeResult(NamedTuple):
-    """De-duplicated detections: ``kept`` indices (descending score) and, per detection, ``group`` = the
-    index of the kept detection that absorbed it (its own index when kept)."""
-
-    kept: np.ndarray
-    group: np.ndarray
-
-
-def merge_by_sky_distance(coords, scores, radius):
-    """Merge detections closer than ``radius`` on the sky, keeping the one with the best score.
-
-    In descending score (ties in input order), each detection not yet absorbed is kept and absorbs every
-    unabsorbed detection within ``radius`` of it (inclusive). A chain A-B-C with only neighbours within the
-    radius keeps A and C when B is absorbed by A, as non-maximum suppression does.
-
-    Parameters
-    ----------
-    coords : `~astropy.coordinates.SkyCoord`
-        Detection positions.
-    scores : array_like
-        Detection scores.
-    radius : `~astropy.units.Quantity` [angle]
-        Merging radius on the sky.
-
-    Returns
-    -------
-    MergeResult
-    """
-    coords = _as_array_coords(coords, "coords")
-    scores = np.asarray(scores, dtype=float).reshape(-1)
-    if len(scores) != len(coords):
-        raise ValueError(f"{len(coords)} positions but {len(scores)} scores")
-    pairs = sky_pairs(coords, coords, Angle(radius))
-    neighbours = {}
-    for a, b in zip(pairs.index_a, pairs.index_b):
-        neighbours.setdefault(a, []).append(b)
-    group = np.full(len(scores), -1, dtype=int)
-    kept = []
-    for index in np.argsort(-scores, kind="stable"):
-        if group[index] >= 0:
-            continue
-        kept.append(index)
-        group[index] = index
-        for other in neighbours.get(index, ()):
-            if group[other] < 0:
-                group[other] = index
-    return MergeResult(np.asarray(kept, dtype=int), group)
 
 
 @dataclass(frozen=True)

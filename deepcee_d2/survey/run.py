@@ -23,10 +23,12 @@ import numpy as np
 from astropy.table import Table, vstack
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from ..data.cache import get_cutout
 from ..data.colour import ColourSettings, make_network_image
-from ..data.imaging import ImagingError, get_cutout, make_source
-from ..data.pixels import box_centres, box_xy_to_sky
+from ..data.frames import ImagingError
+from ..data.sources import make_source
 from ..io import atomic_output
+from ..sky import box_centres, box_xy_to_sky
 from .tiling import DETECTION_COLUMNS, field_reference_frames, merge_detections
 
 logger = logging.getLogger(__name__)

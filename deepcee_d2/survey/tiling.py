@@ -17,8 +17,7 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from ..data.imaging import corners_sky
-from ..evaluation.matching import merge_by_sky_distance
+from ..sky import corners_sky, merge_by_sky_distance
 
 
 @dataclass(frozen=True)
@@ -174,7 +173,7 @@ def plan_field_tiles(frames, root, side, overlap, reference_band="r"):
 
 
 def plan_folder_tiles(source, side, overlap, reference_band="r"):
-    """Tiles of every field of a `~deepcee_d2.data.imaging.LocalFITSSource`, and what cannot be tiled.
+    """Tiles of every field of a `~deepcee_d2.data.frames.LocalFITSSource`, and what cannot be tiled.
 
     Returns
     -------

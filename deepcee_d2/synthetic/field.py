@@ -16,7 +16,7 @@ from astropy.wcs import WCS
 
 from ..cosmology import DEFAULT_COSMOLOGY
 from ..data.catalogs import CLUSTER_COLUMNS, COLUMN_UNITS, check_cluster_table
-from ..data.imaging import cutout_grid
+from ..sky import cutout_grid
 from . import render
 from .clusters import ClusterSpec, check_redshifts, realise_cluster, realise_from_spec
 from . import galaxies as galaxy_model

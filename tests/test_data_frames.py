@@ -1,30 +1,24 @@
-"""Cutouts on one grid from local frames, SDSS (recorded frames) and SkyView (recorded images); the cache."""
+"""Local frames: cutouts on one grid (reprojected, or cut with Cutout2D), the frame index and its problems
+report, missing pixels, and the messages for what cannot be cut."""
+import logging
 import shutil
 import warnings
 
 import numpy as np
 import pytest
 import astropy.units as u
-import requests
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
+from astropy.table import Table
 from astropy.wcs import WCS
 from scipy import ndimage
 
-from deepcee_d2.data.imaging import (
-    ImagingError,
-    LocalFITSSource,
-    SDSSSource,
-    SkyViewSource,
-    cutout_grid,
-    cutout_paths,
-    get_cutout,
-    make_source,
-    with_retries,
-)
+from deepcee_d2.data.frames import ImagingError, LocalFITSSource
+from deepcee_d2.sky import cutout_grid
 
 BCG = SkyCoord(150.0 * u.deg, 2.0 * u.deg)  # SYN-0 of the tiny survey (conftest)
 BCG_FLUX = {"g": 60.0, "r": 150.0, "i": 220.0}
+SDSS_FIELDS = ("002583-2-0136", "002126-1-0366", "005390-2-0117", "005194-2-0540")  # the shared real frames
 
 
 def blob_centroid(image, grid, coord, radius_px=8):
@@ -39,14 +33,6 @@ def blob_centroid(image, grid, coord, radius_px=8):
 
 def copy_survey(tiny_survey, tmp_path):
     return shutil.copytree(tiny_survey, tmp_path / "survey")
-
-
-def test_cutout_grid_is_centred_north_up_at_the_pixel_scale():
-    grid = cutout_grid(BCG, 200, 0.396 * u.arcsec)
-    x, y = grid.world_to_pixel(BCG)
-    assert x == pytest.approx(99.5) and y == pytest.approx(99.5)  # the centre of a 200 px image
-    north = grid.pixel_to_world(99.5, 199.5)
-    assert north.dec > BCG.dec and north.separation(BCG).to_value(u.arcsec) == pytest.approx(100 * 0.396, rel=1e-6)
 
 
 def test_bands_with_different_wcs_land_on_one_grid(tiny_survey):
@@ -69,28 +55,63 @@ def test_coarser_cutout_keeps_total_flux(tiny_survey):
     assert coarse_flux == pytest.approx(fine_flux, rel=0.03)
 
 
-def test_position_partly_outside_the_field_is_refused(tiny_survey):
+def test_position_partly_outside_the_field_is_refused_saying_which_part(tiny_survey):
     edge = BCG.spherical_offsets_by(0 * u.arcsec, 110 * u.arcsec)  # the field reaches 118.8" north
-    with pytest.raises(ImagingError, match=r"lies outside the imaging coverage"):
+    # 110 + 39.6 - 118.8 = 30.8" = 78 rows of 200 at the top (north) are outside, give or take the band's tilt.
+    with pytest.raises(ImagingError, match=r"band g \(frame-g.fits\): 39\.0% of the cutout \(pixels x 0-199, "
+                                           r"y 122-199, the north part around 150\.00000 2\.03727\) lies outside "
+                                           r"the imaging coverage"):
         LocalFITSSource(tiny_survey).cutout(edge, 200)
     far = SkyCoord(10.0 * u.deg, -40.0 * u.deg)
-    with pytest.raises(ImagingError, match=r"no g-band frame covers the cutout"):
+    with pytest.raises(ImagingError, match=r"no g-band frame covers the cutout; no frame of any band covers it$"):
         LocalFITSSource(tiny_survey).cutout(far, 200)
 
 
-def test_missing_band_is_named(tiny_survey, tmp_path):
+def test_missing_band_names_the_bands_of_the_field_not_of_the_folder(tiny_survey, tmp_path):
     root = copy_survey(tiny_survey, tmp_path)
-    for path in root.rglob("frame-i.fits"):
-        path.unlink()
-    with pytest.raises(ImagingError, match=r"no i-band frame covers the cutout \(bands here: \['g', 'r'\]\)"):
+    (root / "f000" / "frame-i.fits").unlink()  # field f001 keeps its i frame
+    with pytest.raises(ImagingError, match=r"no i-band frame covers the cutout; it lies on f000/frame-g.fits, "
+                                           r"f000/frame-r.fits \(bands \['g', 'r'\]\)$"):
         LocalFITSSource(root).cutout(BCG, 200)
 
 
-def test_nan_filled_frame_is_named(tiny_survey, tmp_path):
+def test_missing_band_of_a_real_sdss_field_names_its_frames(shared_data, tmp_path):
+    """Four real SDSS fields, one without its i frame: the message names that field's frames, not the
+    folder's bands (which include i)."""
+    for field in SDSS_FIELDS:
+        for band in "gri" if field != "002126-1-0366" else "gr":
+            name = f"frame-{band}-{field}.fits.bz2"
+            (tmp_path / name).symlink_to(shared_data / "sdss" / name)
+    with pytest.raises(ImagingError, match=r"no i-band frame covers the cutout; it lies on frame-g-002126-1-0366"
+                                           r"\.fits\.bz2, frame-r-002126-1-0366\.fits\.bz2 \(bands \['g', 'r'\]\)$"):
+        LocalFITSSource(tmp_path).cutout(SkyCoord(174.051 * u.deg, 3.967 * u.deg), 300)  # its centre
+
+
+def test_nan_pixels_in_covered_area_are_missing_data_set_to_zero_and_counted(tiny_survey, tmp_path, caplog):
+    """A few NaN pixels near a corner of one g frame: cutouts elsewhere in the field are untouched, and one
+    over them fills them with 0 and counts them, instead of failing every tile of the field."""
     root = copy_survey(tiny_survey, tmp_path)
+    with fits.open(root / "f000" / "frame-g.fits", mode="update") as hdul:
+        hdul[0].data[30:32, 30] = np.nan
+        hdul[0].data[31, 31] = np.inf
+        g_wcs = WCS(hdul[0].header)
+    source = LocalFITSSource(root)
+    reference = LocalFITSSource(tiny_survey).cutout(BCG, 200)
+    cutout = source.cutout(BCG, 200)
+    assert cutout.missing == {}
+    for band in "gri":
+        np.testing.assert_array_equal(cutout.images[band], reference.images[band])
+    corner = g_wcs.pixel_to_world(64, 64)  # a 100 px cutout here spans g pixels 14-113, inside every band
+    with caplog.at_level(logging.WARNING, logger="deepcee_d2.data.frames"):
+        cutout = source.cutout(corner, 100)
+    assert cutout.missing == {"g": 3}
+    assert "3 NaN/inf pixels of" in caplog.text and "frame-g.fits inside the cutout set to 0" in caplog.text
+    assert all(np.isfinite(image).all() for image in cutout.images.values())
+    x, y = (int(round(float(v))) for v in cutout.wcs.world_to_pixel(g_wcs.pixel_to_world(30, 30)))
+    assert abs(cutout.images["g"][y, x]) < 0.1 < abs(reference.images["g"]).max()  # ~0, not NaN, not a value
     with fits.open(root / "f000" / "frame-r.fits", mode="update") as hdul:
         hdul[0].data[:] = np.nan
-    with pytest.raises(ValueError, match=r"f000/frame-r.fits: band r has 360000 NaN/inf pixels"):
+    with pytest.raises(ImagingError, match=r"f000/frame-r.fits: every pixel is NaN/inf: no data"):
         LocalFITSSource(root).cutout(BCG, 200)
 
 
@@ -111,8 +132,29 @@ def test_corrupt_frame_and_frame_without_wcs_are_named(tiny_survey, tmp_path):
     with pytest.raises(ImagingError, match=r"no g-band frame covers.*f000/frame-g.fits: has no celestial WCS"):
         LocalFITSSource(root2).cutout(BCG, 200)
     # scan() keeps going: the five good frames, and the bad one with its reason.
-    frames, unusable = LocalFITSSource(root2).scan()
-    assert len(frames) == 5 and list(unusable) == [path] and "no celestial WCS" in unusable[path]
+    frames, problems = LocalFITSSource(root2).scan()
+    assert len(frames) == 5 and list(problems) == [path] and "no celestial WCS" in problems[path]
+
+
+def test_fits_images_named_outside_the_pattern_are_reported_not_skipped_silently(shared_data, tmp_path):
+    """A real SDSS field under other names (as another pipeline would name it), a table and a real field: the
+    renamed images are in the problems report, the table is not, and reading real headers prints nothing."""
+    for band in "gri":
+        (tmp_path / f"frame-{band}-002583-2-0136.fits.bz2").symlink_to(
+            shared_data / "sdss" / f"frame-{band}-002583-2-0136.fits.bz2")
+        (tmp_path / f"fpC-005390-{band}2-0117.fit.bz2").symlink_to(
+            shared_data / "sdss" / f"frame-{band}-005390-2-0117.fits.bz2")
+    Table({"ra": [1.0]}).write(tmp_path / "clusters.fits")
+    (tmp_path / "notes.txt").write_text("not FITS")
+    with warnings.catch_warnings(record=True) as printed:
+        warnings.simplefilter("always")
+        frames, problems = LocalFITSSource(tmp_path).scan()
+    assert not printed  # astropy's two FITSFixedWarnings per SDSS header are silenced where headers are read
+    assert sorted(frame.path.name for frame in frames) == [f"frame-{b}-002583-2-0136.fits.bz2" for b in "gir"]
+    assert sorted(path.name for path in problems) == [f"fpC-005390-{b}2-0117.fit.bz2" for b in "gir"]
+    assert all("a 2-D image whose name does not match 'frame-*.fits*': skipped" in why for why in problems.values())
+    with pytest.raises(ImagingError, match=r"fpC-005390-g2-0117.fit.bz2: a 2-D image whose name does not match"):
+        LocalFITSSource(tmp_path).frames()
 
 
 def test_frame_without_filter_or_in_other_units_is_refused(tiny_survey, tmp_path):
@@ -126,24 +168,6 @@ def test_frame_without_filter_or_in_other_units_is_refused(tiny_survey, tmp_path
         del hdul[0].header["FILTER"]
     with pytest.raises(ImagingError, match=r"frame-g.fits: no FILTER keyword"):
         LocalFITSSource(root).frames()
-
-
-def test_cache_writes_each_band_once_and_reads_it_back(tiny_survey, tmp_path, monkeypatch):
-    source = LocalFITSSource(tiny_survey)
-    cache = tmp_path / "cache"
-    first = get_cutout(source, BCG, 200, cache_dir=cache)
-    paths = cutout_paths(cache, source, BCG, 200)
-    assert all(path.exists() for path in paths.values())
-    assert sorted(p.name for p in next(iter(paths.values())).parent.iterdir()) == [
-        "cutout-g.fits", "cutout-i.fits", "cutout-r.fits"]  # no temporaries left
-    monkeypatch.setattr(source, "cutout", lambda *a, **k: pytest.fail("cached cutout fetched again"))
-    second = get_cutout(source, BCG, 200, cache_dir=cache)
-    for band in "gri":
-        np.testing.assert_allclose(second.images[band], first.images[band])
-    assert second.wcs.wcs.compare(first.wcs.wcs, tolerance=1e-10)
-    paths["r"].write_bytes(b"garbage")
-    with pytest.raises(ImagingError, match=r"cutout-r.fits: cannot read FITS image"):
-        get_cutout(source, BCG, 200, cache_dir=cache)
 
 
 def test_real_sdss_bands_are_aligned_on_the_common_grid(shared_data):
@@ -163,103 +187,6 @@ def test_real_sdss_bands_are_aligned_on_the_common_grid(shared_data):
     grid_spread = max(np.hypot(found[b][0] - found["r"][0], found[b][1] - found["r"][1]) for b in "gi")
     assert raw_spread > 2.0  # the bands' pixel grids disagree by pixels ...
     assert grid_spread < 0.3  # ... the cutout's do not
-
-
-def test_sdss_source_downloads_each_frame_once_through_astroquery(shared_data, tmp_path, monkeypatch):
-    """astroquery.sdss answered by the shared frames as recorded responses (no network)."""
-    from astropy.table import Table
-    from astroquery.sdss import SDSS
-
-    queries, downloads = [], []
-
-    def query_region(coordinates, radius, fields, data_release):
-        queries.append((coordinates, radius))
-        return Table({"run": [2583, 2583], "rerun": [301, 301], "camcol": [2, 2], "field": [136, 136]})
-
-    def get_images(run, rerun, camcol, field, band, data_release):
-        downloads.append(band)
-        return [fits.open(shared_data / "sdss" / f"frame-{band}-{run:06d}-{camcol}-{field:04d}.fits.bz2")]
-
-    monkeypatch.setattr(SDSS, "query_region", query_region)
-    monkeypatch.setattr(SDSS, "get_images", get_images)
-    centre = SkyCoord(323.34 * u.deg, -0.73 * u.deg)
-    source = SDSSSource(tmp_path / "frames", attempts=1)
-    cutout = source.cutout(centre, 100)
-    assert sorted(downloads) == ["g", "i", "r"] and len(queries) == 9
-    assert all(radius == 3 * u.arcmin for _, radius in queries)
-    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [
-        "frame-g-002583-2-0136.fits", "frame-i-002583-2-0136.fits", "frame-r-002583-2-0136.fits"]
-    source.cutout(centre.spherical_offsets_by(20 * u.arcsec, 0 * u.arcsec), 100)
-    assert len(downloads) == 3  # resumed: nothing fetched twice
-    local = LocalFITSSource(shared_data / "sdss").cutout(centre, 100)
-    np.testing.assert_allclose(cutout.images["i"], local.images["i"], rtol=1e-5, atol=1e-6)
-
-
-def skyview_answer(tiny_survey, bunit="nanomaggy"):
-    """SkyView's answer: one HDUList per survey (the tiny survey's frames stand in for SkyView's images)."""
-    answer = []
-    for band in "gri":
-        with fits.open(tiny_survey / "f000" / f"frame-{band}.fits") as hdul:
-            header = hdul[0].header.copy()
-            header["BUNIT"] = bunit
-            answer.append(fits.HDUList([fits.PrimaryHDU(hdul[0].data.copy(), header)]))
-    return answer
-
-
-def test_skyview_source_asks_for_the_grid_and_reprojects(tiny_survey, monkeypatch):
-    from astroquery.skyview import SkyView
-
-    requests_made = []
-
-    def get_images(position, survey, **kwargs):
-        requests_made.append((position, survey, kwargs))
-        return skyview_answer(tiny_survey)
-
-    monkeypatch.setattr(SkyView, "get_images", get_images)
-    cutout = SkyViewSource(attempts=1).cutout(BCG, 200)
-    ((position, survey, kwargs),) = requests_made
-    assert survey == ["SDSSg", "SDSSr", "SDSSi"] and kwargs["pixels"] == "200,200"
-    assert kwargs["width"].to_value(u.arcsec) == pytest.approx(79.2) and kwargs["projection"] == "Tan"
-    assert position.separation(BCG) < 1e-6 * u.arcsec
-    local = LocalFITSSource(tiny_survey).cutout(BCG, 200)
-    for band in "gri":
-        np.testing.assert_allclose(cutout.images[band], local.images[band], atol=1e-5)
-
-
-def test_skyview_in_unknown_units_is_refused(tiny_survey, monkeypatch):
-    from astroquery.skyview import SkyView
-
-    monkeypatch.setattr(SkyView, "get_images", lambda *a, **k: skyview_answer(tiny_survey, bunit="DN"))
-    with pytest.raises(ImagingError, match=r"SkyView SDSSg,SDSSr,SDSSi at .*\(SDSSg\): BUNIT is 'DN'"):
-        SkyViewSource(attempts=1).cutout(BCG, 200)
-
-
-def test_network_calls_are_retried_with_backoff(monkeypatch):
-    import deepcee_d2.data.imaging as imaging
-
-    sleeps, calls = [], []
-    monkeypatch.setattr(imaging.time, "sleep", sleeps.append)
-
-    def flaky():
-        calls.append(1)
-        if len(calls) < 3:
-            raise requests.ConnectionError("connection reset")
-        return "answer"
-
-    assert with_retries(flaky, "SkyView at 150 2", attempts=4, backoff_s=2.0) == "answer"
-    assert sleeps == [2.0, 4.0]
-    with pytest.raises(ImagingError, match=r"SkyView at 150 2: failed after 3 attempts \(ConnectionError"):
-        with_retries(lambda: (_ for _ in ()).throw(requests.ConnectionError("down")), "SkyView at 150 2",
-                     attempts=3, backoff_s=1.0)
-
-
-def test_make_source_by_name(tiny_survey):
-    assert isinstance(make_source("synthetic", tiny_survey), LocalFITSSource)
-    assert isinstance(make_source("skyview"), SkyViewSource)
-    with pytest.raises(ValueError, match="needs a folder"):
-        make_source("fits")
-    with pytest.raises(ValueError, match="unknown imaging source 'dss'"):
-        make_source("dss", tiny_survey)
 
 
 def test_cutout_across_two_frames_is_mosaicked(sky_wcs, tmp_path):

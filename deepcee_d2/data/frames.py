@@ -1,0 +1,352 @@
+"""Local g, r, i frames: FITS images read, a folder of frames indexed, and cutouts on one common grid.
+
+A cutout is ``size x size`` pixels at ``pixel_scale`` (SDSS: 0.396"), centred anywhere, on a north-up TAN
+grid (`deepcee_d2.sky.cutout_grid`) shared by the three bands: the bands of one SDSS field are offset by a few
+pixels and each frame has its own rotated WCS, so the frames are reprojected onto this grid with `reproject`
+(bilinear interpolation; several frames are averaged where they overlap). Values are nanomaggies per
+*cutout* pixel: frames with another pixel scale are rescaled by the ratio of pixel areas. Frames already on
+the cutout grid (the synthetic survey) are cut with astropy's `~astropy.nddata.Cutout2D` instead.
+
+`LocalFITSSource` reads a folder searched recursively for ``frame-*.fits*`` files whose primary HDU is an
+image in nanomaggies with a celestial WCS and a ``FILTER`` keyword: the real SDSS corrected frames
+(``frame-g-002583-2-0136.fits.bz2``) and the synthetic survey (``<root>/<field>/frame-g.fits``) alike.
+NaN/inf pixels of a frame are missing data: they are set to 0 (the sky level of sky-subtracted frames) and
+counted in `Cutout.missing`. The remote sources (`deepcee_d2.data.sources`) and the cache
+(`deepcee_d2.data.cache`) build on the `ImagingSource`, `Cutout` and `ImagingError` defined here.
+"""
+import functools
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.nddata import Cutout2D, NoOverlapError, PartialOverlapError
+from astropy.wcs import WCS
+from astropy.wcs.utils import proj_plane_pixel_area
+
+from ..sky import SDSS_PIXEL_SCALE, celestial_wcs, centre_and_radius, corners_sky, cutout_grid, footprints_overlap
+from .colour import check_band_images
+
+logger = logging.getLogger(__name__)
+
+BANDS = ("g", "r", "i")
+# Spellings of "nanomaggies per pixel" in BUNIT keywords (SDSS frames write "nanomaggy").
+_NANOMAGGY_UNITS = {"nanomaggy", "nanomaggies", "nmgy", "nanomaggy/pixel", "nanomaggies/pixel"}
+# FITS files by name (also compressed): those under the root that do not match the frame pattern are reported.
+_FITS_NAME = re.compile(r"\.(fits?|fts)(\.(gz|bz2|fz))?$", re.IGNORECASE)
+
+
+class ImagingError(RuntimeError):
+    """A cutout cannot be made (no coverage, a band missing, a failed download); the message says why."""
+
+
+@dataclass
+class Cutout:
+    """Flux images of several bands on one pixel grid.
+
+    Attributes
+    ----------
+    images : dict of str -> (size, size) float32 array
+        Nanomaggies per cutout pixel, by band.
+    wcs : `~astropy.wcs.WCS`
+        The common celestial WCS (`deepcee_d2.sky.cutout_grid`, or the frames' own for a cut of them).
+    source : str
+        Where the pixels came from (files or service), for messages and provenance.
+    missing : dict of str -> int
+        By band, the NaN/inf frame pixels inside the cutout that were set to 0 (bands without any are absent).
+    """
+
+    images: dict
+    wcs: WCS
+    source: str
+    missing: dict = field(default_factory=dict)
+
+
+class ImagingSource:
+    """Base class: ``cutout(centre, size, pixel_scale) -> Cutout`` with images of `bands`."""
+
+    name = "imaging"
+    bands = BANDS
+
+    def cutout(self, centre, size, pixel_scale=SDSS_PIXEL_SCALE):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self):
+        """A short text naming the source, recorded in data sets."""
+        return self.name
+
+
+def check_nanomaggies(header, source):
+    """Raise `ImagingError` naming ``source`` when the header's ``BUNIT`` is not nanomaggies per pixel."""
+    unit = str(header.get("BUNIT", "nanomaggy")).strip().lower().replace(" ", "")
+    if unit not in _NANOMAGGY_UNITS:
+        raise ImagingError(f"{source}: BUNIT is {header['BUNIT']!r}, expected nanomaggies per pixel")
+
+
+def read_image(path):
+    """Primary image (float32) and header of a FITS file, or raise naming the file."""
+    try:
+        with fits.open(path) as hdul:
+            return np.asarray(hdul[0].data, dtype=np.float32), hdul[0].header.copy()
+    except (OSError, ValueError, TypeError, EOFError) as error:
+        raise ImagingError(f"{path}: cannot read FITS image ({type(error).__name__}: {error})") from error
+
+
+def _describe_uncovered(uncovered, grid):
+    """Which part of the image of ``grid`` the boolean ``uncovered`` marks: fraction, pixel box, sky position
+    and direction from the centre."""
+    rows, columns = np.nonzero(uncovered)
+    where = (f"{uncovered.mean():.1%} of the cutout (pixels x {columns.min()}-{columns.max()}, "
+             f"y {rows.min()}-{rows.max()}")
+    if uncovered.all():
+        return f"all of the cutout ({uncovered.size} pixels)"
+    ny, nx = uncovered.shape
+    centre = grid.pixel_to_world((nx - 1) / 2, (ny - 1) / 2)
+    part = grid.pixel_to_world(columns.mean(), rows.mean())
+    compass = ("north", "north-east", "east", "south-east", "south", "south-west", "west", "north-west")
+    side = compass[int(((centre.position_angle(part).deg + 22.5) % 360) // 45)]
+    return f"{where}, the {side} part around {part.icrs.to_string('decimal', precision=5)})"
+
+
+def reproject_to_grid(frames, grid, source="frames"):
+    """Average frames (each ``(data, wcs)``) onto ``grid``, rescaled to flux per grid pixel.
+
+    Raises
+    ------
+    ImagingError
+        When part of the grid is covered by no frame (the position is at the edge of the imaging), naming
+        that part (pixels, sky position, direction) and ``source``.
+    """
+    from reproject import reproject_interp
+    from reproject.mosaicking import reproject_and_coadd
+
+    grid_area = proj_plane_pixel_area(grid)
+    scaled = [(data * (grid_area / proj_plane_pixel_area(wcs)), wcs) for data, wcs in frames]
+    shape = (grid.pixel_shape[1], grid.pixel_shape[0])
+    array, footprint = reproject_and_coadd(scaled, grid, shape_out=shape, reproject_function=reproject_interp,
+                                           combine_function="mean")
+    uncovered = footprint <= 0
+    if uncovered.any():
+        raise ImagingError(f"{source}: {_describe_uncovered(uncovered, grid)} lies outside the imaging coverage")
+    return array.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _Frame:
+    path: Path
+    band: str
+    wcs: WCS
+    shape: tuple
+
+
+def _read_frame_header(path):
+    """The `_Frame` of a FITS file, or `ImagingError` naming the file and why it is not a usable frame."""
+    try:
+        header = fits.getheader(path, 0)
+    except (OSError, ValueError, EOFError) as error:
+        raise ImagingError(f"{path}: cannot read FITS header ({type(error).__name__}: {error})") from error
+    if header.get("NAXIS", 0) != 2:
+        raise ImagingError(f"{path}: primary HDU is not a 2-D image (NAXIS = {header.get('NAXIS')})")
+    band = str(header.get("FILTER", "")).strip()
+    if not band:
+        raise ImagingError(f"{path}: no FILTER keyword naming the band")
+    check_nanomaggies(header, path)
+    try:
+        wcs = celestial_wcs(header, str(path))
+    except ValueError as error:
+        raise ImagingError(str(error)) from error
+    return _Frame(path, band, wcs, (header["NAXIS2"], header["NAXIS1"]))
+
+
+def _skipped_by_name(path, pattern):
+    """Why a FITS file whose name does not match ``pattern`` is worth reporting (a 2-D image, or unreadable),
+    or None (a table, an empty primary HDU: not imaging)."""
+    try:
+        if fits.getheader(path, 0).get("NAXIS", 0) != 2:
+            return None
+        why = "a 2-D image"
+    except (OSError, ValueError, EOFError) as error:
+        why = f"unreadable ({type(error).__name__}: {error})"
+    return f"{path}: {why} whose name does not match {pattern!r}: skipped (frames are named like " \
+           f"frame-g-002583-2-0136.fits.bz2 or <field>/frame-g.fits)"
+
+
+def _frame_pixels(path):
+    """A frame's pixels with NaN/inf set to 0, and the ``(rows, columns)`` of those pixels.
+
+    Frames are read once per process while cutouts are cut from them (bz2 files take ~1 s each), and again
+    when the file changes.
+    """
+    stat = Path(path).stat()
+    return _read_frame_pixels(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=12)
+def _read_frame_pixels(path, mtime_ns, size):
+    data, _ = read_image(path)
+    bad = ~np.isfinite(data)
+    if bad.all():
+        raise ImagingError(f"{path}: every pixel is NaN/inf: no data")
+    data[bad] = 0.0  # the sky level of sky-subtracted frames: missing data adds no light
+    return data, np.nonzero(bad)
+
+
+def _missing_inside(frame, bad, grid):
+    """How many of a frame's NaN/inf pixels ``bad`` (rows, columns) fall inside the image of ``grid``."""
+    rows, columns = bad
+    if len(rows) == 0:
+        return 0
+    x, y = (np.asarray(v) for v in frame.wcs.world_to_pixel(corners_sky(grid, grid.array_shape)))
+    near = (columns >= x.min() - 1) & (columns <= x.max() + 1) & (rows >= y.min() - 1) & (rows <= y.max() + 1)
+    if not near.any():
+        return 0
+    gx, gy = grid.world_to_pixel(frame.wcs.pixel_to_world(columns[near], rows[near]))
+    ny, nx = grid.array_shape
+    return int(np.count_nonzero((gx > -0.5) & (gx < nx - 0.5) & (gy > -0.5) & (gy < ny - 0.5)))
+
+
+def _shares_north_up_grid(covering_by_band, pixel_scale):
+    """Whether one frame per band covers the cutout and all bands share one north-up pixel grid at
+    ``pixel_scale`` (the synthetic survey): then a cutout is a cut of the frames, without resampling."""
+    if any(len(covering) != 1 for covering in covering_by_band.values()):
+        return False
+    first, *others = (covering[0] for covering in covering_by_band.values())
+    if any(f.shape != first.shape or not f.wcs.wcs.compare(first.wcs.wcs, tolerance=1e-10) for f in others):
+        return False
+    scale = pixel_scale.to_value(u.deg)
+    return np.allclose(first.wcs.pixel_scale_matrix, [[-scale, 0.0], [0.0, scale]], rtol=0, atol=1e-9 * scale)
+
+
+class LocalFITSSource(ImagingSource):
+    """Cutouts from a folder of ``frame-*.fits[.gz|.bz2]`` files (SDSS corrected frames, synthetic fields).
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder searched recursively.
+    bands : tuple of str
+        Bands to cut (each must have at least one frame covering the cutout).
+    pattern : str
+        File-name pattern of frames.
+    """
+
+    name = "fits"
+
+    def __init__(self, root, bands=BANDS, pattern="frame-*.fits*"):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root}: imaging folder not found")
+        self.bands = tuple(bands)
+        self.pattern = pattern
+        self._frames = {}
+        self._problems = {}
+        self._not_imaging = set()  # FITS tables and such beside the frames (e.g. clusters.fits): not reported
+        self._footprints = None  # (frames, centres, radii) of the last scan, for a quick distance cut
+
+    def describe(self):
+        return f"fits:{self.root}"
+
+    def scan(self):
+        """``(frames, problems)``: the frames under the root, and ``{path: reason}`` for the FITS files that are
+        not used: files matching the pattern that are not usable frames (unreadable header, not a 2-D image, no
+        FILTER, other units, no celestial WCS), and 2-D images or unreadable files whose names do not match it.
+        FITS files of other kinds (tables such as ``clusters.fits``) are left out silently.
+
+        Headers are read once; files added later are picked up on the next call.
+        """
+        for path in sorted(self.root.rglob("*")):
+            if (path in self._frames or path in self._problems or path in self._not_imaging
+                    or not _FITS_NAME.search(path.name) or not path.is_file()):
+                continue
+            if path.match(self.pattern):
+                try:
+                    self._frames[path] = _read_frame_header(path)
+                except ImagingError as error:
+                    self._problems[path] = str(error)
+            elif (why := _skipped_by_name(path, self.pattern)) is not None:
+                self._problems[path] = why
+            else:
+                self._not_imaging.add(path)
+        return list(self._frames.values()), dict(self._problems)
+
+    def _near(self, frames, grid):
+        """The frames whose circumscribed circle meets the grid's: one vectorised sky-distance cut, so that the
+        exact overlap test runs on a few frames rather than on every frame of a large survey."""
+        if self._footprints is None or self._footprints[0] != frames:
+            circles = [centre_and_radius(frame.wcs, frame.shape) for frame in frames]
+            centres = SkyCoord([c for c, _ in circles]) if circles else None
+            self._footprints = (frames, centres, u.Quantity([r for _, r in circles]) if circles else None)
+        frames, centres, radii = self._footprints
+        if not frames:
+            return []
+        centre, radius = centre_and_radius(grid, grid.array_shape)
+        close = centres.separation(centre) <= radii + radius
+        return [frame for frame, keep in zip(frames, close) if keep]
+
+    def frames(self):
+        """All frames under the root; raises `ImagingError` naming the first file `scan` reports."""
+        frames, problems = self.scan()
+        if problems:
+            raise ImagingError(next(iter(problems.values())))
+        return frames
+
+    def cutout(self, centre, size, pixel_scale=SDSS_PIXEL_SCALE):
+        """g, r, i (``bands``) on `~deepcee_d2.sky.cutout_grid` around ``centre``, from the covering frames.
+
+        Files that are not used (`scan`) are left out, and named when a band has no frame. NaN/inf pixels
+        are set to 0 and counted (`Cutout.missing`, and a warning).
+
+        When one frame per band covers the cutout and the bands share one north-up grid at ``pixel_scale``
+        (the synthetic survey), the cutout is instead a `~astropy.nddata.Cutout2D` of that grid centred on
+        the pixel nearest ``centre`` (within half a pixel), with the frames' own WCS: the same sky, without
+        resampling.
+
+        Raises
+        ------
+        ImagingError
+            No frame of a band covers the cutout (the message names the frames and bands that do), part of
+            it lies outside all frames (the message says which part), or a frame has no finite pixel.
+        """
+        grid = cutout_grid(centre, size, pixel_scale)
+        where = f"{self.root} at {centre.icrs.to_string('decimal', precision=5)}"
+        frames, problems = self.scan()
+        covering = [frame for frame in self._near(frames, grid) if footprints_overlap(frame.wcs, frame.shape, grid)]
+        covering_by_band = {band: [frame for frame in covering if frame.band == band] for band in self.bands}
+        for band, on_band in covering_by_band.items():
+            if not on_band:
+                names = ", ".join(str(f.path.relative_to(self.root)) for f in covering)
+                here = (f"it lies on {names} (bands {sorted({f.band for f in covering})})" if covering
+                        else "no frame of any band covers it")
+                skipped = f"; files not used: {list(problems.values())}" if problems else ""
+                raise ImagingError(f"{where}: no {band}-band frame covers the cutout; {here}{skipped}")
+        cut = None
+        if _shares_north_up_grid(covering_by_band, pixel_scale):
+            try:
+                cut = {band: Cutout2D(_frame_pixels(frame.path)[0], centre, size, wcs=frame.wcs, mode="strict")
+                       for band, (frame,) in covering_by_band.items()}
+            except (NoOverlapError, PartialOverlapError):
+                pass  # at the frame's edge: reprojected below, which names the part outside the imaging
+        if cut is not None:
+            images = {band: np.array(piece.data, dtype=np.float32) for band, piece in cut.items()}
+            grid = next(iter(cut.values())).wcs
+        else:
+            images = {}
+            for band, on_band in covering_by_band.items():
+                names = ", ".join(frame.path.name for frame in on_band)
+                images[band] = reproject_to_grid([(_frame_pixels(f.path)[0], f.wcs) for f in on_band], grid,
+                                                 f"{where}, band {band} ({names})")
+        missing = {}
+        for band, on_band in covering_by_band.items():
+            for frame in on_band:
+                count = _missing_inside(frame, _frame_pixels(frame.path)[1], grid)
+                if count:
+                    logger.warning("%s: %d NaN/inf pixels of %s inside the cutout set to 0 (missing data)",
+                                   where, count, frame.path)
+                    missing[band] = missing.get(band, 0) + count
+        check_band_images(images, self.bands, where)
+        return Cutout(images, grid, "; ".join(str(f.path) for on_band in covering_by_band.values() for f in on_band),
+                      missing)
