@@ -259,18 +259,19 @@ class LocalFITSSource(ImagingSource):
         Headers are read once; files added later are picked up on the next call.
         """
         for path in sorted(self.root.rglob("*")):
-            if (path in self._frames or path in self._problems or path in self._not_imaging
-                    or not _FITS_NAME.search(path.name) or not path.is_file()):
+            if path in self._frames or path in self._problems or path in self._not_imaging or not path.is_file():
                 continue
             if path.match(self.pattern):
                 try:
                     self._frames[path] = _read_frame_header(path)
                 except ImagingError as error:
                     self._problems[path] = str(error)
-            elif (why := _skipped_by_name(path, self.pattern)) is not None:
-                self._problems[path] = why
-            else:
-                self._not_imaging.add(path)
+            elif _FITS_NAME.search(path.name):
+                why = _skipped_by_name(path, self.pattern)
+                if why is None:
+                    self._not_imaging.add(path)
+                else:
+                    self._problems[path] = why
         return list(self._frames.values()), dict(self._problems)
 
     def _near(self, frames, grid):
