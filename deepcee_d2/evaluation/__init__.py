@@ -1,7 +1,7 @@
 """The paper's analysis: detections judged by the proper distance of their centres from the true centres.
 
-- `matching`: pure functions (no detectron2): ``sky_pairs`` (the one matching primitive), the greedy
-  per-image matching at a score threshold, the precision / recall / F1 table, the centring error,
+- `matching`: pure functions (no detectron2): ``sky_pairs`` (the one matching primitive), the maximum
+  one-to-one matching per image at a score threshold, the precision / recall / F1 table, the centring error,
   ``evaluate_detections`` over a whole set, and ``merge_by_sky_distance`` for de-duplicating detections.
 - `report`: the Markdown Table 2, KS tests, completeness, plots, ``evaluation.json`` and ``report.md``.
 - `crossmatch`: false positives against other catalogues: known clusters or new candidates.
@@ -10,13 +10,13 @@
 from .crossmatch import crossmatch_false_positives, read_catalog
 from .evaluator import DeepCEEEvaluator
 from .matching import (
-    Evaluation, evaluate_detections, greedy_match, match_image, merge_by_sky_distance, precision_recall_f1,
+    Evaluation, evaluate_detections, match_image, merge_by_sky_distance, one_to_one_match, precision_recall_f1,
     sky_pairs, threshold_table,
 )
 from .report import summarise, write_report
 
 __all__ = [
-    "DeepCEEEvaluator", "Evaluation", "crossmatch_false_positives", "evaluate_detections", "greedy_match",
-    "match_image", "merge_by_sky_distance", "precision_recall_f1", "read_catalog", "sky_pairs", "summarise",
+    "DeepCEEEvaluator", "Evaluation", "crossmatch_false_positives", "evaluate_detections", "match_image",
+    "merge_by_sky_distance", "one_to_one_match", "precision_recall_f1", "read_catalog", "sky_pairs", "summarise",
     "threshold_table", "write_report",
 ]
