@@ -14,6 +14,7 @@ import astropy.units as u
 from astropy.coordinates import SkyCoord
 from PIL import Image
 
+from deepcee_d2.config import load_config
 from deepcee_d2.data.colour import ColourSettings, make_network_image
 from deepcee_d2.data.frames import LocalFITSSource
 
@@ -26,13 +27,14 @@ source = LocalFITSSource(FRAMES)
 start = time.perf_counter()
 source.cutout(CENTRE, 100)  # reads the headers and decompresses the three .bz2 frames once
 print(f"first cutout (reading 3 bz2 frames): {time.perf_counter() - start:.2f} s")
+COLOUR = ColourSettings.from_cfg(load_config())
 for cutout_size, network_size in [(1000, 500), (1400, 700)]:
     cut, colour, sizes = [], [], []
     for _ in range(REPEATS):
         start = time.perf_counter()
         cutout = source.cutout(CENTRE, cutout_size)
         middle = time.perf_counter()
-        rgb, wcs = make_network_image(cutout.images, cutout.wcs, network_size, ColourSettings())
+        rgb, wcs = make_network_image(cutout.images, cutout.wcs, network_size, COLOUR)
         buffer = io.BytesIO()
         Image.fromarray(rgb).save(buffer, format="PNG")
         end = time.perf_counter()

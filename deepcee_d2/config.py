@@ -53,7 +53,8 @@ def add_deepcee_config(cfg):
     _C.DEEPCEE.EVAL.SCORE_THRESHOLDS = [i / 10 for i in range(11)]
     # Predictions within this distance of a true centre go into the centring histogram.
     _C.DEEPCEE.EVAL.HISTOGRAM_RADIUS_KPC = 250.0
-    # Significance of the KS tests of recovered against all clusters.
+    # Significance of the two-sample KS tests of recovered against all clusters: one parent distribution is
+    # rejected when the exact p-value (scipy.stats.ks_2samp) is below it.
     _C.DEEPCEE.EVAL.KS_ALPHA = 0.05
     # False positives at the best threshold are cross-matched against these catalogue files (FITS, ECSV,
     # CSV, VOTable with ra, dec, z columns) within CROSSMATCH_RADIUS_KPC and the redshift window.
@@ -82,6 +83,29 @@ def add_deepcee_config(cfg):
     _C.DEEPCEE.COLOUR.PIXEL_SCALE = 0.396
     _C.DEEPCEE.COLOUR.CUTOUT_SIZE = 2000
     _C.DEEPCEE.COLOUR.NETWORK_SIZE = 1000
+
+    # ---- Data sets: cutouts around catalogued clusters (tools/prepare_dataset.py, deepcee_d2.data.coco) ----
+    _C.DEEPCEE.DATA = CN()
+    # Images per target cluster, each centred up to MAX_OFFSET_ARCSEC from it along x and along y (the paper:
+    # 4 images, offsets up to 270" in 2000 px x 0.396" cutouts), so the network does not learn "centre = cluster".
+    _C.DEEPCEE.DATA.N_OFFSETS = 4
+    _C.DEEPCEE.DATA.MAX_OFFSET_ARCSEC = 270.0
+    # Side of the ground-truth box, a proper length at the cluster's redshift (2 x 250 kpc).
+    _C.DEEPCEE.DATA.BOX_SIZE_KPC = 500.0
+    # "by-cluster" (no cluster annotated in both sets), "random" (the paper: images drawn at random), "train"
+    # or "test" (every image in one set); TEST_FRACTION of the clusters (by-cluster) or images (random).
+    _C.DEEPCEE.DATA.SPLIT = "by-cluster"
+    _C.DEEPCEE.DATA.TEST_FRACTION = 0.1
+    # Seeds the offsets and the split.
+    _C.DEEPCEE.DATA.SEED = 0
+    # The paper's training clusters (--select paper): WHL12 clusters with ZMIN < z < ZMAX, at least MIN_MEMBERS
+    # members within r200 (N200), north of DEC_MIN_DEG, with an Abell centre within ABELL_RADIUS_KPC (proper,
+    # at the WHL12 redshift: Abell centres are eyeball centres, often arcminutes from the BCG).
+    _C.DEEPCEE.DATA.PAPER_SELECTION = CN()
+    _C.DEEPCEE.DATA.PAPER_SELECTION.Z_RANGE = [0.1, 0.2]
+    _C.DEEPCEE.DATA.PAPER_SELECTION.MIN_MEMBERS = 20
+    _C.DEEPCEE.DATA.PAPER_SELECTION.DEC_MIN_DEG = 0.0
+    _C.DEEPCEE.DATA.PAPER_SELECTION.ABELL_RADIUS_KPC = 500.0
 
     # ---- Survey inference: tiles, merging ----
     _C.DEEPCEE.SURVEY = CN()

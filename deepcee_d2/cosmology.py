@@ -1,19 +1,23 @@
 """The one place that turns angles on the sky into physical lengths at a redshift, and back.
 
 Deep-CEE measures everything physical (the 100 kpc matching radius, box sizes, centring errors) as proper
-lengths at the cluster's redshift in a flat LCDM cosmology with H0 = 71 km/s/Mpc and Omega_m = 0.27, the
-cosmology of the WHL12 catalogue (Wen, Han & Liu 2012). The cosmology is always an ``astropy.cosmology``
-object passed in; ``DEFAULT_COSMOLOGY`` is only the default value of those arguments.
+lengths at the cluster's redshift in the flat LCDM cosmology of ``cfg.DEEPCEE.COSMOLOGY`` (by default that of
+the WHL12 catalogue, Wen, Han & Liu 2012). The cosmology is always an ``astropy.cosmology`` object passed in;
+``DEFAULT_COSMOLOGY`` is the one built from the config's defaults.
 """
 import astropy.units as u
 from astropy.cosmology import FlatLambdaCDM
 
-DEFAULT_COSMOLOGY = FlatLambdaCDM(H0=71 * u.km / u.s / u.Mpc, Om0=0.27, name="Deep-CEE (WHL12)")
+from .config import load_config
 
 
 def cosmology_from_cfg(cfg):
     """Return the flat LCDM cosmology of ``cfg.DEEPCEE.COSMOLOGY`` (H0 in km/s/Mpc, OM0)."""
-    return FlatLambdaCDM(H0=cfg.DEEPCEE.COSMOLOGY.H0 * u.km / u.s / u.Mpc, Om0=cfg.DEEPCEE.COSMOLOGY.OM0)
+    options = cfg.DEEPCEE.COSMOLOGY
+    return FlatLambdaCDM(H0=options.H0 * u.km / u.s / u.Mpc, Om0=options.OM0)
+
+
+DEFAULT_COSMOLOGY = cosmology_from_cfg(load_config())
 
 
 def proper_length(angle, z, cosmology=DEFAULT_COSMOLOGY):

@@ -32,10 +32,11 @@ TRAIN_NAME, TEST_NAME = "deepcee_synthetic_train", "deepcee_synthetic_test"
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """Sizes of the demo. The defaults are the CPU demo; tests shrink them.
+    """Sizes of the demo's skies and runs. The defaults are the CPU demo; tests shrink them. The data set's
+    offsets, boxes and split are ``DEEPCEE.DATA`` of the config (``configs/deepcee_demo_cpu.yaml``).
 
-    ``field_size`` must hold a cutout offset by ``max_offset`` on each side:
-    ``CUTOUT_SIZE + 2 max_offset / 0.396"``.
+    ``field_size`` must hold a cutout offset by ``DEEPCEE.DATA.MAX_OFFSET_ARCSEC`` on each side:
+    ``CUTOUT_SIZE + 2 MAX_OFFSET_ARCSEC / PIXEL_SCALE``.
     """
 
     work_dir: Path = Path("demo")
@@ -45,10 +46,6 @@ class DemoPlan:
     field_size: int = 1520
     z_range: tuple = (0.1, 0.2)
     min_members: int = 20
-    n_offsets: int = 4
-    max_offset: u.Quantity = 100 * u.arcsec
-    box_size: u.Quantity = 300 * u.kpc
-    test_fraction: float = 0.2
     n_survey_fields: int = 2
     survey_field_size: int = 3000
     survey_clusters_per_field: int = 3
@@ -81,10 +78,11 @@ def make_training_sky(plan, cfg):
     """Step 1: fields with one cluster at the centre of each (`deepcee_d2.synthetic.write_survey`)."""
     from .synthetic import ClusterSpec, write_survey
 
-    needed = cfg.DEEPCEE.COLOUR.CUTOUT_SIZE + 2 * (plan.max_offset / (cfg.DEEPCEE.COLOUR.PIXEL_SCALE * u.arcsec))
+    colour, max_offset = cfg.DEEPCEE.COLOUR, cfg.DEEPCEE.DATA.MAX_OFFSET_ARCSEC
+    needed = colour.CUTOUT_SIZE + 2 * max_offset / colour.PIXEL_SCALE
     if plan.field_size < needed:
-        raise ValueError(f"demo plan: field_size {plan.field_size} px cannot hold {cfg.DEEPCEE.COLOUR.CUTOUT_SIZE} px "
-                         f"cutouts offset by {plan.max_offset}; need {float(needed):.0f} px")
+        raise ValueError(f"demo plan: field_size {plan.field_size} px cannot hold {colour.CUTOUT_SIZE} px cutouts "
+                         f"offset by {max_offset} arcsec; need {needed:.0f} px")
     spec = ClusterSpec(per_field=1, z_range=plan.z_range, min_members=plan.min_members, placement="centre")
     clusters, _ = write_survey(plan.work_dir / "sky", plan.n_train_fields, plan.field_size, plan.field_size,
                                clusters=spec, seed=plan.seed, source_lists=False, workers=plan.workers,
@@ -98,9 +96,7 @@ def make_dataset(plan, cfg, clusters):
     from .data.coco import DatasetSettings, build_dataset
     from .data.frames import LocalFITSSource
 
-    settings = DatasetSettings.from_cfg(cfg, n_offsets=plan.n_offsets, max_offset=plan.max_offset,
-                                        box_size=plan.box_size, split="by-cluster", test_fraction=plan.test_fraction,
-                                        seed=plan.seed)
+    settings = DatasetSettings.from_cfg(cfg, seed=plan.seed)
     return build_dataset(clusters, LocalFITSSource(plan.work_dir / "sky"), plan.work_dir / "datasets" / "synthetic",
                          settings, cosmology=cosmology_from_cfg(cfg), progress=plan.progress)
 
@@ -166,7 +162,7 @@ def run_demo(plan=DemoPlan()):
     cfg = demo_config(plan)
     logger.info("[1/4] synthetic training sky: %d fields in %s", plan.n_train_fields, work / "sky")
     clusters = make_training_sky(plan, cfg)
-    logger.info("[2/4] data set: %d clusters x %d offsets", len(clusters), plan.n_offsets)
+    logger.info("[2/4] data set: %d clusters x %d offsets", len(clusters), cfg.DEEPCEE.DATA.N_OFFSETS)
     make_dataset(plan, cfg, clusters)
     logger.info("[3/4] training and evaluating %s", plan.config_file)
     cfg.freeze()

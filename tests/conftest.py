@@ -87,6 +87,21 @@ def toy_datasets(tmp_path_factory):
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
 
+@pytest.fixture(scope="session")
+def instant_model(toy_datasets, tmp_path_factory):
+    """30 iterations of configs/deepcee_instant_test.yaml on the toy data set, evaluated at the end (train
+    once per session; treat as read-only): ``(output folder, total loss per iteration)``."""
+    from deepcee_d2.config import load_config
+    from deepcee_d2.engine import Trainer
+
+    output = tmp_path_factory.mktemp("instant")
+    trainer = Trainer(load_config(os.path.join(REPO, "configs", "deepcee_instant_test.yaml"),
+                                  ["OUTPUT_DIR", str(output)]))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    losses = [value for value, _ in trainer.storage.history("total_loss").values()]
+    return output, losses
+
 # ---- synthetic sky ----
 SYNTHETIC_SEED = 7
 
@@ -215,6 +230,37 @@ def tiny_survey(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_survey")
     write_tiny_survey(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_settings():
+    """`DatasetSettings` of the tiny data set: the config's, shrunk to 200 px cutouts shown at 100 px."""
+    import astropy.units as u
+
+    from deepcee_d2.config import load_config
+    from deepcee_d2.data.coco import DatasetSettings
+
+    return DatasetSettings.from_cfg(load_config(), cutout_size=200, network_size=100, max_offset=30 * u.arcsec,
+                                    box_size=50 * u.kpc, test_fraction=0.34, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tiny_survey, tiny_settings, tmp_path_factory):
+    """The tiny survey's three clusters as a COCO data set, 4 images each, split by cluster (built once per
+    session; treat as read-only): ``root`` (a DEEPCEE_DATASETS-style root), ``folder`` (``root/synthetic``),
+    ``paths`` (split -> json), ``settings``. SYN-2 has no BCG magnitude (null in the json)."""
+    import math
+    from types import SimpleNamespace
+
+    from deepcee_d2.data.catalogs import read_catalog
+    from deepcee_d2.data.coco import build_dataset
+    from deepcee_d2.data.frames import LocalFITSSource
+
+    root = tmp_path_factory.mktemp("datasets")
+    truth = read_catalog(tiny_survey / "clusters.fits")
+    truth["bcg_rmag"][2] = math.nan
+    paths = build_dataset(truth, LocalFITSSource(tiny_survey), root / "synthetic", tiny_settings, progress=False)
+    return SimpleNamespace(root=root, folder=root / "synthetic", paths=paths, settings=tiny_settings)
 
 
 RECORDED = Path(__file__).resolve().parent / "data"

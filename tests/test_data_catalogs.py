@@ -12,6 +12,8 @@ import astropy.units as u
 from astropy.io import fits
 from astropy.table import Table
 
+from deepcee_d2.config import load_config
+from deepcee_d2.cosmology import DEFAULT_COSMOLOGY
 from deepcee_d2.data.catalogs import (
     CLUSTER_COLUMNS,
     dec_mask,
@@ -85,9 +87,9 @@ def test_empty_vizier_answer_is_an_error_naming_the_table(monkeypatch):
 
 def test_each_cut_reproduces_the_hand_count(vizier_recorded):
     whl, abell = query_vizier("whl12"), query_vizier("abell")
-    assert redshift_mask(whl).sum() == 7  # all but z = 0.25 and z = 0.2
-    assert members_mask(whl).sum() == 8  # all but N200 = 12
-    assert dec_mask(whl).sum() == 8  # all but the southern one
+    assert redshift_mask(whl, 0.1, 0.2).sum() == 7  # all but z = 0.25 and z = 0.2
+    assert members_mask(whl, 20).sum() == 8  # all but N200 = 12
+    assert dec_mask(whl, 0 * u.deg).sum() == 8  # all but the southern one
     matched, nearest, _ = sky_match_mask(whl, abell)  # 500 kpc: the far one and the 240" one fail
     assert matched.sum() == 7 and abell["id"][nearest[0]] == "A1"
     matched, _, _ = sky_match_mask(whl, abell, max_separation=30 * u.arcsec)
@@ -95,7 +97,10 @@ def test_each_cut_reproduces_the_hand_count(vizier_recorded):
 
 
 def test_paper_selection_keeps_exactly_the_hand_picked_clusters(vizier_recorded):
-    selected = paper_selection(query_vizier("whl12"), query_vizier("abell"))
+    paper = load_config().DEEPCEE.DATA.PAPER_SELECTION  # the paper's cuts, as tools/prepare_dataset.py reads them
+    selected = paper_selection(query_vizier("whl12"), query_vizier("abell"), z_range=paper.Z_RANGE,
+                               min_members=paper.MIN_MEMBERS, dec_min=paper.DEC_MIN_DEG * u.deg,
+                               max_separation=paper.ABELL_RADIUS_KPC * u.kpc, cosmology=DEFAULT_COSMOLOGY)
     assert list(selected["id"]) == [WHL_IDS[0], WHL_IDS[6], WHL_IDS[8]]
     assert list(selected["abell_id"]) == ["A1", "A43", "A98"]
     np.testing.assert_allclose(selected["abell_separation"].quantity.to_value(u.arcsec), [20, 90, 10], atol=0.1)
@@ -142,10 +147,10 @@ def test_real_abell_file_matches_a_direct_count(shared_data):
     assert len(abell) == len(raw) == 5250
     assert sum(i.startswith("A") for i in abell["id"]) == 4076  # Abell + ACO rich clusters
     assert sum(i.startswith("S") for i in abell["id"]) == 1174  # the southern supplement
-    assert dec_mask(abell).sum() == np.sum(raw["dec"] > 0)
+    assert dec_mask(abell, 0 * u.deg).sum() == np.sum(raw["dec"] > 0)
     z = np.asarray(raw["z"], dtype=float)
     assert np.isnan(abell["z"]).sum() == np.sum(~np.isfinite(z))
-    assert redshift_mask(abell).sum() == np.sum((z > 0.1) & (z < 0.2))
+    assert redshift_mask(abell, 0.1, 0.2).sum() == np.sum((z > 0.1) & (z < 0.2))
 
 
 def test_bad_catalogue_files_give_clear_errors(tmp_path):

@@ -1,5 +1,7 @@
 """COCO data sets from a cluster table and the tiny survey (conftest): offsets, boxes, splits, resume."""
 import json
+import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from scipy import ndimage, stats
 
+from deepcee_d2.config import load_config
 from deepcee_d2.cosmology import angular_size
 from deepcee_d2.data.cache import get_cutout
 from deepcee_d2.data.catalogs import read_catalog
@@ -18,8 +21,7 @@ from deepcee_d2.data.colour import make_network_image
 from deepcee_d2.data.frames import ImagingError, LocalFITSSource
 from deepcee_d2.sky import celestial_wcs, cutout_grid, sky_to_box_xy
 
-SMALL = DatasetSettings(cutout_size=200, network_size=100, max_offset=30 * u.arcsec, box_size=50 * u.kpc,
-                        test_fraction=0.34, seed=3)
+PAPER = DatasetSettings.from_cfg(load_config())  # 2000 px cutouts, 4 images per cluster offset up to 270"
 
 
 @pytest.fixture
@@ -28,9 +30,8 @@ def truth(tiny_survey):
 
 
 @pytest.fixture
-def built(tiny_survey, truth, tmp_path_factory):
-    out = tmp_path_factory.mktemp("dataset") / "tiny"
-    return out, build_dataset(truth, LocalFITSSource(tiny_survey), out, SMALL, progress=False)
+def built(tiny_dataset):
+    return tiny_dataset.folder, tiny_dataset.paths
 
 
 def many_clusters(n=500):
@@ -43,7 +44,8 @@ def many_clusters(n=500):
 
 
 def test_offsets_are_uniform_bounded_and_seeded():
-    settings = DatasetSettings(max_offset=270 * u.arcsec, n_offsets=4, seed=11)
+    settings = replace(PAPER, seed=11)
+    assert (settings.max_offset, settings.n_offsets) == (270 * u.arcsec, 4)
     clusters = many_clusters()
     plan = plan_images(clusters, settings)
     assert len(plan) == 2000 and list(plan["offset_index"][:5]) == [0, 1, 2, 3, 0]
@@ -58,18 +60,18 @@ def test_offsets_are_uniform_bounded_and_seeded():
         assert abs((x - 999.5) * 0.396 - row["dx"]) < 1 and abs((y - 999.5) * 0.396 + row["dy"]) < 1  # curvature
     again = plan_images(clusters, settings)
     np.testing.assert_array_equal(again["dx"], plan["dx"])
-    other = plan_images(clusters, DatasetSettings(seed=12))
+    other = plan_images(clusters, replace(PAPER, seed=12))
     assert not np.allclose(other["dx"], plan["dx"])
 
 
-def test_settings_are_validated():
+def test_settings_are_validated(tiny_settings):
     with pytest.raises(ValueError, match="cannot block-average"):
-        DatasetSettings(cutout_size=2000, network_size=600)
+        replace(PAPER, cutout_size=2000, network_size=600)
     with pytest.raises(ValueError, match="unknown split 'fold'"):
-        DatasetSettings(split="fold")
+        replace(PAPER, split="fold")
     with pytest.raises(ValueError, match="max_offset 400.0 arcsec must be below half the cutout width"):
-        DatasetSettings(max_offset=400 * u.arcsec)
-    assert DatasetSettings.from_dict(SMALL.to_dict()) == SMALL
+        replace(PAPER, max_offset=400 * u.arcsec)
+    assert DatasetSettings.from_dict(tiny_settings.to_dict()) == tiny_settings
 
 
 def test_coco_files_load_with_pycocotools_and_carry_the_extras(built):
@@ -136,19 +138,19 @@ def test_by_cluster_split_keeps_every_cluster_in_one_set(built):
     assert clusters["train"] and clusters["test"] and not clusters["train"] & clusters["test"]
 
 
-def test_random_split_draws_the_test_fraction_of_images(tiny_survey, truth, tmp_path):
-    settings = DatasetSettings(**{**SMALL.__dict__, "split": "random", "test_fraction": 0.25})
+def test_random_split_draws_the_test_fraction_of_images(tiny_survey, truth, tmp_path, tiny_settings):
+    settings = replace(tiny_settings, split="random", test_fraction=0.25)
     paths = build_dataset(truth, LocalFITSSource(tiny_survey), tmp_path / "random", settings, progress=False)
     counts = {split: len(json.loads(p.read_text())["images"]) for split, p in paths.items()}
     assert counts == {"train": 9, "test": 3}
 
 
-def test_info_reproduces_the_colour_image_for_inference(built, tiny_survey):
+def test_info_reproduces_the_colour_image_for_inference(built, tiny_survey, tiny_settings):
     out, paths = built
     coco = json.loads(paths["train"].read_text())
     recorded = coco["info"]["deepcee"]
     settings = DatasetSettings.from_dict(recorded["settings"])
-    assert settings == SMALL and recorded["source"] == f"fits:{tiny_survey}"
+    assert settings == tiny_settings and recorded["source"] == f"fits:{tiny_survey}"
     image = coco["images"][0]
     centre = SkyCoord(image["ra"] * u.deg, image["dec"] * u.deg)
     cutout = get_cutout(LocalFITSSource(tiny_survey), centre, settings.cutout_size, settings.pixel_scale)
@@ -157,41 +159,43 @@ def test_info_reproduces_the_colour_image_for_inference(built, tiny_survey):
     assert celestial_wcs(image["wcs"]).wcs.compare(wcs.wcs, tolerance=1e-9)
 
 
-def test_rebuild_resumes_without_new_cutouts_and_refuses_other_settings(built, truth, tiny_survey, monkeypatch):
-    out, paths = built
-    before = {split: json.loads(p.read_text()) for split, p in paths.items()}
+def test_rebuild_resumes_without_new_cutouts_and_refuses_other_settings(tiny_dataset, truth, tiny_survey, monkeypatch,
+                                                                       tmp_path):
+    out = shutil.copytree(tiny_dataset.folder, tmp_path / "copy")  # the shared data set stays as it is
+    before = {split: json.loads(p.read_text()) for split, p in tiny_dataset.paths.items()}
     source = LocalFITSSource(tiny_survey)
     monkeypatch.setattr(source, "cutout", lambda *a, **k: pytest.fail("finished image made again"))
-    again = build_dataset(truth, source, out, SMALL, progress=False)
+    truth["bcg_rmag"][2] = np.nan  # as the shared data set was built
+    again = build_dataset(truth, source, out, tiny_dataset.settings, progress=False)
     for split, path in again.items():
         after = json.loads(path.read_text())
         assert after["images"] == before[split]["images"] and after["annotations"] == before[split]["annotations"]
     with pytest.raises(ValueError, match="build.json: this folder was built with other settings"):
-        build_dataset(truth, source, out, DatasetSettings(**{**SMALL.__dict__, "seed": 4}), progress=False)
+        build_dataset(truth, source, out, replace(tiny_dataset.settings, seed=4), progress=False)
 
 
-def test_cluster_outside_the_imaging_fails_clearly_or_is_recorded(tiny_survey, truth, tmp_path):
+def test_cluster_outside_the_imaging_fails_clearly_or_is_recorded(tiny_survey, truth, tmp_path, tiny_settings):
     lost = truth.copy()
     lost.add_row(["LOST-1", 200.0, 10.0, 0.1, 30.0, 20.0, 16.0, 200.0, 10.0, 1.0, "none"])
     source = LocalFITSSource(tiny_survey)
     with pytest.raises(ImagingError, match="cluster LOST-1 image 0: .* no g-band frame covers the cutout"):
-        build_dataset(lost, source, tmp_path / "strict", SMALL, progress=False)
+        build_dataset(lost, source, tmp_path / "strict", tiny_settings, progress=False)
     assert not list((tmp_path / "strict" / "images").glob("LOST*"))
-    paths = build_dataset(lost, source, tmp_path / "lenient", SMALL, skip_failures=True, progress=False)
+    paths = build_dataset(lost, source, tmp_path / "lenient", tiny_settings, skip_failures=True, progress=False)
     failures = Table.read(tmp_path / "lenient" / "failures.ecsv")
     assert list(failures["target_id"]) == ["LOST-1"] * 4 and "no g-band frame" in failures["error"][0]
     targets = {i["target_id"] for p in paths.values() for i in json.loads(p.read_text())["images"]}
     assert targets == {"SYN-0", "SYN-1", "SYN-2"}
 
 
-def test_empty_catalogue_and_clusters_without_redshift_are_refused(tiny_survey, truth, tmp_path):
+def test_empty_catalogue_and_clusters_without_redshift_are_refused(tiny_survey, truth, tmp_path, tiny_settings):
     source = LocalFITSSource(tiny_survey)
     with pytest.raises(ValueError, match="target clusters: the catalogue is empty"):
-        build_dataset(truth[:0], source, tmp_path / "empty", SMALL, progress=False)
+        build_dataset(truth[:0], source, tmp_path / "empty", tiny_settings, progress=False)
     no_z = truth.copy()
     no_z["z"][1] = np.nan
     with pytest.raises(ValueError, match=r"annotation catalogue: 1 clusters without a redshift, e.g. \['SYN-1'\]"):
-        build_dataset(truth, source, tmp_path / "noz", SMALL, annotate_with=no_z, progress=False)
+        build_dataset(truth, source, tmp_path / "noz", tiny_settings, annotate_with=no_z, progress=False)
     assert not (tmp_path / "noz").exists() and not (tmp_path / "empty").exists()
 
 
@@ -225,15 +229,3 @@ def test_cli_paper_selection_from_vizier(vizier_recorded, tiny_survey, tmp_path)
     assert list(Table.read(out / "clusters.ecsv")["id"]) == [
         "WHL J000735.7+163042", "WHL J002854.3+173605", "WHL J004627.3+202923"]
     assert len(Table.read(out / "failures.ecsv")) == 12
-
-
-def test_default_settings_are_the_config_defaults():
-    from detectron2.config import get_cfg
-
-    from deepcee_d2.config import add_deepcee_config
-    from deepcee_d2.data.colour import ColourSettings
-
-    colour = add_deepcee_config(get_cfg()).DEEPCEE.COLOUR
-    defaults = DatasetSettings()
-    assert (defaults.cutout_size, defaults.network_size) == (colour.CUTOUT_SIZE, colour.NETWORK_SIZE)
-    assert defaults.pixel_scale == colour.PIXEL_SCALE * u.arcsec and defaults.colour == ColourSettings()

@@ -3,28 +3,17 @@ import json
 import math
 
 import pytest
-import astropy.units as u
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 import deepcee_d2  # noqa: F401  (registers the standard names)
-from deepcee_d2.data.catalogs import read_catalog
-from deepcee_d2.data.coco import DatasetSettings, build_dataset
-from deepcee_d2.data.frames import LocalFITSSource
 from deepcee_d2.data.register import STANDARD_DATASETS, register_deepcee_dataset
 
-SMALL = DatasetSettings(cutout_size=200, network_size=100, max_offset=30 * u.arcsec, box_size=50 * u.kpc,
-                        test_fraction=0.34, seed=3)
 
-
-@pytest.fixture(scope="module")
-def dataset_root(tiny_survey, tmp_path_factory):
-    """``<root>/synthetic/{train,test}.json`` built from the tiny survey, one cluster without a magnitude."""
-    root = tmp_path_factory.mktemp("datasets")
-    truth = read_catalog(tiny_survey / "clusters.fits")
-    truth["bcg_rmag"][2] = math.nan
-    build_dataset(truth, LocalFITSSource(tiny_survey), root / "synthetic", SMALL, progress=False)
-    return root
+@pytest.fixture
+def dataset_root(tiny_dataset):
+    """``<root>/synthetic/{train,test}.json``: the shared tiny data set, one cluster without a magnitude."""
+    return tiny_dataset.root
 
 
 @pytest.fixture

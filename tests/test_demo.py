@@ -3,7 +3,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import astropy.units as u
 import pytest
 from astropy.table import Table
 
@@ -15,14 +14,15 @@ TOY_OPTS = ("MODEL.INCEPTION_V2.DEPTH_MULTIPLIER", "0.25", "DEEPCEE.COLOUR.CUTOU
             "INPUT.MIN_SIZE_TEST", "100", "INPUT.MAX_SIZE_TEST", "100", "MODEL.ANCHOR_GENERATOR.SIZES", "[[16, 32]]",
             "MODEL.RPN.POST_NMS_TOPK_TRAIN", "32", "MODEL.RPN.POST_NMS_TOPK_TEST", "16", "SOLVER.MAX_ITER", "10",
             "SOLVER.IMS_PER_BATCH", "1", "SOLVER.WARMUP_ITERS", "0", "SOLVER.STEPS", "()",
-            "DATALOADER.NUM_WORKERS", "0", "DEEPCEE.SURVEY.SCORE_THRESHOLD", "0.0")
+            "DATALOADER.NUM_WORKERS", "0", "DEEPCEE.SURVEY.SCORE_THRESHOLD", "0.0", "DEEPCEE.DATA.N_OFFSETS", "2",
+            "DEEPCEE.DATA.MAX_OFFSET_ARCSEC", "20.0", "DEEPCEE.DATA.TEST_FRACTION", "0.5")
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     plan = DemoPlan(work_dir=tmp_path_factory.mktemp("demo"), config_opts=TOY_OPTS, n_train_fields=4,
-                    field_size=320, n_offsets=2, max_offset=20 * u.arcsec, test_fraction=0.5, n_survey_fields=1,
-                    survey_field_size=500, survey_clusters_per_field=1, workers=1, progress=False)
+                    field_size=320, n_survey_fields=1, survey_field_size=500, survey_clusters_per_field=1, workers=1,
+                    progress=False)
     return plan, run_demo(plan)
 
 
@@ -43,10 +43,15 @@ def test_every_output_of_the_demo_exists_and_parses(demo):
     survey = work / "survey"
     for name in ("candidates.fits", "candidates.ecsv", "candidates.csv"):
         assert len(Table.read(survey / name)) == result.n_candidates
-    assert {"known", "status"} <= set(Table.read(survey / "candidates.ecsv").colnames)
+    candidates = Table.read(survey / "candidates.ecsv")
+    assert {"known", "status"} <= set(candidates.colnames)
     assert (survey / "candidates.reg").is_file() and (survey / "gallery" / "index.html").is_file()
     assert len(Table.read(survey / "failed_tiles.ecsv")) == 0
-    assert result.n_survey_clusters == 1 and 0 <= result.n_survey_clusters_found <= 1
+    truth = Table.read(work / "survey_sky" / "clusters.fits")
+    assert result.n_survey_clusters == len(truth) == 1
+    # The clusters found are the truth's clusters that some candidate lies near (the cross-match with the truth).
+    near = {str(i) for i in candidates["catalog_id"][candidates["known"]]} if len(candidates) else set()
+    assert result.n_survey_clusters_found == len(near & {str(i) for i in truth["id"]})
 
 
 def test_the_summary_names_the_table_threshold_centring_and_paths(demo):

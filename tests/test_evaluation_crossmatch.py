@@ -10,6 +10,8 @@ from deepcee_d2.evaluation.crossmatch import KNOWN, NEW_CANDIDATE, crossmatch_fa
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FP_CENTRE = SkyCoord(200 * u.deg, 10 * u.deg)
+# The paper's cross-match: 250 proper kpc, 0.05 < z < 0.4.
+PAPER = {"radius": 250 * u.kpc, "z_range": (0.05, 0.4)}
 
 
 @pytest.fixture
@@ -34,7 +36,7 @@ def catalogues(offset_by_kpc):
 
 def test_false_positives_are_flagged_known_or_new(false_positives, catalogues):
     whl, redmapper = catalogues
-    result = crossmatch_false_positives(false_positives, {"WHL": whl, "redMaPPer": redmapper})
+    result = crossmatch_false_positives(false_positives, {"WHL": whl, "redMaPPer": redmapper}, **PAPER)
     assert result["status"].tolist() == [KNOWN, KNOWN, NEW_CANDIDATE, NEW_CANDIDATE, NEW_CANDIDATE]
     assert result["catalog"].tolist() == ["WHL", "redMaPPer", "", "", ""]
     assert result["catalog_id"].tolist()[:2] == ["WHL J1", "0"]  # no id column: the row number
@@ -57,7 +59,7 @@ def test_nearest_match_over_all_catalogues_wins(false_positives, catalogues, off
     whl, _ = catalogues
     closer = offset_by_kpc(FP_CENTRE, 120, 0.2, 30).directional_offset_by(0 * u.deg, 1 * u.arcsec)
     other = Table({"id": ["X"], "ra": [closer.ra.deg], "dec": [closer.dec.deg], "z": [0.2]})
-    result = crossmatch_false_positives(false_positives[:1], {"WHL": whl, "other": other})
+    result = crossmatch_false_positives(false_positives[:1], {"WHL": whl, "other": other}, **PAPER)
     assert (result["catalog"][0], result["catalog_id"][0], result["n_catalog_matches"][0]) == ("other", "X", 2)
 
 
@@ -78,7 +80,7 @@ def test_bad_catalogues_are_named_in_the_error(tmp_path, catalogues, false_posit
     path = tmp_path / "no_redshift.ecsv"
     whl["id", "ra", "dec"].write(path)
     with pytest.raises(ValueError, match=r"no_redshift.*lacks column\(s\) \['z'\]"):
-        crossmatch_false_positives(false_positives, [path])
+        crossmatch_false_positives(false_positives, [path], **PAPER)
     with pytest.raises(FileNotFoundError, match="missing.fits: catalogue file not found"):
         read_catalog(tmp_path / "missing.fits")
     corrupt = tmp_path / "corrupt.fits"
@@ -103,6 +105,6 @@ def test_real_abell_catalogue_recovers_a_cluster_as_known(false_positives):
     with_z = abell[(abell["z"] > 0.06) & (abell["z"] < 0.2)][0]
     spot = SkyCoord(with_z["ra"] * u.deg, with_z["dec"] * u.deg).directional_offset_by(0 * u.deg, 20 * u.arcsec)
     fps = Table({"ra": [spot.ra.deg, 0.5], "dec": [spot.dec.deg, -89.5]})
-    result = crossmatch_false_positives(fps, abell_path)
+    result = crossmatch_false_positives(fps, abell_path, **PAPER)
     assert result["status"].tolist() == [KNOWN, NEW_CANDIDATE]
     assert result["catalog"][0] == "abell_aco_vii110a" and result["catalog_id"][0] == with_z["id"]

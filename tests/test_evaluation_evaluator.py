@@ -9,12 +9,11 @@ import torch
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
 from astropy.wcs import WCS
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import print_csv_format
 from detectron2.structures import Boxes, Instances
 
-from deepcee_d2.config import add_deepcee_config
+from deepcee_d2.config import load_config
 from deepcee_d2.sky import sky_to_box_xy
 from deepcee_d2.evaluation.evaluator import DeepCEEEvaluator
 
@@ -92,18 +91,24 @@ def test_evaluator_numbers_and_every_output_file(tmp_path, sky_dataset, offset_b
     name, wcs_of, predictions = sky_dataset
     known = offset_by_kpc(predictions["C"][0][0], 50, 0.2, 0)
     whl = Table({"id": ["WHL J1"], "ra": [known.ra.deg], "dec": [known.dec.deg], "z": [0.2]})
-    evaluator = DeepCEEEvaluator(name, output_dir=tmp_path / "inference", crossmatch_catalogs={"WHL": whl})
+    evaluator = DeepCEEEvaluator(load_config(), name, output_dir=tmp_path / "inference",
+                                 crossmatch_catalogs={"WHL": whl})
     results = run(evaluator, wcs_of, predictions)
     metrics = results["deepcee"]
-    # Truths A1, B1, B2, D1 (E was never processed). Thresholds 0-40 %: TP 3, FP 2 (duplicate, C), FN 1 ->
-    # F1 2/3; 50-70 %: the duplicate drops, F1 = 6/8; 80 %: B2 (0.7) drops, 4/7.
-    assert metrics["best_threshold"] == pytest.approx(0.5)
+    # Truths A1, B1, B2, D1 (E was never processed). Thresholds 0-30 %: TP 3, FP 2 (duplicate, C), FN 1 ->
+    # F1 2/3; 40-60 %: the duplicate (0.4, not greater than 40 %) drops, F1 = 6/8; 70 %: B2 (0.7) drops, 4/7;
+    # 80 %: B1 (0.8) drops, 1/3; 90 % and 100 %: no true positive left.
+    assert metrics["best_threshold"] == pytest.approx(0.4)
     assert (metrics["tp"], metrics["fp"], metrics["fn"]) == (3, 1, 1)
     assert metrics["precision"] == metrics["recall"] == metrics["f1"] == pytest.approx(0.75)
     assert metrics["n_true"] == 4 and metrics["n_predictions"] == 5
     assert metrics["centring_error_kpc"] == pytest.approx(math.sqrt((30**2 + 45**2 + 15**2) / 3), rel=1e-5)
     assert (metrics["fp_known"], metrics["fp_new"]) == (1, 0)
     assert all(isinstance(value, float) for value in metrics.values())
+    # The whole table is in the results too, one key per threshold (in %) and column.
+    assert [metrics[f"f1-{t}"] for t in range(0, 101, 10)] == pytest.approx(
+        [2 / 3] * 4 + [0.75] * 3 + [4 / 7, 1 / 3, 0, 0])
+    assert (metrics["tp-70"], metrics["fp-70"], metrics["fn-70"]) == (2, 1, 2)
     print_csv_format(results)  # detectron2's own printer takes the result
 
     folder = tmp_path / "inference"
@@ -115,7 +120,7 @@ def test_evaluator_numbers_and_every_output_file(tmp_path, sky_dataset, offset_b
                      "false_positives_crossmatch.fits", "false_positives_crossmatch.ecsv"):
         assert (folder / expected).stat().st_size > 0, expected
     assert summary["dataset"] == name and summary["n_images"] == 4
-    assert [row["f1"] for row in summary["thresholds"]][::2] == pytest.approx([2 / 3, 2 / 3, 2 / 3, 0.75, 4 / 7, 0])
+    assert [row["f1"] for row in summary["thresholds"]] == [metrics[f"f1-{t}"] for t in range(0, 101, 10)]
     table = Table.read(folder / "predictions.ecsv")
     assert table["status"].tolist() == ["TP", "below threshold", "TP", "TP", "FP"]
     assert table["matched_id"].filled("").tolist() == ["A1", "", "B1", "B2", ""]  # ECSV reads "" as masked
@@ -124,39 +129,47 @@ def test_evaluator_numbers_and_every_output_file(tmp_path, sky_dataset, offset_b
     assert truths["id"].tolist() == ["A1", "B1", "B2", "D1"] and truths["recovered"].tolist() == [True, True, True, False]
     crossmatch = Table.read(folder / "false_positives_crossmatch.fits")
     assert crossmatch["status"].tolist() == ["known"] and crossmatch["catalog_id"].tolist() == ["WHL J1"]
-    assert "| **50** | **3** | **1** | **1** |" in (folder / "report.md").read_text()
+    assert "| **40** | **3** | **1** | **1** |" in (folder / "report.md").read_text()
 
 
 def test_options_come_from_the_config_and_explicit_arguments_win(sky_dataset):
     name, wcs_of, predictions = sky_dataset
-    cfg = add_deepcee_config(get_cfg())
+    cfg = load_config()
     cfg.DEEPCEE.EVAL.MATCH_RADIUS_KPC = 40.0  # only A1 (30 kpc) and B2 (15 kpc) are matched
     cfg.DEEPCEE.EVAL.SCORE_THRESHOLDS = [0.0, 0.75]
-    metrics = run(DeepCEEEvaluator(name, cfg), wcs_of, predictions)["deepcee"]
+    metrics = run(DeepCEEEvaluator(cfg, name), wcs_of, predictions)["deepcee"]
     assert (metrics["tp"], metrics["best_threshold"]) == (2, 0.0)
+    assert set(key for key in metrics if key.startswith("f1-")) == {"f1-0", "f1-75"}
     assert "fp_known" not in metrics  # no catalogue configured, no cross-match
     cfg.DEEPCEE.COSMOLOGY.H0 = 71.0 / 2  # every angle is twice the kpc: 30 -> 60, 15 -> 30
-    metrics = run(DeepCEEEvaluator(name, cfg, match_radius=50 * u.kpc), wcs_of, predictions)["deepcee"]
+    metrics = run(DeepCEEEvaluator(cfg, name, match_radius=50 * u.kpc), wcs_of, predictions)["deepcee"]
     assert metrics["tp"] == 1 and metrics["centring_error_kpc"] == pytest.approx(30, rel=1e-5)
+    # Without a config every option is given explicitly: the same evaluation.
+    explicit = DeepCEEEvaluator(**DeepCEEEvaluator.from_config(cfg, name))
+    assert run(explicit, wcs_of, predictions) == run(DeepCEEEvaluator(cfg, name), wcs_of, predictions)
 
 
 def test_empty_outputs_and_images_without_clusters(tmp_path, sky_dataset):
     name, wcs_of, _ = sky_dataset
-    results = run(DeepCEEEvaluator(name, output_dir=tmp_path), wcs_of, {"C": [], "D": []})
+    results = run(DeepCEEEvaluator(load_config(), name, output_dir=tmp_path), wcs_of, {"C": [], "D": []})
     metrics = results["deepcee"]
     assert (metrics["tp"], metrics["fp"], metrics["fn"], metrics["f1"]) == (0, 0, 1, 0.0)
     assert math.isnan(metrics["centring_error_kpc"])
     assert json.loads((tmp_path / "evaluation.json").read_text())["centring_error_kpc"] is None
-    assert DeepCEEEvaluator(name).evaluate() == {}  # nothing processed: nothing to say
+    assert DeepCEEEvaluator(load_config(), name).evaluate() == {}  # nothing processed: nothing to say
 
 
 def test_bad_inputs_are_named(sky_dataset):
     name, wcs_of, predictions = sky_dataset
-    evaluator = DeepCEEEvaluator(name, distributed=False)
+    evaluator = DeepCEEEvaluator(load_config(), name, distributed=False)
     with pytest.raises(ValueError, match=r"image 'A': predictions are for a \(100, 100\) image"):
         evaluator.process([{"image_id": "A"}], [model_outputs(wcs_of["A"], predictions["A"], (100, 100))])
     with pytest.raises(ValueError, match="processed image_id 'Z' is not in the data set"):
         evaluator.process([{"image_id": "Z"}], [model_outputs(wcs_of["A"], [])])
+    diverged = model_outputs(wcs_of["B"], predictions["B"])
+    diverged["instances"].scores[1] = float("nan")
+    with pytest.raises(ValueError, match=r"image 'B' \(B.png\): 1 of 2 predictions have a NaN or infinite score"):
+        evaluator.process([{"image_id": "B"}], [diverged])
     evaluator.process([{"image_id": "C"}], [model_outputs(wcs_of["C"], [])])
     evaluator.process([{"image_id": "C"}], [model_outputs(wcs_of["C"], [])])
     with pytest.raises(ValueError, match="processed more than once"):
@@ -169,13 +182,13 @@ def test_bad_inputs_are_named(sky_dataset):
          "annotations": [{"cluster_id": "X", "ra": 1.0, "dec": 2.0}]}])
     try:
         with pytest.raises(ValueError, match=r"image 8 \(noz.png\) lacks \['z'\]"):
-            DeepCEEEvaluator(broken)
+            DeepCEEEvaluator(load_config(), broken)
     finally:
         DatasetCatalog.remove(broken)
     DatasetCatalog.register(broken, lambda: [
         {"file_name": "nowcs.png", "image_id": 7, "height": SIZE, "width": SIZE, "annotations": []}])
     try:
         with pytest.raises(ValueError, match=r"image 7 \(nowcs.png\): the record has no 'wcs'"):
-            DeepCEEEvaluator(broken).process([{"image_id": 7}], [model_outputs(wcs_of["A"], [])])
+            DeepCEEEvaluator(load_config(), broken).process([{"image_id": 7}], [model_outputs(wcs_of["A"], [])])
     finally:
         DatasetCatalog.remove(broken)

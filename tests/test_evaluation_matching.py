@@ -15,6 +15,9 @@ from deepcee_d2.evaluation.matching import (
 from deepcee_d2.sky import merge_by_sky_distance, sky_pairs
 
 CENTRE = SkyCoord(150.0 * u.deg, 2.0 * u.deg)
+# The paper's analysis: thresholds 0, 10, ..., 100 %, a 100 kpc match radius, a 250 kpc histogram radius.
+PAPER = {"thresholds": [i / 10 for i in range(11)], "match_radius": 100 * u.kpc, "histogram_radius": 250 * u.kpc}
+R = PAPER["match_radius"]
 
 
 def sky(*coords):
@@ -44,8 +47,8 @@ def test_kpc_per_arcsec_agrees_with_an_independent_integration_and_with_astropy(
 def test_distance_uses_the_redshift_of_each_true_cluster():
     # 60 arcsec is ~113 kpc at z = 0.1 and ~262 kpc at z = 0.3.
     near = CENTRE.directional_offset_by(90 * u.deg, 60 * u.arcsec)
-    low_z = match_image(sky(near), [0.9], sky(CENTRE), [0.1], radius=150 * u.kpc)
-    high_z = match_image(sky(near), [0.9], sky(CENTRE), [0.3], radius=150 * u.kpc)
+    low_z = match_image(sky(near), [0.9], sky(CENTRE), [0.1], 0.0, 150 * u.kpc)
+    high_z = match_image(sky(near), [0.9], sky(CENTRE), [0.3], 0.0, 150 * u.kpc)
     assert (low_z.tp, low_z.fp) == (1, 0)
     assert (high_z.tp, high_z.fp, high_z.fn) == (0, 1, 1)
     assert low_z.distance[0].to_value(u.kpc) == pytest.approx(proper_length(60 * u.arcsec, 0.1).value)
@@ -59,7 +62,7 @@ def test_prediction_exactly_at_the_match_radius_is_a_true_positive(z, offset_by_
     measured = sky_pairs(on_boundary, CENTRE, 1 * u.Mpc, redshift=z).distance.to_value(u.kpc)
     assert measured == pytest.approx([100.0], rel=1e-11)
     for position, expected_tp in ((on_boundary, 1), (inside, 1), (outside, 0)):
-        match = match_image(position, [0.5], sky(CENTRE), [z], radius=100 * u.kpc)
+        match = match_image(position, [0.5], sky(CENTRE), [z], 0.0, 100 * u.kpc)
         assert (match.tp, match.fp, match.fn) == (expected_tp, 1 - expected_tp, 1 - expected_tp)
 
 
@@ -102,31 +105,33 @@ def test_sky_pairs_with_an_empty_side():
     assert len(sky_pairs(sky(CENTRE), sky(), 100 * u.kpc, redshift=[]).index_b) == 0
 
 
-# ---- greedy matching in one image ----
+# ---- one-to-one matching in one image ----
 
-def test_duplicates_around_one_cluster_give_one_true_positive_to_the_most_confident(offset_by_kpc):
+def test_duplicates_around_one_cluster_give_one_true_positive_the_closest(offset_by_kpc):
     z = 0.15
     duplicates = sky(offset_by_kpc(CENTRE, 60, z, 0), offset_by_kpc(CENTRE, 10, z, 90),
                      offset_by_kpc(CENTRE, 95, z, 200))
     scores = [0.95, 0.6, 0.8]
-    match = match_image(duplicates, scores, sky(CENTRE), [z])
+    match = match_image(duplicates, scores, sky(CENTRE), [z], 0.0, R)
     assert (match.tp, match.fp, match.fn) == (1, 2, 0)
-    # The most confident prediction takes the cluster although another lies closer.
-    assert match.true_index.tolist() == [0, -1, -1]
-    assert match.distance[0].to_value(u.kpc) == pytest.approx(60, rel=1e-9)
-    # Above 0.9 only the confident one is left: a clean detection.
-    assert (lambda m: (m.tp, m.fp, m.fn))(match_image(duplicates, scores, sky(CENTRE), [z], 0.9)) == (1, 0, 0)
+    # Of the matchings with one pair, the one with the smallest distance: the closest, not the most confident.
+    assert match.true_index.tolist() == [-1, 0, -1]
+    assert match.distance[1].to_value(u.kpc) == pytest.approx(10, rel=1e-9)
+    # Above 0.9 only the confident one is left: a clean detection, 60 kpc off.
+    clean = match_image(duplicates, scores, sky(CENTRE), [z], 0.9, R)
+    assert (clean.tp, clean.fp, clean.fn) == (1, 0, 0) and clean.true_index.tolist() == [0, -1, -1]
 
 
 def test_empty_predictions_leave_every_cluster_a_false_negative():
-    match = match_image(sky(), [], sky(CENTRE, CENTRE.directional_offset_by(0 * u.deg, 5 * u.arcmin)), [0.1, 0.2])
+    match = match_image(sky(), [], sky(CENTRE, CENTRE.directional_offset_by(0 * u.deg, 5 * u.arcmin)), [0.1, 0.2],
+                        0.0, R)
     assert (match.tp, match.fp, match.fn) == (0, 0, 2)
     assert match.recovered.tolist() == [False, False]
 
 
 def test_image_without_clusters_makes_every_selected_prediction_a_false_positive():
     predictions = sky(CENTRE, CENTRE.directional_offset_by(0 * u.deg, 1 * u.arcmin))
-    match = match_image(predictions, [0.3, 0.7], sky(), [], threshold=0.5)
+    match = match_image(predictions, [0.3, 0.7], sky(), [], 0.5, R)
     assert (match.tp, match.fp, match.fn) == (0, 1, 0)
     assert match.selected.tolist() == [False, True]
 
@@ -135,39 +140,53 @@ def test_two_clusters_in_one_image_are_matched_separately(offset_by_kpc):
     other = CENTRE.directional_offset_by(45 * u.deg, 4 * u.arcmin)
     truths, z = sky(CENTRE, other), [0.1, 0.2]
     predictions = sky(offset_by_kpc(other, 40, 0.2, 10), offset_by_kpc(CENTRE, 20, 0.1, 300))
-    match = match_image(predictions, [0.7, 0.9], truths, z)
+    match = match_image(predictions, [0.7, 0.9], truths, z, 0.0, R)
     assert (match.tp, match.fp, match.fn) == (2, 0, 0)
     assert match.true_index.tolist() == [1, 0]
     assert match.distance.to_value(u.kpc) == pytest.approx([40, 20], rel=1e-9)
 
 
-def test_a_confident_prediction_between_two_clusters_takes_the_nearer_one(offset_by_kpc):
+def test_two_clusters_150_kpc_apart_with_a_prediction_between_them_both_match(offset_by_kpc):
     z = 0.2
     a = CENTRE
     b = offset_by_kpc(a, 150, z, 90)
     between = offset_by_kpc(a, 70, z, 90)  # 70 kpc from a, 80 kpc from b: within 100 kpc of both
     near_a = offset_by_kpc(a, 30, z, 270)  # less confident, within reach of a only
-    match = match_image(sky(between, near_a), [0.9, 0.8], sky(a, b), [z, z])
-    # Descending score: `between` comes first and takes its nearest cluster, a; `near_a` finds a taken.
-    assert match.true_index.tolist() == [0, -1]
-    assert (match.tp, match.fp, match.fn) == (1, 1, 1)
+    match = match_image(sky(between, near_a), [0.9, 0.8], sky(a, b), [z, z], 0.0, R)
+    # Greedy by score gave 1 TP / 1 FP / 1 FN (`between` took a, its nearest, and left `near_a` nothing); the
+    # maximum matching pairs `between` with b and `near_a` with a.
+    assert match.true_index.tolist() == [1, 0]
+    assert (match.tp, match.fp, match.fn) == (2, 0, 0)
+    assert match.distance.to_value(u.kpc) == pytest.approx([80, 30], rel=1e-6)
 
 
-def test_thresholds_at_the_extremes():
+def test_of_the_largest_matchings_the_one_with_the_smallest_total_distance_wins(offset_by_kpc):
+    z = 0.1
+    a = CENTRE
+    b = offset_by_kpc(a, 100, z, 90)
+    near_a = offset_by_kpc(a, 20, z, 90)  # 20 kpc from a, 80 from b
+    near_b = offset_by_kpc(a, 70, z, 90)  # 70 kpc from a, 30 from b
+    match = match_image(sky(near_b, near_a), [0.5, 0.9], sky(a, b), [z, z], 0.0, R)
+    # Both pairings have two pairs; 20 + 30 kpc beats 70 + 80 kpc.
+    assert match.true_index.tolist() == [1, 0]
+    assert match.distance.to_value(u.kpc) == pytest.approx([30, 20], rel=1e-6)
+
+
+def test_a_detection_counts_only_strictly_above_the_threshold():
     scores = np.array([0.0, 0.05, 0.7, 0.99999, 1.0], dtype=np.float32)
     predictions = sky(*(CENTRE.directional_offset_by(0 * u.deg, d * u.arcmin) for d in range(5)))
-    at_zero = match_image(predictions, scores, sky(), [], threshold=0.0)
-    assert at_zero.fp == len(scores)  # t = 0: every prediction counts, a score of exactly 0 too
-    at_one = match_image(predictions, scores, sky(), [], threshold=1.0)
-    assert at_one.selected.tolist() == [False, False, False, False, True]  # exactly 1.0 counts at 100 %
-    assert passes_threshold(np.float32(0.7), 0.7)  # a float32 0.7 counts at 70 %
-    assert passes_threshold(0.7, 0.7) and not passes_threshold(0.6999, 0.7)
-    assert passes_threshold(np.float64(1.0), 1.0) and not passes_threshold(0.9999, 1.0)
+    at_zero = match_image(predictions, scores, sky(), [], 0.0, R)
+    assert at_zero.selected.tolist() == [False, True, True, True, True]  # a score of exactly 0 does not count
+    at_one = match_image(predictions, scores, sky(), [], 1.0, R)
+    assert not at_one.selected.any()  # nothing is greater than 100 %, a saturated 1.0 neither
+    assert not passes_threshold(np.float32(0.7), 0.7)  # the paper's "greater than", in float32
+    assert passes_threshold(np.float32(0.70001), 0.7) and not passes_threshold(0.6999, 0.7)
+    assert not passes_threshold(np.float64(1.0), 1.0) and passes_threshold(0.9999, 0.99)
 
 
 def test_nan_scores_are_rejected():
     with pytest.raises(ValueError, match="finite"):
-        match_image(sky(CENTRE), [np.nan], sky(), [])
+        match_image(sky(CENTRE), [np.nan], sky(), [], 0.0, R)
 
 
 # ---- the table ----
@@ -236,7 +255,7 @@ def _toy_set(offset_by_kpc):
 
 def test_evaluate_detections_counts_add_up_at_every_threshold(offset_by_kpc):
     predictions, truths = _toy_set(offset_by_kpc)
-    result = evaluate_detections(predictions, truths)
+    result = evaluate_detections(predictions, truths, **PAPER)
     table = result.table
     assert np.all(table["tp"] + table["fn"] == len(truths))
     assert table["tp"][0] + table["fp"][0] == len(predictions)
@@ -250,7 +269,7 @@ def test_evaluate_detections_counts_add_up_at_every_threshold(offset_by_kpc):
 
 def test_evaluate_detections_per_object_results_at_the_best_threshold(offset_by_kpc):
     predictions, truths = _toy_set(offset_by_kpc)
-    result = evaluate_detections(predictions, truths)
+    result = evaluate_detections(predictions, truths, **PAPER)
     rows = result.predictions
     assert rows["status"].tolist() == [TRUE_POSITIVE, BELOW_THRESHOLD, BELOW_THRESHOLD, TRUE_POSITIVE,
                                        FALSE_POSITIVE]
@@ -259,7 +278,7 @@ def test_evaluate_detections_per_object_results_at_the_best_threshold(offset_by_
     # Nearest true cluster within 250 kpc, at any score: the 200 kpc one too; nothing near image 3.
     assert rows["nearest_id"].tolist() == ["A", "A", "A", "B", ""]
     np.testing.assert_allclose(u.Quantity(rows["nearest_distance"]).to_value(u.kpc)[:4], [30, 80, 200, 50], rtol=1e-9)
-    # The histogram keeps the predictions at or above the best threshold that lie within 250 kpc.
+    # The histogram keeps the predictions above the best threshold that lie within 250 kpc.
     np.testing.assert_allclose(np.sort(result.histogram_distances.to_value(u.kpc)), [30, 50], rtol=1e-9)
     assert result.truths["recovered"].tolist() == [True, True, False, False]
     assert result.truths["matched_score"][0] == pytest.approx(0.92)
@@ -269,7 +288,7 @@ def test_evaluate_detections_per_object_results_at_the_best_threshold(offset_by_
 
 def test_evaluate_detections_without_predictions(offset_by_kpc):
     predictions, truths = _toy_set(offset_by_kpc)
-    result = evaluate_detections(predictions[:0], truths)
+    result = evaluate_detections(predictions[:0], truths, **PAPER)
     assert result.table["tp"].tolist() == [0] * 11 and result.table["fn"].tolist() == [4] * 11
     assert np.isnan(result.centring_error) and len(result.histogram_distances) == 0
 
@@ -277,17 +296,32 @@ def test_evaluate_detections_without_predictions(offset_by_kpc):
 def test_evaluate_detections_names_missing_columns(offset_by_kpc):
     predictions, truths = _toy_set(offset_by_kpc)
     with pytest.raises(ValueError, match=r"truths table lacks column\(s\) \['z'\]"):
-        evaluate_detections(predictions, truths[["image_id", "id", "ra", "dec"]])
+        evaluate_detections(predictions, truths[["image_id", "id", "ra", "dec"]], **PAPER)
+    predictions["score"][3] = np.nan
+    with pytest.raises(ValueError, match=r"1 prediction score\(s\) are not finite, e\.g\. nan in image 2"):
+        evaluate_detections(predictions, truths, **PAPER)
+    predictions["score"][3] = 0.66
     truths["z"][1] = np.nan
     with pytest.raises(ValueError, match="image 2: redshifts must be finite"):
-        evaluate_detections(predictions, truths)
+        evaluate_detections(predictions, truths, **PAPER)
+
+
+def test_integer_and_string_image_ids_are_refused_not_left_unmatched(offset_by_kpc):
+    predictions, truths = _toy_set(offset_by_kpc)
+    predictions["image_id"] = predictions["image_id"].astype(str)
+    with pytest.raises(ValueError, match=r"predictions has '1' \(string\), truths has 1 \(number\)"):
+        evaluate_detections(predictions, truths, **PAPER)
+    # Numbers of any integer dtype are one kind: int32 ids in one table match int64 ids in the other.
+    predictions["image_id"] = predictions["image_id"].astype(np.int32)
+    assert evaluate_detections(predictions, truths, **PAPER).table["tp"][0] == 2
 
 
 def test_other_cosmology_changes_the_match(offset_by_kpc):
     predictions, truths = _toy_set(offset_by_kpc)
     # With a third of the Hubble constant the same angles are three times as many kpc: 30 -> 90 kpc (still a
     # match), 50 -> 150 kpc (no longer one).
-    result = evaluate_detections(predictions, truths, thresholds=[0.5], cosmology=FlatLambdaCDM(H0=71 / 3, Om0=0.27))
+    result = evaluate_detections(predictions, truths, **{**PAPER, "thresholds": [0.5]},
+                                 cosmology=FlatLambdaCDM(H0=71 / 3, Om0=0.27))
     assert result.truths["recovered"].tolist() == [True, False, False, False]
     assert result.truths["match_distance"][0] == pytest.approx(90, rel=1e-9)
 

@@ -11,7 +11,7 @@ import deepcee_d2  # noqa: F401  (registers the parts)
 from deepcee_d2.compat import compiled_ops_available
 from deepcee_d2.config import load_config
 from deepcee_d2.engine import Trainer, add_global_norm_clipping
-from deepcee_d2.modeling.inception_v2 import InceptionV2, pad_same, tf_same_padding
+from deepcee_d2.modeling.inception_v2 import pad_same, tf_same_padding
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, build_model
 from detectron2.modeling.proposal_generator import build_proposal_generator
@@ -122,7 +122,8 @@ def test_tf_same_padding_semantics():
     padded = pad_same(x, 3, 2, value=-1.0)
     assert padded.shape[-2:] == (5, 5) and padded[0, 0, -1, :].eq(-1).all() and padded[0, 0, 0, 0] == 0
     # Average pools exclude the padding: a constant image stays constant up to its edges.
-    net = InceptionV2(depth_multiplier=0.25, out_features=["Mixed_3b"])
+    net = build_backbone(cfg_for("MODEL.INCEPTION_V2.DEPTH_MULTIPLIER", "0.25",
+                                 "MODEL.INCEPTION_V2.OUT_FEATURES", "['Mixed_3b']"))
     pool = net.Mixed_3b.Branch_3.AvgPool_0a_3x3
     assert torch.allclose(pool(torch.ones(1, 2, 5, 7)), torch.ones(1, 2, 5, 7))
     # Stride-2 max pools pad with -inf, so negative inputs are not clipped to the padding value.

@@ -320,18 +320,18 @@ def sky_coords(table):
 
 # ---- The paper's selection: boolean masks over a schema table ----
 
-def redshift_mask(table, z_min=0.1, z_max=0.2):
+def redshift_mask(table, z_min, z_max):
     """Rows with ``z_min < z < z_max`` (NaN redshifts fail)."""
     z = np.asarray(table["z"], dtype=float)
     return (z > z_min) & (z < z_max)
 
 
-def members_mask(table, min_members=20):
+def members_mask(table, min_members):
     """Rows with at least ``min_members`` members within r200 (NaN fails)."""
     return np.asarray(table["n_members"], dtype=float) >= min_members
 
 
-def dec_mask(table, dec_min=0.0 * u.deg):
+def dec_mask(table, dec_min):
     """Rows north of ``dec_min``."""
     return table["dec"].quantity > dec_min
 
@@ -414,14 +414,28 @@ def sky_match_mask(table, reference, max_separation=500 * u.kpc, cosmology=DEFAU
     return nearest >= 0, nearest, separation
 
 
-def paper_selection(whl, abell, z_min=0.1, z_max=0.2, min_members=20, dec_min=0.0 * u.deg,
-                    max_separation=500 * u.kpc, cosmology=DEFAULT_COSMOLOGY):
-    """The paper's training clusters: WHL12 clusters with an Abell counterpart, 0.1 < z < 0.2, N200 >= 20, Dec > 0.
+def paper_selection(whl, abell, *, z_range, min_members, dec_min, max_separation, cosmology):
+    """The paper's training clusters: WHL12 clusters with an Abell counterpart, in a redshift range, with a
+    least number of members and north of a declination (the paper: 0.1 < z < 0.2, N200 >= 20, Dec > 0; the
+    values are ``cfg.DEEPCEE.DATA.PAPER_SELECTION``, which tools/prepare_dataset.py passes in).
 
     The cuts on redshift, members and declination use WHL12's values; the Abell match is the nearest Abell
-    centre within ``max_separation`` (500 proper kpc at the WHL12 redshift by default: Abell centres are
-    eyeball centres of the galaxy concentration, often arcminutes from the BCG). Chan & Stott (2019) list
-    497 clusters.
+    centre within ``max_separation`` (a proper length at the WHL12 redshift: Abell centres are eyeball
+    centres of the galaxy concentration, often arcminutes from the BCG). Chan & Stott (2019) list 497 clusters.
+
+    Parameters
+    ----------
+    whl, abell : `~astropy.table.Table`
+        Schema tables of WHL12 and Abell clusters.
+    z_range : (float, float)
+        ``z_min < z < z_max``.
+    min_members : float
+        ``n_members >= min_members``.
+    dec_min : `~astropy.units.Quantity` [angle]
+        ``dec > dec_min``.
+    max_separation : `~astropy.units.Quantity` [length or angle]
+        Largest distance to the Abell centre (see `sky_match_mask`).
+    cosmology : `~astropy.cosmology.FLRW`
 
     Returns
     -------
@@ -429,13 +443,12 @@ def paper_selection(whl, abell, z_min=0.1, z_max=0.2, min_members=20, dec_min=0.
         The selected WHL12 rows, with ``abell_id`` and ``abell_separation`` (arcsec) added.
     """
     matched, nearest, separation = sky_match_mask(whl, abell, max_separation, cosmology)
-    keep = (redshift_mask(whl, z_min, z_max) & members_mask(whl, min_members) & dec_mask(whl, dec_min)
-            & matched)
+    keep = (redshift_mask(whl, *z_range) & members_mask(whl, min_members) & dec_mask(whl, dec_min) & matched)
     selected = whl[keep]
     selected["abell_id"] = np.asarray(abell["id"])[nearest[keep]]
     selected["abell_separation"] = separation[keep].to(u.arcsec)
     selected.meta["selection"] = (
-        f"{z_min} < z < {z_max}, n_members >= {min_members}, dec > {dec_min}, "
+        f"{z_range[0]} < z < {z_range[1]}, n_members >= {min_members}, dec > {dec_min}, "
         f"Abell within {max_separation}"
     )
     return selected

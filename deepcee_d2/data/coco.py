@@ -5,7 +5,7 @@ cluster by ``(dx, dy)`` drawn uniformly in ``[-max_offset, max_offset]`` along t
 and y (north-south) axes, from a generator seeded by ``seed``; each cutout becomes the network's colour
 image through `deepcee_d2.data.colour.make_network_image`. Every catalogued cluster whose centre (the BCG,
 where the catalogue has one) falls inside an image is annotated, with a square box of side
-``box_size`` (proper length at the cluster's redshift, 2 x 250 kpc by default) centred on its pixel in the
+``box_size`` (proper length at the cluster's redshift, ``DEEPCEE.DATA.BOX_SIZE_KPC``) centred on its pixel in the
 network image's WCS and clipped to the image.
 
 Layout of a data set folder (``out_dir``)::
@@ -23,7 +23,7 @@ Image extras: ``wcs`` (FITS header of the network image's WCS), ``ra``/``dec`` (
 ``cluster_id``, ``ra``/``dec`` (the box centre on the sky, deg), ``z``, ``richness``, ``n_members``,
 ``bcg_rmag``; NaN is written as null.
 
-Splits: ``"by-cluster"`` (default; clusters that share an image are kept together so that no cluster is
+Splits: ``"by-cluster"`` (the config's default; clusters that share an image are kept together so that no cluster is
 annotated in both sets), ``"random"`` (the paper: images drawn at random), or ``"train"`` / ``"test"``
 (all images in one set, e.g. the redMaPPer test field).
 """
@@ -32,7 +32,7 @@ import json
 import logging
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import astropy.units as u
@@ -64,6 +64,8 @@ IMAGE_EXTRAS = ("wcs", "ra", "dec", "pixel_scale", "target_id", "offset_arcsec")
 class DatasetSettings:
     """Everything that decides the images and boxes of a data set (recorded in its COCO ``info``).
 
+    `from_cfg` builds it from ``cfg.DEEPCEE.COLOUR`` and ``cfg.DEEPCEE.DATA``, where the defaults (and why) live.
+
     Parameters
     ----------
     cutout_size : int
@@ -88,16 +90,16 @@ class DatasetSettings:
         Stretch and limits of the colour image.
     """
 
-    cutout_size: int = 2000
-    network_size: int = 1000
-    pixel_scale: u.Quantity = 0.396 * u.arcsec
-    n_offsets: int = 4
-    max_offset: u.Quantity = 270 * u.arcsec
-    box_size: u.Quantity = 500 * u.kpc
-    split: str = "by-cluster"
-    test_fraction: float = 0.1
-    seed: int = 0
-    colour: ColourSettings = field(default_factory=ColourSettings)
+    cutout_size: int
+    network_size: int
+    pixel_scale: u.Quantity
+    n_offsets: int
+    max_offset: u.Quantity
+    box_size: u.Quantity
+    split: str
+    test_fraction: float
+    seed: int
+    colour: ColourSettings
 
     def __post_init__(self):
         binning_factor((self.cutout_size, self.cutout_size), self.network_size, "dataset settings")
@@ -125,12 +127,16 @@ class DatasetSettings:
         }
 
     @classmethod
-    def from_cfg(cls, cfg, **settings):
+    def from_cfg(cls, cfg, **overrides):
         """Sizes, pixel scale and colour from ``cfg.DEEPCEE.COLOUR`` (so a data set and the model trained on it
-        agree); ``settings`` gives the other fields (``n_offsets``, ``max_offset``, ``split``, ...)."""
-        colour = cfg.DEEPCEE.COLOUR
-        return cls(cutout_size=colour.CUTOUT_SIZE, network_size=colour.NETWORK_SIZE,
-                   pixel_scale=colour.PIXEL_SCALE * u.arcsec, colour=ColourSettings.from_cfg(cfg), **settings)
+        agree), the rest from ``cfg.DEEPCEE.DATA``; ``overrides`` replace fields by name (e.g. ``seed=3``)."""
+        colour, data = cfg.DEEPCEE.COLOUR, cfg.DEEPCEE.DATA
+        settings = {"cutout_size": colour.CUTOUT_SIZE, "network_size": colour.NETWORK_SIZE,
+                    "pixel_scale": colour.PIXEL_SCALE * u.arcsec, "n_offsets": data.N_OFFSETS,
+                    "max_offset": data.MAX_OFFSET_ARCSEC * u.arcsec, "box_size": data.BOX_SIZE_KPC * u.kpc,
+                    "split": data.SPLIT, "test_fraction": data.TEST_FRACTION, "seed": data.SEED,
+                    "colour": ColourSettings.from_cfg(cfg)}
+        return cls(**{**settings, **overrides})
 
     @classmethod
     def from_dict(cls, values):
@@ -282,7 +288,7 @@ def _write_png(rgb, path):
         Image.fromarray(rgb).save(temporary, format="PNG", compress_level=3)
 
 
-def build_dataset(clusters, source, out_dir, settings=DatasetSettings(), annotate_with=None,
+def build_dataset(clusters, source, out_dir, settings, annotate_with=None,
                   cosmology=DEFAULT_COSMOLOGY, cache_dir=None, skip_failures=False, progress=True):
     """Make the images and COCO files of a data set; resumable (finished PNGs are not remade).
 

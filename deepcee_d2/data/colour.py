@@ -53,6 +53,8 @@ STRETCH_NAMES = (*_STRETCHES, _LUPTON)
 class ColourSettings:
     """How flux images become the network's 8-bit colour image; recorded with every data set.
 
+    `from_cfg` builds it from ``cfg.DEEPCEE.COLOUR``, where the defaults (and why) live.
+
     Parameters
     ----------
     bands : tuple of str
@@ -68,11 +70,11 @@ class ColourSettings:
         Lupton's softening ``Q``; used only by ``"lupton"``.
     """
 
-    bands: tuple = ("i", "r", "g")
-    stretch: str = "sqrt"
-    lower: float = 0.0
-    upper: float = 10.0
-    lupton_q: float = 8.0
+    bands: tuple
+    stretch: str
+    lower: float
+    upper: float
+    lupton_q: float
 
     def __post_init__(self):
         object.__setattr__(self, "bands", tuple(self.bands))
@@ -123,7 +125,7 @@ def check_band_images(images_by_band, bands, source="image"):
     return images
 
 
-def make_colour_image(images_by_band, settings=ColourSettings(), source="image"):
+def make_colour_image(images_by_band, settings, source="image"):
     """Stretch three flux images into one 8-bit RGB image, row for row (no resampling, no flip).
 
     Parameters
@@ -259,7 +261,7 @@ def network_wcs(wcs, shape, network_size, source="image"):
     return flip_wcs(bin_wcs(wcs, factor, source), binned_shape, "y", source)
 
 
-def make_network_image(images_by_band, wcs, network_size, settings=ColourSettings(), source="image"):
+def make_network_image(images_by_band, wcs, network_size, settings, source="image"):
     """Flux images of g, r, i on one grid + their WCS -> the network's RGB image and its WCS.
 
     Parameters

@@ -1,17 +1,15 @@
-"""The Deep-CEE trainer: detectron2's DefaultTrainer with Deep-CEE's evaluator, data mapper (the WCS
-follows each augmented image; test records keep their truth) and TF-style global gradient clipping. Only
-classmethods are overridden."""
+"""The Deep-CEE trainer: detectron2's DefaultTrainer with Deep-CEE's evaluator and TF-style global gradient
+clipping. Only classmethods are overridden; detectron2's DatasetMapper reads the images (with INPUT.RANDOM_FLIP
+in training) and the evaluator takes the truth and WCS of each image from the DatasetCatalog records."""
 import copy
 import os
 
 import torch
 
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.solver import build_optimizer
 
 from ..compat import check_compiled_ops
-from ..data.mapper import DeepCEEDatasetMapper
 from ..evaluation import DeepCEEEvaluator
 
 GLOBAL_NORM_CLIP_TYPE = "full_model"
@@ -53,14 +51,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        """The 100 kpc evaluator; its report goes to ``OUTPUT_DIR/inference/<dataset_name>``."""
+        """The 100 kpc evaluator (options from ``cfg.DEEPCEE.EVAL``); its report goes to
+        ``OUTPUT_DIR/inference/<dataset_name>``."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return DeepCEEEvaluator(dataset_name, cfg, output_dir=output_folder)
-
-    @classmethod
-    def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=DeepCEEDatasetMapper(cfg, is_train=True))
-
-    @classmethod
-    def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=DeepCEEDatasetMapper(cfg, is_train=False))
+        return DeepCEEEvaluator(cfg, dataset_name, output_dir=output_folder)

@@ -16,8 +16,6 @@ from astropy.table import Table
 from ..cosmology import DEFAULT_COSMOLOGY
 from ..sky import sky_pairs
 
-DEFAULT_CROSSMATCH_RADIUS = 250 * u.kpc
-DEFAULT_Z_RANGE = (0.05, 0.4)
 KNOWN, NEW_CANDIDATE = "known", "new candidate"
 _REQUIRED = ("ra", "dec", "z")
 
@@ -103,8 +101,7 @@ def _named_catalogs(catalogs):
     return [read_catalog(source) for source in catalogs]
 
 
-def crossmatch_false_positives(false_positives, catalogs, radius=DEFAULT_CROSSMATCH_RADIUS,
-                               z_range=DEFAULT_Z_RANGE, cosmology=DEFAULT_COSMOLOGY):
+def crossmatch_false_positives(false_positives, catalogs, *, radius, z_range, cosmology=DEFAULT_COSMOLOGY):
     """Flag each false positive as a known catalogued cluster or a new candidate.
 
     Parameters
@@ -114,9 +111,10 @@ def crossmatch_false_positives(false_positives, catalogs, radius=DEFAULT_CROSSMA
     catalogs : path, Table, list of them, or dict of name -> path or Table
         The catalogues (see `read_catalog`).
     radius : `~astropy.units.Quantity` [length]
-        Proper distance at the catalogued cluster's redshift (default 250 kpc).
+        Proper distance at the catalogued cluster's redshift (``DEEPCEE.EVAL.CROSSMATCH_RADIUS_KPC``: 250 kpc).
     z_range : (float, float)
-        Only catalogued clusters with ``z_range[0] < z < z_range[1]`` count (default 0.05 < z < 0.4).
+        Only catalogued clusters with ``z_range[0] < z < z_range[1]`` count (``DEEPCEE.EVAL.CROSSMATCH_Z_RANGE``:
+        0.05 < z < 0.4).
     cosmology : `~astropy.cosmology.FLRW`
 
     Returns

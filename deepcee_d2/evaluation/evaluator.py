@@ -3,7 +3,9 @@
 A thin wrapper: ``process`` turns each image's predicted box centres into sky positions through the image's
 WCS; ``evaluate`` gathers them from every process, matches them to the data set's annotated clusters with
 `deepcee_d2.evaluation.matching.evaluate_detections`, cross-matches the false positives when catalogues are
-configured, writes the report (`deepcee_d2.evaluation.report.write_report`) and returns the headline numbers.
+configured, writes the report (`deepcee_d2.evaluation.report.write_report`) and returns the headline numbers
+and the whole threshold table. Its options come from ``cfg.DEEPCEE.EVAL`` through detectron2's
+``@configurable``: ``DeepCEEEvaluator(cfg, dataset_name, output_dir=...)``, or every option given explicitly.
 """
 import itertools
 import logging
@@ -11,16 +13,15 @@ import logging
 import astropy.units as u
 import numpy as np
 from astropy.table import Table
+from detectron2.config import configurable
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
-from ..cosmology import DEFAULT_COSMOLOGY, cosmology_from_cfg
+from ..cosmology import cosmology_from_cfg
 from ..sky import box_centres, box_xy_to_sky, celestial_wcs
-from .crossmatch import DEFAULT_CROSSMATCH_RADIUS, DEFAULT_Z_RANGE, crossmatch_false_positives
-from .matching import (
-    DEFAULT_HISTOGRAM_RADIUS, DEFAULT_MATCH_RADIUS, DEFAULT_THRESHOLDS, FALSE_POSITIVE, evaluate_detections,
-)
+from .crossmatch import crossmatch_false_positives
+from .matching import FALSE_POSITIVE, evaluate_detections
 from .report import flat_metrics, markdown_table, summarise, write_report
 
 logger = logging.getLogger(__name__)
@@ -57,58 +58,45 @@ def _truth_table(dataset_name, records):
 class DeepCEEEvaluator(DatasetEvaluator):
     """Evaluate cluster detections by the proper distance of their centres from the true centres.
 
+    Built from a config, ``DeepCEEEvaluator(cfg, dataset_name, output_dir=None, distributed=True)`` (see
+    `from_config`; a keyword argument given as well overrides the config's value), or with every option below.
+
     Parameters
     ----------
     dataset_name : str
         A registered data set whose records carry the image extra ``wcs`` (FITS header of the network image's
         celestial WCS) and the annotation extras ``cluster_id``, ``ra``, ``dec``, ``z`` (and ``richness``,
         ``n_members``, ``bcg_rmag`` for the KS tests and completeness).
-    cfg : CfgNode, optional
-        Supplies the options below from ``cfg.DEEPCEE.EVAL`` and the cosmology from ``cfg.DEEPCEE.COSMOLOGY``;
-        keyword arguments given explicitly win.
     output_dir : str or Path, optional
         Where the report is written (see `deepcee_d2.evaluation.report`); nothing is written when None.
     distributed : bool
         Gather the predictions of every process and evaluate on rank 0 (others return ``{}``).
     match_radius : `~astropy.units.Quantity` [length]
-        Default 100 kpc (``MATCH_RADIUS_KPC``).
+        ``MATCH_RADIUS_KPC``.
     thresholds : sequence of float
-        Score thresholds, fractions; default 0, 0.1, ..., 1 (``SCORE_THRESHOLDS``).
+        Score thresholds, fractions (``SCORE_THRESHOLDS``).
     histogram_radius : `~astropy.units.Quantity` [length]
-        Default 250 kpc (``HISTOGRAM_RADIUS_KPC``).
+        ``HISTOGRAM_RADIUS_KPC``.
     ks_alpha : float
-        Default 0.05 (``KS_ALPHA``).
+        ``KS_ALPHA``.
     cosmology : `~astropy.cosmology.FLRW`
-        Default: from ``cfg``, else `~deepcee_d2.cosmology.DEFAULT_COSMOLOGY`.
-    crossmatch_catalogs : list or dict, optional
-        Catalogues for the false positives (see `~deepcee_d2.evaluation.crossmatch.read_catalog`); default
-        ``CROSSMATCH_CATALOGS``; none means no cross-match.
+        ``cfg.DEEPCEE.COSMOLOGY``.
+    crossmatch_catalogs : list or dict
+        Catalogues for the false positives (see `~deepcee_d2.evaluation.crossmatch.read_catalog`)
+        (``CROSSMATCH_CATALOGS``); empty means no cross-match.
     crossmatch_radius : `~astropy.units.Quantity` [length]
-        Default 250 kpc (``CROSSMATCH_RADIUS_KPC``).
+        ``CROSSMATCH_RADIUS_KPC``.
     crossmatch_z_range : (float, float)
-        Default (0.05, 0.4) (``CROSSMATCH_Z_RANGE``).
+        ``CROSSMATCH_Z_RANGE``.
     """
 
-    def __init__(self, dataset_name, cfg=None, output_dir=None, distributed=True, *, match_radius=None,
-                 thresholds=None, histogram_radius=None, ks_alpha=None, cosmology=None, crossmatch_catalogs=None,
-                 crossmatch_radius=None, crossmatch_z_range=None):
-        settings = {"match_radius": DEFAULT_MATCH_RADIUS, "thresholds": DEFAULT_THRESHOLDS,
-                    "histogram_radius": DEFAULT_HISTOGRAM_RADIUS, "ks_alpha": 0.05,
-                    "cosmology": DEFAULT_COSMOLOGY, "crossmatch_catalogs": (),
-                    "crossmatch_radius": DEFAULT_CROSSMATCH_RADIUS, "crossmatch_z_range": DEFAULT_Z_RANGE}
-        if cfg is not None:
-            options = cfg.DEEPCEE.EVAL
-            settings.update({
-                "match_radius": options.MATCH_RADIUS_KPC * u.kpc, "thresholds": tuple(options.SCORE_THRESHOLDS),
-                "histogram_radius": options.HISTOGRAM_RADIUS_KPC * u.kpc, "ks_alpha": options.KS_ALPHA,
-                "cosmology": cosmology_from_cfg(cfg), "crossmatch_catalogs": list(options.CROSSMATCH_CATALOGS),
-                "crossmatch_radius": options.CROSSMATCH_RADIUS_KPC * u.kpc,
-                "crossmatch_z_range": tuple(options.CROSSMATCH_Z_RANGE)})
-        explicit = {"match_radius": match_radius, "thresholds": thresholds, "histogram_radius": histogram_radius,
-                    "ks_alpha": ks_alpha, "cosmology": cosmology, "crossmatch_catalogs": crossmatch_catalogs,
-                    "crossmatch_radius": crossmatch_radius, "crossmatch_z_range": crossmatch_z_range}
-        settings.update({key: value for key, value in explicit.items() if value is not None})
-        self._settings = settings
+    @configurable
+    def __init__(self, dataset_name, output_dir=None, distributed=True, *, match_radius, thresholds,
+                 histogram_radius, ks_alpha, cosmology, crossmatch_catalogs, crossmatch_radius, crossmatch_z_range):
+        self._settings = {"match_radius": match_radius, "thresholds": tuple(thresholds),
+                          "histogram_radius": histogram_radius, "ks_alpha": ks_alpha, "cosmology": cosmology,
+                          "crossmatch_catalogs": crossmatch_catalogs, "crossmatch_radius": crossmatch_radius,
+                          "crossmatch_z_range": tuple(crossmatch_z_range)}
         self._dataset_name = dataset_name
         self._output_dir = output_dir
         self._distributed = distributed
@@ -120,6 +108,17 @@ class DeepCEEEvaluator(DatasetEvaluator):
         self._truths = _truth_table(dataset_name, records)
         self._wcs = {}
         self.reset()
+
+    @classmethod
+    def from_config(cls, cfg, dataset_name, output_dir=None, distributed=True):
+        """The options of ``cfg.DEEPCEE.EVAL`` and the cosmology of ``cfg.DEEPCEE.COSMOLOGY``."""
+        options = cfg.DEEPCEE.EVAL
+        return {"dataset_name": dataset_name, "output_dir": output_dir, "distributed": distributed,
+                "match_radius": options.MATCH_RADIUS_KPC * u.kpc, "thresholds": tuple(options.SCORE_THRESHOLDS),
+                "histogram_radius": options.HISTOGRAM_RADIUS_KPC * u.kpc, "ks_alpha": options.KS_ALPHA,
+                "cosmology": cosmology_from_cfg(cfg), "crossmatch_catalogs": list(options.CROSSMATCH_CATALOGS),
+                "crossmatch_radius": options.CROSSMATCH_RADIUS_KPC * u.kpc,
+                "crossmatch_z_range": tuple(options.CROSSMATCH_Z_RANGE)}
 
     def reset(self):
         self._predictions = []
@@ -137,7 +136,8 @@ class DeepCEEEvaluator(DatasetEvaluator):
         """Store each image's predicted centres (sky positions through its WCS) and scores.
 
         ``outputs[i]["instances"]`` must be in the record's pixel frame: detectron2's models rescale boxes to
-        the input's ``height`` and ``width``, which the data set's records give.
+        the input's ``height`` and ``width``, which the data set's records give. A NaN or infinite score or box
+        (a diverged model) is refused here, naming the image.
         """
         for input_, output in zip(inputs, outputs):
             image_id = input_["image_id"]
@@ -150,13 +150,21 @@ class DeepCEEEvaluator(DatasetEvaluator):
                     f"{self._dataset_name} image {image_id!r}: predictions are for a {instances.image_size} image "
                     f"but the record (and its WCS) is {(record['height'], record['width'])}; give the model the "
                     f"record's height and width so it rescales its boxes")
-            x, y = box_centres(instances.pred_boxes.tensor.numpy())
+            boxes, scores = instances.pred_boxes.tensor.numpy(), instances.scores.numpy().astype(float)
+            bad = ~(np.isfinite(scores) & np.isfinite(boxes).all(axis=1))
+            if bad.any():
+                raise ValueError(f"{self._dataset_name} image {image_id!r} ({record.get('file_name', '?')}): "
+                                 f"{bad.sum()} of {len(scores)} predictions have a NaN or infinite score or box "
+                                 f"(e.g. score {scores[bad][0]}); has the model diverged?")
+            x, y = box_centres(boxes)
             coords = box_xy_to_sky(self._image_wcs(image_id), x, y)
             self._predictions.append({"image_id": image_id, "x": x, "y": y, "ra": coords.ra.deg,
-                                      "dec": coords.dec.deg, "score": instances.scores.numpy().astype(float)})
+                                      "dec": coords.dec.deg, "score": scores})
 
     def evaluate(self):
-        """Match, tabulate, cross-match and write the report; return ``{"deepcee": {metric: float}}``."""
+        """Match, tabulate, cross-match and write the report; return ``{"deepcee": {metric: float}}``: the
+        best row, centring error and KS tests, and the whole table as ``"<column>-<threshold %>"`` keys
+        (`deepcee_d2.evaluation.report.flat_metrics`)."""
         if self._distributed:
             comm.synchronize()
             per_image = list(itertools.chain(*comm.gather(self._predictions, dst=0)))
@@ -180,15 +188,17 @@ class DeepCEEEvaluator(DatasetEvaluator):
         predictions = Table({"image_id": image_ids, **columns})
         predictions["ra"].unit = predictions["dec"].unit = u.deg
         evaluated = np.isin(np.asarray(self._truths["image_id"]), [entry["image_id"] for entry in per_image])
-        evaluation = evaluate_detections(predictions, self._truths[evaluated], settings["thresholds"],
-                                         settings["match_radius"], settings["histogram_radius"],
-                                         settings["cosmology"])
+        evaluation = evaluate_detections(predictions, self._truths[evaluated], thresholds=settings["thresholds"],
+                                         match_radius=settings["match_radius"],
+                                         histogram_radius=settings["histogram_radius"],
+                                         cosmology=settings["cosmology"])
         crossmatch = None
         if settings["crossmatch_catalogs"]:
             false_positives = evaluation.predictions[evaluation.predictions["status"] == FALSE_POSITIVE]
             crossmatch = crossmatch_false_positives(false_positives, settings["crossmatch_catalogs"],
-                                                    settings["crossmatch_radius"], settings["crossmatch_z_range"],
-                                                    settings["cosmology"])
+                                                    radius=settings["crossmatch_radius"],
+                                                    z_range=settings["crossmatch_z_range"],
+                                                    cosmology=settings["cosmology"])
         metadata = {"dataset": self._dataset_name, "n_images": len(per_image)}
         if self._output_dir:
             summary = write_report(evaluation, self._output_dir, settings["ks_alpha"], crossmatch, metadata)

@@ -7,8 +7,10 @@ redshifts (no detectron2), so the same code serves the evaluator, the survey mer
 cross-match.
 
 `deepcee_d2.sky.sky_pairs` is the one matching primitive: all pairs within an angular radius, or within a
-proper length at the redshifts of one side. On it stand the greedy per-image matching at a score threshold
-(``greedy_match``, ``match_image``), the precision / recall / F1 table over thresholds and the centring error.
+proper length at the redshifts of one side. On it stand the maximum one-to-one matching per image at a score
+threshold (``one_to_one_match``, ``match_image``), the precision / recall / F1 table over thresholds and the
+centring error. The radii, thresholds and cosmology are arguments; their defaults live in
+``deepcee_d2.config`` (``DEEPCEE.EVAL``, ``DEEPCEE.COSMOLOGY``).
 """
 from dataclasses import dataclass
 
@@ -16,27 +18,24 @@ import astropy.units as u
 import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
+from scipy.optimize import linear_sum_assignment
 
 from ..cosmology import DEFAULT_COSMOLOGY
-from ..sky import as_coords_array as _as_array_coords, sky_pairs, within as _within
+from ..sky import as_coords_array, sky_pairs, within
 
-# The paper's matching radius, the radius of its centring histogram and its confidence thresholds.
-DEFAULT_MATCH_RADIUS = 100 * u.kpc
-DEFAULT_HISTOGRAM_RADIUS = 250 * u.kpc
-DEFAULT_THRESHOLDS = tuple(i / 10 for i in range(11))
 
 # Prediction status at a threshold, in the per-prediction table of ``evaluate_detections``.
 TRUE_POSITIVE, FALSE_POSITIVE, BELOW_THRESHOLD = "TP", "FP", "below threshold"
 
 
 def passes_threshold(scores, threshold):
-    """``scores >= threshold``, compared in single precision.
+    """``scores > threshold`` (the paper counts a detection "greater than" the threshold), in single precision.
 
-    detectron2's scores are float32: a score of 0.7 is 0.699999988 and would fail ``>= 0.7`` in double
-    precision. Comparing both sides as float32 makes a score printed as 0.7 count at the 70 % threshold, and
-    a score of exactly 1.0 count at 100 %.
+    detectron2's scores are float32: comparing both sides as float32 judges a score by the value the model
+    gave, so a score of exactly 1.0 (a saturated float32 sigmoid) does not count at the 100 % threshold, and
+    a score printed as 0.7 does not count at 70 %.
     """
-    return np.asarray(scores, dtype=np.float32) >= np.float32(threshold)
+    return np.asarray(scores, dtype=np.float32) > np.float32(threshold)
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class ImageMatch:
     distance : `~astropy.units.Quantity`
         For each prediction, its distance to the matched true cluster (NaN when unmatched).
     selected : ndarray of bool
-        For each prediction, whether its score is at or above the threshold.
+        For each prediction, whether its score is above the threshold.
     n_true : int
         Number of true clusters in the image.
     """
@@ -67,7 +66,7 @@ class ImageMatch:
 
     @property
     def fp(self):
-        """False positives: every other prediction at or above the threshold (duplicates too)."""
+        """False positives: every other prediction above the threshold (duplicates too)."""
         return int(np.count_nonzero(self.selected)) - self.tp
 
     @property
@@ -83,14 +82,18 @@ class ImageMatch:
         return recovered
 
 
-def greedy_match(pairs, scores, n_true, threshold, radius=DEFAULT_MATCH_RADIUS):
-    """Match one image's predictions to its true clusters at a score threshold.
+def one_to_one_match(pairs, scores, n_true, threshold, radius):
+    """Match one image's predictions to its true clusters at a score threshold, one to one.
 
-    The predictions with ``score >= threshold`` (see `passes_threshold`) are taken in descending score
-    (ties in input order). Each takes the closest true cluster within ``radius`` that no higher-scoring
-    prediction has taken, if there is one: so each true cluster is matched at most once, a confident
-    prediction is never displaced by a less confident one, and duplicates around one cluster leave one true
-    positive and false positives. A pair exactly at ``radius`` matches (``<=``).
+    Of the predictions with ``score > threshold`` (see `passes_threshold`) and the true clusters, pairs closer
+    than ``radius`` (inclusive) may match; each prediction and each true cluster matches at most once. The
+    matching has the most pairs possible (a maximum bipartite matching), so two clusters within twice the
+    radius of each other, each with a prediction near it, give two true positives even when one prediction
+    lies closer to the other's cluster. Among the matchings with the most pairs it is the one with the
+    smallest total distance (`scipy.optimize.linear_sum_assignment`). Why distance, not score: above the
+    threshold every prediction is a detection alike in the paper's counts, so scores should not decide which
+    of them is the true positive; the distance is what the match measures, and the centring error is then
+    that of the closest valid pairing. Every other selected prediction (a duplicate, say) is a false positive.
 
     Parameters
     ----------
@@ -109,36 +112,44 @@ def greedy_match(pairs, scores, n_true, threshold, radius=DEFAULT_MATCH_RADIUS):
     Returns
     -------
     ImageMatch
+
+    Raises
+    ------
+    ValueError
+        When a score is not finite.
     """
     scores = np.asarray(scores, dtype=float).reshape(-1)
     if not np.all(np.isfinite(scores)):
-        raise ValueError("prediction scores must be finite")
+        raise ValueError(f"prediction scores must be finite, got {scores[~np.isfinite(scores)][:5]}")
     selected = passes_threshold(scores, threshold)
     true_index = np.full(len(scores), -1, dtype=int)
     distance = np.full(len(scores), np.nan)
-    # Candidates of each prediction, nearest first (pairs come sorted by distance).
-    inside = _within(pairs.distance, radius)
-    candidates = {}
-    for a, b, d in zip(pairs.index_a[inside], pairs.index_b[inside], pairs.distance.value[inside]):
-        candidates.setdefault(a, []).append((b, d))
-    taken = np.zeros(n_true, dtype=bool)
-    for a in np.argsort(-scores, kind="stable"):
-        if not selected[a]:
-            continue
-        for b, d in candidates.get(a, ()):
-            if not taken[b]:
-                taken[b] = True
-                true_index[a] = b
-                distance[a] = d
-                break
+    allowed = within(pairs.distance, radius) & selected[pairs.index_a]
+    if allowed.any():
+        # Assignment over the predictions and clusters that have a candidate pair. An allowed pair costs its
+        # distance in units of the radius (at most ~1); a forbidden one costs more than any set of allowed
+        # pairs together, so the cheapest assignment first has the most allowed pairs, then the least distance.
+        radius = u.Quantity(radius).to_value(pairs.distance.unit)
+        pair_distance = pairs.distance.value[allowed]
+        rows, row_of_pair = np.unique(pairs.index_a[allowed], return_inverse=True)
+        columns, column_of_pair = np.unique(pairs.index_b[allowed], return_inverse=True)
+        forbidden = 2.0 * min(len(rows), len(columns)) + 1.0
+        cost = np.full((len(rows), len(columns)), forbidden)
+        cost[row_of_pair, column_of_pair] = pair_distance / radius if radius > 0 else 0.0
+        pair_at = np.full(cost.shape, -1)
+        pair_at[row_of_pair, column_of_pair] = np.arange(len(pair_distance))
+        matched_rows, matched_columns = linear_sum_assignment(cost)
+        matched = pair_at[matched_rows, matched_columns]
+        matched = matched[matched >= 0]
+        true_index[rows[row_of_pair[matched]]] = columns[column_of_pair[matched]]
+        distance[rows[row_of_pair[matched]]] = pair_distance[matched]
     return ImageMatch(true_index, distance * pairs.distance.unit, selected, int(n_true))
 
 
-def match_image(pred_coords, pred_scores, true_coords, true_redshift, threshold=0.0,
-                radius=DEFAULT_MATCH_RADIUS, cosmology=DEFAULT_COSMOLOGY):
+def match_image(pred_coords, pred_scores, true_coords, true_redshift, threshold, radius, cosmology=DEFAULT_COSMOLOGY):
     """Match one image's predicted centres to its true cluster centres at one score threshold.
 
-    ``sky_pairs`` (proper distance at each true cluster's redshift) followed by ``greedy_match``; see
+    ``sky_pairs`` (proper distance at each true cluster's redshift) followed by ``one_to_one_match``; see
     there for the rule.
 
     Parameters
@@ -154,16 +165,16 @@ def match_image(pred_coords, pred_scores, true_coords, true_redshift, threshold=
     threshold : float
         Score threshold (fraction).
     radius : `~astropy.units.Quantity` [length]
-        Matching radius, a proper length (default 100 kpc).
+        Matching radius, a proper length (``DEEPCEE.EVAL.MATCH_RADIUS_KPC``: 100 kpc).
     cosmology : `~astropy.cosmology.FLRW`
 
     Returns
     -------
     ImageMatch
     """
-    true_coords = _as_array_coords(true_coords, "true_coords")
+    true_coords = as_coords_array(true_coords, "true_coords")
     pairs = sky_pairs(pred_coords, true_coords, radius, redshift=true_redshift, cosmology=cosmology)
-    return greedy_match(pairs, pred_scores, len(true_coords), threshold, radius)
+    return one_to_one_match(pairs, pred_scores, len(true_coords), threshold, radius)
 
 
 def precision_recall_f1(tp, fp, fn):
@@ -279,8 +290,8 @@ class Evaluation:
 
     @property
     def histogram_distances(self):
-        """Distance to the nearest true centre of every prediction at or above the best threshold that lies
-        within the histogram radius of one (kpc)."""
+        """Distance to the nearest true centre of every prediction above the best threshold that lies within
+        the histogram radius of one (kpc)."""
         distance = u.Quantity(self.predictions["nearest_distance"], u.kpc)
         at_best = self.predictions["status"] != BELOW_THRESHOLD
         return distance[at_best & np.isfinite(distance)]
@@ -300,8 +311,27 @@ def _sky(table):
     return SkyCoord(u.Quantity(table["ra"], u.deg), u.Quantity(table["dec"], u.deg), frame="icrs")
 
 
-def evaluate_detections(predictions, truths, thresholds=DEFAULT_THRESHOLDS, match_radius=DEFAULT_MATCH_RADIUS,
-                        histogram_radius=DEFAULT_HISTOGRAM_RADIUS, cosmology=DEFAULT_COSMOLOGY):
+def _rows_by_image(predictions, truths):
+    """``{image_id: (prediction rows, truth rows)}``, refusing tables whose ids are of different kinds.
+
+    Ids compare as Python objects (so int64 and int, or two string dtypes, compare alike); an integer id and a
+    string id never name the same image, so a mix (e.g. ``3`` against ``"3"``) is refused rather than left
+    to match nothing.
+    """
+    rows_of, kinds = {}, {}
+    for side, (table, what) in enumerate(((predictions, "predictions"), (truths, "truths"))):
+        for row, image_id in enumerate(np.asarray(table["image_id"]).tolist()):
+            kinds.setdefault("string" if isinstance(image_id, str) else "number", (what, image_id))
+            rows_of.setdefault(image_id, ([], []))[side].append(row)
+    if len(kinds) > 1:
+        examples = ", ".join(f"{what} has {image_id!r} ({kind})" for kind, (what, image_id) in kinds.items())
+        raise ValueError(f"image_id must be all numbers or all strings in both tables, but {examples}; give "
+                         f"predictions and truths the same kind of image id")
+    return rows_of
+
+
+def evaluate_detections(predictions, truths, *, thresholds, match_radius, histogram_radius,
+                        cosmology=DEFAULT_COSMOLOGY):
     """Match predictions to true clusters image by image at every threshold; tabulate P / R / F1.
 
     Parameters
@@ -314,11 +344,12 @@ def evaluate_detections(predictions, truths, thresholds=DEFAULT_THRESHOLDS, matc
         other columns (``richness``, ``bcg_rmag``, ...) are carried through. Images with no cluster or no
         prediction simply have no rows in one of the tables.
     thresholds : sequence of float
-        Score thresholds (fractions); default 0, 0.1, ..., 1.
+        Score thresholds (fractions; ``DEEPCEE.EVAL.SCORE_THRESHOLDS``: 0, 0.1, ..., 1).
     match_radius : `~astropy.units.Quantity` [length]
-        Proper distance at the true cluster's redshift within which a prediction matches (default 100 kpc).
+        Proper distance at the true cluster's redshift within which a prediction matches
+        (``DEEPCEE.EVAL.MATCH_RADIUS_KPC``: 100 kpc).
     histogram_radius : `~astropy.units.Quantity` [length]
-        Radius of the centring histogram (default 250 kpc).
+        Radius of the centring histogram (``DEEPCEE.EVAL.HISTOGRAM_RADIUS_KPC``: 250 kpc).
     cosmology : `~astropy.cosmology.FLRW`
 
     Returns
@@ -328,8 +359,8 @@ def evaluate_detections(predictions, truths, thresholds=DEFAULT_THRESHOLDS, matc
     Raises
     ------
     ValueError
-        When a table lacks a required column, a score is not finite, or a true redshift is not finite and
-        positive.
+        When a table lacks a required column, a score is not finite (naming the image), a true redshift is not
+        finite and positive, or one table's image ids are numbers and the other's strings.
     """
     _require_columns(predictions, _PREDICTION_COLUMNS, "predictions")
     _require_columns(truths, _TRUTH_COLUMNS, "truths")
@@ -340,17 +371,15 @@ def evaluate_detections(predictions, truths, thresholds=DEFAULT_THRESHOLDS, matc
     histogram_radius = u.Quantity(histogram_radius, u.kpc)
     search_radius = max(match_radius, histogram_radius)
     scores = np.asarray(predictions["score"], dtype=float)
+    if not np.all(np.isfinite(scores)):
+        bad = np.flatnonzero(~np.isfinite(scores))
+        raise ValueError(f"{len(bad)} prediction score(s) are not finite, e.g. {scores[bad[0]]} in image "
+                         f"{np.asarray(predictions['image_id']).tolist()[bad[0]]!r}")
     pred_coords, true_coords = _sky(predictions), _sky(truths)
     true_z = np.asarray(truths["z"], dtype=float)
 
-    # Rows of each image in both tables, in one pass over each (ids as Python objects compare alike whatever
-    # dtype each table gave them).
-    rows_of = {}
-    for side, table in enumerate((predictions, truths)):
-        for row, image_id in enumerate(np.asarray(table["image_id"]).tolist()):
-            rows_of.setdefault(image_id, ([], []))[side].append(row)
     images = []  # (prediction rows, truth rows, pairs) per image that has either
-    for image_id, (pred_rows, true_rows) in rows_of.items():
+    for image_id, (pred_rows, true_rows) in _rows_by_image(predictions, truths).items():
         pred_rows, true_rows = np.asarray(pred_rows, dtype=int), np.asarray(true_rows, dtype=int)
         try:
             pairs = sky_pairs(pred_coords[pred_rows], true_coords[true_rows], search_radius,
@@ -362,7 +391,7 @@ def evaluate_detections(predictions, truths, thresholds=DEFAULT_THRESHOLDS, matc
     counts = np.zeros((len(thresholds), 3), dtype=int)
     for pred_rows, true_rows, pairs in images:
         for row, threshold in enumerate(thresholds):
-            match = greedy_match(pairs, scores[pred_rows], len(true_rows), threshold, match_radius)
+            match = one_to_one_match(pairs, scores[pred_rows], len(true_rows), threshold, match_radius)
             counts[row] += (match.tp, match.fp, match.fn)
     table = threshold_table(thresholds, *counts.T)
     best = best_threshold_index(table)
@@ -377,7 +406,7 @@ def evaluate_detections(predictions, truths, thresholds=DEFAULT_THRESHOLDS, matc
     matched_score = np.full(len(truths), np.nan)
     true_ids = np.asarray(truths["id"]).astype(str)
     for pred_rows, true_rows, pairs in images:
-        match = greedy_match(pairs, scores[pred_rows], len(true_rows), thresholds[best], match_radius)
+        match = one_to_one_match(pairs, scores[pred_rows], len(true_rows), thresholds[best], match_radius)
         status[pred_rows[match.selected]] = FALSE_POSITIVE
         hits = match.true_index >= 0
         status[pred_rows[hits]] = TRUE_POSITIVE
@@ -387,7 +416,7 @@ def evaluate_detections(predictions, truths, thresholds=DEFAULT_THRESHOLDS, matc
         true_distance[true_rows[match.true_index[hits]]] = match.distance[hits].to_value(u.kpc)
         matched_score[true_rows[match.true_index[hits]]] = scores[pred_rows[hits]]
         # Pairs come nearest first, so the first pair of each prediction is its nearest true cluster.
-        near = _within(pairs.distance, histogram_radius)
+        near = within(pairs.distance, histogram_radius)
         first_a, first = np.unique(pairs.index_a[near], return_index=True)
         nearest_id[pred_rows[first_a]] = true_ids[true_rows[pairs.index_b[near][first]]]
         nearest_distance[pred_rows[first_a]] = pairs.distance[near][first].to_value(u.kpc)

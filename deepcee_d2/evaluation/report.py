@@ -68,18 +68,7 @@ def _write_figure(figure, path):
 
 # ---- numbers ----
 
-def ks_critical_value(n, m, alpha=0.05):
-    """Critical two-sample KS statistic ``c(alpha) * sqrt((n + m) / (n m))``, ``c(alpha) = sqrt(-ln(alpha/2) / 2)``.
-
-    ``c(0.05) = 1.358``. The null hypothesis (one parent distribution) is rejected at level ``alpha`` when
-    the statistic exceeds this value (large-sample approximation).
-    """
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-    return math.sqrt(-math.log(alpha / 2) / 2) * math.sqrt((n + m) / (n * m))
-
-
-def ks_tests(truths, alpha=0.05, properties=tuple(KS_PROPERTIES)):
+def ks_tests(truths, alpha, properties=tuple(KS_PROPERTIES)):
     """Two-sample KS tests of each property between all true clusters and those recovered.
 
     Parameters
@@ -88,7 +77,8 @@ def ks_tests(truths, alpha=0.05, properties=tuple(KS_PROPERTIES)):
         ``Evaluation.truths``: the properties and ``recovered`` (at the best threshold). NaN values (a
         missing magnitude, say) are left out of that property's test.
     alpha : float
-        Significance level of the verdict.
+        Significance level of the verdict (``DEEPCEE.EVAL.KS_ALPHA``): one parent distribution is rejected
+        when the p-value of `scipy.stats.ks_2samp` (exact for small samples) is below it.
     properties : sequence of str
         Columns to test (default z, bcg_rmag, richness).
 
@@ -96,9 +86,10 @@ def ks_tests(truths, alpha=0.05, properties=tuple(KS_PROPERTIES)):
     -------
     `~astropy.table.Table`
         One row per property: ``property``, ``n_all``, ``n_recovered``, ``statistic`` (D), ``pvalue``,
-        ``critical_value`` (D at ``alpha``), ``alpha`` and ``verdict``; NaN statistics with a verdict saying
-        so when either sample is empty.
+        ``alpha`` and ``verdict``; NaN statistics with a verdict saying so when either sample is empty.
     """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
     rows = []
     recovered = np.asarray(truths["recovered"], dtype=bool)
     for name in properties:
@@ -108,19 +99,17 @@ def ks_tests(truths, alpha=0.05, properties=tuple(KS_PROPERTIES)):
         everything = values[np.isfinite(values)]
         found = values[np.isfinite(values) & recovered]
         if len(everything) == 0 or len(found) == 0:
-            rows.append((name, len(everything), len(found), np.nan, np.nan, np.nan, alpha,
+            rows.append((name, len(everything), len(found), np.nan, np.nan, alpha,
                          "not tested: no recovered cluster with this property"))
             continue
         result = ks_2samp(everything, found)
-        critical = ks_critical_value(len(everything), len(found), alpha)
-        verdict = (f"different: D > D_crit, one parent distribution rejected at alpha = {alpha:g}"
-                   if result.statistic > critical else
-                   f"consistent: D <= D_crit, one parent distribution not rejected at alpha = {alpha:g}")
-        rows.append((name, len(everything), len(found), float(result.statistic), float(result.pvalue), critical,
-                     alpha, verdict))
-    return Table(rows=rows, names=("property", "n_all", "n_recovered", "statistic", "pvalue", "critical_value",
-                                   "alpha", "verdict"),
-                 dtype=(str, int, int, float, float, float, float, str))
+        verdict = (f"different: p < {alpha:g}, one parent distribution rejected"
+                   if result.pvalue < alpha else
+                   f"consistent: p >= {alpha:g}, one parent distribution not rejected")
+        rows.append((name, len(everything), len(found), float(result.statistic), float(result.pvalue), alpha,
+                     verdict))
+    return Table(rows=rows, names=("property", "n_all", "n_recovered", "statistic", "pvalue", "alpha", "verdict"),
+                 dtype=(str, int, int, float, float, float, str))
 
 
 def completeness_table(values, recovered, bins="auto"):
@@ -180,11 +169,11 @@ def markdown_table(table, best_index):
 
 
 def _ks_markdown(ks):
-    lines = ["| Property | N all | N recovered | D | D crit | p-value | Verdict |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| Property | N all | N recovered | D | p-value | Verdict |",
+             "|---|---:|---:|---:|---:|---|"]
     for row in ks:
         lines.append(f"| {row['property']} | {row['n_all']} | {row['n_recovered']} | {row['statistic']:.3f} | "
-                     f"{row['critical_value']:.3f} | {row['pvalue']:.3g} | {row['verdict']} |")
+                     f"{row['pvalue']:.3g} | {row['verdict']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -225,7 +214,7 @@ def _statistics(evaluation, ks_alpha):
     return ks_tests(evaluation.truths, ks_alpha), completeness
 
 
-def summarise(evaluation, ks_alpha=0.05, crossmatch=None, metadata=None):
+def summarise(evaluation, ks_alpha, crossmatch=None, metadata=None):
     """Every number of the evaluation as a dict of plain JSON types (NaN as None): what ``evaluation.json``
     holds, without writing anything.
 
@@ -272,9 +261,11 @@ def _summary(evaluation, ks, completeness, crossmatch, metadata):
 
 
 def flat_metrics(summary):
-    """The headline numbers as one flat dict of floats (detectron2's ``print_csv_format`` per-task layout).
+    """The numbers as one flat dict of floats (detectron2's ``print_csv_format`` per-task layout).
 
-    Keys carry no ``-``, which ``print_csv_format`` would hide.
+    The headline keys (best row, centring error, KS tests) carry no ``-``; the whole threshold table follows
+    as ``"<column>-<threshold in %>"`` (``"f1-50"``, ``"tp-100"``, ...), which ``print_csv_format`` leaves out
+    of its one-line summary as it does detectron2's per-category ``"AP-<class>"`` keys.
     """
     best = summary["best"]
     metrics = {"best_threshold": best["threshold"], "precision": best["precision"], "recall": best["recall"],
@@ -287,6 +278,9 @@ def flat_metrics(summary):
     if "crossmatch" in summary:
         metrics["fp_known"] = summary["crossmatch"]["n_known"]
         metrics["fp_new"] = summary["crossmatch"]["n_new"]
+    for row in summary["thresholds"]:
+        for name in ("tp", "fp", "fn", "precision", "recall", "f1"):
+            metrics[f"{name}-{100 * row['threshold']:g}"] = row[name]
     return {key: float("nan") if value is None else float(value) for key, value in metrics.items()}
 
 
@@ -345,7 +339,7 @@ def plot_recovered_vs_all(truths, name, ks_row=None):
         axes.legend()
     title = f"Recovered vs all: {KS_PROPERTIES.get(name, name)}"
     if ks_row is not None and np.isfinite(ks_row["statistic"]):
-        title += f"\nKS D = {ks_row['statistic']:.3f} (D crit {ks_row['critical_value']:.3f}), p = {ks_row['pvalue']:.3g}"
+        title += f"\nKS D = {ks_row['statistic']:.3f}, p = {ks_row['pvalue']:.3g} (alpha {ks_row['alpha']:g})"
     axes.set(xlabel=KS_PROPERTIES.get(name, name), ylabel="clusters", title=title)
     figure.tight_layout()
     return figure
@@ -377,9 +371,10 @@ def _markdown_report(evaluation, summary, ks, crossmatch):
     lines = [f"# Deep-CEE evaluation{': ' + title if title else ''}", ""]
     lines += [f"A prediction is a true positive when its box centre lies within "
               f"{evaluation.match_radius.to_value(u.kpc):g} kpc (proper, at the true cluster's redshift; "
-              f"{_cosmology_text(evaluation.cosmology)}) of a true cluster centre. Per image, the predictions at "
-              f"or above the threshold are taken in descending score and each takes the closest true cluster "
-              f"not yet taken; every other prediction is a false positive, every cluster left a false negative.",
+              f"{_cosmology_text(evaluation.cosmology)}) of a true cluster centre. Per image, the predictions "
+              f"above the threshold are matched one to one to the true clusters within that distance, with as "
+              f"many matches as possible (then the smallest total distance); every other prediction is a false "
+              f"positive, every cluster left a false negative.",
               ""]
     counts = f"{summary['n_true']} true clusters, {summary['n_predictions']} predictions"
     if "n_images" in summary:
@@ -391,7 +386,7 @@ def _markdown_report(evaluation, summary, ks, crossmatch):
     lines += ["## Centring", "",
               f"Centring standard error sqrt(mean(d^2)) over the {summary['n_true_positives_at_best']} true "
               f"positives at {100 * best['threshold']:g}%: **{evaluation.centring_error.to_value(u.kpc):.1f} kpc**. "
-              f"The histogram shows every prediction at or above that threshold within "
+              f"The histogram shows every prediction above that threshold within "
               f"{evaluation.histogram_radius.to_value(u.kpc):g} kpc of a true centre.", "",
               f"![centre distances]({DISTANCES_NAME})", ""]
     lines += [f"## Recovered against all true clusters (two-sample KS tests, alpha = {ks['alpha'][0]:g})"
@@ -412,7 +407,7 @@ def _markdown_report(evaluation, summary, ks, crossmatch):
     return "\n".join(lines)
 
 
-def write_report(evaluation, output_dir, ks_alpha=0.05, crossmatch=None, metadata=None):
+def write_report(evaluation, output_dir, ks_alpha, crossmatch=None, metadata=None):
     """Write every output of the evaluation into ``output_dir`` and return the summary dict.
 
     Parameters

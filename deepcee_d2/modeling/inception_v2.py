@@ -187,6 +187,8 @@ def _norm_args(cfg):
 class InceptionV2(Backbone):
     """TF-slim ``inception_v2_base`` from the input up to ``Mixed_4e`` (576 channels at stride 16).
 
+    `build_inception_v2_backbone` builds it from ``cfg.MODEL.INCEPTION_V2``, where the defaults live.
+
     Parameters
     ----------
     in_channels : int
@@ -203,10 +205,9 @@ class InceptionV2(Backbone):
         Number of stages (``STAGES``: stem, mixed_3, mixed_4) whose weights and batch norms are frozen.
     """
 
-    def __init__(self, in_channels=3, depth_multiplier=1.0, min_depth=16, use_separable_conv=True,
-                 norm_args=None, out_features=("Mixed_4e",), freeze_at=0):
+    def __init__(self, in_channels, *, depth_multiplier, min_depth, use_separable_conv, norm_args, out_features,
+                 freeze_at):
         super().__init__()
-        norm_args = norm_args or {"norm": "BN", "eps": 1e-3, "momentum": 0.1}
         depth = depth_function(depth_multiplier, min_depth)
         unknown = sorted(set(out_features) - set(FEATURE_STRIDES))
         if unknown or not out_features:
@@ -274,13 +275,12 @@ class InceptionV2BoxHead(nn.Sequential):
     spatial mean of the 1024-channel output.
     """
 
-    def __init__(self, in_channels, depth_multiplier=1.0, min_depth=16, norm_args=None, crop_max_pool=2):
+    def __init__(self, in_channels, *, depth_multiplier, min_depth, norm_args, crop_max_pool):
         layers = OrderedDict()
         if crop_max_pool > 1:
             # TF max-pools the crop_and_resize output with padding "VALID".
             layers["MaxPool_crop"] = nn.MaxPool2d(crop_max_pool, crop_max_pool)
         depth = depth_function(depth_multiplier, min_depth)
-        norm_args = norm_args or {"norm": "BN", "eps": 1e-3, "momentum": 0.1}
         channels = in_channels
         for name, branches in BOX_HEAD_MIXED_BLOCKS.items():
             layers[name] = Mixed(channels, branches, depth, norm_args)
@@ -292,7 +292,8 @@ class InceptionV2BoxHead(nn.Sequential):
 def box_head_from_cfg(cfg, in_channels):
     """The ``InceptionV2BoxHead`` described by ``cfg.MODEL.INCEPTION_V2``."""
     v2 = cfg.MODEL.INCEPTION_V2
-    return InceptionV2BoxHead(in_channels, v2.DEPTH_MULTIPLIER, v2.MIN_DEPTH, _norm_args(cfg), v2.CROP_MAX_POOL)
+    return InceptionV2BoxHead(in_channels, depth_multiplier=v2.DEPTH_MULTIPLIER, min_depth=v2.MIN_DEPTH,
+                              norm_args=_norm_args(cfg), crop_max_pool=v2.CROP_MAX_POOL)
 
 
 @BACKBONE_REGISTRY.register()
@@ -300,7 +301,7 @@ def build_inception_v2_backbone(cfg, input_shape: ShapeSpec):
     """Build the Inception-v2 backbone from ``cfg.MODEL.INCEPTION_V2`` and ``MODEL.BACKBONE.FREEZE_AT``."""
     v2 = cfg.MODEL.INCEPTION_V2
     return InceptionV2(
-        in_channels=input_shape.channels,
+        input_shape.channels,
         depth_multiplier=v2.DEPTH_MULTIPLIER,
         min_depth=v2.MIN_DEPTH,
         use_separable_conv=v2.USE_SEPARABLE_CONV,
