@@ -105,7 +105,8 @@ def test_write_report_writes_every_output(tmp_path, evaluation):
     crossmatch = evaluation.predictions[evaluation.predictions["status"] == "FP"]
     crossmatch["known"] = [True, False, False]
     crossmatch["catalog"] = ["WHL", "", ""]
-    summary = write_report(evaluation, tmp_path, 0.05, crossmatch=crossmatch, metadata={"dataset": "toy", "n_images": 30})
+    summary = write_report(evaluation, tmp_path, 0.05, crossmatch=crossmatch,
+                           metadata={"dataset": "toy", "n_images": 30})
     expected = {"evaluation.json", "report.md", "precision_recall.png", "centre_distances.png",
                 "recovered_vs_all_z.png", "recovered_vs_all_bcg_rmag.png", "recovered_vs_all_richness.png",
                 "completeness_z.png", "completeness_richness.png", "predictions.ecsv", "true_clusters.ecsv",
