@@ -39,6 +39,8 @@ def parse_args(argv=None):
     parser.add_argument("--output", required=True)
     parser.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a LocalCluster)")
     parser.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
+    parser.add_argument("--threads", action="store_true",
+                        help="LocalCluster workers as threads of this process, not processes (small runs, debugging)")
     parser.add_argument("--dashboard", metavar="ADDRESS", help="start Dask's dashboard there, e.g. localhost:8787")
     parser.add_argument("--threads-per-worker", type=int, default=1, help="PyTorch threads in each worker")
     parser.add_argument("--gallery", type=int, default=50, help="candidates shown in the HTML gallery")
@@ -77,7 +79,8 @@ def main(argv=None):
     result = find_clusters(cfg, tiles, imaging, args.output, problems=problems, scheduler=args.scheduler,
                            n_workers=args.workers,
                            threads_per_worker=args.threads_per_worker, gallery_size=args.gallery,
-                           crossmatch=args.crossmatch, dashboard=args.dashboard)
+                           crossmatch=args.crossmatch, processes=not args.threads,
+                           dashboard=args.dashboard)
     print(f"{len(result.catalogue)} candidates from {len(tiles)} tiles ({len(result.failures)} failed)")
     for kind, path in result.paths.items():
         print(f"  {kind}: {path}")

@@ -99,9 +99,10 @@ class SafeCheckpointer(DetectionCheckpointer):
             problems.append(f"{len(incompatible.incorrect_shapes)} of another shape: " + _listing(
                 incompatible.incorrect_shapes,
                 lambda item: f"{item[0]} (file {list(item[1])}, model {list(item[2])})"))
-        if incompatible.missing_keys:
-            problems.append(f"{len(incompatible.missing_keys)} missing from the file: "
-                            + _listing(incompatible.missing_keys))
+        reshaped = {key for key, _, _ in incompatible.incorrect_shapes}
+        missing = [key for key in incompatible.missing_keys if key not in reshaped]  # fvcore lists them twice
+        if missing:
+            problems.append(f"{len(missing)} missing from the file: " + _listing(missing))
         if incompatible.unexpected_keys:
             problems.append(f"{len(incompatible.unexpected_keys)} not in the model: "
                             + _listing(incompatible.unexpected_keys))

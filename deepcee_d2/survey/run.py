@@ -156,11 +156,25 @@ def dask_client(scheduler=None, n_workers=None, processes=True, dashboard=None):
         with Client(scheduler) as client:
             yield client
         return
-    # Closing the cluster itself (not only the client) stops the workers cleanly, without Dask's
-    # "Worker process still alive ... killing" warning at exit.
-    with LocalCluster(n_workers=n_workers or os.cpu_count(), threads_per_worker=1, processes=processes,
-                      dashboard_address=dashboard) as cluster, Client(cluster) as client:
-        yield client
+    cluster = LocalCluster(n_workers=n_workers or os.cpu_count(), threads_per_worker=1, processes=processes,
+                           dashboard_address=dashboard)
+    try:
+        with Client(cluster) as client:
+            yield client
+    finally:
+        # The cluster is closed here, not left to the interpreter's exit. Dask's nanny still kills a worker
+        # whose interpreter takes over its fixed 4 s to exit (torch's teardown on a busy machine) and warns
+        # "Worker process still alive ... killing"; every result is on disk by then, so that one is not shown.
+        nanny_log = logging.getLogger("distributed.nanny")
+        nanny_log.addFilter(_quiet_slow_worker_exit)
+        try:
+            cluster.close()
+        finally:
+            nanny_log.removeFilter(_quiet_slow_worker_exit)
+
+
+def _quiet_slow_worker_exit(record):
+    return "Worker process still alive" not in record.getMessage()
 
 
 def run_tiles(tiles, job, scheduler=None, n_workers=None, progress=True, processes=True, dashboard=None):
