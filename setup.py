@@ -18,8 +18,11 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["deepcee_d2", "deepcee_d2.*"]),
     install_requires=[
-        "torch>=1.10",
-        "torchvision",
+        # 2.6: torch.load defaults to weights_only (weights are never unpickled; engine/predictor.py asks for
+        # it explicitly as well); the trainer's optimizer step hooks need >= 2.0.
+        "torch>=2.6",
+        "torchvision>=0.21",
+        "PyYAML>=5.4",  # configs are read with yaml.safe_load (deepcee_d2.config.load_config)
         "numpy",
         "scipy",
         "astropy>=5.0",

@@ -6,6 +6,8 @@ detectron2's global defaults; the paper's detector settings live in ``configs/Ba
 """
 from pathlib import Path
 
+import yaml
+
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
@@ -38,6 +40,10 @@ def add_deepcee_config(cfg):
     # (Conv2d_1a_7x7 to Conv2d_2c_3x3), 2 also Mixed_3b-3c, 3 the whole network up to Mixed_4e.
 
     _C.DEEPCEE = CN()
+    # Training's initial MODEL.WEIGHTS must fit the model exactly (no missing, unexpected or reshaped
+    # parameter), or training stops naming them. False lets fine-tuning start from weights of another head
+    # (e.g. TF's COCO detector without its class predictor); inference and evaluation are always strict.
+    _C.DEEPCEE.WEIGHTS_STRICT = True
 
     # ---- Cosmology for every physical length (flat LCDM; WHL12's H0 = 71 km/s/Mpc, Om = 0.27) ----
     _C.DEEPCEE.COSMOLOGY = CN()
@@ -136,16 +142,23 @@ def load_config(config_file=None, opts=()):
     FileNotFoundError
         When ``config_file`` does not exist.
     ValueError
-        When the file or the overrides name a key that does not exist, naming the file and the key.
+        When the file or the overrides name a key that does not exist, naming the file and the key; when a
+        file (or one of its ``_BASE_``) is not plain YAML: python tags (``!!python/...``) are refused, never run.
     """
     cfg = add_deepcee_config(get_cfg())
     if config_file is not None:
         if not Path(config_file).is_file():
             raise FileNotFoundError(f"{config_file}: config file not found")
         try:
-            cfg.merge_from_file(str(config_file))
+            # detectron2 defaults to allow_unsafe=True, which runs python tags; safe_load for the whole _BASE_ chain.
+            cfg.merge_from_file(str(config_file), allow_unsafe=False)
         except KeyError as error:
             raise ValueError(f"{config_file}: {error.args[0]} (in this file or one it names as _BASE_)") from None
+        except yaml.constructor.ConstructorError as error:  # its mark names the file of the _BASE_ chain at fault
+            raise ValueError(f"{config_file}: a YAML tag that would construct a python object; configs are read "
+                             f"with yaml.safe_load and such tags are refused, never run: {error}") from None
+        except yaml.YAMLError as error:
+            raise ValueError(f"{config_file}: not valid YAML: {error}") from None
     try:
         cfg.merge_from_list(list(opts))
     except (KeyError, AssertionError) as error:  # yacs asserts on unknown keys and odd-length lists

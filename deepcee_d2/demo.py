@@ -106,9 +106,8 @@ def train_and_evaluate(cfg):
 
     Returns the path of the final weights.
     """
-    from detectron2.checkpoint import DetectionCheckpointer
-
     from .engine import Trainer
+    from .engine.predictor import load_weights
 
     final = Path(cfg.OUTPUT_DIR) / "model_final.pth"
     if not final.is_file():
@@ -117,7 +116,7 @@ def train_and_evaluate(cfg):
         trainer.train()  # ends with the evaluation of DATASETS.TEST (TEST.EVAL_PERIOD 0)
     else:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).load(str(final))
+        load_weights(model, final)
         Trainer.test(cfg, model)
     return final
 

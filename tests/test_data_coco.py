@@ -221,11 +221,13 @@ def test_cli_builds_a_synthetic_data_set_with_config_overrides(tiny_survey, tmp_
 
 
 def test_cli_paper_selection_from_vizier(vizier_recorded, tiny_survey, tmp_path):
-    """WHL12 and Abell from (recorded) VizieR; the tiny survey does not cover them, so every cutout fails."""
+    """WHL12 and Abell from (recorded) VizieR; the tiny survey does not cover them, so every cutout fails
+    (recorded, and no COCO file: a data set without images is an error)."""
     out = tmp_path / "paper"
-    run_tool(["--catalog", "whl12", "--select", "paper", "--source", "fits", "--imaging", str(tiny_survey),
-              "--out", str(out), "--cutout-size", "200", "--network-size", "100", "--max-offset", "30",
-              "--skip-failures", "--no-progress"])
+    with pytest.raises(ValueError, match="no image could be made"):
+        run_tool(["--catalog", "whl12", "--select", "paper", "--source", "fits", "--imaging", str(tiny_survey),
+                  "--out", str(out), "--cutout-size", "200", "--network-size", "100", "--max-offset", "30",
+                  "--skip-failures", "--no-progress"])
     assert list(Table.read(out / "clusters.ecsv")["id"]) == [
         "WHL J000735.7+163042", "WHL J002854.3+173605", "WHL J004627.3+202923"]
     assert len(Table.read(out / "failures.ecsv")) == 12

@@ -1,6 +1,10 @@
+from pathlib import Path
+
 import pytest
 
-from deepcee_d2.io import atomic_output
+from deepcee_d2.io import atomic_output, file_sha256
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_atomic_output_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -20,3 +24,34 @@ def test_atomic_output_replaces_the_file_whole(tmp_path):
         assert temporary.parent == target.parent and temporary.exists() and not target.exists()
         temporary.write_text("new")
     assert target.read_text() == "new" and [p.name for p in target.parent.iterdir()] == ["table.ecsv"]
+
+
+def test_a_killed_write_leaves_a_temporary_that_the_next_write_removes(tmp_path):
+    import subprocess
+    import sys
+
+    target = tmp_path / "tiles" / "t.ecsv"
+    # A process killed inside atomic_output (os._exit skips every clean-up, as kill -9 does).
+    # deepcee_d2/io.py is loaded alone, without the package (and torch), to keep the child quick.
+    code = ("import importlib.util, os\n"
+            f"spec = importlib.util.spec_from_file_location('io_alone', {str(REPO / 'deepcee_d2' / 'io.py')!r})\n"
+            "io = importlib.util.module_from_spec(spec); spec.loader.exec_module(io)\n"
+            f"with io.atomic_output({str(target)!r}) as temporary:\n"
+            "    temporary.write_text('half'); os._exit(9)\n")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 9
+    left = list(target.parent.iterdir())
+    assert len(left) == 1 and left[0].name.startswith(".t.ecsv.") and left[0].suffix == ".tmp"
+    other = target.parent / ".t.ecsv.elsewhere-1.abc.tmp"  # another host's write in progress is left alone
+    other.write_text("")
+    with atomic_output(target) as temporary:
+        temporary.write_text("whole")
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted([other.name, "t.ecsv"])
+    assert target.read_text() == "whole"
+
+
+def test_file_sha256(tmp_path):
+    import hashlib
+
+    path = tmp_path / "weights.pth"
+    path.write_bytes(b"abc" * 1000)
+    assert file_sha256(path) == hashlib.sha256(b"abc" * 1000).hexdigest()

@@ -2,7 +2,8 @@
 
 Most tests use `BrightestBlobDetector`, a plain image-processing detector (local maxima of the red channel
 above a level), so that tiling and merging are checked against known cluster positions; one test runs a
-trained Deep-CEE model through the same code.
+trained Deep-CEE model through the same code. Dask runs in this process (``processes=False``) except in
+the test where worker processes are the point.
 """
 import math
 import shutil
@@ -41,7 +42,9 @@ class BrightestBlobDetector:
 
     def __init__(self, level=150, size=24, fail_after=None):
         self.level, self.size, self.fail_after = level, size, fail_after
-        self.cache_key = f"blobs-{level}-{size}-{fail_after}"
+        # fail_after changes no detection, so a resumed run has the same manifest; the failing detector only
+        # runs in worker processes of its own (the resume test), never in this process's worker cache.
+        self.cache_key = f"blobs-{level}-{size}"
 
     def __call__(self):
         calls = []
@@ -126,13 +129,13 @@ def test_merge_keeps_the_best_score_and_ignores_tile_order():
 
 @pytest.fixture(scope="module")
 def blob_run(tiny_survey, tmp_path_factory):
-    """The tiny survey through the blob detector on a 1-worker LocalCluster."""
+    """The tiny survey through the blob detector on a 1-worker in-process LocalCluster."""
     output = tmp_path_factory.mktemp("survey_1worker")
     cfg = survey_cfg()
     tiles, problems = field_tiles(tiny_survey, cfg)
     assert problems == []
     result = find_clusters(cfg, tiles, ImagingSpec("fits", str(tiny_survey)), output, n_workers=1,
-                           detector=BrightestBlobDetector(), progress=False)
+                           detector=BrightestBlobDetector(), progress=False, processes=False)
     return tiles, output, result
 
 
@@ -154,13 +157,14 @@ def test_clusters_across_tile_edges_are_found_once_at_their_position(tiny_survey
 def test_one_and_two_workers_give_the_same_catalogue(tiny_survey, blob_run, tmp_path):
     tiles, _, one = blob_run
     two = find_clusters(survey_cfg(), tiles, ImagingSpec("fits", str(tiny_survey)), tmp_path, n_workers=2,
-                        detector=BrightestBlobDetector(), progress=False)
+                        detector=BrightestBlobDetector(), progress=False, processes=False)
     assert one.catalogue.colnames == two.catalogue.colnames
     for column in one.catalogue.colnames:
         assert np.array_equal(one.catalogue[column], two.catalogue[column]), column
 
 
 def test_an_interrupted_run_resumes_to_the_same_catalogue(tiny_survey, blob_run, tmp_path):
+    """Worker processes (the default) here: a worker that dies leaves finished tiles, a new run resumes."""
     tiles, _, uninterrupted = blob_run
     imaging = ImagingSpec("fits", str(tiny_survey))
     with pytest.raises(RuntimeError, match="worker died"):
@@ -189,7 +193,7 @@ def test_a_corrupt_field_is_reported_and_the_rest_still_runs(tiny_survey, tmp_pa
     tiles, problems = field_tiles(survey, cfg)
     assert [where for where, _ in problems] == [str(survey / "f002" / "frame-r.fits"), "f002"]
     result = find_clusters(cfg, tiles, ImagingSpec("fits", str(survey)), tmp_path / "out", problems=problems,
-                           n_workers=1, detector=BrightestBlobDetector(), progress=False)
+                           n_workers=1, detector=BrightestBlobDetector(), progress=False, processes=False)
     failed = result.failures
     assert len(failed) == 18
     tile_failures = failed[failed["tile"] != "untiled"]
@@ -207,11 +211,11 @@ def test_a_survey_without_trained_weights_is_refused_before_writing(tiny_survey,
     tiles, problems = field_tiles(tiny_survey, cfg)
     imaging = ImagingSpec("fits", str(tiny_survey))
     with pytest.raises(ValueError, match="MODEL.WEIGHTS is empty"):
-        find_clusters(cfg, tiles, imaging, tmp_path / "out", n_workers=1, progress=False)
+        find_clusters(cfg, tiles, imaging, tmp_path / "out", n_workers=1, progress=False, processes=False)
     missing = tmp_path / "no_such_model.pth"
     with pytest.raises(FileNotFoundError, match=str(missing)):
         find_clusters(survey_cfg("MODEL.WEIGHTS", str(missing)), tiles, imaging, tmp_path / "out", n_workers=1,
-                      progress=False)
+                      progress=False, processes=False)
     assert not (tmp_path / "out").exists()
 
 
@@ -242,7 +246,7 @@ def test_a_trained_model_runs_through_the_command_line_tool(tiny_survey, toy_dat
     script = runpy.run_path(str(REPO / "tools" / "find_clusters.py"))
     output = tmp_path / "survey"
     result = script["main"](["--config-file", str(REPO / "configs" / "deepcee_instant_test.yaml"),
-                             "--input", str(tiny_survey), "--output", str(output), "--workers", "1",
+                             "--input", str(tiny_survey), "--output", str(output), "--workers", "1", "--threads",
                              *SURVEY_OPTS, "MODEL.INCEPTION_V2.DEPTH_MULTIPLIER", "0.25",
                              "MODEL.WEIGHTS", str(train_dir / "model_final.pth"),
                              "DEEPCEE.SURVEY.SCORE_THRESHOLD", "0.0"])
@@ -250,3 +254,103 @@ def test_a_trained_model_runs_through_the_command_line_tool(tiny_survey, toy_dat
     catalogue = Table.read(output / "candidates.ecsv")
     assert len(catalogue.meta["MODELSHA"]) == 64 and catalogue.meta["MODEL"].endswith("model_final.pth")
     assert len(catalogue) > 0 and np.all(np.diff(catalogue["score"]) <= 0)
+
+
+def test_resume_with_other_settings_is_refused_naming_them(tiny_survey, blob_run, tmp_path):
+    tiles, output, _ = blob_run
+    imaging = ImagingSpec("fits", str(tiny_survey))
+    before = {path: path.read_bytes() for path in output.rglob("*") if path.is_file()}
+    runs = [
+        (survey_cfg("DEEPCEE.SURVEY.SCORE_THRESHOLD", "0.7"), tiles, BrightestBlobDetector(),
+         "score_threshold 0.5 there, 0.7 now"),
+        (survey_cfg("DEEPCEE.COLOUR.UPPER", "20.0"), tiles, BrightestBlobDetector(),
+         "config: 1 keys differ: DEEPCEE.COLOUR.UPPER 10.0 there, 20.0 now"),
+        (survey_cfg(), tiles, BrightestBlobDetector(level=100), "detector '.*blobs-150-24' there, '.*blobs-100-24' now"),
+        (survey_cfg(), tiles[:16], BrightestBlobDetector(), "tiles 32 there, 16 now"),
+    ]
+    for cfg, some_tiles, detector, difference in runs:
+        with pytest.raises(ValueError, match=f"{output}: holds the tiles of another survey run .*{difference}"):
+            find_clusters(cfg, some_tiles, imaging, output, n_workers=1, detector=detector, progress=False,
+                          processes=False)
+    assert {path: path.read_bytes() for path in output.rglob("*") if path.is_file()} == before
+    # tile files of unknown origin (no manifest) are refused as well
+    (tmp_path / "out" / "tiles").mkdir(parents=True)
+    (tmp_path / "out" / "tiles" / "f000_r000_c000.ecsv").write_text("# %ECSV 1.0\n")
+    with pytest.raises(ValueError, match="tile results without manifest.json"):
+        find_clusters(survey_cfg(), tiles, imaging, tmp_path / "out", n_workers=1, detector=BrightestBlobDetector(),
+                      progress=False, processes=False)
+
+
+def test_an_empty_input_folder_is_an_error_before_writing(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    tiles, problems = field_tiles(empty, survey_cfg())
+    assert tiles == [] and problems == []
+    with pytest.raises(ValueError, match=f"fits:{empty}: nothing to run the detector on, 0 tiles .*no frames found"):
+        find_clusters(survey_cfg(), tiles, ImagingSpec("fits", str(empty)), tmp_path / "out", n_workers=1,
+                      detector=BrightestBlobDetector(), progress=False, processes=False)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def untrained_weights(tmp_path_factory):
+    """A valid state dict of the instant model (untrained: the tests below never reach its detections)."""
+    import torch
+
+    path = tmp_path_factory.mktemp("untrained") / "model.pth"
+    cfg = load_config(REPO / "configs" / "deepcee_instant_test.yaml", ["MODEL.ANCHOR_GENERATOR.SIZES", "[[16, 32]]"])
+    torch.save({"model": Trainer.build_model(cfg).state_dict()}, path)
+    return path
+
+
+def find_clusters_tool(*argv):
+    import runpy
+
+    script = runpy.run_path(str(REPO / "tools" / "find_clusters.py"))
+    return script["main"](["--config-file", str(REPO / "configs" / "deepcee_instant_test.yaml"), "--workers", "1",
+                           "--threads", *argv[:-1], *SURVEY_OPTS, *argv[-1]])
+
+
+def test_the_tool_exits_non_zero_when_every_tile_failed(tiny_survey, untrained_weights, tmp_path):
+    survey = tmp_path / "survey"
+    shutil.copytree(tiny_survey, survey)
+    for frame in survey.glob("f*/frame-g.fits"):
+        frame.write_bytes(frame.read_bytes()[:2880 * 2])  # header intact, pixels cut off
+    with pytest.raises(SystemExit, match=r"all 32 tiles failed, e.g. .*frame-g.fits.*failed_tiles.ecsv"):
+        find_clusters_tool("--input", str(survey), "--output", str(tmp_path / "out"),
+                           ["MODEL.WEIGHTS", str(untrained_weights)])
+    assert len(Table.read(tmp_path / "out" / "failed_tiles.ecsv")) == 32
+
+
+def test_bad_weights_and_positions_are_named_before_dask_starts(tiny_survey, untrained_weights, tmp_path):
+    from deepcee_d2.engine.predictor import WeightsError
+
+    noise = tmp_path / "noise.pth"
+    noise.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(WeightsError, match=f"{noise}: not a PyTorch weights file"):
+        find_clusters_tool("--input", str(tiny_survey), "--output", str(tmp_path / "out"), ["MODEL.WEIGHTS", str(noise)])
+    assert not (tmp_path / "out").exists()
+    positions = tmp_path / "positions.csv"
+    Table({"RA_deg": [150.0], "dec": [2.0]}).write(positions)
+    with pytest.raises(ValueError, match=f"{positions}: no column ra \\(columns: RA_deg, dec\\)"):
+        find_clusters_tool("--positions", str(positions), "--output", str(tmp_path / "out"),
+                           ["MODEL.WEIGHTS", str(untrained_weights)])
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_dask_dashboard_unless_asked():
+    from urllib.error import HTTPError
+    from urllib.request import urlopen
+
+    from deepcee_d2.survey.run import dask_client
+
+    def status_page(**options):
+        with dask_client(n_workers=1, processes=False, **options) as client:
+            port = client.scheduler_info()["services"]["dashboard"]  # Dask's HTTP server (health, metrics)
+            try:
+                return urlopen(f"http://127.0.0.1:{port}/status", timeout=10).status
+            except HTTPError as error:
+                return error.code
+
+    assert status_page() == 404
+    assert status_page(dashboard="127.0.0.1:0") == 200

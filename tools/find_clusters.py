@@ -7,10 +7,13 @@
       --output survey_out MODEL.WEIGHTS ...
   tools/find_clusters.py ... --scheduler tcp://head-node:8786     # an existing Dask cluster
 
-Rerunning with the same --output resumes: finished tiles are kept. See deepcee_d2.survey.
+Rerunning with the same --output resumes: finished tiles are kept (a rerun with other weights, config, input or
+threshold is refused). Exits with status 1 and a message when nothing can be run or every tile failed.
+See deepcee_d2.survey and docs/errors.md.
 """
 import argparse
 import logging
+import sys
 
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
@@ -36,11 +39,24 @@ def parse_args(argv=None):
     parser.add_argument("--output", required=True)
     parser.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a LocalCluster)")
     parser.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
+    parser.add_argument("--threads", action="store_true",
+                        help="LocalCluster workers as threads of this process, not processes (small runs, debugging)")
+    parser.add_argument("--dashboard", metavar="ADDRESS", help="start Dask's dashboard there, e.g. localhost:8787")
     parser.add_argument("--threads-per-worker", type=int, default=1, help="PyTorch threads in each worker")
     parser.add_argument("--gallery", type=int, default=50, help="candidates shown in the HTML gallery")
     parser.add_argument("--crossmatch", nargs="*", default=[], help="known-cluster catalogues (ra, dec, z)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return parser.parse_args(argv)
+
+
+def read_positions(path):
+    """Sky positions of a table (FITS, ECSV, CSV, VOTable; read by astropy, never unpickled) with ra, dec in deg."""
+    positions = Table.read(path)
+    missing = [name for name in ("ra", "dec") if name not in positions.colnames]
+    if missing:
+        raise ValueError(f"{path}: no column {' or '.join(missing)} (columns: {', '.join(positions.colnames)}); "
+                         "--positions needs ra and dec in degrees")
+    return SkyCoord(positions["ra"], positions["dec"], unit="deg")
 
 
 def main(argv=None):
@@ -59,17 +75,23 @@ def main(argv=None):
         if args.region:
             tiles = plan_region_tiles(args.region[:2], args.region[2:], side, overlap)
         else:
-            positions = Table.read(args.positions)
-            tiles = plan_position_tiles(SkyCoord(positions["ra"], positions["dec"], unit="deg"))
+            tiles = plan_position_tiles(read_positions(args.positions))
     result = find_clusters(cfg, tiles, imaging, args.output, problems=problems, scheduler=args.scheduler,
                            n_workers=args.workers,
                            threads_per_worker=args.threads_per_worker, gallery_size=args.gallery,
-                           crossmatch=args.crossmatch)
+                           crossmatch=args.crossmatch, processes=not args.threads,
+                           dashboard=args.dashboard)
     print(f"{len(result.catalogue)} candidates from {len(tiles)} tiles ({len(result.failures)} failed)")
     for kind, path in result.paths.items():
         print(f"  {kind}: {path}")
+    if result.all_tiles_failed:
+        raise SystemExit(f"find_clusters: error: all {len(tiles)} tiles failed, e.g. {result.failures['reason'][0]} "
+                         f"(every reason in {result.paths['failures']})")
     return result
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError) as error:  # bad input: the message names the file and the problem
+        sys.exit(f"find_clusters: error: {error}")

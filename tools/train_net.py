@@ -5,11 +5,11 @@
   tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
   tools/train_net.py --config-file ... --resume          # continue from OUTPUT_DIR/last_checkpoint
 """
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
 
 from deepcee_d2.config import load_config
 from deepcee_d2.engine import Trainer
+from deepcee_d2.engine.predictor import SafeCheckpointer, weights_file
 
 
 def setup(args):
@@ -23,7 +23,10 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        checkpointer = SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR)  # strict, never unpickles
+        if not (args.resume and checkpointer.has_checkpoint()):
+            weights_file(cfg)  # an evaluation of a random model would be meaningless
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

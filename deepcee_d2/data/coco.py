@@ -331,10 +331,14 @@ def build_dataset(clusters, source, out_dir, settings, annotate_with=None,
     out_dir = Path(out_dir)
     clusters = check_cluster_table(clusters, "target clusters")
     annotate_with = clusters if annotate_with is None else check_cluster_table(annotate_with, "annotation catalogue")
-    no_z = ~np.isfinite(np.asarray(annotate_with["z"], dtype=float))
-    if no_z.any():
-        raise ValueError(f"annotation catalogue: {no_z.sum()} clusters without a redshift, e.g. "
-                         f"{[str(i) for i in annotate_with['id'][no_z][:3]]}; boxes need z (select them out first)")
+    z = np.asarray(annotate_with["z"], dtype=float)
+    of_file = f" of {annotate_with.meta['source']}" if annotate_with.meta.get("source") else ""
+    # A box's side is a proper length at the cluster's distance: z <= 0 would give an inverted or whole-image box.
+    for bad, what in ((~np.isfinite(z), "without a redshift"), (np.isfinite(z) & (z <= 0), "with z <= 0")):
+        if bad.any():
+            raise ValueError(f"annotation catalogue: {bad.sum()} clusters {what}, e.g. "
+                             f"{[str(i) for i in annotate_with['id'][bad][:3]]} (rows {np.nonzero(bad)[0][:5].tolist()}"
+                             f"{of_file}); boxes need z > 0 (select them out first)")
     record = {"settings": settings.to_dict(), "source": source.describe(),
               "cosmology": {"name": cosmology.name, "H0": cosmology.H0.to_value(u.km / u.s / u.Mpc),
                             "Om0": cosmology.Om0}}
@@ -374,6 +378,9 @@ def build_dataset(clusters, source, out_dir, settings, annotate_with=None,
         table = Table(rows=failures, names=["target_id", "offset_index", "ra", "dec", "error"])
         with atomic_output(out_dir / "failures.ecsv") as temporary:
             table.write(temporary, format="ascii.ecsv", overwrite=True)
+    if not images:  # training would only fail later ("Dataset is empty")
+        raise ValueError(f"{out_dir}: no image could be made ({len(failures)} failed, e.g. {failures[0][-1] if failures else '-'}); "
+                         f"no COCO file written, reasons in {out_dir / 'failures.ecsv'}")
     info = {
         "description": "Deep-CEE galaxy-cluster images", "contributor": "deepcee_d2", "version": "1",
         "date_created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -8,7 +8,8 @@ null annotation numbers as NaN. Metadata: ``thing_classes = ["cluster"]`` and ``
 Importing ``deepcee_d2`` registers the standard names of `STANDARD_DATASETS`, each
 ``<root>/<folder>/<split>.json`` with the root from the environment variable ``DEEPCEE_DATASETS`` (default
 ``./datasets``) read when the data set is loaded, not when it is registered: registering needs no files,
-loading a missing one raises FileNotFoundError naming the file and the command that builds it.
+loading a missing one raises FileNotFoundError naming the file and the command that builds it. Loading checks
+the json and that every image exists, so a broken data set stops before training, naming the file.
 """
 import json
 import math
@@ -61,15 +62,26 @@ def load_deepcee_json(json_file, image_root, dataset_name, build_command=None):
     Raises
     ------
     FileNotFoundError
-        ``json_file`` does not exist.
+        ``json_file`` or an image it names does not exist.
+    ValueError
+        ``json_file`` is not a readable COCO json (e.g. truncated).
     """
     json_file = Path(json_file)
     if not json_file.is_file():
         hint = f"; build it with: {build_command}" if build_command else ""
         raise FileNotFoundError(f"{json_file}: data set {dataset_name!r} not found{hint}")
+    try:
+        coco = json.loads(json_file.read_text())
+        images = {image["id"]: image for image in coco["images"]}
+    except (ValueError, KeyError, TypeError) as error:  # truncated or not a COCO file
+        raise ValueError(f"{json_file}: data set {dataset_name!r} is not a readable COCO json ({error!r}); "
+                         f"rebuild it{' with: ' + build_command if build_command else ''}") from None
     records = load_coco_json(str(json_file), str(image_root), dataset_name,
                              extra_annotation_keys=list(ANNOTATION_EXTRAS))
-    images = {image["id"]: image for image in json.loads(json_file.read_text())["images"]}
+    missing = [record["file_name"] for record in records if not os.path.isfile(record["file_name"])]
+    if missing:  # found now, not at the training iteration that reaches the image
+        raise FileNotFoundError(f"{json_file}: {len(missing)} of its {len(records)} images are missing, e.g. "
+                                f"{missing[:3]}; rebuild the data set (a rebuild remakes only missing images)")
     for record in records:
         image = images[record["image_id"]]
         missing = [key for key in IMAGE_EXTRAS if key not in image]

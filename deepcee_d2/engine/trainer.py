@@ -1,6 +1,7 @@
 """The Deep-CEE trainer: detectron2's DefaultTrainer with Deep-CEE's evaluator and TF-style global gradient
-clipping. Only classmethods are overridden; detectron2's DatasetMapper reads the images (with INPUT.RANDOM_FLIP
-in training) and the evaluator takes the truth and WCS of each image from the DatasetCatalog records."""
+clipping. Only classmethods are overridden, and ``resume_or_load``, so that weights are loaded safely and
+strictly; detectron2's DatasetMapper reads the images (with INPUT.RANDOM_FLIP in training) and the evaluator
+takes the truth and WCS of each image from the DatasetCatalog records."""
 import copy
 import os
 
@@ -11,6 +12,7 @@ from detectron2.solver import build_optimizer
 
 from ..compat import check_compiled_ops
 from ..evaluation import DeepCEEEvaluator
+from .predictor import SafeCheckpointer
 
 GLOBAL_NORM_CLIP_TYPE = "full_model"
 
@@ -37,6 +39,17 @@ class Trainer(DefaultTrainer):
     def build_model(cls, cfg):
         check_compiled_ops(cfg)
         return super().build_model(cfg)
+
+    def resume_or_load(self, resume=True):
+        """detectron2's, with every file read by `SafeCheckpointer` (no pickle): the last checkpoint of
+        ``OUTPUT_DIR`` with the optimizer, scheduler and iteration when resuming (strictly), else
+        ``MODEL.WEIGHTS``, strictly unless ``DEEPCEE.WEIGHTS_STRICT`` is False."""
+        resuming = resume and self.checkpointer.has_checkpoint()
+        checkpointer = SafeCheckpointer(self.model, self.cfg.OUTPUT_DIR, strict=resuming or self.cfg.DEEPCEE.WEIGHTS_STRICT,
+                                        **self.checkpointer.checkpointables)
+        checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if resuming:
+            self.start_iter = self.iter + 1  # the checkpoint holds the iteration that had finished
 
     @classmethod
     def build_optimizer(cls, cfg, model):

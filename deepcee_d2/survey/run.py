@@ -4,7 +4,9 @@ Each tile's detections are written to ``<output>/tiles/<tile_id>.ecsv`` (atomica
 done, so a rerun skips finished tiles and an interrupted run resumes; the candidate catalogue is always
 rebuilt from all tile files, so it is the same however the run was split. A tile whose imaging cannot be
 read (corrupt FITS, no WCS, outside the coverage) is reported with its files and the reason in
-``failed_tiles.ecsv`` and retried by the next run; it does not stop the others.
+``failed_tiles.ecsv`` and retried by the next run; it does not stop the others. ``manifest.json`` records
+what decides the tile files (weights SHA-256, config, imaging, tiles, threshold); a rerun into the same
+folder with anything else is refused, naming the differences, so tiles of two runs are never mixed.
 
 Dask runs on a ``LocalCluster`` (one single-threaded worker process per core) unless a scheduler address
 is given (an existing ``dask-scheduler``, or a dask-jobqueue cluster's ``cluster.scheduler_address``). The
@@ -13,8 +15,10 @@ default, so the floating-point work of a tile, and so the catalogue, does not de
 workers.
 """
 import hashlib
+import json
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +31,7 @@ from ..data.cache import get_cutout
 from ..data.colour import ColourSettings, make_network_image
 from ..data.frames import ImagingError
 from ..data.sources import make_source
+from ..engine.predictor import DetectorFactory
 from ..io import atomic_output
 from ..sky import box_centres, box_xy_to_sky
 from .tiling import DETECTION_COLUMNS, field_reference_frames, merge_detections
@@ -58,40 +63,6 @@ class ImagingSpec:
     def cache_dir(self):
         """Network sources keep their cutouts on disk; local frames are read directly."""
         return None if self.kind == "fits" else Path(self.root) / "cutouts"
-
-
-class DetectorFactory:
-    """Picklable recipe for the detector a worker builds once: detectron2's ``DefaultPredictor`` on a
-    frozen config (with ``MODEL.WEIGHTS``), running with ``threads`` PyTorch threads."""
-
-    def __init__(self, cfg, threads=1):
-        weights = cfg.MODEL.WEIGHTS
-        if not weights:
-            # Without weights every worker would draw its own random model, and the catalogue would
-            # depend on which worker ran which tile.
-            raise ValueError("MODEL.WEIGHTS is empty: a survey needs trained weights "
-                             "(e.g. MODEL.WEIGHTS output/model_final.pth)")
-        if "://" not in weights and not Path(weights).is_file():
-            raise FileNotFoundError(f"{weights}: MODEL.WEIGHTS file not found")
-        self.config_yaml = cfg.dump()
-        self.threads = threads
-        self.cache_key = hashlib.sha256(f"{self.config_yaml}{threads}".encode()).hexdigest()
-
-    def __call__(self):
-        import torch
-        from detectron2.config import CfgNode
-        from detectron2.engine import DefaultPredictor
-
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        predictor = DefaultPredictor(CfgNode.load_cfg(self.config_yaml))
-
-        def detect(rgb):
-            # DefaultPredictor takes BGR (OpenCV order) and converts to the model's INPUT.FORMAT.
-            instances = predictor(np.ascontiguousarray(rgb[:, :, ::-1]))["instances"].to("cpu")
-            return instances.pred_boxes.tensor.numpy().astype(float), instances.scores.numpy().astype(float)
-
-        return detect
 
 
 @dataclass(frozen=True)
@@ -174,18 +145,42 @@ def process_tile(tile, job):
     return tile.tile_id, len(table), None
 
 
-def _client(scheduler, n_workers):
+@contextmanager
+def dask_client(scheduler=None, n_workers=None, processes=True, dashboard=None):
+    """A Dask client on ``scheduler``, or on a `LocalCluster` of ``n_workers`` single-threaded workers
+    (processes, or threads of this process) that is shut down, workers first, when the block ends.
+
+    ``dashboard`` is an address (e.g. ``"localhost:8787"``) for Dask's dashboard; by default none is started.
+    """
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
-        return Client(scheduler)
-    cluster = LocalCluster(n_workers=n_workers or os.cpu_count(), threads_per_worker=1, processes=True,
-                           dashboard_address=None)
-    return Client(cluster)
+        with Client(scheduler) as client:
+            yield client
+        return
+    cluster = LocalCluster(n_workers=n_workers or os.cpu_count(), threads_per_worker=1, processes=processes,
+                           dashboard_address=dashboard)
+    try:
+        with Client(cluster) as client:
+            yield client
+    finally:
+        # The cluster is closed here, not left to the interpreter's exit. Dask's nanny still kills a worker
+        # whose interpreter takes over its fixed 4 s to exit (torch's teardown on a busy machine) and warns
+        # "Worker process still alive ... killing"; every result is on disk by then, so that one is not shown.
+        nanny_log = logging.getLogger("distributed.nanny")
+        nanny_log.addFilter(_quiet_slow_worker_exit)
+        try:
+            cluster.close()
+        finally:
+            nanny_log.removeFilter(_quiet_slow_worker_exit)
 
 
-def run_tiles(tiles, job, scheduler=None, n_workers=None, progress=True):
-    """Process every tile without a result file on Dask; returns the failures as a Table."""
+def _quiet_slow_worker_exit(record):
+    return "Worker process still alive" not in record.getMessage()
+
+
+def run_tiles(tiles, job, scheduler=None, n_workers=None, progress=True, processes=True, dashboard=None):
+    """Process every tile without a result file on Dask (`dask_client`); returns the failures as a Table."""
     from dask.distributed import as_completed
     from tqdm import tqdm
 
@@ -195,7 +190,7 @@ def run_tiles(tiles, job, scheduler=None, n_workers=None, progress=True):
     failures = []
     if pending:
         by_id = {tile.tile_id: tile for tile in pending}
-        with _client(scheduler, n_workers) as client:
+        with dask_client(scheduler, n_workers, processes, dashboard) as client:
             futures = client.map(process_tile, pending, job=job, pure=False)
             for future in tqdm(as_completed(futures), total=len(futures), desc="tiles", unit="tile",
                                disable=not progress):
@@ -219,12 +214,78 @@ def collect_detections(tiles, job):
     return vstack(tables, metadata_conflicts="silent")
 
 
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+MANIFEST = "manifest.json"
+# Config keys that do not change a tile's detections (the catalogue step reads them afresh on every run), and
+# ones compared on their own (the weights by their SHA-256, the threshold by name).
+_NOT_IN_TILES = ("MODEL.WEIGHTS", "OUTPUT_DIR", "DEEPCEE.SURVEY.MERGE_RADIUS_ARCSEC", "DEEPCEE.SURVEY.SCORE_THRESHOLD",
+                 "DEEPCEE.EVAL.")
+_COMPARED = ("weights_sha256", "detector", "imaging", "tiles", "tiles_sha256", "score_threshold")
+
+
+def _flat_config(node, prefix=""):
+    flat = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            flat.update(_flat_config(value, f"{prefix}{key}."))
+        elif not f"{prefix}{key}".startswith(_NOT_IN_TILES):
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _sha256_json(value):
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def survey_manifest(cfg, job, tiles):
+    """What decides the tile files of a run: the detector (weights SHA-256), the config, the imaging, the
+    tiles and the score threshold, as plain JSON (``<output>/manifest.json``)."""
+    detector = job.detector
+    sha = getattr(detector, "weights_sha256", None)
+    root = job.imaging.root if "://" in str(job.imaging.root) else str(Path(job.imaging.root).resolve())
+    config = _flat_config(cfg)
+    manifest = {
+        "weights": getattr(detector, "weights", None), "weights_sha256": sha,
+        "detector": None if sha else f"{type(detector).__module__}.{type(detector).__qualname__} {detector.cache_key}",
+        "imaging": f"{job.imaging.kind}:{root}", "tiles": len(tiles),
+        "tiles_sha256": _sha256_json(sorted((t.tile_id, t.ra, t.dec) for t in tiles)),
+        "score_threshold": job.score_threshold, "config_sha256": _sha256_json(config), "config": config,
+    }
+    return json.loads(json.dumps(manifest))  # tuples as lists, as read back
+
+
+def check_or_write_manifest(output_dir, manifest):
+    """Write ``manifest.json`` into a new output folder, or check that an existing one (resume) was made
+    with the same manifest.
+
+    Raises
+    ------
+    ValueError
+        The folder holds tiles of another run (other weights, config, imaging, tiles or threshold; each
+        difference is named), or tile files without a manifest.
+    """
+    path = Path(output_dir) / MANIFEST
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except ValueError as error:
+            raise ValueError(f"{path}: unreadable ({error}); use a new --output or delete {output_dir}") from None
+        differences = [f"{key} {previous.get(key)!r} there, {manifest[key]!r} now"
+                       for key in _COMPARED if previous.get(key) != manifest[key]]
+        if previous.get("config_sha256") != manifest["config_sha256"]:
+            old, new = previous.get("config", {}), manifest["config"]
+            keys = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
+            differences.append(f"config: {len(keys)} keys differ: " + ", ".join(
+                f"{key} {old.get(key)!r} there, {new.get(key)!r} now" for key in keys[:5]))
+        if differences:
+            raise ValueError(f"{output_dir}: holds the tiles of another survey run ({path}): "
+                             + "; ".join(differences) + f". Use a new --output, or delete {output_dir} to start over")
+        return
+    tiles_dir = Path(output_dir) / "tiles"
+    if tiles_dir.is_dir() and any(tiles_dir.glob("*.ecsv")):
+        raise ValueError(f"{tiles_dir}: tile results without {MANIFEST}, from an unknown run; use a new --output, "
+                         f"or delete {output_dir} to start over")
+    with atomic_output(path) as temporary:
+        temporary.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
 
 
 def build_catalogue(tiles, job, merge_radius, provenance=None):
@@ -242,6 +303,12 @@ class SurveyResult:
     catalogue: Table
     failures: Table
     paths: dict
+    n_tiles: int = 0
+
+    @property
+    def all_tiles_failed(self):
+        """True when no tile could be processed (every one is in ``failures``)."""
+        return self.n_tiles > 0 and int(np.count_nonzero(self.failures["tile"] != "untiled")) == self.n_tiles
 
 
 def job_from_cfg(cfg, imaging, output_dir, detector=None, threads_per_worker=1):
@@ -261,7 +328,8 @@ def tile_network_image(job, tile):
 
 
 def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=None, n_workers=None,
-                  threads_per_worker=1, gallery_size=50, crossmatch=(), detector=None, progress=True):
+                  threads_per_worker=1, gallery_size=50, crossmatch=(), detector=None, progress=True,
+                  processes=True, dashboard=None):
     """Run the detector of ``cfg`` over ``tiles`` and write the candidate catalogue and its companions.
 
     Parameters
@@ -276,35 +344,49 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
         Input that could not be tiled, ``(file or field, reason)`` (`plan_folder_tiles`): reported in
         ``failed_tiles.ecsv`` beside the tiles that failed.
     output_dir : str or Path
-        Receives ``tiles/``, ``candidates.{fits,ecsv,csv}``, ``candidates.reg``, ``failed_tiles.ecsv``,
-        ``config.yaml`` and ``gallery/index.html``. Rerunning into the same folder resumes.
+        Receives ``manifest.json``, ``tiles/``, ``candidates.{fits,ecsv,csv}``, ``candidates.reg``,
+        ``failed_tiles.ecsv``, ``config.yaml`` and ``gallery/index.html``. Rerunning into the same folder
+        resumes, when the run's manifest (weights, config, imaging, tiles, threshold) is the same.
     scheduler : str, optional
         Address of an existing Dask scheduler; a ``LocalCluster`` of ``n_workers`` (default: all cores)
-        single-threaded worker processes otherwise.
+        single-threaded workers otherwise: processes, or threads of this process with ``processes=False``.
+    dashboard : str, optional
+        Address for the LocalCluster's Dask dashboard (e.g. ``"localhost:8787"``); none by default.
     crossmatch : path, Table, list of them, or dict of name -> path or Table
         Known-cluster catalogues (``ra``, ``dec``, ``z``): candidates within
         ``DEEPCEE.EVAL.CROSSMATCH_RADIUS_KPC`` of a catalogued cluster in ``CROSSMATCH_Z_RANGE`` are flagged
         known, the others new.
     detector : callable, optional
         A detector factory in place of the config's model (see `SurveyJob`).
+
+    Raises
+    ------
+    ValueError
+        No tiles (an empty input: the ``problems`` are named), weights that cannot be loaded or do not fit
+        the model (`deepcee_d2.engine.predictor`), or an ``output_dir`` holding another run's tiles. All
+        before anything is written.
     """
     from ..evaluation.crossmatch import crossmatch_false_positives
     from ..cosmology import cosmology_from_cfg
     from .outputs import candidate_names, write_catalogue, write_gallery, write_regions
 
     output_dir = Path(output_dir)
-    job = job_from_cfg(cfg, imaging, output_dir, detector, threads_per_worker)  # checks MODEL.WEIGHTS first
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if not tiles:
+        found = "; ".join(f"{where}: {reason}" for where, reason in list(problems)[:5]) or "no frames found"
+        raise ValueError(f"{imaging.kind}:{imaging.root}: nothing to run the detector on, 0 tiles "
+                         f"({len(problems)} problems: {found})")
+    job = job_from_cfg(cfg, imaging, output_dir, detector, threads_per_worker)  # checks the weights first
+    manifest = survey_manifest(cfg, job, tiles)
+    check_or_write_manifest(output_dir, manifest)
     with atomic_output(output_dir / "config.yaml") as temporary:
         temporary.write_text(cfg.dump(), encoding="utf-8")
-    failures = run_tiles(tiles, job, scheduler, n_workers, progress)
+    failures = run_tiles(tiles, job, scheduler, n_workers, progress, processes, dashboard)
     for where, reason in problems:  # "untiled": ECSV reads an empty string back as a masked value
         failures.add_row(("untiled", where, np.nan, np.nan, reason))
-    weights = Path(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else None
     # FITS-keyword-sized names, so the FITS catalogue carries them too (CONFIG, multi-line, is ECSV only).
     provenance = {
-        "MODEL": str(weights) if weights else "",
-        "MODELSHA": file_sha256(weights) if weights and weights.is_file() else "",
+        "MODEL": manifest["weights"] or "",
+        "MODELSHA": manifest["weights_sha256"] or "",
         "IMAGING": f"{imaging.kind}:{imaging.root}",
         "SCORECUT": job.score_threshold,
         "MERGERAD": cfg.DEEPCEE.SURVEY.MERGE_RADIUS_ARCSEC,
@@ -330,4 +412,4 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
                                      top=gallery_size)
     logger.info("%d candidates from %d tiles (%d failed): %s", len(catalogue), len(tiles), len(failures),
                 paths["ecsv"])
-    return SurveyResult(catalogue, failures, paths)
+    return SurveyResult(catalogue, failures, paths, len(tiles))

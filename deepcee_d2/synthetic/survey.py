@@ -2,6 +2,7 @@
 
 ::
 
+    <root>/survey.json            the settings every field is made with (a rerun with others is refused)
     <root>/clusters.fits          truth of every cluster: cluster schema + field + simulator extras
     <root>/fields.ecsv            one row per field: field, ra, dec, nx, ny, seed, seeing_*, sky_*, depth_*, ...
     <root>/<field>/frame-g.fits   float32 nanomaggies, TAN WCS, FILTER, PIXSCALE, SEEING, SKYLEVEL, BUNIT
@@ -18,6 +19,8 @@ after every field, so an interrupted run leaves them consistent with the fields 
 
 FITS files carry no date or other volatile value: the same seed and parameters give byte-identical files.
 """
+import json
+
 import astropy.units as u
 import numpy as np
 from astropy.coordinates import SkyCoord
@@ -105,6 +108,31 @@ def _check_same(folder, planned):
         if key in planned and str(done[key]) != str(planned[key]):
             raise ValueError(f"{folder}: already made with {key}={done[key]}, this run asks for "
                              f"{planned[key]}; write to a new folder or delete {folder}")
+
+
+def _check_survey_settings(root, settings):
+    """Write ``survey.json`` or check that ``root`` was made with the same ``settings`` (plain JSON)."""
+    path = root / "survey.json"
+    settings = json.loads(json.dumps(settings))
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        keys = sorted(key for key in set(previous) | set(settings) if previous.get(key) != settings.get(key))
+        if keys:
+            raise ValueError(f"{root}: already made with other settings ({path}): " + "; ".join(
+                f"{key} {previous.get(key)!r} there, {settings.get(key)!r} now" for key in keys)
+                + f"; write to a new folder or delete {root}")
+        return
+    with atomic_output(path) as temporary:
+        temporary.write_text(json.dumps(settings, indent=1, sort_keys=True))
+
+
+def _spec_settings(clusters):
+    if clusters is None:
+        return None
+    return {"per_field": int(clusters.per_field), "z_range": list(clusters.z_range),
+            "richness_range": list(clusters.richness_range), "min_members": int(clusters.min_members),
+            "placement": clusters.placement, "min_separation_arcsec": clusters.min_separation.to_value(u.arcsec),
+            "edge_margin_arcsec": clusters.edge_margin.to_value(u.arcsec)}
 
 
 def _rebuild_root(root, field_rows, cluster_tables):
@@ -198,6 +226,12 @@ def write_survey(root, n_fields, nx=2048, ny=2048, centres=None, clusters=Cluste
     elif not isinstance(centres, SkyCoord) or centres.isscalar or len(centres) != n_fields:
         raise ValueError(f"centres: need a SkyCoord array of {n_fields} positions (one per field)")
     root.mkdir(parents=True, exist_ok=True)
+    _check_survey_settings(root, {
+        "nx": int(nx), "ny": int(ny), "seed": int(seed), "bands": "".join(bands), "clusters": _spec_settings(clusters),
+        "source_lists": bool(source_lists), "field_galaxies": bool(field_galaxies), "stars": bool(stars),
+        "noise": bool(noise), "mag_limit": float(mag_limit),
+        "cosmology": {"name": str(cosmology.name), "H0": cosmology.H0.to_value(u.km / u.s / u.Mpc),
+                      "Om0": float(cosmology.Om0)}})
 
     names = field_names(n_fields)
     jobs = [(root, names[index], centres[index], nx, ny, field_seed(seed, index), bands, clusters, source_lists,

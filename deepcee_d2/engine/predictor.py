@@ -1,0 +1,178 @@
+"""The one place weights are loaded: safely (no pickle), strictly (every parameter fits), naming the file.
+
+detectron2's checkpointer unpickles ``.pkl`` files (a crafted file runs code) and loads weights of another
+architecture with a warning per skipped parameter. Here every weights file goes through `SafeCheckpointer`:
+
+- ``.pkl`` / ``.pyth`` files are refused; everything else is read with ``torch.load(..., weights_only=True)``,
+  which builds tensors and plain containers only. detectron2's own checkpoints (model, optimizer, scheduler,
+  iteration) are such containers, so resuming training works through it too.
+- Anything that is not a state dict (random bytes, a pickle of objects) is an error naming the file.
+- With ``strict`` (inference and evaluation always; training unless ``DEEPCEE.WEIGHTS_STRICT`` is False), a
+  missing, unexpected or reshaped parameter is an error listing them.
+
+`DetectorFactory` is the picklable recipe a survey worker calls once: it checks the weights in the calling
+process (so a bad file is reported before Dask starts) and builds detectron2's ``DefaultPredictor``.
+"""
+import hashlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+
+from ..io import file_sha256
+
+logger = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".pyth")
+SHOWN_KEYS = 5  # keys listed per kind of mismatch; the counts give the rest
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be loaded safely, or does not fit the model."""
+
+
+def _listing(items, describe=str):
+    shown = ", ".join(describe(item) for item in items[:SHOWN_KEYS])
+    return shown + (f", ... ({len(items) - SHOWN_KEYS} more)" if len(items) > SHOWN_KEYS else "")
+
+
+def read_state_dict(path):
+    """The checkpoint dict of a weights file, read without running code.
+
+    Returns
+    -------
+    dict
+        ``{"model": {name: tensor}, ...}`` (a bare state dict is wrapped in ``"model"``).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    WeightsError
+        A pickle file, a file ``torch.load(weights_only=True)`` refuses (random bytes, python objects), or
+        a file that holds no ``{name: tensor}`` state dict; the message names the file.
+    """
+    path = str(path)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    if path.lower().endswith(PICKLE_SUFFIXES):
+        raise WeightsError(f"{path}: pickle files can run code when loaded and are refused; give a PyTorch "
+                           "state dict (.pth), e.g. saved by detectron2's training or tools/convert_tf_checkpoint.py")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise WeightsError(f"{path}: not a PyTorch weights file that loads safely (torch.load with "
+                           f"weights_only=True: {reason})") from None
+    if isinstance(loaded, Mapping) and "model" in loaded:
+        checkpoint = dict(loaded)
+    else:
+        checkpoint = {"model": loaded}
+    state = checkpoint["model"]
+    if not isinstance(state, Mapping) or not state or not all(
+            isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()):
+        raise WeightsError(f"{path}: holds no state dict (a mapping of parameter names to tensors)")
+    return checkpoint
+
+
+class SafeCheckpointer(DetectionCheckpointer):
+    """detectron2's ``DetectionCheckpointer`` reading files with `read_state_dict` and, with ``strict``,
+    refusing weights that do not fit the model (module docstring)."""
+
+    def __init__(self, model, save_dir="", *, strict=True, **checkpointables):
+        super().__init__(model, save_dir, **checkpointables)
+        self.strict = strict
+        self.loaded_file = None
+
+    def _load_file(self, filename):
+        self.loaded_file = filename
+        return read_state_dict(filename)
+
+    def _load_model(self, checkpoint):
+        incompatible = super()._load_model(checkpoint)
+        problems = []
+        if incompatible.incorrect_shapes:
+            problems.append(f"{len(incompatible.incorrect_shapes)} of another shape: " + _listing(
+                incompatible.incorrect_shapes,
+                lambda item: f"{item[0]} (file {list(item[1])}, model {list(item[2])})"))
+        reshaped = {key for key, _, _ in incompatible.incorrect_shapes}
+        missing = [key for key in incompatible.missing_keys if key not in reshaped]  # fvcore lists them twice
+        if missing:
+            problems.append(f"{len(missing)} missing from the file: " + _listing(missing))
+        if incompatible.unexpected_keys:
+            problems.append(f"{len(incompatible.unexpected_keys)} not in the model: "
+                            + _listing(incompatible.unexpected_keys))
+        if problems and self.strict:
+            raise WeightsError(f"{self.loaded_file}: the weights do not fit this model (another architecture, "
+                               f"e.g. MODEL.INCEPTION_V2.DEPTH_MULTIPLIER or NUM_CLASSES?); parameters "
+                               + "; ".join(problems) + ". To fine-tune from weights of another head, set "
+                               "DEEPCEE.WEIGHTS_STRICT False (training only)")
+        return incompatible
+
+
+def load_weights(model, path, strict=True):
+    """Load the weights file ``path`` (local path or URL) into ``model`` through `SafeCheckpointer`."""
+    return SafeCheckpointer(model, strict=strict).load(str(path))
+
+
+def weights_file(cfg):
+    """The local path of ``cfg.MODEL.WEIGHTS`` (URLs are fetched into detectron2's cache), which must exist."""
+    from detectron2.utils.file_io import PathManager
+
+    weights = cfg.MODEL.WEIGHTS
+    if not weights:
+        # Without weights every worker would draw its own random model.
+        raise ValueError("MODEL.WEIGHTS is empty: inference needs trained weights "
+                         "(e.g. MODEL.WEIGHTS output/model_final.pth)")
+    local = Path(PathManager.get_local_path(weights)) if "://" in weights else Path(weights)
+    if not local.is_file():
+        raise FileNotFoundError(f"{weights}: MODEL.WEIGHTS file not found")
+    return local
+
+
+def build_inference_model(cfg):
+    """The model of ``cfg`` in eval mode with ``MODEL.WEIGHTS`` loaded strictly (for evaluation)."""
+    from .trainer import Trainer
+
+    model = Trainer.build_model(cfg)
+    load_weights(model, weights_file(cfg), strict=True)
+    return model.eval()
+
+
+class DetectorFactory:
+    """Picklable recipe for the detector a worker builds once: detectron2's ``DefaultPredictor`` on a
+    frozen config, with ``MODEL.WEIGHTS`` loaded by `load_weights`, running with ``threads`` PyTorch threads.
+
+    Creating it checks the weights completely (a model is built and loaded once here), so a bad file is an
+    error naming it before any worker starts; ``weights_sha256`` identifies the file.
+    """
+
+    def __init__(self, cfg, threads=1):
+        self.weights = str(weights_file(cfg))
+        build_inference_model(cfg)  # raises WeightsError naming the file
+        self.weights_sha256 = file_sha256(self.weights)
+        self.config_yaml = cfg.dump()
+        self.threads = threads
+        self.cache_key = hashlib.sha256(f"{self.config_yaml}{threads}{self.weights_sha256}".encode()).hexdigest()
+
+    def __call__(self):
+        from detectron2.config import CfgNode
+        from detectron2.engine import DefaultPredictor
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        cfg = CfgNode.load_cfg(self.config_yaml)
+        cfg.MODEL.WEIGHTS = ""  # DefaultPredictor loads nothing; load_weights does, safely
+        predictor = DefaultPredictor(cfg)
+        load_weights(predictor.model, self.weights, strict=True)
+
+        def detect(rgb):
+            # DefaultPredictor takes BGR (OpenCV order) and converts to the model's INPUT.FORMAT.
+            instances = predictor(np.ascontiguousarray(rgb[:, :, ::-1]))["instances"].to("cpu")
+            return instances.pred_boxes.tensor.numpy().astype(float), instances.scores.numpy().astype(float)
+
+        return detect

@@ -1,0 +1,137 @@
+"""Weights are loaded safely (never unpickled) and strictly (every parameter fits), naming the file.
+
+The malicious files are made here and would touch a marker file if anything ran them; the tests assert
+the marker never appears.
+"""
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from deepcee_d2.config import load_config
+from deepcee_d2.engine import Trainer
+from deepcee_d2.engine.predictor import (
+    DetectorFactory, SafeCheckpointer, WeightsError, build_inference_model, load_weights, read_state_dict,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+INSTANT = REPO / "configs" / "deepcee_instant_test.yaml"
+
+
+class _TouchMarker:
+    """Unpickling this calls os.system: a stand-in for a crafted weights file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def crafted_pickle(path, marker):
+    with open(path, "wb") as handle:
+        pickle.dump({"model": _TouchMarker(marker)}, handle)
+    return path
+
+
+@pytest.fixture(scope="module")
+def instant_model():
+    return Trainer.build_model(load_config(INSTANT))
+
+
+@pytest.fixture(scope="module")
+def weights(instant_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "model.pth"
+    torch.save({"model": instant_model.state_dict(), "iteration": 3}, path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["model.pkl", "model.pth"])
+def test_a_crafted_pickle_never_runs(tmp_path, instant_model, name):
+    marker = tmp_path / "marker"
+    path = crafted_pickle(tmp_path / name, marker)
+    with pytest.raises(WeightsError, match=str(path)):
+        load_weights(instant_model, path)
+    # the same file through the training loader
+    trainer_like = SafeCheckpointer(instant_model, str(tmp_path), strict=False)
+    with pytest.raises(WeightsError, match=str(path)):
+        trainer_like.load(str(path))
+    assert not marker.exists()
+
+
+def test_random_bytes_and_non_state_dicts_are_refused_naming_the_file(tmp_path):
+    noise = tmp_path / "noise.pth"
+    noise.write_bytes(os.urandom(4096))
+    with pytest.raises(WeightsError, match=f"{noise}: not a PyTorch weights file"):
+        read_state_dict(noise)
+    tensors = tmp_path / "tensor.pth"
+    torch.save(torch.zeros(3), tensors)
+    with pytest.raises(WeightsError, match=f"{tensors}: holds no state dict"):
+        read_state_dict(tensors)
+    with pytest.raises(FileNotFoundError, match="nothing.pth"):
+        read_state_dict(tmp_path / "nothing.pth")
+
+
+def test_weights_of_another_architecture_are_refused_listing_the_keys(weights):
+    other = Trainer.build_model(load_config(INSTANT, ["MODEL.INCEPTION_V2.DEPTH_MULTIPLIER", "0.5"]))
+    with pytest.raises(WeightsError) as error:
+        load_weights(other, weights)
+    message = str(error.value)
+    assert message.startswith(f"{weights}: the weights do not fit this model")
+    assert "of another shape: backbone." in message and "more)" in message and "DEEPCEE.WEIGHTS_STRICT" in message
+
+
+def test_missing_and_unexpected_keys_are_counted(instant_model, weights, tmp_path):
+    state = read_state_dict(weights)["model"]
+    head = [key for key in state if key.startswith("roi_heads.box_predictor.")]
+    partial = {key: value for key, value in state.items() if key not in head}
+    partial["an.unknown.weight"] = torch.zeros(1)
+    path = tmp_path / "partial.pth"
+    torch.save(partial, path)  # a bare state dict, as other tools write them
+    with pytest.raises(WeightsError, match=rf"{len(head)} missing from the file: roi_heads.box_predictor.*"
+                                          r"1 not in the model: an.unknown.weight"):
+        load_weights(instant_model, path)
+    # the explicit opt-out (fine-tuning from another head) loads what fits
+    incompatible_loaded = load_weights(instant_model, path, strict=False)
+    assert isinstance(incompatible_loaded, dict)
+
+
+def test_training_loads_initial_weights_strictly_unless_told(weights, toy_datasets, tmp_path):
+    other = ["MODEL.INCEPTION_V2.DEPTH_MULTIPLIER", "0.5", "MODEL.WEIGHTS", str(weights),
+             "OUTPUT_DIR", str(tmp_path / "a")]
+    with pytest.raises(WeightsError, match=str(weights)):
+        Trainer(load_config(INSTANT, other)).resume_or_load(resume=False)
+    trainer = Trainer(load_config(INSTANT, other + ["DEEPCEE.WEIGHTS_STRICT", "False", "OUTPUT_DIR",
+                                                    str(tmp_path / "b")]))
+    trainer.resume_or_load(resume=False)
+    assert trainer.start_iter == 0
+
+
+def test_detectron2_checkpoints_load_with_weights_only(instant_model, tmp_path):
+    """A checkpoint as DefaultTrainer writes it (model, optimizer, scheduler, iteration) passes read_state_dict."""
+    cfg = load_config(INSTANT)
+    optimizer = Trainer.build_optimizer(cfg, instant_model)
+    scheduler = Trainer.build_lr_scheduler(cfg, optimizer)
+    saver = SafeCheckpointer(instant_model, str(tmp_path), optimizer=optimizer, scheduler=scheduler)
+    saver.save("model_0000004", iteration=4)
+    loaded = read_state_dict(tmp_path / "model_0000004.pth")
+    assert loaded["iteration"] == 4 and {"model", "optimizer", "scheduler"} <= set(loaded)
+    extra = SafeCheckpointer(instant_model, str(tmp_path), optimizer=optimizer, scheduler=scheduler).resume_or_load(
+        "", resume=True)
+    assert extra["iteration"] == 4
+
+
+def test_detector_factory_checks_the_weights_before_any_worker(weights, tmp_path):
+    cfg = load_config(INSTANT, ["MODEL.WEIGHTS", str(weights)])
+    factory = DetectorFactory(cfg)
+    assert len(factory.weights_sha256) == 64
+    boxes, scores = factory()(torch.zeros(192, 192, 3, dtype=torch.uint8).numpy())
+    assert boxes.shape == (len(scores), 4)
+    noise = tmp_path / "noise.pth"
+    noise.write_bytes(os.urandom(1000))
+    with pytest.raises(WeightsError, match=str(noise)):
+        DetectorFactory(load_config(INSTANT, ["MODEL.WEIGHTS", str(noise)]))
+    with pytest.raises(ValueError, match="MODEL.WEIGHTS is empty"):
+        build_inference_model(load_config(INSTANT))
