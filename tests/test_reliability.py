@@ -13,7 +13,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from deepcee_d2.config import load_config
 from deepcee_d2.data.catalogs import read_catalog
 from deepcee_d2.data.coco import DatasetSettings, build_dataset
-from deepcee_d2.data.imaging import LocalFITSSource
+from deepcee_d2.data.frames import LocalFITSSource
 from deepcee_d2.data.register import register_deepcee_dataset
 from deepcee_d2.synthetic import ClusterSpec, write_survey
 
