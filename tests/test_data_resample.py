@@ -183,6 +183,8 @@ def test_bad_arguments_are_refused():
         pixel_map(grid, frame, 0)
     with pytest.raises(ValueError, match="too large for opencv"):
         remap_to_grid([(np.zeros((4, 32767), np.float32), frame)], grid, TOLERANCE_PX)
+    with pytest.raises(ImagingError, match="100.0% of the cutout lies outside"):
+        remap_to_grid([], grid, TOLERANCE_PX)
     grid.pixel_shape = None
     with pytest.raises(ValueError, match="no pixel_shape"):
         pixel_map(grid, frame, TOLERANCE_PX)
