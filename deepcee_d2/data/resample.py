@@ -11,8 +11,8 @@ another pixel area are rescaled by the ratio of pixel areas), several frames ave
   of the mesh cells and edges (checked on every call). opencv's ``remap`` then interpolates the pixels
   bilinearly, from float32 maps (their rounding adds < 3e-4 px for frames under 4096 px). opencv >= 5 is
   needed: opencv 4 rounds the interpolation weights to 1/32 px, which on the shared SDSS frames puts pixels
-  at bright star cores up to 64 sigma of the sky noise away from reproject's (opencv 5: 0.3 sigma).
-  Many times faster than reproject (BENCHMARKS.md, "Resampling frames onto tiles").
+  at bright star cores up to 64 sigma of the sky noise away from reproject's (opencv 5: 0.16 sigma).
+  ~35 times fewer core-seconds than reproject (BENCHMARKS.md, "Resampling frames onto tiles").
 - ``"reproject"`` (`reproject_to_grid`): ``reproject_interp`` + ``reproject_and_coadd``, which transform
   every pixel exactly; the reference in tests.
 
