@@ -148,7 +148,7 @@ def _remap_frame(data, frame_wcs, grid, tolerance_px, source):
             rows, columns = slice(top, top + _CV_MAX_SIDE - 1), slice(left, left + _CV_MAX_SIDE - 1)
             x, y = mapping.block(rows, columns)
             # Replicating the edge gives the outer half pixel the edge pixel's value, as reproject does;
-            # further out it is a placeholder that `inside` drops (so do NaN maps, which compare False).
+            # further out it is a placeholder that `good` drops (NaN maps fail the comparisons too).
             values[rows, columns] = cv2.remap(data, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             good[rows, columns] = (x >= -0.5) & (x <= data.shape[1] - 0.5) & (y >= -0.5) & (y <= data.shape[0] - 0.5)
     good &= np.isfinite(values)
