@@ -26,6 +26,8 @@ setup(
         "numpy",
         "scipy",
         "astropy>=5.0",
+        # Resampling frames onto tiles (deepcee_d2.data.resample); opencv 4 rounds remap's weights to 1/32 px.
+        "opencv-python-headless>=5.0",
         "matplotlib",
         "Pillow",
         "pycocotools>=2.0.2",
