@@ -3,6 +3,7 @@ resume and refusal, untouched originals, bad frames, the FWHM measured on stars.
 import bz2
 import hashlib
 import io
+import runpy
 import warnings
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 
 from deepcee_d2.data.catalogs import CLUSTER_COLUMNS, read_catalog
-from deepcee_d2.synthetic import ClusterSpec, make_field
+from deepcee_d2.synthetic import ClusterSpec, make_field, write_survey
 from deepcee_d2.synthetic.field import CLUSTER_EXTRAS
 from deepcee_d2.synthetic.inject import (
     FRAMES_FILE,
@@ -33,6 +34,7 @@ from deepcee_d2.synthetic.instrument import mag_to_nanomaggies
 
 from conftest import make_sky_wcs
 
+REPO = Path(__file__).resolve().parents[1]
 FIELD = "002583-2-0136"  # Stripe 82, low latitude: many stars
 # Each band cut at its own pixel offset, so the bands' pixel grids differ by tens of pixels as well as by the
 # frames' own small offsets.
@@ -280,3 +282,21 @@ def test_fwhm_without_enough_stars_is_an_error_naming_the_frame():
     noise = np.random.default_rng(0).normal(0.0, 0.01, (100, 100))
     with pytest.raises(InjectionError, match="blank.fits: only 0 isolated"):
         measure_fwhm(noise, wcs, "blank.fits")
+
+
+def test_command_injects_into_a_synthetic_survey_folder(tmp_path, capsys):
+    """The synthetic survey's layout (<field>/frame-<band>.fits, GAIN and NMGY in the headers) is an input too."""
+    write_survey(tmp_path / "blank", 2, 300, 300, clusters=None, field_galaxies=False, stars=False, seed=2,
+                 progress=False)
+    tool = runpy.run_path(str(REPO / "tools" / "inject_clusters.py"), run_name="tool")
+    arguments = [str(tmp_path / "blank"), str(tmp_path / "out"), "--z-range", "0.3", "0.4", "--richness-range",
+                 "5", "10", "--min-separation", "30", "--mag-limit", "20", "--fwhm", "g=1.4", "r=1.3", "i=1.2", "--no-progress", "--seed", "4"]
+    assert tool["main"](arguments) == 0
+    assert "2 clusters in 6 frames" in capsys.readouterr().out
+    truth = read_catalog(tmp_path / "out" / TRUTH_FILE)
+    assert list(truth["field"]) == ["f000", "f001"] and list(truth["id"]) == ["f000-c0", "f001-c0"]
+    assert (tmp_path / "out" / "f001" / "frame-i.fits.gz").is_file()
+    frames = Table.read(tmp_path / "out" / FRAMES_FILE)
+    assert set(frames["k_source"]) == {"header GAIN/NMGY"} and set(frames["fwhm_source"]) == {"given"}
+    with pytest.raises(SystemExit, match="--fwhm: need BAND=VALUE"):
+        tool["main"](arguments[:2] + ["--fwhm", "r:1.3"])

@@ -352,32 +352,29 @@ def place_clusters(rng, fields, spec):
     InjectionError
         When a field cannot hold ``spec.per_field`` clusters with the separation and margin asked for.
     """
-    placed, coords = [], []
+    placed = []
     for name, field in fields.items():
         reference = _reference(field)
         height, width = reference.shape
         if spec.placement == "centre":
-            for _ in range(spec.per_field):
-                centre = reference.wcs.pixel_to_world((width - 1) / 2, (height - 1) / 2)
-                placed.append((name, centre))
-                coords.append(centre)
+            centre = reference.wcs.pixel_to_world((width - 1) / 2, (height - 1) / 2)
+            placed += [(name, centre)] * spec.per_field
             continue
-        count = 0
-        for _ in range(_PLACEMENT_ATTEMPTS):
-            if count == spec.per_field:
-                break
-            candidate = reference.wcs.pixel_to_world(rng.uniform(-0.5, width - 0.5), rng.uniform(-0.5, height - 0.5))
-            if not _in_footprint(field, SkyCoord([candidate]), spec.edge_margin)[0]:
-                continue
-            if coords and SkyCoord(coords).separation(candidate).min() < spec.min_separation:
-                continue
-            placed.append((name, candidate))
-            coords.append(candidate)
-            count += 1
-        if count < spec.per_field:
-            raise InjectionError(f"field {name}: cannot place {spec.per_field} clusters at least "
-                                 f"{spec.min_separation} apart and {spec.edge_margin} from the edges of its "
-                                 "common footprint; lower min_separation, edge_margin or clusters per field")
+        # Candidates uniform over the reference frame, kept inside every band's frame; each cluster placed
+        # removes the candidates too close to it (also those of later fields).
+        candidates = reference.wcs.pixel_to_world(rng.uniform(-0.5, width - 0.5, _PLACEMENT_ATTEMPTS),
+                                                  rng.uniform(-0.5, height - 0.5, _PLACEMENT_ATTEMPTS))
+        free = _in_footprint(field, candidates, spec.edge_margin)
+        for _, position in placed:
+            free &= candidates.separation(position) >= spec.min_separation
+        for _ in range(spec.per_field):
+            if not free.any():
+                raise InjectionError(f"field {name}: cannot place {spec.per_field} clusters at least "
+                                     f"{spec.min_separation} apart and {spec.edge_margin} from the edges of its "
+                                     "common footprint; lower min_separation, edge_margin or clusters per field")
+            position = candidates[np.argmax(free)]
+            placed.append((name, position))
+            free &= candidates.separation(position) >= spec.min_separation
     return placed
 
 
