@@ -20,8 +20,8 @@ them into every frame they touch, then writes the injected frames and the truth.
   galaxy is drawn through the local Jacobian of the WCS at its own position: a galaxy's shape and position
   angle on the sky are the same in every band whatever the frames' rotation, parity and pixel scale.
 - **PSF.** A Kolmogorov profile (`instrument.psf`) per frame, of a FWHM given per band or measured on the
-  frame (`measure_fwhm`: the adaptive second moments of isolated bright round point-like sources, their
-  stellar-locus median, turned into the Kolmogorov FWHM with the same moments at the frame's pixel scale).
+  frame (`measure_fwhm`: Gaussian fits to isolated bright round point-like sources, their stellar-locus
+  median, turned into the FWHM of the Kolmogorov profile whose pixelised image gives the same fit).
   SDSS corrected frames do not record the seeing in their header. A real PSF is closer to a Moffat with
   beta ~ 3.5 and slightly elliptical: the injected galaxies match its core width, not its wings or shape.
 - **Photon noise** of the injected light: the model image ``m`` (nanomaggies) becomes ``e = m k`` electrons,
@@ -52,6 +52,7 @@ import functools
 import gzip
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 from astropy.table import Table
+from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 from tqdm import tqdm
 
@@ -86,12 +88,14 @@ SDSS_GAIN = {1: {"g": 3.32, "r": 4.71, "i": 5.165}, 2: {"g": 3.855, "r": 4.6, "i
              5: {"g": 4.05, "r": 4.725, "i": 4.64}, 6: {"g": 4.035, "r": 4.895, "i": 4.76}}
 REFERENCE_BAND = "r"
 # Stars for the FWHM: peak above 50 sigma of the sky, no other source within 15 px, ellipticity below 0.2,
-# at least 5 of them; moments on 25 x 25 px stamps; the stellar locus within 10 % of its median.
+# at least 5 (the 150 brightest used); Gaussian fits on 25 x 25 px stamps; the stellar locus within 10 % of its
+# median.
 _STAR_PEAK_SNR = 50.0
 _STAR_ISOLATION_PX = 15.0
 _STAR_MAX_ELLIPTICITY = 0.2
 _STAMP_HALF = 12
 MIN_STARS = 5
+_MAX_STARS = 150
 _LOCUS_WIDTH = 0.10
 _PLACEMENT_ATTEMPTS = 5000
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".fz")
@@ -212,33 +216,35 @@ def read_frames(root, bands=BANDS, pattern="frame-*.fits*"):
     return dict(sorted(fields.items()))
 
 
+def _gaussian_fit(stamp):
+    """``(sigma, ellipticity)`` of a 2-D Gaussian least-squares fit to a stamp centred on a source (pixels;
+    sigma the geometric mean of the axes, ellipticity 1 - minor / major), or None when the fit fails."""
+    from astropy.modeling import fitting, models
+
+    half_y, half_x = (n // 2 for n in stamp.shape)
+    guess = models.Gaussian2D(amplitude=float(stamp[half_y, half_x]), x_mean=half_x, y_mean=half_y,
+                              x_stddev=1.5, y_stddev=1.5)
+    rows, columns = np.indices(stamp.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyUserWarning)  # non-convergence is checked below
+        fit = fitting.TRFLSQFitter()(guess, columns, rows, stamp)
+    axes = np.abs([fit.x_stddev.value, fit.y_stddev.value])
+    if not (np.all(np.isfinite(axes)) and axes.min() > 0.1 and np.hypot(fit.x_mean - half_x, fit.y_mean - half_y) < 2):
+        return None
+    return float(np.sqrt(axes.prod())), float(1.0 - axes.min() / axes.max())
+
+
 @functools.lru_cache(maxsize=16)
 def _kolmogorov_sigma_table(pixel_scale_arcsec):
-    """Adaptive-moment sigma (pixels) of Kolmogorov PSFs of FWHM 1.7-20 pixels drawn at ``pixel_scale_arcsec``,
-    averaged over sub-pixel centres as stars fall anywhere in a pixel (below 1.7 px HSM mostly fails)."""
-    fwhm = np.geomspace(1.7, 20.0, 25) * pixel_scale_arcsec
-    phases = [(dx, dy) for dx in (0.0, 0.25, 0.5) for dy in (0.0, 0.25, 0.5)]
-    sigma = []
-    for value in fwhm:
-        measured = [_moments(render.psf(float(value)).drawImage(nx=64, ny=64, scale=pixel_scale_arcsec,
-                                                                offset=phase)) for phase in phases]
-        sigma.append(np.mean([moments.moments_sigma for moments in measured if moments is not None]))
+    """Gaussian-fit sigma (pixels) of Kolmogorov PSFs of FWHM 1-20 pixels drawn at ``pixel_scale_arcsec``,
+    averaged over sub-pixel centres, as stars fall anywhere in a pixel."""
+    fwhm = np.geomspace(1.0, 20.0, 20) * pixel_scale_arcsec
+    size = 2 * _STAMP_HALF + 1
+    phases = [(0.0, 0.0), (0.5, 0.5), (0.25, -0.25), (-0.25, 0.5)]
+    sigma = [np.mean([_gaussian_fit(render.psf(float(value)).drawImage(nx=size, ny=size, scale=pixel_scale_arcsec,
+                                                                       offset=phase).array)[0]
+                      for phase in phases]) for value in fwhm]
     return np.array(sigma), fwhm
-
-
-def _moments(image):
-    """GalSim HSM adaptive moments of an image, or None when they do not converge."""
-    try:
-        return galsim.hsm.FindAdaptiveMom(image)
-    except galsim.errors.GalSimHSMError:
-        return None
-
-
-def _stamp_moments(data, x, y):
-    """Adaptive moments of the stamp around pixel (x, y), or None when they do not converge."""
-    x0, y0 = int(round(x)), int(round(y))
-    return _moments(galsim.Image(np.ascontiguousarray(data[y0 - _STAMP_HALF:y0 + _STAMP_HALF + 1,
-                                                           x0 - _STAMP_HALF:x0 + _STAMP_HALF + 1], dtype=np.float64)))
 
 
 def measure_fwhm(image, wcs, source="image"):
@@ -246,11 +252,12 @@ def measure_fwhm(image, wcs, source="image"):
 
     Sources peaking above 50 sigma of the sky (`photutils.detection.DAOStarFinder`, whose sharpness and
     roundness limits drop cosmic rays and extended sources), with no other such source within 15 px and an
-    adaptive-moment ellipticity below 0.2, give their adaptive-moment sigma (GalSim HSM). Stars share the
+    ellipticity below 0.2, give the sigma of a 2-D Gaussian fitted to their 25 x 25 px stamp. Stars share the
     smallest sigma (galaxies are wider, saturated cores flat-topped and wider): the stellar locus is found
     by starting at the median of the smallest third and keeping the sources within 10 % of the running
-    median. That median becomes the FWHM of the Kolmogorov profile with the same sigma at the frame's pixel
-    scale, the profile the injection draws.
+    median. That median becomes the FWHM of the Kolmogorov profile (the one the injection draws) whose image
+    at the frame's pixel scale gives the same fitted sigma, averaged over sub-pixel centres: the fit's
+    pixelisation and the profile's non-Gaussian shape cancel, down to undersampled 1-pixel FWHMs.
 
     Parameters
     ----------
@@ -290,10 +297,13 @@ def measure_fwhm(image, wcs, source="image"):
         height, width = data.shape
         inside = ((x >= _STAMP_HALF) & (x < width - _STAMP_HALF - 1) & (y >= _STAMP_HALF)
                   & (y < height - _STAMP_HALF - 1))
-        for k in np.nonzero(inside & (distance.min(axis=1) > _STAR_ISOLATION_PX))[0]:
-            moments = _stamp_moments(data, x[k], y[k])
-            if moments is not None and moments.observed_shape.e < _STAR_MAX_ELLIPTICITY:
-                sigma.append(moments.moments_sigma)
+        candidates = np.nonzero(inside & (distance.min(axis=1) > _STAR_ISOLATION_PX))[0]
+        # The brightest first: enough for a median, and a crowded low-latitude frame stays quick.
+        for k in candidates[np.argsort(-np.asarray(found["peak"])[candidates])][:_MAX_STARS]:
+            x0, y0 = int(round(x[k])), int(round(y[k]))
+            fit = _gaussian_fit(data[y0 - _STAMP_HALF:y0 + _STAMP_HALF + 1, x0 - _STAMP_HALF:x0 + _STAMP_HALF + 1])
+            if fit is not None and fit[1] < _STAR_MAX_ELLIPTICITY:
+                sigma.append(fit[0])
     sigma = np.sort(sigma)
     if len(sigma) < MIN_STARS:
         raise InjectionError(f"{source}: only {len(sigma)} isolated unsaturated stars to measure the PSF "
@@ -307,7 +317,8 @@ def measure_fwhm(image, wcs, source="image"):
                              "give the FWHM of this band")
     table_sigma, table_fwhm = _kolmogorov_sigma_table(round(scale, 6))
     if not table_sigma[0] <= locus <= table_sigma[-1]:
-        raise InjectionError(f"{source}: measured PSF sigma {locus:.2f} px is outside 1.7-20 px FWHM; give the FWHM of this band")
+        raise InjectionError(f"{source}: measured PSF sigma {locus:.2f} px is outside 1-20 px FWHM; "
+                             "give the FWHM of this band")
     return float(np.interp(locus, table_sigma, table_fwhm)), int(len(members))
 
 
