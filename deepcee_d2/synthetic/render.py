@@ -47,13 +47,13 @@ def _galaxy_profile(flux, sersic_n, half_light_radius, axis_ratio, position_angl
     return profile.shear(q=axis_ratio, beta=(90.0 + position_angle) * galsim.degrees)
 
 
-def half_widths(mag, half_light_radius, sersic_n, fwhm):
-    """Window half-widths (pixels) for sources of magnitude ``mag`` (module docstring)."""
+def half_widths(mag, half_light_radius, sersic_n, fwhm, pixel_scale=PIXEL_SCALE.to_value(u.arcsec)):
+    """Window half-widths (pixels of ``pixel_scale`` arcsec) for sources of magnitude ``mag`` (module docstring)."""
     mag = np.asarray(mag, dtype=float)
     size = np.sqrt(np.asarray(half_light_radius, dtype=float) ** 2 + (0.5 * fwhm) ** 2)
     k = np.where(np.asarray(sersic_n) >= 2.5, 10.0, 5.0)
     grow = 1.3 ** np.maximum(21.0 - mag, 0.0)
-    half = np.ceil(k * size / PIXEL_SCALE.to_value(u.arcsec) * grow)
+    half = np.ceil(k * size / pixel_scale * grow)
     return np.clip(half, MIN_HALF_WIDTH, MAX_HALF_WIDTH).astype(int)
 
 
@@ -74,7 +74,8 @@ def draw_galaxies(image, galaxies, band, fwhm):
     flux = mag_to_nanomaggies(mags)
     radius = np.asarray(galaxies["half_light_radius"], dtype=float)
     index = np.asarray(galaxies["sersic_n"], dtype=float)
-    half = half_widths(mags, radius, index, fwhm)
+    # The image's own pixel scale: injection draws into real frames of any scale (smallest side, widest window).
+    half = half_widths(mags, radius, index, fwhm, image.wcs.minLinearScale(image_pos=image.true_center))
     drawn = 0
     for k, (x, y) in enumerate(zip(np.asarray(galaxies["x"], float), np.asarray(galaxies["y"], float))):
         window = _window(image, x, y, half[k])
