@@ -112,10 +112,16 @@ def main(args):
                                            seed + 1000 * (index + 1), background, settings, cosmology, rng)
         summarise(name, rows, photometry_seconds, args.size)
         all_rows += rows
-    blank_rows = [estimate_redshift_richness(photometry, photometry.wcs.pixel_to_world(args.size / 2, args.size / 2),
+    centre_pixel = (args.size - 1) / 2
+    blank_rows = [estimate_redshift_richness(photometry, photometry.wcs.pixel_to_world(centre_pixel, centre_pixel),
                                              cosmology, background, settings) for photometry in blanks]
-    print(f"\nblank fields (the background's own, centre): peak found in {np.mean([e.has_peak for e in blank_rows]):.0%}, "
-          f"median richness {np.median([e.richness for e in blank_rows]):.1f}")
+    print(f"\nblank fields (those of the background), at their centre: significance "
+          f"{', '.join(f'{e.significance:.1f}' for e in blank_rows)}; peak found in "
+          f"{np.mean([e.has_peak for e in blank_rows]):.0%}; richness "
+          f"{', '.join(f'{e.richness:.1f}' for e in blank_rows)}")
+    significance = [row["estimate"].significance for row in all_rows]
+    print(f"cluster significance: median {np.median(significance):.1f}, 10th percentile "
+          f"{np.percentile(significance, 10):.1f}")
     if args.calibrate:
         calibrate(all_rows)
 

@@ -21,15 +21,16 @@ Liu 2012, ApJS 199, 34), calibrated on the red-sequence model the simulator draw
    (excess over the square root of the summed squared weights) decides whether there is a red-sequence peak
    at all. The redshift is then refined as the maximum of the colour likelihood of the members (weights at
    the guess times the purity, excess over total), recomputing the members at the new redshift twice; its
-   error is the curvature width of that likelihood (``-2 ln L`` rising by 1).
-4. **Richness**: at the estimated z, the red-sequence-weighted count of galaxies brighter than ``m* + richness_faint_mag`` (0.42 L*, the WHL12 and simulator cut) within ``richness_aperture``
-   (proper), background subtracted and corrected for the part of the aperture outside the image (weighted by
-   a projected NFW profile, c = 2.9, so a missing outskirt counts less than a missing core), mapped onto the
-   catalogue richness R_L* (WHL12: luminosity within r200) by a linear relation in log calibrated on
-   synthetic clusters (a count rather than a luminosity: a bright foreground galaxy or star of red-sequence
-   colour would dominate a luminosity sum and its background) (``richness_intercept``, ``richness_slope``). The aperture is fixed rather than WHL12's
-   r200 (1-2 Mpc, larger than a tile at z < 0.2); the calibration absorbs the mean share of the light
-   outside it, of blue members and of members' colours off the ridge line.
+   error is the width of that likelihood (``-2 ln L`` rising by 1) and a systematic floor in quadrature.
+4. **Richness**: at the estimated z, the red-sequence-weighted count of galaxies brighter than
+   ``m* + richness_faint_mag`` (0.42 L*, the WHL12 and simulator cut) within ``richness_aperture`` (proper),
+   background subtracted and corrected for the part of the aperture outside the image (weighted by a
+   projected NFW profile, c = 2.9, so a missing outskirt counts less than a missing core), mapped onto the
+   catalogue richness R_L* (WHL12: luminosity within r200) by a linear relation in log calibrated on synthetic
+   clusters (``richness_intercept``, ``richness_slope``). A count rather than a luminosity, because one bright
+   foreground galaxy or star of red-sequence colour would dominate a luminosity sum and its background; a
+   fixed aperture rather than WHL12's r200 (1-2 Mpc, more than a tile spans at z < 0.2). The calibration
+   absorbs the mean share of the light outside the aperture, of blue members and of faint members.
 
 Every tunable number comes from ``cfg.DEEPCEE.REDSHIFT`` through `RedSequenceSettings`. The estimator knows
 exactly the red sequence the simulator draws from, so its accuracy on the synthetic sky is an upper bound of
@@ -82,6 +83,8 @@ class RedSequenceSettings:
         Proper radius of the redshift scan.
     colour_error_floor : float
         Smallest colour error (mag).
+    z_error_floor : float
+        Systematic redshift error added in quadrature to the statistical one.
     min_significance : float
         Significance of the red-sequence excess below which a detection has no peak.
     richness_faint_mag : float
@@ -103,6 +106,7 @@ class RedSequenceSettings:
     faint_mag: float
     scan_radius: u.Quantity
     colour_error_floor: float
+    z_error_floor: float
     min_significance: float
     richness_faint_mag: float
     richness_aperture: u.Quantity
@@ -123,7 +127,8 @@ class RedSequenceSettings:
             smooth_fwhm_pixels=float(c.SMOOTH_FWHM_PIXELS), aperture_radius=float(c.APERTURE_RADIUS_ARCSEC) * u.arcsec,
             z_grid=np.round(np.arange(start, stop + step / 2, step), 6), bright_mag=float(c.BRIGHT_MAG),
             faint_mag=float(c.FAINT_MAG), scan_radius=float(c.SCAN_RADIUS_KPC) * u.kpc,
-            colour_error_floor=float(c.COLOUR_ERROR_FLOOR), min_significance=float(c.MIN_SIGNIFICANCE),
+            colour_error_floor=float(c.COLOUR_ERROR_FLOOR), z_error_floor=float(c.Z_ERROR_FLOOR),
+            min_significance=float(c.MIN_SIGNIFICANCE),
             richness_faint_mag=float(c.RICHNESS_FAINT_MAG), richness_aperture=float(c.RICHNESS_APERTURE_KPC) * u.kpc,
             richness_profile_r200=float(c.RICHNESS_PROFILE_R200_KPC) * u.kpc,
             richness_intercept=float(c.RICHNESS_INTERCEPT), richness_slope=float(c.RICHNESS_SLOPE),
@@ -513,11 +518,12 @@ def estimate_redshift_richness(photometry, centre, cosmology, background, settin
 
     # 3. Richness: red-sequence members within richness_aperture, mapped onto the catalogue's R_L*.
     members = _excess_members(sources, separation, background, z, settings.richness_aperture,
-                                    settings.richness_profile_r200, photometry, centre, settings, cosmology)
+                              settings.richness_profile_r200, photometry, centre, settings, cosmology)
     richness = (10.0 ** (settings.richness_intercept + settings.richness_slope * np.log10(members))
                 if members > 0 else 0.0)
     scan_at_z = float(np.interp(z, z_grid, excess))
-    return RedSequenceEstimate(z=z, z_err=float(z_err), richness=float(richness),
+    z_err = float(np.hypot(z_err, settings.z_error_floor))
+    return RedSequenceEstimate(z=z, z_err=z_err, richness=float(richness),
                                n_members=float(members), n_red=scan_at_z,
                                significance=float(significance[peak]),
                                has_peak=bool(significance[peak] >= settings.min_significance))
