@@ -11,7 +11,7 @@ richness scatter in dex against the truth R_L* at >= 20 members, and seconds per
 ``--calibrate`` fits the richness relation (log10 R_L* = intercept + slope log10 n) on fields made from other
 seeds than the test run's and prints the two config values; put them in DEEPCEE.REDSHIFT.
 
-    python benchmarks/bench_redshift.py                   # ~5 min on 2 cores
+    python benchmarks/bench_redshift.py                   # 16 min on 2 heavily shared cores (BENCHMARKS.md)
     python benchmarks/bench_redshift.py --calibrate --n-clusters 40
 """
 import argparse
