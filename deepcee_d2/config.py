@@ -131,6 +131,49 @@ def add_deepcee_config(cfg):
     # "remap": largest error of the mesh-interpolated pixel mapping, in frame pixels, checked on every tile
     # (the mesh is refined until it holds). 0.01 px (4 mas on SDSS) is far below the astrometric error.
     _C.DEEPCEE.SURVEY.RESAMPLE_TOLERANCE_PX = 0.01
+
+    # ---- Redshift and richness of a detection from its red sequence (deepcee_d2.redsequence) ----
+    _C.DEEPCEE.REDSHIFT = CN()
+    # Source detection on the r image: pixels above DETECT_NSIGMA x the sky noise after smoothing with a
+    # Gaussian of SMOOTH_FWHM_PIXELS (about the seeing, 1.4" = 3.5 px), at least DETECT_NPIXELS connected;
+    # touching sources are split at the local maxima of the smoothed image (2 FWHM + 1 px apart at least).
+    _C.DEEPCEE.REDSHIFT.DETECT_NSIGMA = 1.5
+    _C.DEEPCEE.REDSHIFT.DETECT_NPIXELS = 5
+    _C.DEEPCEE.REDSHIFT.SMOOTH_FWHM_PIXELS = 3.0
+    # Colours come from one circular aperture of this radius (arcsec) in g, r and i: ~1.4 x the typical
+    # seeing FWHM, so it holds most of a galaxy's core light and little of its neighbours'.
+    _C.DEEPCEE.REDSHIFT.APERTURE_RADIUS_ARCSEC = 2.0
+    # Trial redshifts (start, stop, step) of the red-sequence scan; the redMaPPer DR8 calibration covers
+    # 0.05-0.6.
+    _C.DEEPCEE.REDSHIFT.Z_GRID = [0.04, 0.5, 0.005]
+    # Galaxies that can be red-sequence members at trial z: m*(z) + BRIGHT_MAG <= r <= m*(z) + FAINT_MAG.
+    # FAINT_MAG = 1.75 is 0.2 L* (redMaPPer's limit); BCGs are m* - 1.5 - 0.75 log10(R_L* / 20) +- 0.3.
+    _C.DEEPCEE.REDSHIFT.BRIGHT_MAG = -3.0
+    _C.DEEPCEE.REDSHIFT.FAINT_MAG = 1.75
+    # Proper radius (kpc) of the red-sequence scan around the detection, which finds the redshift.
+    _C.DEEPCEE.REDSHIFT.SCAN_RADIUS_KPC = 500.0
+    # Colour errors below this floor (mag) are raised to it (aperture colours of neighbours, PSF mismatch).
+    _C.DEEPCEE.REDSHIFT.COLOUR_ERROR_FLOOR = 0.03
+    # Added in quadrature to the statistical z error: aperture colours are biased by the bands' different
+    # seeing (g - r, r - i ~ 0.015 mag too red on the synthetic sky), which moves z by ~ 0.005-0.01.
+    _C.DEEPCEE.REDSHIFT.Z_ERROR_FLOOR = 0.008
+    # A detection has a red-sequence peak when the background-subtracted weighted count at the best trial
+    # z exceeds its noise by this factor; otherwise its z and richness are flagged (has_peak false). Blank
+    # synthetic fields reach 0.5-1.5, clusters of >= 20 members a median of ~4 (BENCHMARKS.md).
+    _C.DEEPCEE.REDSHIFT.MIN_SIGNIFICANCE = 3.0
+    # Richness: the red-sequence weighted count of galaxies brighter than m* + RICHNESS_FAINT_MAG
+    # (M_r = -20.5, 0.42 L*: WHL12's and the simulator's cut) within RICHNESS_APERTURE_KPC (proper; fits a
+    # 1500 px cutout down to z ~ 0.1), background subtracted, corrected for the part of the aperture outside
+    # the image with an NFW profile of r200 = RICHNESS_PROFILE_R200_KPC, and mapped onto the catalogue's R_L*
+    # by log10 R = RICHNESS_INTERCEPT + RICHNESS_SLOPE log10 n, fitted on synthetic clusters disjoint from
+    # the test set (benchmarks/bench_redshift.py --calibrate; BENCHMARKS.md, "Redshift and richness").
+    _C.DEEPCEE.REDSHIFT.RICHNESS_FAINT_MAG = 0.94
+    _C.DEEPCEE.REDSHIFT.RICHNESS_APERTURE_KPC = 500.0
+    _C.DEEPCEE.REDSHIFT.RICHNESS_PROFILE_R200_KPC = 1000.0
+    # Fitted on 24 calibration clusters (12 at 0.1 < z < 0.2 with >= 20 members, 12 at 0.05 < z < 0.35; seeds
+    # disjoint from the benchmark's test fields). The slope below 1 is regression dilution: the count is noisy.
+    _C.DEEPCEE.REDSHIFT.RICHNESS_INTERCEPT = 1.279
+    _C.DEEPCEE.REDSHIFT.RICHNESS_SLOPE = 0.415
     return cfg
 
 

@@ -1,0 +1,137 @@
+#!/usr/bin/env python
+"""Accuracy and cost of the red-sequence redshift and richness (deepcee_d2.redsequence) on synthetic clusters.
+
+Makes synthetic fields with one cluster at the field centre (`deepcee_d2.synthetic.make_field`) in two sets,
+the demo's (0.1 < z < 0.2, >= 20 members) and a wide one (0.05 < z < 0.35), plus blank fields for the
+background, measures the photometry of each field once and estimates z and richness at the true centre and
+at a centre offset by a typical detection error (12 proper kpc, random direction). Prints sigma_NMAD of
+dz / (1 + z) (1.4826 median |dz - median dz| / (1 + z)), the outlier fraction (|dz| / (1 + z) > 0.05), the
+richness scatter in dex against the truth R_L* at >= 20 members, and seconds per field and per estimate.
+
+``--calibrate`` fits the richness relation (log10 R_L* = intercept + slope log10 n) on fields made from other
+seeds than the test run's and prints the two config values; put them in DEEPCEE.REDSHIFT.
+
+    python benchmarks/bench_redshift.py                   # 16 min on 2 heavily shared cores (BENCHMARKS.md)
+    python benchmarks/bench_redshift.py --calibrate --n-clusters 40
+"""
+import argparse
+import time
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import SkyCoord
+from detectron2.config import get_cfg
+
+from deepcee_d2.config import add_deepcee_config
+from deepcee_d2.cosmology import angular_size, cosmology_from_cfg
+from deepcee_d2.redsequence import (RedSequenceSettings, estimate_redshift_richness, measure_background,
+                                    measure_photometry)
+from deepcee_d2.synthetic import ClusterSpec
+from deepcee_d2.synthetic.field import make_field
+
+CENTRE = SkyCoord(150.0 * u.deg, 2.0 * u.deg)
+SETS = {"demo (0.1 < z < 0.2, >= 20 members)": ((0.1, 0.2), 20),
+        "wide (0.05 < z < 0.35)": ((0.05, 0.35), 0)}
+OUTLIER = 0.05
+OFFSET = 12 * u.kpc
+_CALIBRATION_SEED = 10_000  # calibration fields are made from seeds this far from the test fields'
+
+
+def sigma_nmad(dz):
+    return float(1.4826 * np.median(np.abs(dz - np.median(dz))))
+
+
+def run_set(z_range, min_members, n, size, seed, background, settings, cosmology, rng):
+    rows = []
+    photometry_time = 0.0
+    for k in range(n):
+        field = make_field(CENTRE, size, size, clusters=ClusterSpec(z_range=z_range, min_members=min_members),
+                           seed=seed + k, name=f"b{seed + k}", cosmology=cosmology)
+        start = time.perf_counter()
+        photometry = measure_photometry(field.images, field.wcs, settings, source=field.name)
+        photometry_time += time.perf_counter() - start
+        truth = field.clusters[0]
+        true_centre = SkyCoord(truth["ra"] * u.deg, truth["dec"] * u.deg)
+        angle = rng.uniform(0, 2 * np.pi)
+        offset = angular_size(OFFSET, truth["z"], cosmology)
+        offset_centre = true_centre.spherical_offsets_by(offset * np.sin(angle), offset * np.cos(angle))
+        for label, centre in (("true centre", true_centre), ("offset 12 kpc", offset_centre)):
+            start = time.perf_counter()
+            estimate = estimate_redshift_richness(photometry, centre, cosmology, background, settings)
+            rows.append({"centre": label, "z": float(truth["z"]), "richness": float(truth["richness"]),
+                         "n_members": int(truth["n_members"]), "estimate": estimate,
+                         "seconds": time.perf_counter() - start})
+    return rows, photometry_time / n
+
+
+def summarise(name, rows, photometry_seconds, size):
+    print(f"\n{name}: photometry {photometry_seconds:.2f} s per {size} px field")
+    print("| centre | clusters | sigma_NMAD | outliers | median dz/(1+z) | |dz| < z_err | peak found "
+          "| richness scatter (dex, >= 20 members) | s per estimate |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for centre in ("true centre", "offset 12 kpc"):
+        chosen = [row for row in rows if row["centre"] == centre]
+        z = np.array([row["z"] for row in chosen])
+        z_est = np.array([row["estimate"].z for row in chosen])
+        z_err = np.array([row["estimate"].z_err for row in chosen])
+        dz = (z_est - z) / (1 + z)
+        rich = np.array([(row["richness"], row["estimate"].richness) for row in chosen
+                         if row["n_members"] >= 20 and row["estimate"].richness > 0])
+        scatter = float(np.std(np.log10(rich[:, 1] / rich[:, 0]))) if len(rich) > 1 else float("nan")
+        print(f"| {centre} | {len(chosen)} | {sigma_nmad(dz):.4f} | {np.mean(np.abs(dz) > OUTLIER):.1%} "
+              f"| {np.median(dz):+.4f} | {np.mean(np.abs(z_est - z) < z_err):.0%} "
+              f"| {np.mean([row['estimate'].has_peak for row in chosen]):.0%} | {scatter:.3f} ({len(rich)}) "
+              f"| {np.mean([row['seconds'] for row in chosen]):.3f} |")
+
+
+def calibrate(rows):
+    chosen = [row for row in rows if row["centre"] == "true centre" and row["estimate"].n_members > 0]
+    x = np.log10([row["estimate"].n_members for row in chosen])
+    y = np.log10([row["richness"] for row in chosen])
+    slope, intercept = np.polyfit(x, y, 1)
+    scatter = np.std(y - (intercept + slope * x))
+    print(f"\ncalibration on {len(chosen)} clusters: DEEPCEE.REDSHIFT.RICHNESS_INTERCEPT = {intercept:.3f}, "
+          f"RICHNESS_SLOPE = {slope:.3f} (scatter {scatter:.3f} dex)")
+
+
+def main(args):
+    cfg = add_deepcee_config(get_cfg())
+    settings = RedSequenceSettings.from_cfg(cfg)
+    cosmology = cosmology_from_cfg(cfg)
+    seed = args.seed + (_CALIBRATION_SEED if args.calibrate else 0)
+    rng = np.random.default_rng(seed)
+    blanks = []
+    for k in range(args.n_blank):
+        field = make_field(CENTRE, args.size, args.size, clusters=None, seed=seed + 5000 + k, name=f"blank{k}",
+                           cosmology=cosmology)
+        blanks.append(measure_photometry(field.images, field.wcs, settings, source=field.name))
+    background = measure_background(blanks, cosmology, settings)
+    all_rows = []
+    for index, (name, (z_range, min_members)) in enumerate(SETS.items()):
+        rows, photometry_seconds = run_set(z_range, min_members, args.n_clusters // 2, args.size,
+                                           seed + 1000 * (index + 1), background, settings, cosmology, rng)
+        summarise(name, rows, photometry_seconds, args.size)
+        all_rows += rows
+    centre_pixel = (args.size - 1) / 2
+    blank_rows = [estimate_redshift_richness(photometry, photometry.wcs.pixel_to_world(centre_pixel, centre_pixel),
+                                             cosmology, background, settings) for photometry in blanks]
+    print(f"\nblank fields (those of the background), at their centre: significance "
+          f"{', '.join(f'{e.significance:.1f}' for e in blank_rows)}; peak found in "
+          f"{np.mean([e.has_peak for e in blank_rows]):.0%}; richness "
+          f"{', '.join(f'{e.richness:.1f}' for e in blank_rows)}")
+    significance = [row["estimate"].significance for row in all_rows]
+    print(f"cluster significance: median {np.median(significance):.1f}, 10th percentile "
+          f"{np.percentile(significance, 10):.1f}")
+    if args.calibrate:
+        calibrate(all_rows)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n-clusters", type=int, default=32, help="clusters in all, half per set (default 32)")
+    parser.add_argument("--n-blank", type=int, default=3, help="blank fields for the background (default 3)")
+    parser.add_argument("--size", type=int, default=1200, help="field side in pixels (default 1200)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--calibrate", action="store_true",
+                        help="use calibration seeds and fit the richness relation")
+    main(parser.parse_args())

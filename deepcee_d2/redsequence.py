@@ -1,0 +1,558 @@
+"""Redshift and richness of a cluster candidate from the red sequence of the galaxies around it.
+
+A red-sequence estimator in the spirit of redMaPPer (Rykoff et al. 2014, ApJ 785, 104) and WHL12 (Wen, Han &
+Liu 2012, ApJS 199, 34), calibrated on the red-sequence model the simulator draws from
+(`deepcee_d2.synthetic.colours`: redMaPPer's SDSS DR8 ridge line, slope and scatter, and WHL12's L*):
+
+1. **Photometry** (`measure_photometry`): sources detected on the r image of a flux cutout (photutils
+   segmentation of the image smoothed to about the seeing); the colours ``g - r`` and ``r - i`` from one
+   circular aperture per source measured in all three bands, their errors from the sky noise; the total r
+   magnitude from the Kron flux (AB, SDSS nanomaggies: ``m = 22.5 - 2.5 log10 f``), and ``i = r - (r - i)``.
+2. **Background** (`measure_background`): the surface density of red-sequence-weighted galaxies at every trial
+   redshift, measured over whole fields (a survey's mean: clusters cover a small fraction of the sky). It is
+   global, as redMaPPer's is, rather than an annulus of the cutout: a cluster's members reach 2 r200 (2-4
+   proper Mpc), more than a 2000-pixel SDSS tile spans at z < 0.2, so an annulus would hold members.
+3. **Redshift** (`estimate_redshift_richness`): at each trial z, every galaxy with
+   ``m*(z) + bright_mag <= r <= m*(z) + faint_mag`` within ``scan_radius`` (proper) of the centre is weighted
+   by its Gaussian likelihood of lying on the red sequence at z (the ridge line at its i magnitude, width the
+   intrinsic scatter and its colour error added in quadrature), relative to an error-free galaxy on the ridge
+   line, so poorly measured galaxies count less. The background expected on the same area (the part of the
+   aperture inside the image) is subtracted; the peak of this excess is the first guess, its significance
+   (excess over the square root of the summed squared weights) decides whether there is a red-sequence peak
+   at all. The redshift is then refined as the maximum of the colour likelihood of the members (weights at
+   the guess times the purity, excess over total), recomputing the members at the new redshift twice; its
+   error is the width of that likelihood (``-2 ln L`` rising by 1) and a systematic floor in quadrature.
+4. **Richness**: at the estimated z, the red-sequence-weighted count of galaxies brighter than
+   ``m* + richness_faint_mag`` (0.42 L*, the WHL12 and simulator cut) within ``richness_aperture`` (proper),
+   background subtracted and corrected for the part of the aperture outside the image (weighted by a
+   projected NFW profile, c = 2.9, so a missing outskirt counts less than a missing core), mapped onto the
+   catalogue richness R_L* (WHL12: luminosity within r200) by a linear relation in log calibrated on synthetic
+   clusters (``richness_intercept``, ``richness_slope``). A count rather than a luminosity, because one bright
+   foreground galaxy or star of red-sequence colour would dominate a luminosity sum and its background; a
+   fixed aperture rather than WHL12's r200 (1-2 Mpc, more than a tile spans at z < 0.2). The calibration
+   absorbs the mean share of the light outside the aperture, of blue members and of faint members.
+
+Every tunable number comes from ``cfg.DEEPCEE.REDSHIFT`` through `RedSequenceSettings`. The estimator knows
+exactly the red sequence the simulator draws from, so its accuracy on the synthetic sky is an upper bound of
+its accuracy on real SDSS clusters (BENCHMARKS.md, "Redshift and richness").
+"""
+from dataclasses import dataclass
+
+import astropy.units as u
+import numpy as np
+from astropy.convolution import convolve
+from astropy.coordinates import SkyCoord
+from astropy.stats import sigma_clipped_stats
+from astropy.table import Table
+from astropy.wcs.utils import proj_plane_pixel_area, proj_plane_pixel_scales
+
+from .data.colour import check_band_images
+from .synthetic.clusters import CONCENTRATION
+from .synthetic.colours import m_star, red_sequence, red_sequence_scatter
+from .synthetic.instrument import nanomaggies_to_mag
+
+BANDS = ("g", "r", "i")
+_MAG_PER_LN = 2.5 / np.log(10.0)  # magnitude error of a relative flux error
+_SKY_SUBSAMPLE = 2  # every 2nd pixel in x and y is plenty for the sky's median and noise
+# Polar sample grid of the unit disc for the fraction of an aperture inside the image.
+_COVERAGE_RADII, _COVERAGE_ANGLES = 40, 72
+_REFINE_HALF_WIDTH, _REFINE_STEP = 0.04, 0.0005
+_REFINE_ITERATIONS = 3
+PHOTOMETRY_COLUMNS = ("x", "y", "ra", "dec", "r_mag", "i_mag", "g_r", "r_i", "g_r_err", "r_i_err", "r_mag_err")
+
+
+@dataclass(frozen=True)
+class RedSequenceSettings:
+    """The estimator's tunable numbers, from ``cfg.DEEPCEE.REDSHIFT`` (`from_cfg`; each documented there).
+
+    Parameters
+    ----------
+    detect_nsigma : float
+        Detection threshold on the smoothed r image, in units of the sky noise of the unsmoothed image.
+    detect_npixels : int
+        Fewest connected pixels of a source.
+    smooth_fwhm_pixels : float
+        FWHM (pixels) of the Gaussian that smooths the r image before detection.
+    aperture_radius : `~astropy.units.Quantity` [angle]
+        Radius of the colour aperture.
+    z_grid : (n,) array
+        Trial redshifts.
+    bright_mag, faint_mag : float
+        Magnitude window (r, relative to m*(z)) of red-sequence candidates in the redshift scan.
+    scan_radius : `~astropy.units.Quantity` [length]
+        Proper radius of the redshift scan.
+    colour_error_floor : float
+        Smallest colour error (mag).
+    z_error_floor : float
+        Systematic redshift error added in quadrature to the statistical one.
+    min_significance : float
+        Significance of the red-sequence excess below which a detection has no peak.
+    richness_faint_mag : float
+        Faintest member (r, relative to m*) counted in the richness.
+    richness_aperture : `~astropy.units.Quantity` [length]
+        Proper radius of the richness luminosity.
+    richness_profile_r200 : `~astropy.units.Quantity` [length]
+        r200 of the projected NFW profile that weighs the part of the aperture outside the image.
+    richness_intercept, richness_slope : float
+        ``log10 R = intercept + slope log10 n``.
+    """
+
+    detect_nsigma: float
+    detect_npixels: int
+    smooth_fwhm_pixels: float
+    aperture_radius: u.Quantity
+    z_grid: np.ndarray
+    bright_mag: float
+    faint_mag: float
+    scan_radius: u.Quantity
+    colour_error_floor: float
+    z_error_floor: float
+    min_significance: float
+    richness_faint_mag: float
+    richness_aperture: u.Quantity
+    richness_profile_r200: u.Quantity
+    richness_intercept: float
+    richness_slope: float
+
+    @classmethod
+    def from_cfg(cls, cfg):
+        """The settings of ``cfg.DEEPCEE.REDSHIFT``."""
+        c = cfg.DEEPCEE.REDSHIFT
+        start, stop, step = (float(v) for v in c.Z_GRID)
+        if not (0 < start < stop and step > 0):
+            raise ValueError(f"DEEPCEE.REDSHIFT.Z_GRID: need [start, stop, step] with 0 < start < stop and "
+                             f"step > 0, got {list(c.Z_GRID)}")
+        return cls(
+            detect_nsigma=float(c.DETECT_NSIGMA), detect_npixels=int(c.DETECT_NPIXELS),
+            smooth_fwhm_pixels=float(c.SMOOTH_FWHM_PIXELS), aperture_radius=float(c.APERTURE_RADIUS_ARCSEC) * u.arcsec,
+            z_grid=np.round(np.arange(start, stop + step / 2, step), 6), bright_mag=float(c.BRIGHT_MAG),
+            faint_mag=float(c.FAINT_MAG), scan_radius=float(c.SCAN_RADIUS_KPC) * u.kpc,
+            colour_error_floor=float(c.COLOUR_ERROR_FLOOR), z_error_floor=float(c.Z_ERROR_FLOOR),
+            min_significance=float(c.MIN_SIGNIFICANCE),
+            richness_faint_mag=float(c.RICHNESS_FAINT_MAG), richness_aperture=float(c.RICHNESS_APERTURE_KPC) * u.kpc,
+            richness_profile_r200=float(c.RICHNESS_PROFILE_R200_KPC) * u.kpc,
+            richness_intercept=float(c.RICHNESS_INTERCEPT), richness_slope=float(c.RICHNESS_SLOPE),
+        )
+
+
+@dataclass
+class Photometry:
+    """Sources of one flux cutout and the footprint they were found on.
+
+    Attributes
+    ----------
+    sources : `~astropy.table.Table`
+        One row per source: ``x``, ``y`` (0-based pixels), ``ra``, ``dec`` (deg), ``r_mag`` (total, Kron, AB),
+        ``i_mag`` (``r_mag - r_i``), ``g_r``, ``r_i`` (aperture colours, mag), their errors ``g_r_err``,
+        ``r_i_err`` and ``r_mag_err`` (mag).
+    wcs : `~astropy.wcs.WCS`
+        The cutout's celestial WCS.
+    shape : tuple of int
+        ``(ny, nx)`` of the cutout.
+    """
+
+    sources: Table
+    wcs: object
+    shape: tuple
+
+    @property
+    def area(self):
+        """Solid angle of the cutout, `~astropy.units.Quantity` [arcmin^2]."""
+        pixel = proj_plane_pixel_area(self.wcs) * u.deg**2
+        return (self.shape[0] * self.shape[1] * pixel).to(u.arcmin**2)
+
+
+def _pixel_scale(wcs):
+    """Mean pixel side of ``wcs`` (arcsec), from the WCS itself."""
+    return float(np.mean(proj_plane_pixel_scales(wcs.celestial)) * 3600.0)
+
+
+def measure_photometry(images, wcs, settings, source="image"):
+    """Detect sources on the r image and measure their AB magnitudes and g - r, r - i colours.
+
+    Parameters
+    ----------
+    images : dict of str -> (ny, nx) array
+        g, r, i flux images on one pixel grid, nanomaggies per pixel, sky-subtracted or not (the clipped
+        median of each band is subtracted), e.g. ``Cutout.images`` or ``SyntheticField.images``.
+    wcs : `~astropy.wcs.WCS`
+        Their common celestial WCS.
+    settings : `RedSequenceSettings`
+    source : str
+        Name of the images for error messages.
+
+    Returns
+    -------
+    Photometry
+
+    Raises
+    ------
+    ValueError
+        A band is missing, the images differ in shape, are not 2-D or hold NaN/inf pixels.
+    """
+    from photutils.aperture import CircularAperture, aperture_photometry
+    from photutils.segmentation import SourceCatalog, detect_sources, make_2dgaussian_kernel
+
+    images = dict(zip(BANDS, check_band_images(images, BANDS, source)))
+    shape = images["r"].shape
+    noise = {}
+    for band in BANDS:
+        _, median, std = sigma_clipped_stats(images[band][::_SKY_SUBSAMPLE, ::_SKY_SUBSAMPLE], sigma=3.0, maxiters=5)
+        if not std > 0:
+            raise ValueError(f"{source}: band {band} has no sky noise (a constant image?)")
+        images[band] = images[band] - median
+        noise[band] = float(std)
+    kernel_size = 2 * int(np.ceil(settings.smooth_fwhm_pixels)) + 1
+    smoothed = convolve(images["r"], make_2dgaussian_kernel(settings.smooth_fwhm_pixels, size=kernel_size))
+    segments = detect_sources(smoothed, settings.detect_nsigma * noise["r"], n_pixels=settings.detect_npixels)
+    if segments is None:
+        return Photometry(_empty_sources(), wcs, shape)
+    xy, labels = _deblend(smoothed, segments, settings.detect_nsigma * noise["r"], kernel_size)
+    kron = np.full(len(xy), np.nan)
+    present = np.unique(labels.data)[1:]  # every peak labels at least its own pixel
+    kron[present - 1] = SourceCatalog(images["r"], labels, convolved_data=smoothed).kron_flux
+    aperture = CircularAperture(xy, r=settings.aperture_radius.to_value(u.arcsec) / _pixel_scale(wcs))
+    flux, error = {}, {}
+    for band in BANDS:
+        flux[band] = np.asarray(aperture_photometry(images[band], aperture)["aperture_sum"], dtype=float)
+        error[band] = noise[band] * np.sqrt(aperture.area)
+        # A source fainter than its error gets its 1-sigma flux: a colour limit whose large error weights it down.
+        flux[band] = np.maximum(flux[band], error[band])
+    relative = {band: error[band] / flux[band] for band in BANDS}
+    total_r = np.where(np.isfinite(kron) & (kron > flux["r"]), kron, flux["r"])
+    sky = wcs.pixel_to_world(xy[:, 0], xy[:, 1])
+    r_i = -2.5 * np.log10(flux["r"] / flux["i"])
+    sources = Table({
+        "x": xy[:, 0], "y": xy[:, 1], "ra": sky.ra.to(u.deg), "dec": sky.dec.to(u.deg),
+        "r_mag": nanomaggies_to_mag(total_r), "i_mag": nanomaggies_to_mag(total_r) - r_i,
+        "g_r": -2.5 * np.log10(flux["g"] / flux["r"]), "r_i": r_i,
+        "g_r_err": _MAG_PER_LN * np.hypot(relative["g"], relative["r"]),
+        "r_i_err": _MAG_PER_LN * np.hypot(relative["r"], relative["i"]),
+        "r_mag_err": _MAG_PER_LN * error["r"] / total_r,
+    })
+    for name in PHOTOMETRY_COLUMNS[4:]:
+        sources[name].unit = u.mag
+    return Photometry(sources, wcs, shape)
+
+
+def _deblend(smoothed, segments, threshold, box_size):
+    """One source per local maximum of the smoothed image: peak positions and a segmentation split between them.
+
+    Cluster cores are crowded: without deblending a BCG and its neighbours are one source of mixed colour
+    whose centroid lies between them. photutils' own ``deblend_sources`` needs scikit-image; here each
+    detected pixel goes to the nearest peak of its own segment (scipy's Euclidean distance transform), and
+    each position is the peak refined by a quadratic fit (photutils), so the colour apertures sit on the
+    galaxies' cores however their light is split.
+
+    Returns
+    -------
+    xy : (n, 2) array
+        Positions (0-based x, y pixels), source k carrying label k + 1 in ``labels``.
+    labels : `~photutils.segmentation.SegmentationImage`
+    """
+    from photutils.centroids import centroid_quadratic, centroid_sources
+    from photutils.detection import find_peaks
+    from photutils.segmentation import SegmentationImage
+    from scipy.ndimage import distance_transform_edt
+
+    detected = segments.data > 0
+    peaks = find_peaks(smoothed, threshold, box_size=box_size, mask=~detected)
+    x_peak, y_peak = np.asarray(peaks["x_peak"]), np.asarray(peaks["y_peak"])
+    markers = np.zeros(smoothed.shape, dtype=np.int32)
+    markers[y_peak, x_peak] = np.arange(1, len(peaks) + 1)
+    _, (near_y, near_x) = distance_transform_edt(markers == 0, return_indices=True)
+    labels = markers[near_y, near_x]
+    # A pixel whose nearest peak lies in another segment goes to the first peak of its own segment.
+    first_peak = np.zeros(segments.data.max() + 1, dtype=np.int32)
+    segment_of_peak = segments.data[y_peak, x_peak]
+    first_peak[segment_of_peak[::-1]] = np.arange(len(peaks), 0, -1)
+    foreign = detected & (segments.data[near_y, near_x] != segments.data)
+    labels[foreign] = first_peak[segments.data[foreign]]
+    labels[~detected] = 0
+    x, y = centroid_sources(smoothed, x_peak, y_peak, box_size=5, centroid_func=centroid_quadratic)
+    # The quadratic fit can fail on a flat top (saturated cores); keep the peak there.
+    failed = ~(np.isfinite(x) & np.isfinite(y)) | (np.hypot(x - x_peak, y - y_peak) > 1.5)
+    xy = np.stack([np.where(failed, x_peak, x), np.where(failed, y_peak, y)], axis=1)
+    return xy, SegmentationImage(labels)
+
+
+def _empty_sources():
+    table = Table({name: np.zeros(0) for name in PHOTOMETRY_COLUMNS})
+    table["ra"].unit = table["dec"].unit = u.deg
+    return table
+
+
+def red_sequence_weights(sources, z, bright_mag, faint_mag, colour_error_floor, cosmology):
+    """Red-sequence weight of every source at every trial redshift.
+
+    The weight is the Gaussian likelihood of the source's (g - r, r - i) on the red sequence at z (ridge line
+    at its i magnitude; width the intrinsic scatter and its colour error added in quadrature), relative to a
+    source on the ridge line whose colour error is the floor: 1 at best, less for a poorly measured colour. Sources
+    outside ``m*(z) + bright_mag <= r <= m*(z) + faint_mag`` weigh 0.
+
+    Parameters
+    ----------
+    sources : `~astropy.table.Table`
+        `Photometry.sources` (or any table with its magnitude and colour columns).
+    z : float or (m,) array
+        Trial redshifts.
+    bright_mag, faint_mag : float
+        Magnitude window, r relative to m*(z).
+    colour_error_floor : float
+        Smallest colour error, mag.
+    cosmology : `~astropy.cosmology.FLRW`
+
+    Returns
+    -------
+    (n, m) array
+    """
+    z = np.atleast_1d(np.asarray(z, dtype=float))
+    r_mag = np.asarray(sources["r_mag"], dtype=float)[:, None]
+    ridge_gr, ridge_ri = red_sequence(z[None, :], np.asarray(sources["i_mag"], dtype=float)[:, None])
+    scatter_gr, scatter_ri = red_sequence_scatter(z)
+    weights = np.ones((len(sources), len(z)))
+    for colour, ridge, scatter in (("g_r", ridge_gr, scatter_gr), ("r_i", ridge_ri, scatter_ri)):
+        error = np.maximum(np.asarray(sources[f"{colour}_err"], dtype=float), colour_error_floor)[:, None]
+        width = np.hypot(scatter[None, :], error)
+        best = np.hypot(scatter[None, :], colour_error_floor)
+        weights *= best / width * np.exp(-0.5 * ((np.asarray(sources[colour])[:, None] - ridge) / width) ** 2)
+    star = m_star(z, cosmology)[None, :]
+    return weights * ((r_mag >= star + bright_mag) & (r_mag <= star + faint_mag))
+
+
+def measure_background(photometries, cosmology, settings):
+    """Mean surface density of red-sequence-weighted galaxies at every trial redshift, over whole fields.
+
+    Parameters
+    ----------
+    photometries : sequence of `Photometry`
+        Fields representative of the survey (its mean sky; a few clusters among them matter little).
+    cosmology : `~astropy.cosmology.FLRW`
+    settings : `RedSequenceSettings`
+
+    Returns
+    -------
+    `~astropy.table.Table`
+        ``z``; ``scan`` (weights of the redshift scan), ``scan_squared`` (their squares) and ``richness``
+        (weights of the richness count), each per arcmin^2; ``meta["area"]``: the area measured.
+    """
+    photometries = list(photometries)
+    if not photometries:
+        raise ValueError("background: need at least one field's photometry")
+    z = settings.z_grid
+    area = sum(p.area for p in photometries)
+    scan = np.zeros(len(z))
+    scan_squared = np.zeros(len(z))
+    richness = np.zeros(len(z))
+    for photometry in photometries:
+        weights = red_sequence_weights(photometry.sources, z, settings.bright_mag, settings.faint_mag,
+                                       settings.colour_error_floor, cosmology)
+        scan += weights.sum(axis=0)
+        scan_squared += (weights**2).sum(axis=0)
+        richness += red_sequence_weights(photometry.sources, z, settings.bright_mag, settings.richness_faint_mag,
+                                         settings.colour_error_floor, cosmology).sum(axis=0)
+    density = 1.0 / area.to_value(u.arcmin**2)
+    table = Table({"z": z, "scan": scan * density, "scan_squared": scan_squared * density,
+                   "richness": richness * density})
+    for name in ("scan", "scan_squared", "richness"):
+        table[name].unit = u.arcmin**-2
+    table.meta["area"] = area
+    return table
+
+
+def _nfw_surface_density(x):
+    """Projected NFW surface density at ``x = R / r_s`` (arbitrary normalisation; Bartelmann 1996)."""
+    x = np.maximum(np.asarray(x, dtype=float), 1e-4)
+    out = np.full(x.shape, 1.0 / 3.0)
+    below, above = x < 1.0 - 1e-6, x > 1.0 + 1e-6
+    out[below] = (1.0 - np.arccosh(1.0 / x[below]) / np.sqrt(1.0 - x[below] ** 2)) / (x[below] ** 2 - 1.0)
+    out[above] = (1.0 - np.arccos(1.0 / x[above]) / np.sqrt(x[above] ** 2 - 1.0)) / (x[above] ** 2 - 1.0)
+    return out
+
+
+def aperture_coverage(photometry, centre, radius, scale_radius=None):
+    """Fraction of circular apertures around ``centre`` that lies inside the image.
+
+    Parameters
+    ----------
+    photometry : `Photometry`
+    centre : `~astropy.coordinates.SkyCoord`
+    radius : `~astropy.units.Quantity` [angle], scalar or (m,)
+        Aperture radii.
+    scale_radius : `~astropy.units.Quantity` [angle], optional
+        Weight the area by a projected NFW profile of this scale radius (one per aperture): the fraction of a
+        cluster's members that the image holds. None weighs the area uniformly (the background's fraction).
+
+    Returns
+    -------
+    (m,) array
+    """
+    radius = np.atleast_1d(radius.to_value(u.arcsec))
+    x0, y0 = (float(v) for v in photometry.wcs.world_to_pixel(centre))
+    scale = _pixel_scale(photometry.wcs)
+    rho = (np.arange(_COVERAGE_RADII) + 0.5) / _COVERAGE_RADII
+    phi = np.arange(_COVERAGE_ANGLES) * 2 * np.pi / _COVERAGE_ANGLES
+    unit_x = (rho[:, None] * np.cos(phi)[None, :]).ravel()
+    unit_y = (rho[:, None] * np.sin(phi)[None, :]).ravel()
+    area = np.repeat(rho, _COVERAGE_ANGLES)  # polar area element, rho d rho d phi
+    ny, nx = photometry.shape
+    x = x0 + unit_x[None, :] * radius[:, None] / scale
+    y = y0 + unit_y[None, :] * radius[:, None] / scale
+    inside = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
+    weight = np.broadcast_to(area, inside.shape)
+    if scale_radius is not None:
+        r_s = np.atleast_1d(scale_radius.to_value(u.arcsec))
+        weight = area[None, :] * _nfw_surface_density(area[None, :] * radius[:, None] / r_s[:, None])
+    return (weight * inside).sum(axis=1) / weight.sum(axis=1)
+
+
+@dataclass(frozen=True)
+class RedSequenceEstimate:
+    """Redshift and richness of one detection.
+
+    Attributes
+    ----------
+    z, z_err : float
+        Red-sequence redshift and its 1-sigma error.
+    richness : float
+        Estimated catalogue richness R_L* (WHL12's definition, calibrated); 0 when no excess light.
+    n_members : float
+        Background-subtracted red-sequence weighted count brighter than the richness cut within the richness
+        aperture, corrected for the part outside the image; the richness before its calibration.
+    n_red : float
+        Background-subtracted red-sequence weighted count of the redshift scan at ``z``.
+    significance : float
+        The scan's excess over its noise at the peak.
+    has_peak : bool
+        Whether the significance reaches ``min_significance``; when false, z and richness mean little.
+    """
+
+    z: float
+    z_err: float
+    richness: float
+    n_members: float
+    n_red: float
+    significance: float
+    has_peak: bool
+
+    def as_row(self):
+        """Plain dict for a catalogue row: ``z_rs``, ``z_rs_err``, ``richness_rs``, ..."""
+        return {"z_rs": self.z, "z_rs_err": self.z_err, "richness_rs": self.richness,
+                "n_members_rs": self.n_members,
+                "n_red_rs": self.n_red, "significance_rs": self.significance, "has_peak_rs": self.has_peak}
+
+
+def _proper_per_arcsec(z, cosmology):
+    return cosmology.kpc_proper_per_arcmin(z).to_value(u.kpc / u.arcsec)
+
+
+def _excess_members(sources, separation, background, z, radius, r200, photometry, centre, settings, cosmology):
+    """Background-subtracted red-sequence count within proper ``radius``, corrected for coverage."""
+    per_arcsec = _proper_per_arcsec(z, cosmology)
+    radius_angle = radius.to_value(u.kpc) / per_arcsec * u.arcsec
+    weights = red_sequence_weights(sources, z, settings.bright_mag, settings.richness_faint_mag,
+                                   settings.colour_error_floor, cosmology)[:, 0]
+    inside = separation <= radius_angle.value
+    observed = float(np.sum(weights[inside]))
+    covered = aperture_coverage(photometry, centre, radius_angle)[0]
+    members = aperture_coverage(photometry, centre, radius_angle,
+                                scale_radius=r200.to_value(u.kpc) / CONCENTRATION / per_arcsec * u.arcsec)[0]
+    density = np.interp(z, background["z"], background["richness"])
+    expected = density * np.pi * radius_angle.to_value(u.arcmin) ** 2 * covered
+    return (observed - expected) / members if members > 0 else 0.0
+
+
+def estimate_redshift_richness(photometry, centre, cosmology, background, settings):
+    """Red-sequence redshift and richness of a cluster candidate at ``centre`` (module docstring).
+
+    Parameters
+    ----------
+    photometry : `Photometry`
+        Sources of a cutout around the detection (`measure_photometry`).
+    centre : `~astropy.coordinates.SkyCoord`
+        The detection's position; it must lie inside the cutout.
+    cosmology : `~astropy.cosmology.FLRW`
+        For proper radii, distance moduli and L*.
+    background : `~astropy.table.Table`
+        `measure_background` of the survey, made with the same ``settings``.
+    settings : `RedSequenceSettings`
+
+    Returns
+    -------
+    RedSequenceEstimate
+
+    Raises
+    ------
+    ValueError
+        The centre lies outside the cutout, or the background was measured on another redshift grid.
+    """
+    z_grid = settings.z_grid
+    if len(background) != len(z_grid) or not np.allclose(background["z"], z_grid):
+        raise ValueError("background: measured on another redshift grid than settings.z_grid; measure it again "
+                         "with these settings")
+    x0, y0 = (float(v) for v in photometry.wcs.world_to_pixel(centre))
+    ny, nx = photometry.shape
+    if not (-0.5 <= x0 < nx - 0.5 and -0.5 <= y0 < ny - 0.5):
+        raise ValueError(f"centre {centre.to_string('decimal', precision=5)} lies outside the {nx} x {ny} px "
+                         "cutout")
+    sources = photometry.sources
+    separation = centre.separation(SkyCoord(sources["ra"], sources["dec"], unit=u.deg)).to_value(u.arcsec)
+
+    # 1. Scan: background-subtracted red-sequence count within scan_radius at every trial z.
+    per_arcsec = _proper_per_arcsec(z_grid, cosmology)
+    scan_angle = settings.scan_radius.to_value(u.kpc) / per_arcsec  # arcsec, per trial z
+    weights = red_sequence_weights(sources, z_grid, settings.bright_mag, settings.faint_mag,
+                                   settings.colour_error_floor, cosmology)
+    weights = weights * (separation[:, None] <= scan_angle[None, :])
+    area = np.pi * (scan_angle / 60.0) ** 2 * aperture_coverage(photometry, centre, scan_angle * u.arcsec)
+    excess = weights.sum(axis=0) - np.asarray(background["scan"]) * area
+    noise = np.sqrt((weights**2).sum(axis=0) + np.asarray(background["scan_squared"]) * area)
+    significance = np.where(noise > 0, excess / np.where(noise > 0, noise, 1.0), 0.0)
+    peak = int(np.argmax(excess))
+    z = float(z_grid[peak])
+
+    # 2. Refine: maximise the colour likelihood of the members (weights at z times purity), twice more.
+    z_err = np.nan
+    for _ in range(_REFINE_ITERATIONS):
+        z, z_err = _refine(sources, separation, background, z, photometry, centre, settings, cosmology)
+
+    # 3. Richness: red-sequence members within richness_aperture, mapped onto the catalogue's R_L*.
+    members = _excess_members(sources, separation, background, z, settings.richness_aperture,
+                              settings.richness_profile_r200, photometry, centre, settings, cosmology)
+    richness = (10.0 ** (settings.richness_intercept + settings.richness_slope * np.log10(members))
+                if members > 0 else 0.0)
+    scan_at_z = float(np.interp(z, z_grid, excess))
+    z_err = float(np.hypot(z_err, settings.z_error_floor))
+    return RedSequenceEstimate(z=z, z_err=z_err, richness=float(richness),
+                               n_members=float(members), n_red=scan_at_z,
+                               significance=float(significance[peak]),
+                               has_peak=bool(significance[peak] >= settings.min_significance))
+
+
+def _refine(sources, separation, background, z, photometry, centre, settings, cosmology):
+    """One refinement step: members at ``z``, then the z maximising their colour likelihood, and its error."""
+    scan_angle = settings.scan_radius.to_value(u.kpc) / _proper_per_arcsec(z, cosmology)
+    weights = red_sequence_weights(sources, z, settings.bright_mag, settings.faint_mag,
+                                   settings.colour_error_floor, cosmology)[:, 0] * (separation <= scan_angle)
+    area = np.pi * (scan_angle / 60.0) ** 2 * aperture_coverage(photometry, centre, scan_angle * u.arcsec)[0]
+    total = weights.sum()
+    if not total > 0:
+        return z, np.nan
+    purity = np.clip(1.0 - np.interp(z, background["z"], background["scan"]) * area / total, 0.0, 1.0)
+    members = sources[weights > 0]
+    probability = weights[weights > 0] * purity
+    trial = np.arange(max(z - _REFINE_HALF_WIDTH, settings.z_grid[0]),
+                      min(z + _REFINE_HALF_WIDTH, settings.z_grid[-1]) + _REFINE_STEP / 2, _REFINE_STEP)
+    # Colour likelihood only: the members are fixed, so the magnitude window is open.
+    likelihood = red_sequence_weights(members, trial, -np.inf, np.inf, settings.colour_error_floor, cosmology)
+    # The weights are relative to the intrinsic scatter; the likelihood's normalisation is 1 / width.
+    scatter_gr, scatter_ri = red_sequence_scatter(trial)
+    floor = settings.colour_error_floor
+    normalisation = np.log(np.hypot(scatter_gr, floor) * np.hypot(scatter_ri, floor))
+    log_likelihood = (probability[:, None] * (np.log(np.maximum(likelihood, 1e-300))
+                                              - normalisation[None, :])).sum(axis=0)
+    best = int(np.argmax(log_likelihood))
+    # 1-sigma: where -2 ln L has risen by 1 on either side of the maximum.
+    within = trial[-2.0 * (log_likelihood - log_likelihood[best]) <= 1.0]
+    z_err = max((within.max() - within.min()) / 2.0, _REFINE_STEP / 2)
+    return float(trial[best]), float(z_err)

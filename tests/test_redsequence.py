@@ -1,0 +1,96 @@
+"""Red-sequence redshift and richness (deepcee_d2.redsequence) on small synthetic fields."""
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
+from detectron2.config import get_cfg
+
+from deepcee_d2.config import add_deepcee_config
+from deepcee_d2.cosmology import DEFAULT_COSMOLOGY
+from deepcee_d2.redsequence import (RedSequenceSettings, estimate_redshift_richness, measure_background,
+                                    measure_photometry)
+from deepcee_d2.synthetic import render
+from deepcee_d2.synthetic.field import make_field
+
+CENTRE = SkyCoord(150.0 * u.deg, 2.0 * u.deg)
+MAG_LIMIT = 22.5  # the 5-sigma depth is ~22.6: fainter galaxies only add unresolved light, and render time
+
+
+@pytest.fixture(scope="module")
+def settings():
+    return RedSequenceSettings.from_cfg(add_deepcee_config(get_cfg()))
+
+
+@pytest.fixture(scope="module")
+def background(settings):
+    field = make_field(CENTRE, 1000, 1000, clusters=None, seed=21, mag_limit=MAG_LIMIT)
+    return measure_background([measure_photometry(field.images, field.wcs, settings)], DEFAULT_COSMOLOGY, settings)
+
+
+def test_cluster_redshift_and_richness_are_recovered(settings, background):
+    request = Table({"ra": [150.0], "dec": [2.0], "z": [0.2], "richness": [60.0]})
+    field = make_field(CENTRE, 800, 800, clusters=request, seed=4, mag_limit=MAG_LIMIT)
+    truth = field.clusters[0]
+    photometry = measure_photometry(field.images, field.wcs, settings)
+    estimate = estimate_redshift_richness(photometry, CENTRE, DEFAULT_COSMOLOGY, background, settings)
+    assert estimate.has_peak
+    assert estimate.z == pytest.approx(truth["z"], abs=0.03)
+    assert 0 < estimate.z_err < 0.05
+    assert truth["richness"] / 1.5 < estimate.richness < 1.5 * truth["richness"]
+    assert set(estimate.as_row()) >= {"z_rs", "z_rs_err", "richness_rs", "has_peak_rs"}
+
+
+def test_blank_field_has_no_red_sequence_peak(settings, background):
+    field = make_field(CENTRE, 700, 700, clusters=None, seed=8, mag_limit=MAG_LIMIT)
+    photometry = measure_photometry(field.images, field.wcs, settings)
+    estimate = estimate_redshift_richness(photometry, CENTRE, DEFAULT_COSMOLOGY, background, settings)
+    assert not estimate.has_peak
+    assert estimate.significance < settings.min_significance
+    assert estimate.n_members < 3
+
+
+def test_photometry_measures_injected_point_sources_in_ab_magnitudes(settings):
+    """Stars of known magnitudes drawn on a noisy empty field come back at their AB magnitudes and colours."""
+    seeing = {band: 1.3 for band in "gri"}
+    field = make_field(CENTRE, 400, 400, clusters=None, field_galaxies=False, stars=False, seeing=seeing, seed=2)
+    grid = np.arange(60.0, 400.0, 100.0)
+    x, y = (value.ravel() for value in np.meshgrid(grid, grid))
+    rng = np.random.default_rng(0)
+    r_mag = rng.uniform(17.0, 20.0, len(x))
+    stars = Table({"x": x, "y": y, "r_mag": r_mag, "g_mag": r_mag + rng.uniform(0.3, 1.4, len(x)),
+                   "i_mag": r_mag - rng.uniform(0.1, 0.6, len(x))})
+    images = {}
+    for band in "gri":
+        image = render.new_image(400, 400)
+        render.draw_stars(image, stars, band, seeing[band])
+        images[band] = field.images[band] + image.array
+    sources = measure_photometry(images, field.wcs, settings).sources
+    distance = np.hypot(sources["x"][:, None] - stars["x"][None, :], sources["y"][:, None] - stars["y"][None, :])
+    assert np.all(distance.min(axis=0) < 0.5)
+    measured = sources[distance.argmin(axis=0)]
+    # Kron fluxes hold ~95 % of a point source's light: 0.05 mag faint.
+    assert np.all(np.abs(measured["r_mag"] - stars["r_mag"]) < 0.12)
+    # Colours within 4 sigma of their stated errors (plus 0.01 mag for the PSF's aperture losses).
+    assert np.all(np.abs(measured["g_r"] - (stars["g_mag"] - stars["r_mag"])) < 4 * measured["g_r_err"] + 0.01)
+    assert np.all(np.abs(measured["r_i"] - (stars["r_mag"] - stars["i_mag"])) < 4 * measured["r_i_err"] + 0.01)
+    assert np.median(measured["g_r_err"]) < 0.05
+    assert measured["i_mag"] == pytest.approx(stars["i_mag"], abs=0.15)
+    assert sources["r_mag"].unit == u.mag
+
+
+def test_bad_input_is_refused_with_a_clear_error(settings, background):
+    field = make_field(CENTRE, 64, 64, clusters=None, seed=1, mag_limit=MAG_LIMIT)
+    with pytest.raises(ValueError, match=r"tile-7: missing band\(s\) \['i'\]"):
+        measure_photometry({"g": field.images["g"], "r": field.images["r"]}, field.wcs, settings, source="tile-7")
+    images = dict(field.images)
+    images["r"] = images["r"].copy()
+    images["r"][3, 5] = np.nan
+    with pytest.raises(ValueError, match="band r has 1 NaN/inf pixels"):
+        measure_photometry(images, field.wcs, settings)
+    photometry = measure_photometry(field.images, field.wcs, settings)
+    with pytest.raises(ValueError, match="outside the 64 x 64 px cutout"):
+        estimate_redshift_richness(photometry, SkyCoord(151.0 * u.deg, 2.0 * u.deg), DEFAULT_COSMOLOGY,
+                                   background, settings)
+    with pytest.raises(ValueError, match="another redshift grid"):
+        estimate_redshift_richness(photometry, CENTRE, DEFAULT_COSMOLOGY, background[::2], settings)
