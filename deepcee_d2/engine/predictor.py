@@ -14,7 +14,6 @@ architecture with a warning per skipped parameter. Here every weights file goes 
 process (so a bad file is reported before Dask starts) and builds detectron2's ``DefaultPredictor``.
 """
 import hashlib
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,8 +23,6 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..io import file_sha256
-
-logger = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".pyth")
 SHOWN_KEYS = 5  # keys listed per kind of mismatch; the counts give the rest
