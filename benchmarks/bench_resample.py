@@ -30,8 +30,7 @@ from astropy.stats import mad_std  # noqa: E402
 from astropy.wcs.utils import pixel_to_pixel  # noqa: E402
 from reproject import reproject_interp  # noqa: E402
 
-from deepcee_d2.config import add_deepcee_config  # noqa: E402
-from deepcee_d2.data.imaging import cutout_grid  # noqa: E402
+from deepcee_d2.sky import cutout_grid  # noqa: E402
 from deepcee_d2.data.pixels import celestial_wcs  # noqa: E402
 from deepcee_d2.data.resample import pixel_map, resample_to_grid  # noqa: E402
 
@@ -61,12 +60,11 @@ def main():
     parser.add_argument("--fields", nargs="+", default=["005194-2-0540", "002583-2-0136"],
                         help="run-camcol-field of frame-{g,r,i}-<field>.fits.bz2 (default: the most rotated "
                              "shared field and the crowded M2 field)")
+    parser.add_argument("--tolerance-px", type=float, default=0.01, help="largest mapping error (frame px)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # FITSFixedWarning on the SDSS headers' RADECSYS
     cv2.setNumThreads(1)
-    from detectron2.config import get_cfg
-
-    tolerance = add_deepcee_config(get_cfg()).DEEPCEE.SURVEY.RESAMPLE_TOLERANCE_PX
+    tolerance = args.tolerance_px
     print(f"opencv {cv2.__version__}, tolerance {tolerance} px, {TILE_PX} px tile, load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print("| field | band | covered | reproject_interp (s) | reproject_and_coadd (s) | remap (s) | speed-up "

@@ -124,13 +124,6 @@ def add_deepcee_config(cfg):
     _C.DEEPCEE.SURVEY.MERGE_RADIUS_ARCSEC = 100.0
     # Candidates below this score are not written to the catalogue.
     _C.DEEPCEE.SURVEY.SCORE_THRESHOLD = 0.5
-    # How frames are resampled onto tile grids (deepcee_d2.data.resample): "remap" (the exact WCS transform on
-    # a coarse mesh, opencv's remap for the pixels; ~35x fewer core-seconds on SDSS frames) or "reproject"
-    # (reproject_interp, the reference). Both interpolate bilinearly; they differ by < 0.25 sigma of the sky.
-    _C.DEEPCEE.SURVEY.RESAMPLE_METHOD = "remap"
-    # "remap": largest error of the mesh-interpolated pixel mapping, in frame pixels, checked on every tile
-    # (the mesh is refined until it holds). 0.01 px (4 mas on SDSS) is far below the astrometric error.
-    _C.DEEPCEE.SURVEY.RESAMPLE_TOLERANCE_PX = 0.01
 
     # ---- Redshift and richness of a detection from its red sequence (deepcee_d2.redsequence) ----
     _C.DEEPCEE.REDSHIFT = CN()

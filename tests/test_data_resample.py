@@ -8,12 +8,12 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import pixel_to_pixel
 from scipy import ndimage
 
-from deepcee_d2.config import add_deepcee_config
-from deepcee_d2.data.imaging import ImagingError, cutout_grid
+from deepcee_d2.data.frames import ImagingError
+from deepcee_d2.sky import cutout_grid
 from deepcee_d2.data.pixels import celestial_wcs
-from deepcee_d2.data.resample import METHODS, pixel_map, remap_to_grid, reproject_to_grid, resample_to_grid
+from deepcee_d2.data.resample import pixel_map, remap_to_grid, reproject_to_grid, resample_to_grid
 
-TOLERANCE_PX = 0.01  # DEEPCEE.SURVEY.RESAMPLE_TOLERANCE_PX's default
+TOLERANCE_PX = 0.01  # far below SDSS's astrometric error (4 mas)
 GRID_SIZE = 400  # a north-up grid inside the frame, small enough to be quick
 
 
@@ -34,14 +34,6 @@ def exact_mapping(grid, frame_wcs):
     """Frame pixel coordinates of every grid pixel, each transformed by astropy."""
     rows, columns = np.mgrid[0:grid.pixel_shape[1], 0:grid.pixel_shape[0]]
     return pixel_to_pixel(grid, frame_wcs, columns, rows)
-
-
-def test_config_names_a_method_and_a_positive_tolerance():
-    from detectron2.config import get_cfg
-
-    cfg = add_deepcee_config(get_cfg())
-    assert cfg.DEEPCEE.SURVEY.RESAMPLE_METHOD in METHODS
-    assert cfg.DEEPCEE.SURVEY.RESAMPLE_TOLERANCE_PX == TOLERANCE_PX
 
 
 def test_remap_agrees_with_reproject_on_a_real_frame(r_frame):
