@@ -6,7 +6,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
-from deepcee_d2.evaluation.crossmatch import KNOWN, NEW_CANDIDATE, crossmatch_false_positives, read_catalog
+from deepcee_d2.evaluation.crossmatch import KNOWN, NEW_CANDIDATE, crossmatch_false_positives, read_reference_catalog
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FP_CENTRE = SkyCoord(200 * u.deg, 10 * u.deg)
@@ -69,7 +69,7 @@ def test_catalogue_files_in_each_format(tmp_path, catalogues, suffix, format):
     whl, _ = catalogues
     path = tmp_path / f"whl12{suffix}"
     whl.write(path, format=format)
-    catalogue = read_catalog(path)
+    catalogue = read_reference_catalog(path)
     assert catalogue.meta["name"] == "whl12"
     assert catalogue["id"].tolist() == ["WHL J1", "WHL J2", "WHL J3"]
     assert u.Quantity(catalogue["ra"]).unit == u.deg
@@ -82,25 +82,25 @@ def test_bad_catalogues_are_named_in_the_error(tmp_path, catalogues, false_posit
     with pytest.raises(ValueError, match=r"no_redshift.*lacks column\(s\) \['z'\]"):
         crossmatch_false_positives(false_positives, [path], **PAPER)
     with pytest.raises(FileNotFoundError, match="missing.fits: catalogue file not found"):
-        read_catalog(tmp_path / "missing.fits")
+        read_reference_catalog(tmp_path / "missing.fits")
     corrupt = tmp_path / "corrupt.fits"
     corrupt.write_bytes(b"not a table" * 50)
     with pytest.raises(ValueError, match="corrupt.fits: cannot be read as a catalogue table"):
-        read_catalog(corrupt)
+        read_reference_catalog(corrupt)
     with pytest.raises(ValueError, match="empty.*catalogue is empty"):
-        read_catalog(whl[:0], name="empty")
+        read_reference_catalog(whl[:0], name="empty")
     with pytest.raises(ValueError, match="needs a name"):
-        read_catalog(whl)
+        read_reference_catalog(whl)
     whl["ra"][1] = np.nan
     with pytest.raises(ValueError, match=r"WHL: 1 row\(s\) without a finite ra/dec, e.g. row 1"):
-        read_catalog(whl, name="WHL")
+        read_reference_catalog(whl, name="WHL")
 
 
 def test_real_abell_catalogue_recovers_a_cluster_as_known(false_positives):
     abell_path = SHARED_DATA / "catalogs" / "abell_aco_vii110a.fits"
     if not abell_path.is_file():
         pytest.skip(f"{abell_path} not available")
-    abell = read_catalog(abell_path)
+    abell = read_reference_catalog(abell_path)
     assert np.isnan(abell["z"][1])  # Abell 2 has no redshift: masked in the file, NaN here, never matched
     with_z = abell[(abell["z"] > 0.06) & (abell["z"] < 0.2)][0]
     spot = SkyCoord(with_z["ra"] * u.deg, with_z["dec"] * u.deg).directional_offset_by(0 * u.deg, 20 * u.arcsec)

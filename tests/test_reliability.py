@@ -74,7 +74,7 @@ def test_zero_or_negative_redshift_is_refused_naming_the_rows(tiny_survey, tmp_p
         bad["z"][2] = z
         bad.meta["source"] = str(tiny_survey / "clusters.fits")  # as catalogues read by catalogs.to_cluster_schema
         with pytest.raises(ValueError, match=r"annotation catalogue: 1 clusters with z <= 0, e.g. \['SYN-2'\] "
-                                             rf"\(rows \[2\] of .*clusters.fits\)"):
+                                             r"\(rows \[2\] of .*clusters.fits\)"):
             build_dataset(truth, LocalFITSSource(tiny_survey), tmp_path / "z", SMALL, annotate_with=bad, progress=False)
     assert not (tmp_path / "z").exists()
 

@@ -7,7 +7,7 @@
 - `crossmatch`: false positives against other catalogues: known clusters or new candidates.
 - `evaluator`: ``DeepCEEEvaluator``, the detectron2 ``DatasetEvaluator`` over the above.
 """
-from .crossmatch import crossmatch_false_positives, read_catalog
+from .crossmatch import crossmatch_false_positives
 from .evaluator import DeepCEEEvaluator
 from .matching import (
     Evaluation, evaluate_detections, match_image, one_to_one_match, precision_recall_f1, threshold_table,
@@ -16,5 +16,5 @@ from .report import summarise, write_report
 
 __all__ = [
     "DeepCEEEvaluator", "Evaluation", "crossmatch_false_positives", "evaluate_detections", "match_image",
-    "one_to_one_match", "precision_recall_f1", "read_catalog", "summarise", "threshold_table", "write_report",
+    "one_to_one_match", "precision_recall_f1", "summarise", "threshold_table", "write_report",
 ]

@@ -26,8 +26,10 @@ def _column(table, name):
     return table[matches[0]] if matches else None
 
 
-def read_catalog(source, name=None):
-    """Read a cluster catalogue into a Table with ``id``, ``ra``, ``dec`` (deg) and ``z``.
+def read_reference_catalog(source, name=None):
+    """Read any catalogue of known clusters to cross-match against into a Table with ``id``, ``ra``, ``dec``
+    (deg) and ``z``: a lenient reader (any letter case, missing ids), unlike the full cluster schema of
+    `deepcee_d2.data.catalogs.read_catalog` that training data needs.
 
     Parameters
     ----------
@@ -95,10 +97,10 @@ def _filled(column):
 
 def _named_catalogs(catalogs):
     if isinstance(catalogs, dict):
-        return [read_catalog(source, name) for name, source in catalogs.items()]
+        return [read_reference_catalog(source, name) for name, source in catalogs.items()]
     if isinstance(catalogs, (str, Path, Table)):
         catalogs = [catalogs]
-    return [read_catalog(source) for source in catalogs]
+    return [read_reference_catalog(source) for source in catalogs]
 
 
 def crossmatch_false_positives(false_positives, catalogs, *, radius, z_range, cosmology=DEFAULT_COSMOLOGY):
@@ -109,7 +111,7 @@ def crossmatch_false_positives(false_positives, catalogs, *, radius, z_range, co
     false_positives : `~astropy.table.Table`
         Predictions with ``ra``, ``dec`` (deg); other columns (``image_id``, ``score``, ...) are kept.
     catalogs : path, Table, list of them, or dict of name -> path or Table
-        The catalogues (see `read_catalog`).
+        The catalogues (see `read_reference_catalog`).
     radius : `~astropy.units.Quantity` [length]
         Proper distance at the catalogued cluster's redshift (``DEEPCEE.EVAL.CROSSMATCH_RADIUS_KPC``: 250 kpc).
     z_range : (float, float)

@@ -82,7 +82,7 @@ class DeepCEEEvaluator(DatasetEvaluator):
     cosmology : `~astropy.cosmology.FLRW`
         ``cfg.DEEPCEE.COSMOLOGY``.
     crossmatch_catalogs : list or dict
-        Catalogues for the false positives (see `~deepcee_d2.evaluation.crossmatch.read_catalog`)
+        Catalogues for the false positives (see `~deepcee_d2.evaluation.crossmatch.read_reference_catalog`)
         (``CROSSMATCH_CATALOGS``); empty means no cross-match.
     crossmatch_radius : `~astropy.units.Quantity` [length]
         ``CROSSMATCH_RADIUS_KPC``.
