@@ -31,7 +31,7 @@ from astropy.wcs.utils import pixel_to_pixel  # noqa: E402
 from reproject import reproject_interp  # noqa: E402
 
 from deepcee_d2.sky import cutout_grid  # noqa: E402
-from deepcee_d2.data.pixels import celestial_wcs  # noqa: E402
+from deepcee_d2.sky import celestial_wcs  # noqa: E402
 from deepcee_d2.data.resample import pixel_map, resample_to_grid  # noqa: E402
 
 TILE_PX = 2000

@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from deepcee_d2.data.frames import ImagingError
 from deepcee_d2.sky import cutout_grid
-from deepcee_d2.data.pixels import celestial_wcs
+from deepcee_d2.sky import celestial_wcs
 from deepcee_d2.data.resample import pixel_map, remap_to_grid, reproject_to_grid, resample_to_grid
 
 TOLERANCE_PX = 0.01  # far below SDSS's astrometric error (4 mas)

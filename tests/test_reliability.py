@@ -18,8 +18,6 @@ from deepcee_d2.data.register import register_deepcee_dataset
 from deepcee_d2.synthetic import ClusterSpec, write_survey
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = DatasetSettings(cutout_size=200, network_size=100, max_offset=30 * u.arcsec, box_size=50 * u.kpc,
-                        test_fraction=0.34, seed=3)
 
 
 @pytest.mark.parametrize("where", ["file", "base"])
@@ -67,7 +65,7 @@ def test_no_unsafe_loader_in_the_package():
     assert problems == []
 
 
-def test_zero_or_negative_redshift_is_refused_naming_the_rows(tiny_survey, tmp_path):
+def test_zero_or_negative_redshift_is_refused_naming_the_rows(tiny_survey, tiny_settings, tmp_path):
     truth = read_catalog(tiny_survey / "clusters.fits")
     for z in (0.0, -0.1):
         bad = truth.copy()
@@ -75,25 +73,27 @@ def test_zero_or_negative_redshift_is_refused_naming_the_rows(tiny_survey, tmp_p
         bad.meta["source"] = str(tiny_survey / "clusters.fits")  # as catalogues read by catalogs.to_cluster_schema
         with pytest.raises(ValueError, match=r"annotation catalogue: 1 clusters with z <= 0, e.g. \['SYN-2'\] "
                                              r"\(rows \[2\] of .*clusters.fits\)"):
-            build_dataset(truth, LocalFITSSource(tiny_survey), tmp_path / "z", SMALL, annotate_with=bad, progress=False)
+            build_dataset(truth, LocalFITSSource(tiny_survey), tmp_path / "z", tiny_settings, annotate_with=bad,
+                          progress=False)
     assert not (tmp_path / "z").exists()
 
 
-def test_a_data_set_without_any_image_is_an_error_not_an_empty_coco_file(tiny_survey, tmp_path):
+def test_a_data_set_without_any_image_is_an_error_not_an_empty_coco_file(tiny_survey, tiny_settings, tmp_path):
     lost = read_catalog(tiny_survey / "clusters.fits")
     lost["ra"] += 40.0  # every cluster outside the imaging
     lost["bcg_ra"] += 40.0
     with pytest.raises(ValueError, match=f"{tmp_path / 'out'}: no image could be made \\(12 failed, e.g. .*"
                                          "no COCO file written"):
-        build_dataset(lost, LocalFITSSource(tiny_survey), tmp_path / "out", SMALL, skip_failures=True, progress=False)
+        build_dataset(lost, LocalFITSSource(tiny_survey), tmp_path / "out", tiny_settings, skip_failures=True,
+                      progress=False)
     assert sorted(path.name for path in (tmp_path / "out").glob("*.json")) == ["build.json"]  # no train/test.json
     assert (tmp_path / "out" / "failures.ecsv").is_file()
 
 
 @pytest.fixture
-def built_copy(tiny_survey, tmp_path):
+def built_copy(tiny_survey, tiny_settings, tmp_path):
     truth = read_catalog(tiny_survey / "clusters.fits")
-    paths = build_dataset(truth, LocalFITSSource(tiny_survey), tmp_path / "data", SMALL, progress=False)
+    paths = build_dataset(truth, LocalFITSSource(tiny_survey), tmp_path / "data", tiny_settings, progress=False)
     yield paths["train"]
     if "deepcee_reliability" in DatasetCatalog.list():
         DatasetCatalog.remove("deepcee_reliability")

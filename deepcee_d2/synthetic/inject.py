@@ -69,7 +69,7 @@ from tqdm import tqdm
 
 from ..cosmology import DEFAULT_COSMOLOGY
 from ..data.catalogs import CLUSTER_COLUMNS, check_cluster_table
-from ..data.pixels import celestial_wcs
+from ..sky import celestial_wcs
 from ..io import atomic_output
 from . import render
 from .clusters import ClusterSpec, check_redshifts, realise_cluster, realise_from_spec
