@@ -143,8 +143,8 @@ class _Frame:
     shape: tuple
 
 
-def _read_frame_header(path):
-    """The `_Frame` of a FITS file, or `ImagingError` naming the file and why it is not a usable frame."""
+def read_frame_header(path):
+    """The frame (path, band, wcs, shape) of a FITS file, or `ImagingError` naming the file and why it is not a usable frame."""
     try:
         header = fits.getheader(path, 0)
     except (OSError, ValueError, EOFError) as error:
@@ -263,7 +263,7 @@ class LocalFITSSource(ImagingSource):
                 continue
             if path.match(self.pattern):
                 try:
-                    self._frames[path] = _read_frame_header(path)
+                    self._frames[path] = read_frame_header(path)
                 except ImagingError as error:
                     self._problems[path] = str(error)
             elif _FITS_NAME.search(path.name):

@@ -69,7 +69,7 @@ from tqdm import tqdm
 
 from ..cosmology import DEFAULT_COSMOLOGY
 from ..data.catalogs import CLUSTER_COLUMNS, check_cluster_table
-from ..sky import celestial_wcs
+from ..data.frames import ImagingError, read_frame_header
 from ..io import atomic_output
 from . import render
 from .clusters import ClusterSpec, check_redshifts, realise_cluster, realise_from_spec
@@ -149,36 +149,17 @@ def output_name(relative, compress=True):
     return name + (".gz" if compress else "")
 
 
-def _check_unit(header, path):
-    unit = str(header.get("BUNIT", "nanomaggy")).strip()
-    try:
-        parsed = u.Unit(unit.replace("nanomaggies", "nanomaggy"))
-    except ValueError:
-        parsed = None
-    if parsed not in (u.nanomaggy, u.nanomaggy / u.pix):
-        raise InjectionError(f"{path}: BUNIT is {unit!r}; injection needs images in nanomaggies per pixel")
-
-
 def read_frame(path, root):
-    """The `Frame` of one FITS file, or `InjectionError` naming the file and what is missing."""
+    """The `Frame` of one FITS file, or `InjectionError` naming the file and what is missing (a 2-D image in
+    nanomaggies with a FILTER and a celestial WCS, read by `deepcee_d2.data.frames.read_frame_header`)."""
     path = Path(path)
     try:
-        header = fits.getheader(path, 0)
-    except (OSError, ValueError, EOFError) as error:
-        raise InjectionError(f"{path}: cannot read FITS header ({type(error).__name__}: {error})") from error
-    if header.get("NAXIS", 0) != 2:
-        raise InjectionError(f"{path}: primary HDU is not a 2-D image (NAXIS = {header.get('NAXIS')})")
-    band = str(header.get("FILTER", "")).strip()
-    if not band:
-        raise InjectionError(f"{path}: no FILTER keyword naming the band")
-    _check_unit(header, path)
-    try:
-        wcs = celestial_wcs(header, str(path))
-    except ValueError as error:
+        frame = read_frame_header(path)
+    except ImagingError as error:
         raise InjectionError(f"{error}; injection places clusters through each frame's WCS") from error
     relative = path.relative_to(root).as_posix()
-    return Frame(path, relative, _field_name(relative, band), band, wcs, (header["NAXIS2"], header["NAXIS1"]),
-                 header)
+    return Frame(path, relative, _field_name(relative, frame.band), frame.band, frame.wcs, frame.shape,
+                 fits.getheader(path, 0))
 
 
 def read_frames(root, bands=BANDS, pattern="frame-*.fits*"):
