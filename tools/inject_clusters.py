@@ -22,10 +22,10 @@ into the same folder are an error.
 import argparse
 import sys
 
-import astropy.units as u
 from astropy.table import Table
 
-from deepcee_d2.synthetic import BANDS, ClusterSpec
+from deepcee_d2.synthetic import BANDS
+from deepcee_d2.synthetic.clusters import add_cluster_arguments, cluster_spec_from_args
 from deepcee_d2.synthetic.field import DEFAULT_MAG_LIMIT
 from deepcee_d2.synthetic.inject import inject_clusters
 
@@ -51,17 +51,10 @@ def parse_args(argv=None):
     clusters = parser.add_argument_group("clusters")
     clusters.add_argument("--positions", help="table (ECSV, CSV, FITS) of clusters to inject: ra, dec (deg), z, "
                                               "richness (target R_L*); replaces the options below")
-    clusters.add_argument("--clusters-per-field", type=int, default=1)
-    clusters.add_argument("--cluster-placement", choices=["random", "centre"], default="random",
-                          help="random: anywhere in the field's common g, r, i footprint; centre: its centre")
-    clusters.add_argument("--z-range", type=float, nargs=2, default=[0.05, 0.4], metavar=("ZMIN", "ZMAX"))
-    clusters.add_argument("--richness-range", type=float, nargs=2, default=[20.0, 100.0], metavar=("MIN", "MAX"),
-                          help="target R_L* (WHL12 richness), log-uniform (default 20 100)")
-    clusters.add_argument("--min-members", type=int, default=0, help="redraw clusters with N200 below this")
-    clusters.add_argument("--min-separation", type=float, default=300.0,
-                          help="smallest BCG separation over all fields, arcsec (default 300)")
-    clusters.add_argument("--edge-margin", type=float, default=0.0,
-                          help="smallest BCG distance from the footprint's edges, arcsec (default 0)")
+    add_cluster_arguments(
+        clusters, "random", "random: anywhere in the field's common g, r, i footprint; centre: its centre",
+        "smallest BCG separation over all fields, arcsec (default 300)",
+        "smallest BCG distance from the footprint's edges, arcsec (default 0)")
     clusters.add_argument("--mag-limit", type=float, default=DEFAULT_MAG_LIMIT,
                           help=f"faintest member drawn, r mag (default {DEFAULT_MAG_LIMIT})")
     frames = parser.add_argument_group("frames")
@@ -82,10 +75,7 @@ def main(argv=None):
     if args.positions:
         clusters = Table.read(args.positions, format="ascii.ecsv" if args.positions.endswith(".ecsv") else None)
     else:
-        clusters = ClusterSpec(per_field=args.clusters_per_field, z_range=tuple(args.z_range),
-                               richness_range=tuple(args.richness_range), min_members=args.min_members,
-                               placement=args.cluster_placement, min_separation=args.min_separation * u.arcsec,
-                               edge_margin=args.edge_margin * u.arcsec)
+        clusters = cluster_spec_from_args(args)
     truth, frames = inject_clusters(args.input, args.out, clusters=clusters, seed=args.seed,
                                     bands=tuple(args.bands), fwhm=_per_band(args.fwhm, "--fwhm"),
                                     electrons_per_nmgy=_per_band(args.electrons_per_nmgy, "--electrons-per-nmgy"),

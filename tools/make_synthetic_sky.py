@@ -25,7 +25,8 @@ import astropy.units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
-from deepcee_d2.synthetic import BANDS, ClusterSpec, write_survey
+from deepcee_d2.synthetic import BANDS, write_survey
+from deepcee_d2.synthetic.clusters import add_cluster_arguments, cluster_spec_from_args
 from deepcee_d2.synthetic.field import DEFAULT_MAG_LIMIT
 
 
@@ -47,17 +48,10 @@ def parse_args(argv=None):
     fields.add_argument("--no-noise", action="store_true", help="noiseless images")
     fields.add_argument("--no-source-lists", action="store_true", help="skip galaxies.fits and stars.fits")
     clusters = parser.add_argument_group("clusters")
-    clusters.add_argument("--clusters-per-field", type=int, default=1)
-    clusters.add_argument("--cluster-placement", choices=["centre", "random"], default="centre",
-                          help="centre: the BCG at the field centre (one per field); random: anywhere")
-    clusters.add_argument("--z-range", type=float, nargs=2, default=[0.05, 0.4], metavar=("ZMIN", "ZMAX"))
-    clusters.add_argument("--richness-range", type=float, nargs=2, default=[20.0, 100.0], metavar=("MIN", "MAX"),
-                          help="target R_L* (WHL12 richness), log-uniform (default 20 100)")
-    clusters.add_argument("--min-members", type=int, default=0, help="redraw clusters with N200 below this")
-    clusters.add_argument("--min-separation", type=float, default=300.0,
-                          help="smallest BCG separation within a field, arcsec (random placement; default 300)")
-    clusters.add_argument("--edge-margin", type=float, default=0.0,
-                          help="smallest BCG distance from a field edge, arcsec (random placement; default 0)")
+    add_cluster_arguments(
+        clusters, "centre", "centre: the BCG at the field centre (one per field); random: anywhere",
+        "smallest BCG separation within a field, arcsec (random placement; default 300)",
+        "smallest BCG distance from a field edge, arcsec (random placement; default 0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="processes drawing fields at once (same files)")
     parser.add_argument("--no-progress", action="store_true")
@@ -87,10 +81,7 @@ def main(argv=None):
         centres = grid_centres(n_fields, nx, ny, SkyCoord(*args.grid_origin, unit=u.deg))
     spec = None
     if args.clusters_per_field > 0:
-        spec = ClusterSpec(per_field=args.clusters_per_field, z_range=tuple(args.z_range),
-                           richness_range=tuple(args.richness_range), min_members=args.min_members,
-                           placement=args.cluster_placement, min_separation=args.min_separation * u.arcsec,
-                           edge_margin=args.edge_margin * u.arcsec)
+        spec = cluster_spec_from_args(args)
     clusters, fields = write_survey(args.out, n_fields, nx, ny, centres=centres, clusters=spec, seed=args.seed,
                                     bands=tuple(args.bands), source_lists=not args.no_source_lists,
                                     field_galaxies=not args.no_field_galaxies, stars=not args.no_stars,

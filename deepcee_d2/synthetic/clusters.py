@@ -117,6 +117,28 @@ class ClusterSpec:
             raise ValueError("min_separation and edge_margin must be >= 0")
 
 
+def add_cluster_arguments(group, placement, placement_help, separation_help, edge_help):
+    """Add the command-line options of a `ClusterSpec` to an argparse ``group`` (the synthetic sky's and the
+    injection's commands share them; ``placement`` is the default placement, the helps say what the
+    separation and edge margin are measured over). `cluster_spec_from_args` reads them back."""
+    group.add_argument("--clusters-per-field", type=int, default=1)
+    group.add_argument("--cluster-placement", choices=["centre", "random"], default=placement, help=placement_help)
+    group.add_argument("--z-range", type=float, nargs=2, default=[0.05, 0.4], metavar=("ZMIN", "ZMAX"))
+    group.add_argument("--richness-range", type=float, nargs=2, default=[20.0, 100.0], metavar=("MIN", "MAX"),
+                       help="target R_L* (WHL12 richness), log-uniform (default 20 100)")
+    group.add_argument("--min-members", type=int, default=0, help="redraw clusters with N200 below this")
+    group.add_argument("--min-separation", type=float, default=300.0, help=separation_help)
+    group.add_argument("--edge-margin", type=float, default=0.0, help=edge_help)
+
+
+def cluster_spec_from_args(args):
+    """The `ClusterSpec` of options added by `add_cluster_arguments`."""
+    return ClusterSpec(per_field=args.clusters_per_field, z_range=tuple(args.z_range),
+                       richness_range=tuple(args.richness_range), min_members=args.min_members,
+                       placement=args.cluster_placement, min_separation=args.min_separation * u.arcsec,
+                       edge_margin=args.edge_margin * u.arcsec)
+
+
 def check_redshifts(z, name="z"):
     """Raise ValueError naming ``name`` if any redshift lies outside `Z_LIMITS`."""
     z = np.atleast_1d(np.asarray(z, dtype=float))
