@@ -12,7 +12,8 @@ image in nanomaggies with a celestial WCS and a ``FILTER`` keyword: the real SDS
 (``frame-g-002583-2-0136.fits.bz2``) and the synthetic survey (``<root>/<field>/frame-g.fits``) alike.
 NaN/inf pixels of a frame are missing data: they are set to 0 (the sky level of sky-subtracted frames) and
 counted in `Cutout.missing`. The remote sources (`deepcee_d2.data.sources`) and the cache
-(`deepcee_d2.data.cache`) build on the `ImagingSource`, `Cutout` and `ImagingError` defined here.
+(`deepcee_d2.data.cache`) build on the `ImagingSource` and `Cutout` defined here and on `ImagingError`
+(defined with the resampling, `deepcee_d2.data.resample`, which raises it too).
 """
 import functools
 import logging
@@ -26,10 +27,11 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.nddata import Cutout2D, NoOverlapError, PartialOverlapError
 from astropy.wcs import WCS
-from astropy.wcs.utils import proj_plane_pixel_area
 
 from ..sky import SDSS_PIXEL_SCALE, celestial_wcs, centre_and_radius, corners_sky, cutout_grid, footprints_overlap
 from .colour import check_band_images
+from .resample import ImagingError
+from .resample import reproject_to_grid as _reproject_with_coverage
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +40,6 @@ BANDS = ("g", "r", "i")
 _NANOMAGGY_UNITS = {"nanomaggy", "nanomaggies", "nmgy", "nanomaggy/pixel", "nanomaggies/pixel"}
 # FITS files by name (also compressed): those under the root that do not match the frame pattern are reported.
 _FITS_NAME = re.compile(r"\.(fits?|fts)(\.(gz|bz2|fz))?$", re.IGNORECASE)
-
-
-class ImagingError(RuntimeError):
-    """A cutout cannot be made (no coverage, a band missing, a failed download); the message says why."""
 
 
 @dataclass
@@ -113,7 +111,8 @@ def _describe_uncovered(uncovered, grid):
 
 
 def reproject_to_grid(frames, grid, source="frames"):
-    """Average frames (each ``(data, wcs)``) onto ``grid``, rescaled to flux per grid pixel.
+    """Average frames (each ``(data, wcs)``) onto ``grid``, rescaled to flux per grid pixel
+    (`deepcee_d2.data.resample.reproject_to_grid`).
 
     Raises
     ------
@@ -121,18 +120,10 @@ def reproject_to_grid(frames, grid, source="frames"):
         When part of the grid is covered by no frame (the position is at the edge of the imaging), naming
         that part (pixels, sky position, direction) and ``source``.
     """
-    from reproject import reproject_interp
-    from reproject.mosaicking import reproject_and_coadd
-
-    grid_area = proj_plane_pixel_area(grid)
-    scaled = [(data * (grid_area / proj_plane_pixel_area(wcs)), wcs) for data, wcs in frames]
-    shape = (grid.pixel_shape[1], grid.pixel_shape[0])
-    array, footprint = reproject_and_coadd(scaled, grid, shape_out=shape, reproject_function=reproject_interp,
-                                           combine_function="mean")
-    uncovered = footprint <= 0
-    if uncovered.any():
-        raise ImagingError(f"{source}: {_describe_uncovered(uncovered, grid)} lies outside the imaging coverage")
-    return array.astype(np.float32)
+    image, covered = _reproject_with_coverage(frames, grid, source, require_coverage=False)
+    if not covered.all():
+        raise ImagingError(f"{source}: {_describe_uncovered(~covered, grid)} lies outside the imaging coverage")
+    return image
 
 
 @dataclass(frozen=True)

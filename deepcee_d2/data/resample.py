@@ -26,14 +26,17 @@ import cv2
 import numpy as np
 from astropy.wcs.utils import pixel_to_pixel, proj_plane_pixel_area
 
-from .frames import ImagingError
-
 METHODS = ("remap", "reproject")
+
 # Mesh spacing (grid pixels) tried first: on a 2000 px SDSS tile (33 x 33 nodes) the interpolated mapping
 # errs by < 1e-7 px, so the first mesh passes; wide or curved mappings make the check refine it.
 _FIRST_MESH_SPACING_PX = 64
 # opencv's remap addresses pixels with 16-bit integers: no map or source side may reach 2**15 - 1.
 _CV_MAX_SIDE = 32767
+
+
+class ImagingError(RuntimeError):
+    """A cutout cannot be made (no coverage, a band missing, a failed download); the message says why."""
 
 
 def _mesh_nodes(n, spacing):
