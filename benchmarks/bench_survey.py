@@ -87,7 +87,7 @@ def main():
     clusters, fields = write_survey(sky, args.fields, args.field_size, args.field_size,
                                     clusters=ClusterSpec(per_field=3, placement="random"), seed=5,
                                     source_lists=False, workers=2, progress=False)
-    imaging = ImagingSpec("fits", str(sky))
+    imaging = ImagingSpec.from_cfg(cfg, "fits", sky)
     side, overlap = tile_geometry(cfg)
     tiles, problems = plan_folder_tiles(imaging.source(), side, overlap)
     area = sum(row["nx"] * row["ny"] for row in fields) * (0.396 / 3600) ** 2  # deg^2 of input sky

@@ -17,13 +17,14 @@ from PIL import Image
 from deepcee_d2.config import load_config
 from deepcee_d2.data.colour import ColourSettings, make_network_image
 from deepcee_d2.data.frames import LocalFITSSource
+from deepcee_d2.data.resample import Resampling
 
 warnings.simplefilter("ignore")
 FRAMES = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "shared" / "data" / "sdss"
 CENTRE = SkyCoord(323.34 * u.deg, -0.73 * u.deg)
 REPEATS = 3
 
-source = LocalFITSSource(FRAMES)
+source = LocalFITSSource(FRAMES, Resampling.from_cfg(load_config()))
 start = time.perf_counter()
 source.cutout(CENTRE, 100)  # reads the headers and decompresses the three .bz2 frames once
 print(f"first cutout (reading 3 bz2 frames): {time.perf_counter() - start:.2f} s")

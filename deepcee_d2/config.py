@@ -90,6 +90,16 @@ def add_deepcee_config(cfg):
     _C.DEEPCEE.COLOUR.CUTOUT_SIZE = 2000
     _C.DEEPCEE.COLOUR.NETWORK_SIZE = 1000
 
+    # ---- Imaging: frames resampled onto cutout and tile grids (deepcee_d2.data.resample) ----
+    _C.DEEPCEE.IMAGING = CN()
+    # "remap": the exact WCS transform on a checked coarse mesh + opencv's bilinear remap, ~35x fewer
+    # core-seconds than "reproject" (reproject_interp on every pixel, kept as the reference), with pixels within
+    # 0.23 sigma of the sky noise of it on the shared SDSS frames (BENCHMARKS.md, "Resampling frames onto tiles").
+    _C.DEEPCEE.IMAGING.RESAMPLE_METHOD = "remap"
+    # Largest error of the interpolated pixel mapping allowed by "remap", in frame pixels (0.01 px = 4 mas on
+    # SDSS, far below its astrometric error); checked on every cutout.
+    _C.DEEPCEE.IMAGING.RESAMPLE_TOLERANCE_PX = 0.01
+
     # ---- Data sets: cutouts around catalogued clusters (tools/prepare_dataset.py, deepcee_d2.data.coco) ----
     _C.DEEPCEE.DATA = CN()
     # Images per target cluster, each centred up to MAX_OFFSET_ARCSEC from it along x and along y (the paper:
@@ -115,9 +125,12 @@ def add_deepcee_config(cfg):
 
     # ---- Survey inference: tiles, merging ----
     _C.DEEPCEE.SURVEY = CN()
+    # The lowest redshift the survey looks for clusters at: it sets the tile overlap (below) and, until a
+    # candidate has its own redshift, the proper merging radius. The training sets of the paper: 0.1 < z < 0.2.
+    _C.DEEPCEE.SURVEY.MIN_REDSHIFT = 0.1
     # Overlap of neighbouring tiles in arcsec, so that a cluster cut by one tile's edge is whole in the next.
-    # 0 means the side of the largest anchor box on the sky (512 network px x 0.792" = 405.5" for SDSS);
-    # smaller positive values are refused.
+    # 0 means the largest cluster box the survey looks for: DATA.BOX_SIZE_KPC at MIN_REDSHIFT (500 kpc at
+    # z = 0.1: 272.9"); smaller positive values are refused.
     _C.DEEPCEE.SURVEY.TILE_OVERLAP_ARCSEC = 0.0
     # Detections closer than this on the sky (from overlapping tiles, or duplicates within one) are one
     # candidate: 100" is about 250 proper kpc at z = 0.15, the cross-match radius; clusters are further apart.

@@ -95,9 +95,10 @@ def make_dataset(plan, cfg, clusters):
     from .cosmology import cosmology_from_cfg
     from .data.coco import DatasetSettings, build_dataset
     from .data.frames import LocalFITSSource
+    from .data.resample import Resampling
 
     settings = DatasetSettings.from_cfg(cfg, seed=plan.seed)
-    return build_dataset(clusters, LocalFITSSource(plan.work_dir / "sky"), plan.work_dir / "datasets" / "synthetic",
+    return build_dataset(clusters, LocalFITSSource(plan.work_dir / "sky", Resampling.from_cfg(cfg)), plan.work_dir / "datasets" / "synthetic",
                          settings, cosmology=cosmology_from_cfg(cfg), progress=plan.progress)
 
 
@@ -141,7 +142,7 @@ def run_survey(plan, cfg, truth_path):
     from .survey.run import ImagingSpec, find_clusters
     from .survey.tiling import plan_folder_tiles, tile_geometry
 
-    imaging = ImagingSpec("fits", str(plan.work_dir / "survey_sky"))
+    imaging = ImagingSpec.from_cfg(cfg, "fits", plan.work_dir / "survey_sky")
     side, overlap = tile_geometry(cfg)
     tiles, problems = plan_folder_tiles(imaging.source(), side, overlap)
     return find_clusters(cfg, tiles, imaging, plan.work_dir / "survey", problems=problems, n_workers=plan.workers,

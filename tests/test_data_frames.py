@@ -67,6 +67,17 @@ def test_position_partly_outside_the_field_is_refused_saying_which_part(tiny_sur
         LocalFITSSource(tiny_survey).cutout(far, 200)
 
 
+def test_a_partial_cutout_pads_and_masks_what_lies_outside_the_imaging(tiny_survey):
+    edge = BCG.spherical_offsets_by(0 * u.arcsec, 110 * u.arcsec)  # as above: the top ~39 % lies outside
+    cutout = LocalFITSSource(tiny_survey).cutout(edge, 200, partial=True)
+    rows_covered = cutout.covered.any(axis=1)
+    assert 0.58 < cutout.covered_fraction < 0.62 and rows_covered[:115].all() and not rows_covered[125:].any()
+    for image in cutout.images.values():  # the padding is 0 (blank sky) in every band; the data are not
+        assert np.all(image[~cutout.covered] == 0) and np.std(image[cutout.covered]) > 0.01
+    inside = LocalFITSSource(tiny_survey).cutout(BCG, 200, partial=True)
+    assert inside.covered is None and inside.covered_fraction == 1.0
+
+
 def test_missing_band_names_the_bands_of_the_field_not_of_the_folder(tiny_survey, tmp_path):
     root = copy_survey(tiny_survey, tmp_path)
     (root / "f000" / "frame-i.fits").unlink()  # field f001 keeps its i frame

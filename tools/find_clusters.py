@@ -68,10 +68,10 @@ def main(argv=None):
     side, overlap = tile_geometry(cfg)
     problems = []
     if args.input:
-        imaging = ImagingSpec("fits", args.input)
+        imaging = ImagingSpec.from_cfg(cfg, "fits", args.input)
         tiles, problems = plan_folder_tiles(imaging.source(), side, overlap)
     else:
-        imaging = ImagingSpec(args.source, args.download_dir)
+        imaging = ImagingSpec.from_cfg(cfg, args.source, args.download_dir)
         if args.region:
             tiles = plan_region_tiles(args.region[:2], args.region[2:], side, overlap)
         else:

@@ -23,6 +23,7 @@ from deepcee_d2.config import load_config
 from deepcee_d2.cosmology import cosmology_from_cfg
 from deepcee_d2.data.catalogs import CATALOGS, load_catalog, paper_selection, select_clusters
 from deepcee_d2.data.coco import SPLITS, DatasetSettings, build_dataset
+from deepcee_d2.data.resample import Resampling
 from deepcee_d2.data.sources import make_source
 
 
@@ -117,7 +118,7 @@ def main(argv=None):
     annotate_with = load_catalog(args.annotate, args.annotate_format) if args.annotate else None
     settings = DatasetSettings.from_cfg(cfg)
     imaging_root = args.imaging or (f"{args.out}/frames" if args.source == "sdss" else None)
-    source = make_source(args.source, root=imaging_root)
+    source = make_source(args.source, imaging_root, Resampling.from_cfg(cfg))
     print(f"{len(clusters)} clusters -> {len(clusters) * settings.n_offsets} images in {args.out}")
     paths = build_dataset(clusters, source, args.out, settings, annotate_with=annotate_with, cosmology=cosmology,
                           cache_dir=None if args.no_cache else args.cache or f"{args.out}/cutouts",

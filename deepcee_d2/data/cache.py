@@ -34,7 +34,8 @@ def cutout_paths(cache_dir, source, centre, size, pixel_scale=SDSS_PIXEL_SCALE):
 
 
 def write_cutout(cutout, paths):
-    """Write each band of ``cutout`` to its path (float32, WCS, FILTER, BUNIT, SOURCE, NMISSING), atomically."""
+    """Write each band of ``cutout`` to its path (float32, WCS, FILTER, BUNIT, SOURCE, NMISSING), atomically;
+    a partly imaged cutout also gets its `Cutout.covered` mask as a ``COVERED`` image extension."""
     header = cutout.wcs.to_header()
     for band, path in paths.items():
         hdu = fits.PrimaryHDU(cutout.images[band].astype(np.float32), header)
@@ -42,15 +43,20 @@ def write_cutout(cutout, paths):
         hdu.header["BUNIT"] = "nanomaggy"
         hdu.header["SOURCE"] = cutout.source[:68]
         hdu.header["NMISSING"] = (cutout.missing.get(band, 0), "NaN/inf frame pixels set to 0")
+        hdus = [hdu]
+        if cutout.covered is not None:
+            hdus.append(fits.ImageHDU(cutout.covered.astype(np.uint8), header, name="COVERED"))
         with atomic_output(path) as temporary:
-            hdu.writeto(temporary, overwrite=True)
+            fits.HDUList(hdus).writeto(temporary, overwrite=True)
 
 
 def read_cutout(paths):
     """A `Cutout` from the files of `cutout_paths`; raises naming a file that is corrupt or off the grid."""
-    images, wcs, source, missing = {}, None, "", {}
+    images, wcs, source, missing, covered = {}, None, "", {}, None
     for band, path in paths.items():
         images[band], header = read_image(path)
+        if covered is None:
+            covered = _read_covered(path)
         if header.get("NMISSING", 0):
             missing[band] = int(header["NMISSING"])
         band_wcs = celestial_wcs(header, str(path))
@@ -61,20 +67,33 @@ def read_cutout(paths):
     check_band_images(images, tuple(paths), str(Path(next(iter(paths.values()))).parent))
     height, width = images[next(iter(images))].shape
     wcs.pixel_shape = (width, height)
-    return Cutout(images, wcs, source, missing)
+    return Cutout(images, wcs, source, missing, covered)
 
 
-def get_cutout(source, centre, size, pixel_scale=SDSS_PIXEL_SCALE, cache_dir=None):
+def _read_covered(path):
+    """The ``COVERED`` mask of a cached band file, or None (all imaged)."""
+    try:
+        with fits.open(path) as hdul:
+            return np.asarray(hdul["COVERED"].data, bool) if "COVERED" in hdul else None
+    except (OSError, ValueError, TypeError, EOFError) as error:
+        raise ImagingError(f"{path}: cannot read the COVERED mask ({type(error).__name__}: {error})") from error
+
+
+def get_cutout(source, centre, size, pixel_scale=SDSS_PIXEL_SCALE, cache_dir=None, partial=False):
     """``source.cutout(...)``, through the on-disk cache when ``cache_dir`` is given.
 
     A cutout whose band files all exist is read back instead of fetched again; a new one is written band by
-    band, each file atomically.
+    band, each file atomically. A cached partly imaged cutout serves only ``partial`` requests.
     """
     if cache_dir is None:
-        return source.cutout(centre, size, pixel_scale)
+        return source.cutout(centre, size, pixel_scale, partial)
     paths = cutout_paths(cache_dir, source, centre, size, pixel_scale)
     if all(path.exists() for path in paths.values()):
-        return read_cutout(paths)
-    cutout = source.cutout(centre, size, pixel_scale)
+        cutout = read_cutout(paths)
+        if cutout.covered is not None and not partial:
+            raise ImagingError(f"{next(iter(paths.values())).parent}: {1 - cutout.covered_fraction:.1%} of the "
+                               f"cutout lies outside the imaging coverage")
+        return cutout
+    cutout = source.cutout(centre, size, pixel_scale, partial)
     write_cutout(cutout, paths)
     return cutout

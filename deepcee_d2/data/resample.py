@@ -21,6 +21,7 @@ when it maps within the frame's outer pixel edges (``-0.5 <= x <= width - 0.5``,
 the edge pixel's value) and the interpolated value is finite.
 """
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -217,3 +218,35 @@ def resample_to_grid(frames, grid, method, tolerance_px, source="frames", requir
     if method == "reproject":
         return reproject_to_grid(frames, grid, source, require_coverage)
     raise ValueError(f"resampling method {method!r} is not one of {METHODS}")
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """How every imaging source resamples frames onto cutout and tile grids (`resample_to_grid`).
+
+    `from_cfg` reads ``cfg.DEEPCEE.IMAGING``, where the defaults (and why) live.
+    """
+
+    method: str
+    tolerance_px: float
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"resampling method {self.method!r} is not one of {METHODS}")
+        if not self.tolerance_px > 0:
+            raise ValueError(f"resampling tolerance must be positive, got {self.tolerance_px!r} px")
+
+    @classmethod
+    def from_cfg(cls, cfg):
+        imaging = cfg.DEEPCEE.IMAGING
+        return cls(imaging.RESAMPLE_METHOD, float(imaging.RESAMPLE_TOLERANCE_PX))
+
+    @classmethod
+    def default(cls):
+        """The settings of the default config (``config.py``)."""
+        from ..config import load_config
+
+        return cls.from_cfg(load_config())
+
+    def __call__(self, frames, grid, source="frames", require_coverage=True):
+        return resample_to_grid(frames, grid, self.method, self.tolerance_px, source, require_coverage)

@@ -20,7 +20,8 @@ from astropy.io import fits
 from ..io import atomic_output
 from ..sky import SDSS_PIXEL_SCALE, celestial_wcs, cutout_grid
 from .colour import check_band_images
-from .frames import BANDS, Cutout, ImagingError, ImagingSource, LocalFITSSource, check_nanomaggies, reproject_to_grid
+from .frames import BANDS, Cutout, ImagingError, ImagingSource, LocalFITSSource, check_nanomaggies, resample_frames
+from .resample import Resampling
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class SDSSSource(ImagingSource):
     ----------
     folder : str or Path
         Where frames are stored.
+    resampling : `~deepcee_d2.data.resample.Resampling`, optional
+        How the frames are resampled onto cutout grids; the default config's if None.
     data_release : int
         SDSS data release.
     attempts, backoff_s : int, float
@@ -64,13 +67,13 @@ class SDSSSource(ImagingSource):
 
     name = "sdss"
 
-    def __init__(self, folder, bands=BANDS, data_release=17, attempts=4, backoff_s=2.0):
+    def __init__(self, folder, resampling=None, bands=BANDS, data_release=17, attempts=4, backoff_s=2.0):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.bands = tuple(bands)
         self.data_release = data_release
         self.attempts, self.backoff_s = attempts, backoff_s
-        self.local = LocalFITSSource(self.folder, self.bands)
+        self.local = LocalFITSSource(self.folder, resampling, self.bands)
 
     def describe(self):
         return f"sdss:DR{self.data_release}"
@@ -115,9 +118,9 @@ class SDSSSource(ImagingSource):
                     fits.PrimaryHDU(hduls[0][0].data, hduls[0][0].header).writeto(temporary, overwrite=True)
         return paths
 
-    def cutout(self, centre, size, pixel_scale=SDSS_PIXEL_SCALE):
+    def cutout(self, centre, size, pixel_scale=SDSS_PIXEL_SCALE, partial=False):
         self.download(centre, size, pixel_scale)
-        return self.local.cutout(centre, size, pixel_scale)
+        return self.local.cutout(centre, size, pixel_scale, partial)
 
 
 class SkyViewSource(ImagingSource):
@@ -130,14 +133,15 @@ class SkyViewSource(ImagingSource):
     name = "skyview"
     SURVEYS = {"g": "SDSSg", "r": "SDSSr", "i": "SDSSi"}
 
-    def __init__(self, bands=BANDS, attempts=4, backoff_s=2.0):
+    def __init__(self, resampling=None, bands=BANDS, attempts=4, backoff_s=2.0):
         unknown = [band for band in bands if band not in self.SURVEYS]
         if unknown:
             raise ValueError(f"SkyView: no SDSS survey for band(s) {unknown}")
+        self.resampling = resampling or Resampling.default()
         self.bands = tuple(bands)
         self.attempts, self.backoff_s = attempts, backoff_s
 
-    def cutout(self, centre, size, pixel_scale=SDSS_PIXEL_SCALE):
+    def cutout(self, centre, size, pixel_scale=SDSS_PIXEL_SCALE, partial=False):
         from astroquery.skyview import SkyView
 
         surveys = [self.SURVEYS[band] for band in self.bands]
@@ -150,29 +154,33 @@ class SkyViewSource(ImagingSource):
         if len(hduls) != len(self.bands):
             raise ImagingError(f"{where}: {len(hduls)} images returned for {len(self.bands)} surveys")
         grid = cutout_grid(centre, size, pixel_scale)
-        images = {}
+        images, covered = {}, np.ones((size, size), bool)
         for band, survey, hdul in zip(self.bands, surveys, hduls):
             header = hdul[0].header
             check_nanomaggies(header, f"{where} ({survey})")
             data = np.asarray(hdul[0].data, dtype=np.float32)
             check_band_images({band: data}, (band,), f"{where} ({survey})")
-            images[band] = reproject_to_grid([(data, celestial_wcs(header, f"{where} ({survey})"))], grid,
-                                             f"{where} ({survey})")
-        return Cutout(images, grid, where)
+            images[band], on_grid = resample_frames([(data, celestial_wcs(header, f"{where} ({survey})"))], grid,
+                                                    self.resampling, f"{where} ({survey})", partial)
+            covered &= on_grid
+        for image in images.values():
+            image[~covered] = 0
+        return Cutout(images, grid, where, covered=None if covered.all() else covered)
 
     def describe(self):
         return "skyview:" + ",".join(self.SURVEYS[band] for band in self.bands)
 
 
-def make_source(kind, root=None, **kwargs):
+def make_source(kind, root=None, resampling=None, **kwargs):
     """An `ImagingSource` by name: ``"skyview"``, ``"sdss"`` (frames kept in ``root``), or ``"fits"`` /
-    ``"synthetic"`` (a folder of frames, e.g. the synthetic survey root)."""
+    ``"synthetic"`` (a folder of frames, e.g. the synthetic survey root); all resample with ``resampling``
+    (`deepcee_d2.data.resample.Resampling`, the default config's if None)."""
     if kind == "skyview":
-        return SkyViewSource(**kwargs)
+        return SkyViewSource(resampling, **kwargs)
     if kind in ("sdss", "fits", "synthetic") and root is None:
         raise ValueError(f"imaging source {kind!r} needs a folder (root)")
     if kind == "sdss":
-        return SDSSSource(root, **kwargs)
+        return SDSSSource(root, resampling, **kwargs)
     if kind in ("fits", "synthetic"):
-        return LocalFITSSource(root, **kwargs)
+        return LocalFITSSource(root, resampling, **kwargs)
     raise ValueError(f"unknown imaging source {kind!r}; choose skyview, sdss, synthetic or fits")

@@ -3,8 +3,11 @@
 Each tile's detections are written to ``<output>/tiles/<tile_id>.ecsv`` (atomically) as soon as the tile is
 done, so a rerun skips finished tiles and an interrupted run resumes; the candidate catalogue is always
 rebuilt from all tile files, so it is the same however the run was split. A tile whose imaging cannot be
-read (corrupt FITS, no WCS, outside the coverage) is reported with its files and the reason in
-``failed_tiles.ecsv`` and retried by the next run; it does not stop the others. ``manifest.json`` records
+read (corrupt FITS, no WCS, no imaging at all) is reported with its files and the reason in
+``failed_tiles.ecsv`` and retried by the next run; it does not stop the others. A tile reaching past the
+imaging is padded (`deepcee_d2.data.frames.Cutout.covered`): detections centred on its padding are dropped,
+and the tile file records its covered fraction. For fields of local frames, ``coverage.ecsv`` and the
+catalogue's metadata give the imaged and the searched area (`deepcee_d2.survey.tiling.field_coverage`). ``manifest.json`` records
 what decides the tile files (weights SHA-256, config, imaging, tiles, threshold); a rerun into the same
 folder with anything else is refused, naming the differences, so tiles of two runs are never mixed.
 
@@ -30,11 +33,12 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from ..data.cache import get_cutout
 from ..data.colour import ColourSettings, make_network_image
 from ..data.frames import ImagingError
+from ..data.resample import Resampling
 from ..data.sources import make_source
 from ..engine.predictor import DetectorFactory
 from ..io import atomic_output
 from ..sky import box_centres, box_xy_to_sky
-from .tiling import DETECTION_COLUMNS, field_reference_frames, merge_detections
+from .tiling import DETECTION_COLUMNS, field_coverage, field_reference_frames, merge_detections, tile_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +55,19 @@ def _worker_cached(key, make):
 @dataclass(frozen=True)
 class ImagingSpec:
     """How a worker gets pixels: ``kind`` is ``fits`` (``root`` is a folder of frames, e.g. a synthetic
-    survey or SDSS frames), ``sdss`` or ``skyview`` (``root`` is the download folder / cutout cache)."""
+    survey or SDSS frames), ``sdss`` or ``skyview`` (``root`` is the download folder / cutout cache);
+    frames are resampled onto tiles with ``resampling`` (`from_cfg`: ``DEEPCEE.IMAGING``)."""
 
     kind: str
     root: str
+    resampling: Resampling = None
+
+    @classmethod
+    def from_cfg(cls, cfg, kind, root):
+        return cls(kind, str(root), Resampling.from_cfg(cfg))
 
     def source(self):
-        return _worker_cached(("imaging", self), lambda: make_source(self.kind, self.root))
+        return _worker_cached(("imaging", self), lambda: make_source(self.kind, self.root, self.resampling))
 
     @property
     def cache_dir(self):
@@ -96,6 +106,17 @@ def _field_wcs(spec, name, band):
     return None if frame is None else frame.wcs
 
 
+def on_imaging(cutout, network_wcs, boxes):
+    """Which boxes (XYXY, pixels of the network image with ``network_wcs``) are centred on pixels of
+    ``cutout`` imaged in every band (`~deepcee_d2.data.frames.Cutout.covered`)."""
+    if cutout.covered is None or len(boxes) == 0:
+        return np.ones(len(boxes), bool)
+    x, y = (np.rint(np.asarray(v)).astype(int)
+            for v in cutout.wcs.world_to_pixel(box_xy_to_sky(network_wcs, *box_centres(boxes))))
+    height, width = cutout.covered.shape
+    return cutout.covered[np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)]
+
+
 def detections_table(tile, boxes, scores, wcs, field_wcs=None):
     """The detections of one tile on the sky: box centres through the network image's ``wcs``."""
     x, y = box_centres(boxes)
@@ -130,16 +151,17 @@ def process_tile(tile, job):
     spec = job.imaging
     try:
         cutout = get_cutout(spec.source(), tile.centre, job.cutout_size, job.pixel_scale * u.arcsec,
-                            cache_dir=spec.cache_dir)
+                            cache_dir=spec.cache_dir, partial=True)
         rgb, wcs = make_network_image(cutout.images, cutout.wcs, job.network_size, job.colour,
                                       source=f"tile {tile.tile_id} ({cutout.source})")
     except (ImagingError, ValueError, OSError) as error:
         return tile.tile_id, None, str(error)
     detect = _worker_cached(("detector", job.detector.cache_key), job.detector)
     boxes, scores = detect(rgb)
-    keep = scores >= job.score_threshold
+    keep = (scores >= job.score_threshold) & on_imaging(cutout, wcs, boxes)
     table = detections_table(tile, boxes[keep], scores[keep], wcs,
                              _field_wcs(spec, tile.field, job.reference_band))
+    table.meta["COVERED"] = round(cutout.covered_fraction, 6)  # share of the tile imaged in every band
     with atomic_output(path) as temporary:
         table.write(temporary, format="ascii.ecsv", overwrite=True)
     return tile.tile_id, len(table), None
@@ -320,10 +342,22 @@ def job_from_cfg(cfg, imaging, output_dir, detector=None, threads_per_worker=1):
                      score_threshold=cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD, tiles_dir=str(Path(output_dir) / "tiles"))
 
 
+def survey_coverage(cfg, tiles, imaging, failures):
+    """Imaged and searched area per field (`field_coverage`) of a survey of local frames' fields, counting
+    only the tiles that did not fail; None for other surveys (sky regions, positions, remote imaging)."""
+    field_tiles = [tile for tile in tiles if np.isfinite(tile.field_x)]
+    if imaging.kind != "fits" or not field_tiles:
+        return None
+    failed = set(failures["tile"])
+    frames, _ = imaging.source().scan()
+    return field_coverage(frames, Path(imaging.root), [t for t in field_tiles if t.tile_id not in failed],
+                          tile_geometry(cfg)[0])
+
+
 def tile_network_image(job, tile):
     """Remake a tile's network image and WCS (for the gallery) exactly as the detector saw it."""
     cutout = get_cutout(job.imaging.source(), tile.centre, job.cutout_size, job.pixel_scale * u.arcsec,
-                        cache_dir=job.imaging.cache_dir)
+                        cache_dir=job.imaging.cache_dir, partial=True)
     return make_network_image(cutout.images, cutout.wcs, job.network_size, job.colour, source=tile.tile_id)
 
 
@@ -345,8 +379,10 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
         ``failed_tiles.ecsv`` beside the tiles that failed.
     output_dir : str or Path
         Receives ``manifest.json``, ``tiles/``, ``candidates.{fits,ecsv,csv}``, ``candidates.reg``,
-        ``failed_tiles.ecsv``, ``config.yaml`` and ``gallery/index.html``. Rerunning into the same folder
-        resumes, when the run's manifest (weights, config, imaging, tiles, threshold) is the same.
+        ``failed_tiles.ecsv``, ``coverage.ecsv`` (fields of local frames: imaged and searched deg^2, also
+        in the catalogue's ``AREADEG2`` / ``IMAGDEG2`` metadata), ``config.yaml`` and ``gallery/index.html``.
+        Rerunning into the same folder resumes, when the run's manifest (weights, config, imaging, tiles,
+        threshold) is the same.
     scheduler : str, optional
         Address of an existing Dask scheduler; a ``LocalCluster`` of ``n_workers`` (default: all cores)
         single-threaded workers otherwise: processes, or threads of this process with ``processes=False``.
@@ -393,6 +429,12 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
         "NFAILED": len(failures),
         "CONFIG": cfg.dump(),
     }
+    coverage = survey_coverage(cfg, tiles, imaging, failures)
+    if coverage is not None:
+        searched, imaged = (float(np.sum(coverage[column])) for column in ("searched_deg2", "imaged_deg2"))
+        provenance.update({"AREADEG2": round(searched, 6), "IMAGDEG2": round(imaged, 6)})
+        logger.info("searched %.4f of %.4f deg^2 imaged (%.1f %%) in %d fields", searched, imaged,
+                    100 * searched / imaged if imaged else float("nan"), len(coverage))
     catalogue = build_catalogue(tiles, job, cfg.DEEPCEE.SURVEY.MERGE_RADIUS_ARCSEC * u.arcsec, provenance)
     catalogue.add_column(candidate_names(catalogue["ra"], catalogue["dec"]) if len(catalogue) else [],
                          name="name", index=0)
@@ -407,6 +449,10 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
     with atomic_output(output_dir / "failed_tiles.ecsv") as temporary:
         failures.write(temporary, format="ascii.ecsv", overwrite=True)
     paths["failures"] = output_dir / "failed_tiles.ecsv"
+    if coverage is not None:
+        with atomic_output(output_dir / "coverage.ecsv") as temporary:
+            coverage.write(temporary, format="ascii.ecsv", overwrite=True)
+        paths["coverage"] = output_dir / "coverage.ecsv"
     by_id = {tile.tile_id: tile for tile in tiles}
     paths["gallery"] = write_gallery(catalogue, output_dir, lambda tile_id: tile_network_image(job, by_id[tile_id]),
                                      top=gallery_size)

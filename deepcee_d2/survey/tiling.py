@@ -1,10 +1,16 @@
 """Where the detector looks: survey fields or sky regions cut into overlapping tiles, and the tiles'
 detections merged into one list of candidates on the sky.
 
-A tile is a cutout of the training size (``DEEPCEE.COLOUR.CUTOUT_SIZE`` pixels at ``PIXEL_SCALE``) made by
-the same imaging source and colour function as the training images. Neighbouring tiles overlap by at least
-the largest anchor box, so a cluster cut by one tile's edge lies whole inside a neighbour; detections of the
-same cluster in several tiles are merged by sky distance, keeping the best score.
+A tile is a north-up cutout of the training size (``DEEPCEE.COLOUR.CUTOUT_SIZE`` pixels at ``PIXEL_SCALE``)
+made by the same imaging source and colour function as the training images. Neighbouring tiles overlap by
+at least the largest cluster box the survey looks for (`tile_geometry`), so a cluster cut by one tile's edge
+lies whole inside a neighbour; detections of the same cluster in several tiles are merged by sky distance,
+keeping the best score.
+
+Fields (frames of any orientation) are covered whole (`plan_field_tiles`): the tiles reach half an overlap
+past every edge of a field's frame, into its neighbours' frames or into padding where there is no imaging
+(`deepcee_d2.data.frames.Cutout.covered`), so every box centred on the frame lies whole inside a tile.
+`field_coverage` measures the imaged and the searched area of every field.
 """
 import math
 import re
@@ -17,7 +23,8 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from ..sky import corners_sky, merge_by_sky_distance
+from ..cosmology import angular_size, cosmology_from_cfg
+from ..sky import centre_and_radius, corners_sky, cutout_grid, merge_by_sky_distance
 
 
 @dataclass(frozen=True)
@@ -40,25 +47,38 @@ class Tile:
         return SkyCoord(self.ra * u.deg, self.dec * u.deg)
 
 
+def largest_cluster_box(cfg):
+    """Side on the sky (`~astropy.units.Quantity` [arcsec]) of the largest cluster box the survey looks for:
+    ``DEEPCEE.DATA.BOX_SIZE_KPC`` (proper) at ``DEEPCEE.SURVEY.MIN_REDSHIFT``. The angular size of a fixed
+    proper length shrinks with redshift up to z ~ 1.6, so every cluster at higher z has a smaller box."""
+    z = cfg.DEEPCEE.SURVEY.MIN_REDSHIFT
+    if not 0 < z < 1.5:
+        raise ValueError(f"DEEPCEE.SURVEY.MIN_REDSHIFT = {z}: must lie between 0 and 1.5 (the tile overlap is the "
+                         f"box size at this redshift)")
+    return angular_size(cfg.DEEPCEE.DATA.BOX_SIZE_KPC * u.kpc, z, cosmology_from_cfg(cfg))
+
+
 def tile_geometry(cfg):
     """Tile side and minimum overlap (both `~astropy.units.Quantity` [arcsec]) from a Deep-CEE config.
 
-    The overlap is ``DEEPCEE.SURVEY.TILE_OVERLAP_ARCSEC``, or when that is 0 the side of the largest anchor
-    box (``MODEL.ANCHOR_GENERATOR.SIZES``, in network pixels) on the sky; a smaller positive value is refused,
-    since a cluster could then be cut by the edges of every tile that holds it.
+    The overlap is ``DEEPCEE.SURVEY.TILE_OVERLAP_ARCSEC``, or when that is 0 the largest cluster box
+    (`largest_cluster_box`): a box no larger than the overlap lies whole inside one of two neighbouring tiles.
+    A smaller positive value is refused, since a cluster could then be cut by the edges of every tile that
+    holds it.
     """
     colour = cfg.DEEPCEE.COLOUR
     side = colour.CUTOUT_SIZE * colour.PIXEL_SCALE * u.arcsec
-    network_pixel = side / colour.NETWORK_SIZE
-    largest_anchor = max(max(sizes) for sizes in cfg.MODEL.ANCHOR_GENERATOR.SIZES) * network_pixel
+    box = largest_cluster_box(cfg)
     overlap = cfg.DEEPCEE.SURVEY.TILE_OVERLAP_ARCSEC * u.arcsec
     if overlap == 0:
-        overlap = largest_anchor
-    if overlap < largest_anchor:
-        raise ValueError(f"DEEPCEE.SURVEY.TILE_OVERLAP_ARCSEC = {overlap.value} is smaller than the largest anchor "
-                         f"box ({largest_anchor.to_value(u.arcsec):.1f} arcsec); use 0 for that minimum")
+        overlap = box
+    if overlap < box:
+        raise ValueError(f"DEEPCEE.SURVEY.TILE_OVERLAP_ARCSEC = {overlap.value} is smaller than the largest cluster "
+                         f"box ({box.to_value(u.arcsec):.1f} arcsec: {cfg.DEEPCEE.DATA.BOX_SIZE_KPC} kpc at "
+                         f"z = {cfg.DEEPCEE.SURVEY.MIN_REDSHIFT}); use 0 for that minimum")
     if overlap >= side:
-        raise ValueError(f"tile overlap {overlap:.1f} must be smaller than the tile side {side:.1f}")
+        raise ValueError(f"tile overlap {overlap:.1f} must be smaller than the tile side {side:.1f} (raise "
+                         f"DEEPCEE.SURVEY.MIN_REDSHIFT for smaller cluster boxes)")
     return side, overlap.to(u.arcsec)
 
 
@@ -107,42 +127,85 @@ def field_reference_frames(frames, root, band="r"):
     return {name: bands[band] for name, bands in group_fields(frames, root).items() if band in bands}
 
 
-def common_footprint(bands, reference):
-    """``(x0, x1, y0, y1)``: the rectangle of the reference frame's pixel grid covered by every band.
-
-    SDSS bands of one field are shifted by a few pixels and slightly rotated against each other; tiles must
-    stay inside all of them.
-    """
-    height, width = reference.shape
-    x0, x1, y0, y1 = -0.5, width - 0.5, -0.5, height - 0.5
-    for frame in bands.values():
-        if frame is reference:
-            continue
-        x, y = (np.asarray(v) for v in reference.wcs.world_to_pixel(corners_sky(frame.wcs, frame.shape)))
-        # Corners in order (bottom-left, bottom-right, top-right, top-left) of the frame's own grid.
-        x0, x1 = max(x0, x[0], x[3]), min(x1, x[1], x[2])
-        y0, y1 = max(y0, y[0], y[1]), min(y1, y[2], y[3])
-    return x0, x1, y0, y1
+# Tiles are spaced on one tangent plane per field; each tile's own north-up grid is tilted against that plane
+# by the convergence of meridians (< 1 degree across a field), which this share of the tile side absorbs.
+_TILT_MARGIN = 0.02
+# Frames are sampled every this many pixels (and along their edges) to decide which tiles hold imaging and
+# to measure the searched area.
+_SAMPLE_STEP_PX = 16
+_ROUND_TRIP_PX = 1e-6
 
 
-def tile_extent(reference, centre, side):
-    """A north-up tile of ``side`` at ``centre`` in the reference frame's pixels: its bounding box
-    ``(width, height)`` and the side of the largest axis-aligned square inside it (frames can be rotated)."""
-    half = side / 2
-    corners = centre.spherical_offsets_by(u.Quantity([-half, half, half, -half]), u.Quantity([-half, -half, half, half]))
-    x, y = (np.asarray(v) for v in reference.wcs.world_to_pixel(corners))
-    edge = math.hypot(x[1] - x[0], y[1] - y[0])
-    angle = math.atan2(y[1] - y[0], x[1] - x[0])
-    inner = edge / (abs(math.cos(angle)) + abs(math.sin(angle)))
-    return x.max() - x.min(), y.max() - y.min(), inner
+def tile_square(tile, side, n_pixels=1000):
+    """The north-up TAN grid of a tile's square of ``side`` on the sky, with ``n_pixels`` on a side (any
+    number: only the square matters)."""
+    return cutout_grid(tile.centre, n_pixels, side / n_pixels)
+
+
+def inside_tiles(coords, tiles, side):
+    """Boolean array: which of ``coords`` lie inside the square of at least one of ``tiles``."""
+    inside = np.zeros(coords.shape, bool)
+    for tile in tiles:
+        grid = tile_square(tile, side)
+        x, y = (np.asarray(v) for v in grid.world_to_pixel(coords))
+        n = grid.pixel_shape[0]
+        inside |= (x >= -0.5) & (x <= n - 0.5) & (y >= -0.5) & (y <= n - 0.5)
+    return inside
+
+
+def frame_samples(frame, step_px=_SAMPLE_STEP_PX):
+    """Sky positions of a frame's pixels sampled every ``step_px`` and along its outer edges, with the
+    number of frame pixels each stands for (for areas)."""
+    height, width = frame.shape
+    xs = np.unique(np.r_[-0.5, np.arange(0, width, step_px), width - 0.5])
+    ys = np.unique(np.r_[-0.5, np.arange(0, height, step_px), height - 0.5])
+    x, y = np.meshgrid(xs, ys)
+    return frame.wcs.pixel_to_world(x.ravel(), y.ravel()), width * height / x.size
+
+
+def _inside_frames(coords, frames):
+    """Which of ``coords`` lie on at least one of ``frames`` (within their outer pixel edges, give or take
+    the round trip of `frame_samples`' edge points through the WCS)."""
+    inside = np.zeros(coords.shape, bool)
+    for frame in frames:
+        x, y = (np.asarray(v) for v in frame.wcs.world_to_pixel(coords))
+        height, width = frame.shape
+        edge = 0.5 + _ROUND_TRIP_PX
+        inside |= (x >= -edge) & (x <= width - 1 + edge) & (y >= -edge) & (y <= height - 1 + edge)
+    return inside
+
+
+def frame_tiles(name, frame, side, overlap):
+    """North-up tiles of ``side`` covering the whole footprint of ``frame`` (any rotation) and reaching
+    ``overlap / 2`` past it, neighbours overlapping by at least ``overlap``; tiles holding none of the frame
+    (corners of a rotated frame's bounding box) are left out."""
+    centre, _ = centre_and_radius(frame.wcs, frame.shape)
+    plane = cutout_grid(centre, 1, 1 * u.arcsec)  # a tangent plane in arcsec, north up
+    x, y = (np.asarray(v) for v in plane.world_to_pixel(corners_sky(frame.wcs, frame.shape)))
+    side_as, overlap_as = side.to_value(u.arcsec), overlap.to_value(u.arcsec) + _TILT_MARGIN * side.to_value(u.arcsec)
+    if overlap_as >= side_as:
+        raise ValueError(f"{frame.path}: tiles of {side} cannot overlap by {overlap} (+{_TILT_MARGIN:.0%} margin)")
+    half = overlap.to_value(u.arcsec) / 2
+    xs = x.min() - half + tile_centres_1d(np.ptp(x) + 2 * half, side_as, overlap_as)
+    ys = y.min() - half + tile_centres_1d(np.ptp(y) + 2 * half, side_as, overlap_as)
+    samples, _ = frame_samples(frame)
+    tiles = []
+    for row, ty in enumerate(ys):
+        for column, tx in enumerate(xs):
+            sky = plane.pixel_to_world(tx, ty)
+            fx, fy = (float(v) for v in frame.wcs.world_to_pixel(sky))
+            tile = Tile(f"{_safe(name)}_r{row:03d}_c{column:03d}", name, float(sky.ra.deg), float(sky.dec.deg), fx, fy)
+            if inside_tiles(samples, [tile], side).any():
+                tiles.append(tile)
+    return tiles
 
 
 def plan_field_tiles(frames, root, side, overlap, reference_band="r"):
     """Tiles covering every field of ``frames`` (the ``frames()`` of a `LocalFITSSource` on ``root``).
 
-    Each field is tiled on the pixel grid of its ``reference_band`` frame, inside the part covered by all
-    its bands (`common_footprint`): the north-up tiles are flush with its edges and spaced so that the
-    largest axis-aligned squares inside neighbouring tiles overlap by at least ``overlap``.
+    Each field is tiled over the whole footprint of its ``reference_band`` frame (`frame_tiles`): north-up
+    tiles reaching ``overlap / 2`` past its edges, so that every box up to ``overlap`` centred on the frame
+    lies whole inside one tile. Where a tile reaches past the imaging, its cutout is padded and masked.
 
     Returns
     -------
@@ -152,24 +215,47 @@ def plan_field_tiles(frames, root, side, overlap, reference_band="r"):
     names = sorted(name for name, bands in fields.items() if reference_band in bands)
     if not names:
         raise ValueError(f"{root}: no {reference_band}-band frames to tile")
-    tiles = []
-    for name in names:
+    return [tile for name in names for tile in frame_tiles(name, fields[name][reference_band], side, overlap)]
+
+
+def field_coverage(frames, root, tiles, side, reference_band="r", bands=("g", "r", "i")):
+    """Imaged and searched area of every field of ``frames`` that ``tiles`` were planned on.
+
+    The imaged area of a field is the part of its ``reference_band`` frame with data in every band (from any
+    frame of the folder); the searched area is the part of that inside at least one of ``tiles`` (pass the
+    tiles that were processed). Both are sampled every 16 frame pixels and along the frame's edges.
+
+    Returns
+    -------
+    `~astropy.table.Table`
+        One row per field: ``field``, ``imaged_deg2``, ``searched_deg2``, ``searched_fraction``.
+    """
+    fields = group_fields(frames, root)
+    by_field = {}
+    for tile in tiles:
+        by_field.setdefault(tile.field, []).append(tile)
+    circles = [centre_and_radius(frame.wcs, frame.shape) for frame in frames]
+    centres, radii = SkyCoord([c for c, _ in circles]), u.Quantity([r for _, r in circles])
+    rows = []
+    for name in sorted(by_field):
+        if reference_band not in fields.get(name, {}):
+            continue
         reference = fields[name][reference_band]
-        x0, x1, y0, y1 = common_footprint(fields[name], reference)
-        centre = reference.wcs.pixel_to_world((x0 + x1) / 2, (y0 + y1) / 2)
-        width, height, inner = tile_extent(reference, centre, side)
-        overlap_px = (overlap / (proj_plane_pixel_scales(reference.wcs).mean() * u.deg)).decompose().value
-        if inner <= overlap_px:
-            raise ValueError(f"{reference.path}: tiles of {side} do not overlap by {overlap} in this frame")
-        step = inner - overlap_px
-        xs = x0 + width / 2 + spread_offsets(x1 - x0 - width, step)
-        ys = y0 + height / 2 + spread_offsets(y1 - y0 - height, step)
-        for row, y in enumerate(ys):
-            centres = reference.wcs.pixel_to_world(xs, np.full_like(xs, y))
-            for column, (x, sky) in enumerate(zip(xs, centres)):
-                tiles.append(Tile(f"{_safe(name)}_r{row:03d}_c{column:03d}", name, float(sky.ra.deg),
-                                  float(sky.dec.deg), float(x), float(y)))
-    return tiles
+        samples, pixels_each = frame_samples(reference)
+        centre, radius = centre_and_radius(reference.wcs, reference.shape)
+        close = centres.separation(centre) <= radii + radius
+        imaged = np.ones(samples.shape, bool)
+        for band in bands:
+            imaged &= _inside_frames(samples, [f for f, near in zip(frames, close) if near and f.band == band])
+        searched = imaged & inside_tiles(samples, by_field[name], side)
+        area = pixels_each * (proj_plane_pixel_scales(reference.wcs).mean() ** 2)  # deg^2 per sample
+        rows.append((name, imaged.sum() * area, searched.sum() * area,
+                     searched.sum() / imaged.sum() if imaged.any() else np.nan))
+    table = Table(rows=rows or None, names=("field", "imaged_deg2", "searched_deg2", "searched_fraction"),
+                  dtype=(str, float, float, float))
+    for column in ("imaged_deg2", "searched_deg2"):
+        table[column].unit = u.deg ** 2
+    return table
 
 
 def plan_folder_tiles(source, side, overlap, reference_band="r"):
