@@ -119,11 +119,23 @@ def add_deepcee_config(cfg):
     # 0 means the side of the largest anchor box on the sky (512 network px x 0.792" = 405.5" for SDSS);
     # smaller positive values are refused.
     _C.DEEPCEE.SURVEY.TILE_OVERLAP_ARCSEC = 0.0
-    # Detections closer than this on the sky (from overlapping tiles, or duplicates within one) are one
-    # candidate: 100" is about 250 proper kpc at z = 0.15, the cross-match radius; clusters are further apart.
-    _C.DEEPCEE.SURVEY.MERGE_RADIUS_ARCSEC = 100.0
-    # Candidates below this score are not written to the catalogue.
+    # Detections of one cluster (from overlapping tiles, and its bright members detected on their own) are one
+    # candidate: in descending score, each candidate absorbs the detections within this proper radius at its
+    # redshift (column z_est when the catalogue has it, else MIN_REDSHIFT). MERGE_RADIUS_KPC_DEFAULT_WHY
+    _C.DEEPCEE.SURVEY.MERGE_RADIUS_KPC = 1000.0
+    # The lowest cluster redshift the survey looks for (the paper's 0.1 < z < 0.2); lengths are turned into
+    # angles at it where a detection has no redshift, the widest angle a cluster of the survey can span.
+    _C.DEEPCEE.SURVEY.MIN_REDSHIFT = 0.1
+    # Candidates below this score are not written to the catalogue. Set from the false-candidate rate:
+    # tools/choose_threshold.py gives the lowest score whose rate on sky without clusters (or with known
+    # truth) is at most TARGET_FALSE_PER_DEG2. SCORE_THRESHOLD_WHY
     _C.DEEPCEE.SURVEY.SCORE_THRESHOLD = 0.5
+    # The false candidates per deg^2 a survey may give at its SCORE_THRESHOLD (issue 15 asks <= 2 per deg^2).
+    _C.DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2 = 2.0
+    # Tile files keep every detection scoring at least this (or SCORE_THRESHOLD, when lower), so that the
+    # false-candidate rate below SCORE_THRESHOLD can be measured from a run and the threshold changed without
+    # rerunning the detector; the catalogue is cut at SCORE_THRESHOLD.
+    _C.DEEPCEE.SURVEY.KEEP_SCORE_FLOOR = 0.2
 
     # ---- Redshift and richness of a detection from its red sequence (deepcee_d2.redsequence) ----
     _C.DEEPCEE.REDSHIFT = CN()
