@@ -113,6 +113,13 @@ def add_deepcee_config(cfg):
     _C.DEEPCEE.DATA.PAPER_SELECTION.DEC_MIN_DEG = 0.0
     _C.DEEPCEE.DATA.PAPER_SELECTION.ABELL_RADIUS_KPC = 500.0
 
+    # ---- Training augmentation beyond detectron2's INPUT.RANDOM_FLIP (deepcee_d2.data.augment) ----
+    _C.DEEPCEE.AUGMENT = CN()
+    # Random quarter turns of each training image: the sky has no up. With INPUT.RANDOM_FLIP "horizontal"
+    # they give all 8 orientations (vertical flips included), each equally likely; boxes turn exactly, so
+    # labels stay centred on the BCG.
+    _C.DEEPCEE.AUGMENT.ROTATE_90 = True
+
     # ---- Survey inference: tiles, merging ----
     _C.DEEPCEE.SURVEY = CN()
     # Overlap of neighbouring tiles in arcsec, so that a cluster cut by one tile's edge is whole in the next.
