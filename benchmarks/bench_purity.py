@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 import astropy.units as u
-from astropy.table import Table, vstack
+from astropy.table import vstack
 
 from deepcee_d2.config import load_config
 from deepcee_d2.cosmology import cosmology_from_cfg, proper_length
@@ -25,7 +25,8 @@ def main(argv=None):
     parser.add_argument("survey")
     parser.add_argument("--truth", required=True)
     parser.add_argument("--frames", required=True, help="the survey's frames, for the searched area")
-    parser.add_argument("--config-file", default=str(Path(__file__).resolve().parents[1] / "configs" / "deepcee_demo_cpu.yaml"))
+    parser.add_argument("--config-file",
+                        default=str(Path(__file__).resolve().parents[1] / "configs" / "deepcee_demo_cpu.yaml"))
     parser.add_argument("--radii-kpc", type=float, nargs="+", default=[250, 500, 750, 1000, 1500])
     parser.add_argument("--old-arcsec", type=float, default=100.0)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.8, 0.9])
@@ -34,7 +35,8 @@ def main(argv=None):
     cfg = load_config(args.config_file)
     old_kpc = proper_length(args.old_arcsec * u.arcsec, cfg.DEEPCEE.SURVEY.MIN_REDSHIFT, cosmology_from_cfg(cfg))
     rows = []
-    for label, kpc in [(f'{args.old_arcsec:g}" (old)', old_kpc.to_value(u.kpc))] + [(f"{r:g} kpc", r) for r in args.radii_kpc]:
+    radii = [(f'{args.old_arcsec:g}" (old)', old_kpc.to_value(u.kpc))] + [(f"{r:g} kpc", r) for r in args.radii_kpc]
+    for label, kpc in radii:
         cfg = load_config(args.config_file, ["DEEPCEE.SURVEY.MERGE_RADIUS_KPC", str(kpc)])
         rates = survey_false_rates(args.survey, cfg, args.thresholds, truth=args.truth, frames=args.frames)
         rates["merge"] = label
@@ -46,8 +48,8 @@ def main(argv=None):
     print("| merging | score >= | candidates | false | of them duplicates | false per deg^2 | found | found once |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in table:
-        print(f"| {row['merge']} | {row['threshold']:g} | {row['n_candidates']} | {row['n_false']} | {row['n_duplicate']} "
-              f"| {row['false_per_deg2']:.1f} | {row['n_found']} | {row['n_found_once']} |")
+        print(f"| {row['merge']} | {row['threshold']:g} | {row['n_candidates']} | {row['n_false']} "
+              f"| {row['n_duplicate']} | {row['false_per_deg2']:.1f} | {row['n_found']} | {row['n_found_once']} |")
     return table
 
 

@@ -267,8 +267,9 @@ def merge_by_sky_distance(coords, scores, radius):
     if not radius.isscalar and radius.shape != (len(coords),):
         raise ValueError(f"{radius.size} merging radii for {len(coords)} detections; give one, or one per detection")
     radius = radius * np.ones(len(coords)) if radius.isscalar else radius
-    if not np.all(np.isfinite(radius) & (radius >= 0)):
-        raise ValueError(f"merging radii must be finite and >= 0, got {radius[~(np.isfinite(radius) & (radius >= 0))][:5]}")
+    bad = ~(np.isfinite(radius) & (radius >= 0))
+    if bad.any():
+        raise ValueError(f"merging radii must be finite and >= 0, got {radius[bad][:5]}")
     pairs = sky_pairs(coords, coords, radius.max() if len(coords) else 0 * u.arcsec)
     neighbours = {}
     for a, b, separation in zip(pairs.index_a, pairs.index_b, pairs.separation):

@@ -4,7 +4,6 @@ import runpy
 from pathlib import Path
 
 import astropy.units as u
-import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 from astropy.table import Table

@@ -16,7 +16,9 @@ import sys
 import numpy as np
 
 from deepcee_d2.config import load_config
-from deepcee_d2.evaluation.purity import choose_score_threshold, rates_markdown, read_tile_detections, survey_false_rates
+from deepcee_d2.evaluation.purity import (
+    choose_score_threshold, rates_markdown, read_tile_detections, survey_false_rates,
+)
 
 
 def main(argv=None):
