@@ -7,13 +7,18 @@ Reads the run (never writes into it).
       --radii-kpc 250 500 750 1000 1500 [--config-file configs/deepcee_demo_cpu.yaml] [--out /tmp/purity]
 
 The old fixed angle (100") is the first row: the same angle for every detection is a proper length at the
-survey's MIN_REDSHIFT with no redshift column.
+survey's MIN_REDSHIFT with no redshift column. With --oracle-z every detection within 2 r200 of a true cluster
+also gets that cluster's redshift as z_est (what a perfect red-sequence redshift would give; the tiles are
+copied to OUT/oracle_survey with the column added): the merging's bound once z_est exists.
 """
 import argparse
+import shutil
 from pathlib import Path
 
 import astropy.units as u
-from astropy.table import vstack
+import numpy as np
+from astropy.coordinates import SkyCoord
+from astropy.table import Table, vstack
 
 from deepcee_d2.config import load_config
 from deepcee_d2.cosmology import cosmology_from_cfg, proper_length
@@ -31,19 +36,22 @@ def main(argv=None):
     parser.add_argument("--old-arcsec", type=float, default=100.0)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.8, 0.9])
     parser.add_argument("--out", default="/tmp/purity")
+    parser.add_argument("--oracle-z", action="store_true", help="z_est = the true z of a cluster within 2 r200")
     args = parser.parse_args(argv)
+    survey = oracle_redshifts(args.survey, args.truth, Path(args.out) / "oracle_survey") if args.oracle_z else args.survey
     cfg = load_config(args.config_file)
     old_kpc = proper_length(args.old_arcsec * u.arcsec, cfg.DEEPCEE.SURVEY.MIN_REDSHIFT, cosmology_from_cfg(cfg))
     rows = []
     radii = [(f'{args.old_arcsec:g}" (old)', old_kpc.to_value(u.kpc))] + [(f"{r:g} kpc", r) for r in args.radii_kpc]
     for label, kpc in radii:
         cfg = load_config(args.config_file, ["DEEPCEE.SURVEY.MERGE_RADIUS_KPC", str(kpc)])
-        rates = survey_false_rates(args.survey, cfg, args.thresholds, truth=args.truth, frames=args.frames)
+        rates = survey_false_rates(survey, cfg, args.thresholds, truth=args.truth, frames=args.frames)
         rates["merge"] = label
         rows.append(rates)
     table = vstack(rows, metadata_conflicts="silent")
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    table.write(Path(args.out) / "purity_by_radius.ecsv", format="ascii.ecsv", overwrite=True)
+    name = "purity_by_radius_oracle_z.ecsv" if args.oracle_z else "purity_by_radius.ecsv"
+    table.write(Path(args.out) / name, format="ascii.ecsv", overwrite=True)
     print(f"searched area {rows[0].meta['AREADEG2']:.4f} deg^2, {rows[0]['n_true'][0]} true clusters\n")
     print("| merging | score >= | candidates | false | of them duplicates | false per deg^2 | found | found once |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -51,6 +59,26 @@ def main(argv=None):
         print(f"| {row['merge']} | {row['threshold']:g} | {row['n_candidates']} | {row['n_false']} "
               f"| {row['n_duplicate']} | {row['false_per_deg2']:.1f} | {row['n_found']} | {row['n_found_once']} |")
     return table
+
+
+def oracle_redshifts(survey, truth_path, out):
+    """A copy of a survey run's tiles and manifest in ``out`` with ``z_est`` the redshift of the nearest true
+    cluster within 2 r200 of each detection (NaN elsewhere)."""
+    truth = Table.read(truth_path)
+    truth_sky = SkyCoord(truth["ra"], truth["dec"], unit="deg")
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "tiles").mkdir(parents=True)
+    shutil.copy(Path(survey) / "manifest.json", out / "manifest.json")
+    for path in sorted((Path(survey) / "tiles").glob("*.ecsv")):
+        tile = Table.read(path, format="ascii.ecsv")
+        tile["z_est"] = np.full(len(tile), np.nan)
+        if len(tile):
+            index, separation, _ = SkyCoord(tile["ra"], tile["dec"], unit="deg").match_to_catalog_sky(truth_sky)
+            near = separation.arcsec <= 2 * np.asarray(truth["r200_arcsec"])[index]
+            tile["z_est"][near] = np.asarray(truth["z"])[index][near]
+        tile.write(out / "tiles" / path.name, format="ascii.ecsv")
+    return out
 
 
 if __name__ == "__main__":
