@@ -29,7 +29,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("survey")
     parser.add_argument("--truth", required=True)
-    parser.add_argument("--frames", required=True, help="the survey's frames, for the searched area")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--frames", help="the survey's frames, for the searched area")
+    where.add_argument("--area", type=float, help="the searched area in deg^2")
     parser.add_argument("--config-file",
                         default=str(Path(__file__).resolve().parents[1] / "configs" / "deepcee_demo_cpu.yaml"))
     parser.add_argument("--radii-kpc", type=float, nargs="+", default=[250, 500, 750, 1000, 1500])
@@ -42,10 +44,12 @@ def main(argv=None):
     cfg = load_config(args.config_file)
     old_kpc = proper_length(args.old_arcsec * u.arcsec, cfg.DEEPCEE.SURVEY.MIN_REDSHIFT, cosmology_from_cfg(cfg))
     rows = []
-    radii = [(f'{args.old_arcsec:g}" (old)', old_kpc.to_value(u.kpc))] + [(f"{r:g} kpc", r) for r in args.radii_kpc]
+    radii = [(f"{r:g} kpc", r) for r in args.radii_kpc]
+    if not args.oracle_z:  # with redshifts a fixed length is no longer the old fixed angle
+        radii.insert(0, (f'{args.old_arcsec:g}" (old)', old_kpc.to_value(u.kpc)))
     for label, kpc in radii:
         cfg = load_config(args.config_file, ["DEEPCEE.SURVEY.MERGE_RADIUS_KPC", str(kpc)])
-        rates = survey_false_rates(survey, cfg, args.thresholds, truth=args.truth, frames=args.frames)
+        rates = survey_false_rates(survey, cfg, args.thresholds, truth=args.truth, area=args.area, frames=args.frames)
         rates["merge"] = label
         rows.append(rates)
     table = vstack(rows, metadata_conflicts="silent")

@@ -90,7 +90,7 @@ def fake_survey_run(folder, floor, with_area=None):
 
 
 def test_survey_rates_re_merge_the_tile_files_down_to_their_floor(tmp_path):
-    cfg = load_config()  # merging within 1000 kpc at z = 0.1 (549"): 1.0 and 1.01 deg (36") are one candidate
+    cfg = load_config()  # merging within 500 kpc at z = 0.1 (274"): 1.0 and 1.01 deg (36") are one candidate
     run = fake_survey_run(tmp_path / "run", 0.3, with_area=0.5)
     rates = survey_false_rates(run, cfg, [0.3, 0.9])
     assert list(rates["n_candidates"]) == [3, 2] and list(rates["false_per_deg2"]) == [6.0, 4.0]
