@@ -53,6 +53,8 @@ class DemoPlan:
     seed: int = 2026
     workers: int = 2
     progress: bool = True
+    # Scores at which the held-out region's false candidates per deg^2 are printed (and the survey's own).
+    purity_thresholds: tuple = (0.5, 0.8, 0.9)
 
 
 @dataclass
@@ -65,6 +67,8 @@ class DemoResult:
     n_survey_clusters: int
     n_survey_clusters_found: int
     paths: dict
+    purity: Table = None  # false candidates per deg^2 of the held-out region (evaluation.purity.false_rate_table)
+    score_threshold: float = None  # the survey's DEEPCEE.SURVEY.SCORE_THRESHOLD
 
 
 def demo_config(plan, weights=None):
@@ -171,13 +175,26 @@ def run_demo(plan=DemoPlan()):
     summary = json.loads((report_dir / "evaluation.json").read_text())
     logger.info("[4/4] survey of a held-out region: %d fields", plan.n_survey_fields)
     survey_truth = make_survey_sky(plan)
-    survey = run_survey(plan, demo_config(plan, weights), work / "survey_sky" / "clusters.fits")
+    survey_cfg = demo_config(plan, weights)
+    survey = run_survey(plan, survey_cfg, work / "survey_sky" / "clusters.fits")
     candidates = survey.catalogue
     found = set(str(c) for c in candidates["catalog_id"][candidates["known"]]) if len(candidates) else set()
     return DemoResult(
         evaluation=summary, report_dir=report_dir, table_markdown=_threshold_table(summary),
         catalogue_path=survey.paths["ecsv"], n_candidates=len(candidates), n_survey_clusters=len(survey_truth),
-        n_survey_clusters_found=len(found & set(str(i) for i in survey_truth["id"])), paths=dict(survey.paths))
+        n_survey_clusters_found=len(found & set(str(i) for i in survey_truth["id"])), paths=dict(survey.paths),
+        purity=survey_purity(plan, survey_cfg), score_threshold=survey_cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD)
+
+
+def survey_purity(plan, cfg):
+    """False candidates per deg^2 of the held-out region at ``plan.purity_thresholds`` and the survey's threshold,
+    and how often each of its clusters is found; the area is the catalogue's, else its fields' (`fields_area`)."""
+    from .evaluation.purity import survey_false_rates
+
+    work = Path(plan.work_dir)
+    thresholds = sorted(set(plan.purity_thresholds) | {cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD})
+    return survey_false_rates(work / "survey", cfg, thresholds, truth=work / "survey_sky" / "clusters.fits",
+                              frames=work / "survey_sky")
 
 
 def summary_text(result):
@@ -197,9 +214,25 @@ def summary_text(result):
         f"survey of the held-out region: {result.n_candidates} candidates, "
         f"{result.n_survey_clusters_found} of its {result.n_survey_clusters} clusters among them",
         f"candidate catalogue: {result.catalogue_path}",
+        *_purity_lines(result),
         f"gallery: {result.paths['gallery']}",
     ]
     return "\n".join(lines)
+
+
+def _purity_lines(result):
+    """The held-out region's false candidates per deg^2 and whether each cluster is found exactly once."""
+    from .evaluation.purity import rates_markdown
+
+    if result.purity is None:
+        return []
+    at_cut = result.purity[result.purity["threshold"] == result.score_threshold][0]
+    once = at_cut["n_found_once"] == at_cut["n_true"]
+    return ["", "held-out region: false candidates per deg^2 (false: not the best candidate of a true cluster)", "",
+            rates_markdown(result.purity),
+            f"at the survey threshold {result.score_threshold:g}: {at_cut['false_per_deg2']:.1f} false candidates "
+            f"per deg^2; every held-out cluster found exactly once: {'yes' if once else 'no'} "
+            f"({at_cut['n_found_once']} of {at_cut['n_true']})"]
 
 
 def _threshold_table(summary):

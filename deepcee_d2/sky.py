@@ -240,8 +240,10 @@ def merge_by_sky_distance(coords, scores, radius):
     """Merge detections closer than ``radius`` on the sky, keeping the one with the best score.
 
     In descending score (ties in input order), each detection not yet absorbed is kept and absorbs every
-    unabsorbed detection within ``radius`` of it (inclusive). A chain A-B-C with only neighbours within the
-    radius keeps A and C when B is absorbed by A, as non-maximum suppression does.
+    unabsorbed detection within its radius (inclusive). A chain A-B-C with only neighbours within the
+    radius keeps A and C when B is absorbed by A, as non-maximum suppression does. Since a detection's fate
+    depends only on better-scored ones, merging and then cutting at a score gives the same kept detections
+    as cutting first.
 
     Parameters
     ----------
@@ -250,7 +252,8 @@ def merge_by_sky_distance(coords, scores, radius):
     scores : array_like
         Detection scores.
     radius : `~astropy.units.Quantity` [angle]
-        Merging radius on the sky.
+        Merging radius on the sky: one for all, or one per detection (e.g. a proper length at each
+        detection's redshift, `deepcee_d2.cosmology.angular_size`); a kept detection absorbs within its own.
 
     Returns
     -------
@@ -260,10 +263,18 @@ def merge_by_sky_distance(coords, scores, radius):
     scores = np.asarray(scores, dtype=float).reshape(-1)
     if len(scores) != len(coords):
         raise ValueError(f"{len(coords)} positions but {len(scores)} scores")
-    pairs = sky_pairs(coords, coords, Angle(radius))
+    radius = Angle(radius)
+    if not radius.isscalar and radius.shape != (len(coords),):
+        raise ValueError(f"{radius.size} merging radii for {len(coords)} detections; give one, or one per detection")
+    radius = radius * np.ones(len(coords)) if radius.isscalar else radius
+    bad = ~(np.isfinite(radius) & (radius >= 0))
+    if bad.any():
+        raise ValueError(f"merging radii must be finite and >= 0, got {radius[bad][:5]}")
+    pairs = sky_pairs(coords, coords, radius.max() if len(coords) else 0 * u.arcsec)
     neighbours = {}
-    for a, b in zip(pairs.index_a, pairs.index_b):
-        neighbours.setdefault(a, []).append(b)
+    for a, b, separation in zip(pairs.index_a, pairs.index_b, pairs.separation):
+        if within(separation, radius[a]):
+            neighbours.setdefault(a, []).append(b)
     group = np.full(len(scores), -1, dtype=int)
     kept = []
     for index in np.argsort(-scores, kind="stable"):

@@ -61,6 +61,10 @@ def test_the_summary_names_the_table_threshold_centring_and_paths(demo):
     assert "| Threshold (%) | TP | FP | FN | Precision | Recall | F1 |" in text
     assert "best threshold:" in text and "centring error" in text
     assert str(result.report_dir / "report.md") in text and str(result.catalogue_path) in text
+    # The held-out region's purity, re-merged from the tile files, agrees with the catalogue at the survey's cut.
+    assert "held-out region: false candidates per deg^2" in text and "found exactly once: " in text
+    assert list(result.purity["threshold"]) == [0.0, 0.5, 0.8, 0.9] and result.score_threshold == 0.0
+    assert result.purity["n_candidates"][0] == result.n_candidates and result.purity["n_true"][0] == 1
 
 
 def test_the_summary_of_a_run_without_true_positives_says_nan(demo):

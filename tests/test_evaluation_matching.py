@@ -339,3 +339,17 @@ def test_merge_by_sky_distance_keeps_the_best_score_of_each_group():
     assert merged.group.tolist() == [1, 1, 2, 3, 1]
     with pytest.raises(ValueError, match="2 positions but 1 scores"):
         merge_by_sky_distance(sky(a, b), [0.5], 1 * u.arcsec)
+
+
+def test_merge_by_sky_distance_with_a_radius_per_detection_uses_the_keepers():
+    a = CENTRE
+    b = a.directional_offset_by(0 * u.deg, 50 * u.arcsec)
+    # a (best) reaches 40": b stays; with b's own 60" it does not matter, a decides what it absorbs.
+    merged = merge_by_sky_distance(sky(a, b), [0.9, 0.5], [40, 60] * u.arcsec)
+    assert merged.kept.tolist() == [0, 1]
+    merged = merge_by_sky_distance(sky(a, b), [0.9, 0.5], [60, 40] * u.arcsec)
+    assert merged.kept.tolist() == [0] and merged.group.tolist() == [0, 0]
+    with pytest.raises(ValueError, match="3 merging radii for 2 detections"):
+        merge_by_sky_distance(sky(a, b), [0.9, 0.5], [1, 2, 3] * u.arcsec)
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        merge_by_sky_distance(sky(a, b), [0.9, 0.5], [1, np.nan] * u.arcsec)

@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 SURVEY_OPTS = ["MODEL.DEVICE", "cpu", "DEEPCEE.COLOUR.CUTOUT_SIZE", "200", "DEEPCEE.COLOUR.NETWORK_SIZE", "100",
                "MODEL.ANCHOR_GENERATOR.SIZES", "[[16, 32]]", "DEEPCEE.SURVEY.SCORE_THRESHOLD", "0.5",
                "DEEPCEE.DATA.BOX_SIZE_KPC", "30.0", "DEEPCEE.SURVEY.MIN_REDSHIFT", "0.1",
-               "DEEPCEE.SURVEY.MERGE_RADIUS_ARCSEC", "20.0", "INPUT.MIN_SIZE_TEST", "100", "INPUT.MAX_SIZE_TEST", "100"]
+               "DEEPCEE.SURVEY.MERGE_RADIUS_KPC", "25.0", "INPUT.MIN_SIZE_TEST", "100", "INPUT.MAX_SIZE_TEST", "100"]
+# 25 kpc at MIN_REDSHIFT 0.1 is 13.7": merging within the tiles' 16.5" overlap.
 
 
 def survey_cfg(*opts):
@@ -161,10 +162,51 @@ def test_merge_keeps_the_best_score_and_ignores_tile_order():
                         "field": ["f"] * 3, "tile": ["t1", "t2", "t1"], "tile_x": [1.0, 2, 3], "tile_y": [1.0, 2, 3],
                         "field_x": [1.0, 2, 3], "field_y": [1.0, 2, 3], "box_width": [10.0] * 3,
                         "box_height": [10.0] * 3})
-    merged = merge_detections(detections, 20 * u.arcsec)
+    merged = merge_detections(detections, 36 * u.kpc, 0.1)  # 19.8" at z = 0.1
     assert list(merged["score"]) == [0.9, 0.8] and list(merged["n_merged"]) == [2, 1]
-    shuffled = merge_detections(detections[::-1], 20 * u.arcsec)
+    shuffled = merge_detections(detections[::-1], 36 * u.kpc, 0.1)
     assert all(np.array_equal(merged[c], shuffled[c]) for c in merged.colnames)
+
+
+def merge_pieces_table(z_est=None):
+    """A cluster at (150, 2) scored 0.9 and a piece of it 200" east scored 0.7, 200" = 364 kpc at z = 0.1 and
+    654 kpc at z = 0.2; a third, unrelated detection 0.5 deg away."""
+    ra = [150.0, 150.0 + 200 / 3600 / np.cos(np.radians(2.0)), 150.5]
+    table = Table({"ra": ra, "dec": [2.0] * 3, "score": [0.9, 0.7, 0.8], "tile": ["t1", "t1", "t2"]})
+    if z_est is not None:
+        table["z_est"] = z_est
+    return table
+
+
+def test_merging_is_by_proper_distance_at_each_candidates_redshift():
+    # Without z_est every radius is taken at the survey's lowest redshift.
+    assert list(merge_detections(merge_pieces_table(), 500 * u.kpc, 0.1)["n_merged"]) == [2, 1]
+    assert list(merge_detections(merge_pieces_table(), 500 * u.kpc, 0.2)["n_merged"]) == [1, 1, 1]
+    # With z_est the best-scored detection's redshift decides; NaN or masked falls back to MIN_REDSHIFT.
+    merged = merge_detections(merge_pieces_table([0.2, 0.1, 0.1]), 500 * u.kpc, 0.1)
+    assert list(merged["score"]) == [0.9, 0.8, 0.7]
+    merged = merge_detections(merge_pieces_table([np.nan, 0.2, 0.2]), 500 * u.kpc, 0.1)
+    assert list(merged["score"]) == [0.9, 0.8] and list(merged["n_merged"]) == [2, 1]
+    masked = Table(merge_pieces_table([0.2, 0.2, 0.2]), masked=True)
+    masked["z_est"].mask = [True, False, False]
+    assert list(merge_detections(masked, 500 * u.kpc, 0.1)["n_merged"]) == [2, 1]
+    with pytest.raises(ValueError, match="one positive proper length"):
+        merge_detections(merge_pieces_table(), 100 * u.arcsec, 0.1)
+    with pytest.raises(ValueError, match="MIN_REDSHIFT must be finite and > 0"):
+        merge_detections(merge_pieces_table(), 500 * u.kpc, 0.0)
+
+
+def test_cutting_after_merging_equals_merging_after_cutting():
+    rng = np.random.default_rng(5)
+    n = 60
+    detections = Table({"ra": 150 + rng.uniform(0, 0.2, n), "dec": 2 + rng.uniform(0, 0.2, n),
+                        "score": rng.uniform(0, 1, n), "tile": rng.choice(["a", "b", "c"], n)})
+    merged = merge_detections(detections, 300 * u.kpc, 0.1)
+    assert len(merged) < n  # the radius (165") makes groups of this density
+    for cut in (0.3, 0.6, 0.9):
+        later = merged[merged["score"] >= cut]
+        first = merge_detections(detections[detections["score"] >= cut], 300 * u.kpc, 0.1)
+        assert np.array_equal(later["ra"], first["ra"]) and np.array_equal(later["score"], first["score"])
 
 
 @pytest.fixture(scope="module")
@@ -296,13 +338,26 @@ def test_a_trained_model_runs_through_the_command_line_tool(tiny_survey, toy_dat
     assert len(catalogue) > 0 and np.all(np.diff(catalogue["score"]) <= 0)
 
 
+def test_a_new_score_threshold_reuses_the_tiles_and_cuts_the_catalogue(tiny_survey, blob_run, tmp_path):
+    tiles, output, one = blob_run
+    shutil.copytree(output, tmp_path / "run")
+    stamps = {path: path.stat().st_mtime_ns for path in (tmp_path / "run" / "tiles").glob("*.ecsv")}
+    cut = float(np.median(one.catalogue["score"]))
+    again = find_clusters(survey_cfg("DEEPCEE.SURVEY.SCORE_THRESHOLD", str(cut)), tiles,
+                          ImagingSpec("fits", str(tiny_survey)), tmp_path / "run", n_workers=1,
+                          detector=BrightestBlobDetector(), progress=False, processes=False)
+    assert {path: path.stat().st_mtime_ns for path in stamps} == stamps  # no tile was rerun
+    assert list(again.catalogue["ra"]) == list(one.catalogue["ra"][one.catalogue["score"] >= cut])
+    assert 0 < len(again.catalogue) < len(one.catalogue) and again.catalogue.meta["SCORECUT"] == cut
+
+
 def test_resume_with_other_settings_is_refused_naming_them(tiny_survey, blob_run, tmp_path):
     tiles, output, _ = blob_run
     imaging = ImagingSpec("fits", str(tiny_survey))
     before = {path: path.read_bytes() for path in output.rglob("*") if path.is_file()}
     runs = [
-        (survey_cfg("DEEPCEE.SURVEY.SCORE_THRESHOLD", "0.7"), tiles, BrightestBlobDetector(),
-         "score_threshold 0.5 there, 0.7 now"),
+        (survey_cfg("DEEPCEE.SURVEY.KEEP_SCORE_FLOOR", "0.1"), tiles, BrightestBlobDetector(),
+         "score_threshold 0.2 there, 0.1 now"),
         (survey_cfg("DEEPCEE.COLOUR.UPPER", "20.0"), tiles, BrightestBlobDetector(),
          "config: 1 keys differ: DEEPCEE.COLOUR.UPPER 10.0 there, 20.0 now"),
         (survey_cfg(), tiles, BrightestBlobDetector(level=100), "detector '.*blobs-150-24' there, '.*blobs-100-24' now"),

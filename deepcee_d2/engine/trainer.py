@@ -1,16 +1,19 @@
 """The Deep-CEE trainer: detectron2's DefaultTrainer with Deep-CEE's evaluator and TF-style global gradient
 clipping. Only classmethods are overridden, and ``resume_or_load``, so that weights are loaded safely and
-strictly; detectron2's DatasetMapper reads the images (with INPUT.RANDOM_FLIP in training) and the evaluator
-takes the truth and WCS of each image from the DatasetCatalog records."""
+strictly; detectron2's DatasetMapper reads the images (in training with INPUT.RANDOM_FLIP and the quarter turns
+of ``DEEPCEE.AUGMENT``, deepcee_d2.data.augment) and the evaluator takes the truth and WCS of each image from
+the DatasetCatalog records."""
 import copy
 import os
 
 import torch
 
+from detectron2.data import DatasetMapper, build_detection_train_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.solver import build_optimizer
 
 from ..compat import check_compiled_ops
+from ..data.augment import build_train_augmentations
 from ..evaluation import DeepCEEEvaluator
 from .predictor import SafeCheckpointer
 
@@ -61,6 +64,12 @@ class Trainer(DefaultTrainer):
         cfg.defrost()
         cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False
         return add_global_norm_clipping(build_optimizer(cfg, model), clipping.CLIP_VALUE, clipping.NORM_TYPE)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        """detectron2's train loader, its mapper with `build_train_augmentations` (quarter turns added)."""
+        mapper = DatasetMapper(cfg, is_train=True, augmentations=build_train_augmentations(cfg))
+        return build_detection_train_loader(cfg, mapper=mapper)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -87,7 +87,7 @@ class SurveyJob:
     cutout_size: int
     pixel_scale: float  # arcsec
     network_size: int
-    score_threshold: float
+    score_threshold: float  # the lowest score a tile file keeps (`tile_score_floor`)
     tiles_dir: str
     reference_band: str = "r"
 
@@ -239,8 +239,9 @@ def collect_detections(tiles, job):
 MANIFEST = "manifest.json"
 # Config keys that do not change a tile's detections (the catalogue step reads them afresh on every run), and
 # ones compared on their own (the weights by their SHA-256, the threshold by name).
-_NOT_IN_TILES = ("MODEL.WEIGHTS", "OUTPUT_DIR", "DEEPCEE.SURVEY.MERGE_RADIUS_ARCSEC", "DEEPCEE.SURVEY.SCORE_THRESHOLD",
-                 "DEEPCEE.EVAL.")
+# SCORE_THRESHOLD and KEEP_SCORE_FLOOR decide the tiles only through the floor the tiles keep, compared by name.
+_NOT_IN_TILES = ("MODEL.WEIGHTS", "OUTPUT_DIR", "DEEPCEE.SURVEY.MERGE_RADIUS_KPC", "DEEPCEE.SURVEY.SCORE_THRESHOLD", "DEEPCEE.SURVEY.KEEP_SCORE_FLOOR",
+                 "DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2", "DEEPCEE.EVAL.")
 _COMPARED = ("weights_sha256", "detector", "imaging", "tiles", "tiles_sha256", "score_threshold")
 
 
@@ -310,9 +311,11 @@ def check_or_write_manifest(output_dir, manifest):
         temporary.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
 
 
-def build_catalogue(tiles, job, merge_radius, provenance=None):
-    """The merged candidate catalogue of all finished tiles, with ``provenance`` in its metadata."""
-    catalogue = merge_detections(collect_detections(tiles, job), merge_radius)
+def build_catalogue(tiles, job, merge_radius, min_redshift, score_threshold, cosmology, provenance=None):
+    """The candidate catalogue of all finished tiles: detections merged within the proper ``merge_radius``
+    (`merge_detections`), candidates scoring ``score_threshold`` or more, ``provenance`` in its metadata."""
+    catalogue = merge_detections(collect_detections(tiles, job), merge_radius, min_redshift, cosmology)
+    catalogue = catalogue[np.asarray(catalogue["score"], dtype=float) >= score_threshold]
     catalogue.meta.update(provenance or {})
     catalogue.meta["NTILES"] = len(tiles)
     return catalogue
@@ -339,7 +342,13 @@ def job_from_cfg(cfg, imaging, output_dir, detector=None, threads_per_worker=1):
     return SurveyJob(imaging=imaging, detector=detector or DetectorFactory(cfg, threads_per_worker),
                      colour=ColourSettings.from_cfg(cfg), cutout_size=colour.CUTOUT_SIZE,
                      pixel_scale=colour.PIXEL_SCALE, network_size=colour.NETWORK_SIZE,
-                     score_threshold=cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD, tiles_dir=str(Path(output_dir) / "tiles"))
+                     score_threshold=tile_score_floor(cfg), tiles_dir=str(Path(output_dir) / "tiles"))
+
+
+def tile_score_floor(cfg):
+    """The lowest score a tile file keeps: ``DEEPCEE.SURVEY.KEEP_SCORE_FLOOR``, or ``SCORE_THRESHOLD`` when lower."""
+    survey = cfg.DEEPCEE.SURVEY
+    return min(survey.KEEP_SCORE_FLOOR, survey.SCORE_THRESHOLD)
 
 
 def survey_coverage(cfg, tiles, imaging, failures):
@@ -424,8 +433,9 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
         "MODEL": manifest["weights"] or "",
         "MODELSHA": manifest["weights_sha256"] or "",
         "IMAGING": f"{imaging.kind}:{imaging.root}",
-        "SCORECUT": job.score_threshold,
-        "MERGERAD": cfg.DEEPCEE.SURVEY.MERGE_RADIUS_ARCSEC,
+        "SCORECUT": cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD,
+        "MERGEKPC": cfg.DEEPCEE.SURVEY.MERGE_RADIUS_KPC,
+        "MERGEZ": cfg.DEEPCEE.SURVEY.MIN_REDSHIFT,
         "NFAILED": len(failures),
         "CONFIG": cfg.dump(),
     }
@@ -435,7 +445,8 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
         provenance.update({"AREADEG2": round(searched, 6), "IMAGDEG2": round(imaged, 6)})
         logger.info("searched %.4f of %.4f deg^2 imaged (%.1f %%) in %d fields", searched, imaged,
                     100 * searched / imaged if imaged else float("nan"), len(coverage))
-    catalogue = build_catalogue(tiles, job, cfg.DEEPCEE.SURVEY.MERGE_RADIUS_ARCSEC * u.arcsec, provenance)
+    catalogue = build_catalogue(tiles, job, cfg.DEEPCEE.SURVEY.MERGE_RADIUS_KPC * u.kpc, cfg.DEEPCEE.SURVEY.MIN_REDSHIFT,
+                                cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD, cosmology_from_cfg(cfg), provenance)
     catalogue.add_column(candidate_names(catalogue["ra"], catalogue["dec"]) if len(catalogue) else [],
                          name="name", index=0)
     if crossmatch:

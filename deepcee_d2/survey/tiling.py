@@ -4,7 +4,8 @@ detections merged into one list of candidates on the sky.
 A tile is a north-up cutout of the training size (``DEEPCEE.COLOUR.CUTOUT_SIZE`` pixels at ``PIXEL_SCALE``)
 made by the same imaging source and colour function as the training images. Neighbouring tiles overlap by
 at least the largest cluster box the survey looks for (`tile_geometry`), so a cluster cut by one tile's edge
-lies whole inside a neighbour; detections of the same cluster in several tiles are merged by sky distance,
+lies whole inside a neighbour; detections of the same cluster in several tiles, and the pieces of one
+cluster (bright members detected on their own), are merged by proper distance at the cluster's redshift,
 keeping the best score.
 
 Fields (frames of any orientation) are covered whole (`plan_field_tiles`): the tiles reach half an overlap
@@ -19,11 +20,11 @@ from pathlib import Path
 
 import astropy.units as u
 import numpy as np
-from astropy.coordinates import SkyCoord
+from astropy.coordinates import Angle, SkyCoord
 from astropy.table import Table
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from ..cosmology import angular_size, cosmology_from_cfg
+from ..cosmology import DEFAULT_COSMOLOGY, angular_size, cosmology_from_cfg
 from ..sky import centre_and_radius, corners_sky, cutout_grid, merge_by_sky_distance
 
 
@@ -308,12 +309,46 @@ DETECTION_COLUMNS = ("ra", "dec", "score", "field", "tile", "tile_x", "tile_y", 
                      "box_width", "box_height")
 
 
-def merge_detections(detections, radius):
-    """One row per candidate from the detections of all tiles: within ``radius`` on the sky the best
-    score is kept (`merge_by_sky_distance`), and ``n_merged`` counts the detections it absorbed.
+def merge_radii(detections, radius, min_redshift, cosmology=DEFAULT_COSMOLOGY):
+    """The merging radius of each detection on the sky: the proper length ``radius`` at the detection's
+    redshift estimate (column ``z_est``, where present and finite), else at ``min_redshift``.
+
+    Parameters
+    ----------
+    detections : `~astropy.table.Table`
+        Detections, with an optional ``z_est`` column (masked or NaN where there is no estimate).
+    radius : `~astropy.units.Quantity` [length]
+        Proper merging radius (``DEEPCEE.SURVEY.MERGE_RADIUS_KPC``).
+    min_redshift : float
+        The survey's lowest cluster redshift (``DEEPCEE.SURVEY.MIN_REDSHIFT``), > 0: a detection without an
+        estimate gets the widest angle a cluster of the survey's redshifts can span.
+    cosmology : `~astropy.cosmology.FLRW`
+
+    Returns
+    -------
+    `~astropy.coordinates.Angle`, one per detection.
+    """
+    radius = u.Quantity(radius)
+    if radius.unit.physical_type != "length" or not radius.isscalar or not radius.value > 0:
+        raise ValueError(f"merging radius must be one positive proper length (e.g. kpc), got {radius}")
+    if not (np.isfinite(min_redshift) and min_redshift > 0):
+        raise ValueError(f"DEEPCEE.SURVEY.MIN_REDSHIFT must be finite and > 0, got {min_redshift}")
+    z = np.full(len(detections), float(min_redshift))
+    if "z_est" in detections.colnames:
+        estimate = np.ma.filled(np.ma.asarray(detections["z_est"], dtype=float), np.nan)
+        known = np.isfinite(estimate) & (estimate > 0)
+        z[known] = estimate[known]
+    return Angle(angular_size(radius, z, cosmology))
+
+
+def merge_detections(detections, radius, min_redshift, cosmology=DEFAULT_COSMOLOGY):
+    """One row per candidate from the detections of all tiles: in descending score, each detection not yet
+    absorbed is kept and absorbs the others within ``radius`` (proper) at its redshift (`merge_radii`,
+    `merge_by_sky_distance`); ``n_merged`` counts the detections each candidate absorbed.
 
     The result is independent of the order in which tiles finished: rows are sorted by tile and
-    position first, and the merged catalogue by descending score, then RA and Dec.
+    position first, and the merged catalogue by descending score, then RA and Dec. Cutting the result at a
+    score gives what merging only the detections above that score gives.
     """
     if len(detections) == 0:
         merged = Table(detections[:0], copy=True)
@@ -322,7 +357,8 @@ def merge_detections(detections, radius):
     detections = Table(detections, copy=True)
     detections.sort(["tile", "ra", "dec", "score"])
     coords = SkyCoord(np.asarray(detections["ra"], float), np.asarray(detections["dec"], float), unit=u.deg)
-    result = merge_by_sky_distance(coords, np.asarray(detections["score"]), radius)
+    result = merge_by_sky_distance(coords, np.asarray(detections["score"]),
+                                   merge_radii(detections, radius, min_redshift, cosmology))
     merged = detections[result.kept]
     merged["n_merged"] = [int(np.count_nonzero(result.group == index)) for index in result.kept]
     order = np.lexsort((np.asarray(merged["dec"]), np.asarray(merged["ra"]), -np.asarray(merged["score"])))

@@ -1,0 +1,197 @@
+"""Purity of a survey's candidate catalogue: false candidates per deg^2 at each score threshold.
+
+A survey user reads a catalogue, not a test split: what matters beside recall is how many of its candidates
+are not clusters, per unit area. On sky without clusters every candidate is false. With known truth (a
+synthetic sky, injected clusters), a candidate is true when it is the best-scored one within the cross-match
+radius of a true cluster (`deepcee_d2.evaluation.crossmatch`, the survey's own ``known`` flag); the others
+are false, pieces of a found cluster ("duplicates") included, and each true cluster should be found exactly
+once. A candidate counts at threshold ``t`` when its score is ``>= t``, the survey's own cut
+(``DEEPCEE.SURVEY.SCORE_THRESHOLD``).
+
+`survey_false_rates` re-merges a survey run's tile files (kept down to ``DEEPCEE.SURVEY.KEEP_SCORE_FLOOR``),
+so the rate is known below the threshold the run applied; `choose_score_threshold` picks the lowest
+threshold meeting a target rate (``DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2``; ``tools/choose_threshold.py``).
+"""
+import json
+import math
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+from astropy.table import Table, vstack
+from astropy.wcs.utils import proj_plane_pixel_area
+
+from ..cosmology import DEFAULT_COSMOLOGY, cosmology_from_cfg
+from .crossmatch import crossmatch_false_positives, read_reference_catalog
+
+# The survey catalogue's metadata key for the searched area in deg^2, when the survey records it.
+AREA_KEY = "AREADEG2"
+
+
+def false_rate_table(candidates, area, thresholds, truth=None, *, radius=None, z_range=None,
+                     cosmology=DEFAULT_COSMOLOGY):
+    """False candidates per deg^2 at each score threshold, and with ``truth`` how each true cluster is found.
+
+    Parameters
+    ----------
+    candidates : `~astropy.table.Table`
+        A merged candidate catalogue with ``ra``, ``dec`` (deg) and ``score``. Without ``truth`` it needs the
+        survey cross-match's ``known`` flag (and ``catalog_id``, to tell duplicates) or it is taken to be sky
+        without clusters, where every candidate is false (say so with ``known=False`` or no truth at all).
+    area : float
+        The searched area in deg^2 (> 0).
+    thresholds : sequence of float
+        Score thresholds; a candidate counts when ``score >= threshold``.
+    truth : path or `~astropy.table.Table`, optional
+        The true clusters (``ra``, ``dec``, ``z``, ``id``), read by
+        `~deepcee_d2.evaluation.crossmatch.read_reference_catalog`; the candidates are cross-matched with it
+        (``radius``, ``z_range`` then required: ``DEEPCEE.EVAL.CROSSMATCH_RADIUS_KPC``, ``CROSSMATCH_Z_RANGE``).
+    radius : `~astropy.units.Quantity` [length], optional
+    z_range : (float, float), optional
+    cosmology : `~astropy.cosmology.FLRW`
+
+    Returns
+    -------
+    `~astropy.table.Table`
+        One row per threshold: ``threshold``, ``n_candidates``, ``n_false`` (not the best-scored candidate of
+        a true cluster), ``n_duplicate`` (of which: near a cluster a better candidate already found),
+        ``false_per_deg2``; with truth also ``n_true``, ``n_found``, ``n_found_once`` (true clusters with
+        exactly one candidate) and ``completeness``. ``meta['AREADEG2']`` holds the area.
+
+    Raises
+    ------
+    ValueError
+        For a non-positive area, a missing column, or truth without radius and redshift window.
+    """
+    if not (np.isfinite(area) and area > 0):
+        raise ValueError(f"the searched area must be a positive number of deg^2, got {area}")
+    missing = [name for name in ("ra", "dec", "score") if name not in candidates.colnames]
+    if missing:
+        raise ValueError(f"candidate catalogue lacks column(s) {missing}; it has {candidates.colnames}")
+    n_true = None
+    if truth is not None:
+        if radius is None or z_range is None:
+            raise ValueError("cross-matching with the truth needs its radius and redshift window")
+        truth = read_reference_catalog(truth, name="truth")
+        truth = truth[(truth["z"] > z_range[0]) & (truth["z"] < z_range[1])]
+        n_true = len(truth)
+        candidates = crossmatch_false_positives(candidates, {"truth": truth}, radius=radius, z_range=z_range,
+                                                cosmology=cosmology)
+    scores = np.asarray(candidates["score"], dtype=float)
+    known = (np.asarray(candidates["known"], dtype=bool) if "known" in candidates.colnames
+             else np.zeros(len(candidates), dtype=bool))
+    ids = (np.asarray(candidates["catalog_id"]).astype(str) if "catalog_id" in candidates.colnames
+           else np.arange(len(candidates)).astype(str))  # without ids every known candidate is its own cluster
+    rows = []
+    for threshold in thresholds:
+        selected = scores >= threshold
+        found_ids, counts = np.unique(ids[selected & known], return_counts=True)
+        n_known = int(np.count_nonzero(selected & known))
+        n_false = int(np.count_nonzero(selected)) - len(found_ids)
+        row = {"threshold": float(threshold), "n_candidates": int(np.count_nonzero(selected)), "n_false": n_false,
+               "n_duplicate": n_known - len(found_ids), "false_per_deg2": n_false / area}
+        if n_true is not None:
+            row.update(n_true=n_true, n_found=len(found_ids), n_found_once=int(np.count_nonzero(counts == 1)),
+                       completeness=len(found_ids) / n_true if n_true else math.nan)
+        rows.append(row)
+    table = Table(rows=rows) if rows else Table(names=("threshold",))
+    table.meta[AREA_KEY] = float(area)
+    return table
+
+
+def choose_score_threshold(rates, target):
+    """The lowest threshold of a `false_rate_table` whose ``false_per_deg2`` is at most ``target``, or None
+    when none is. The rate cannot rise with the threshold, so every higher threshold meets it too."""
+    meets = np.asarray(rates["false_per_deg2"]) <= target
+    return float(np.min(np.asarray(rates["threshold"])[meets])) if meets.any() else None
+
+
+def fields_area(root, reference_band="r"):
+    """Area in deg^2 covered by all bands of the fields of a folder of frames (the survey's searched area
+    when its tiles cover its fields), summed over fields (fields are assumed not to overlap)."""
+    from ..data.frames import LocalFITSSource
+    from ..survey.tiling import common_footprint, group_fields
+
+    source = LocalFITSSource(root)
+    fields = group_fields(source.scan()[0], source.root)
+    area = 0.0
+    for bands in fields.values():
+        if reference_band in bands:
+            reference = bands[reference_band]
+            x0, x1, y0, y1 = common_footprint(bands, reference)
+            area += max(x1 - x0, 0) * max(y1 - y0, 0) * proj_plane_pixel_area(reference.wcs)
+    if area == 0:
+        raise ValueError(f"{root}: no {reference_band}-band frames to measure the searched area on")
+    return area
+
+
+def read_tile_detections(survey_dir):
+    """The detections of every tile file of a survey run (``<survey_dir>/tiles/*.ecsv``) and the lowest
+    score the tiles kept (``manifest.json``'s ``score_threshold``)."""
+    survey_dir = Path(survey_dir)
+    manifest = survey_dir / "manifest.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: not found; {survey_dir} is not the output of a survey run")
+    floor = float(json.loads(manifest.read_text())["score_threshold"])
+    tables = [Table.read(path, format="ascii.ecsv") for path in sorted((survey_dir / "tiles").glob("*.ecsv"))]
+    tables = [table for table in tables if len(table)]
+    if not tables:
+        raise ValueError(f"{survey_dir / 'tiles'}: no detections in any tile file")
+    return vstack(tables, metadata_conflicts="silent"), floor
+
+
+def survey_false_rates(survey_dir, cfg, thresholds, truth=None, area=None, frames=None):
+    """`false_rate_table` of a survey run, re-merged from its tile files with ``cfg``'s merging.
+
+    Parameters
+    ----------
+    survey_dir : str or Path
+        A `~deepcee_d2.survey.run.find_clusters` output folder.
+    cfg : CfgNode
+        Deep-CEE config: ``DEEPCEE.SURVEY`` merging, ``DEEPCEE.EVAL`` cross-match radius and window, cosmology.
+    thresholds : sequence of float
+        Thresholds below the run's tile floor are refused: the tiles do not hold those detections.
+    truth : path or Table, optional
+        The true clusters; without it the sky is taken to hold none (every candidate false).
+    area : float, optional
+        Searched area in deg^2; default the candidate catalogue's ``meta['AREADEG2']``, else `fields_area`
+        of ``frames`` (the folder of frames the survey ran on).
+    """
+    from ..survey.tiling import merge_detections
+
+    survey = cfg.DEEPCEE.SURVEY
+    detections, floor = read_tile_detections(survey_dir)
+    low = [t for t in thresholds if t < floor]
+    if low:
+        raise ValueError(f"{survey_dir}: its tiles keep detections >= {floor} only, so thresholds {low} cannot be "
+                         "measured; rerun with a lower DEEPCEE.SURVEY.KEEP_SCORE_FLOOR")
+    if area is None:
+        catalogue = Path(survey_dir) / "candidates.ecsv"
+        meta = Table.read(catalogue).meta if catalogue.is_file() else {}
+        if AREA_KEY in meta:
+            area = float(meta[AREA_KEY])
+        elif frames is not None:
+            area = fields_area(frames)
+        else:
+            raise ValueError(f"{survey_dir}: the catalogue records no searched area ({AREA_KEY}); give the area "
+                             "or the folder of frames the survey ran on")
+    cosmology = cosmology_from_cfg(cfg)
+    merged = merge_detections(detections, survey.MERGE_RADIUS_KPC * u.kpc, survey.MIN_REDSHIFT, cosmology)
+    evaluation = cfg.DEEPCEE.EVAL
+    return false_rate_table(merged, area, thresholds, truth, radius=evaluation.CROSSMATCH_RADIUS_KPC * u.kpc,
+                            z_range=tuple(evaluation.CROSSMATCH_Z_RANGE), cosmology=cosmology)
+
+
+def rates_markdown(rates):
+    """A `false_rate_table` as a Markdown table (with truth: found and found-once clusters too)."""
+    truth = "n_true" in rates.colnames
+    header = ["Score >=", "Candidates", "False", "of them duplicates", "False per deg^2"]
+    header += ["Clusters found", "found once"] if truth else []
+    lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+    for row in rates:
+        cells = [f"{row['threshold']:g}", str(row["n_candidates"]), str(row["n_false"]), str(row["n_duplicate"]),
+                 f"{row['false_per_deg2']:.1f}"]
+        if truth:
+            cells += [f"{row['n_found']} of {row['n_true']}", f"{row['n_found_once']} of {row['n_true']}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\nover {rates.meta[AREA_KEY]:.3f} deg^2\n"
