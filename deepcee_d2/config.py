@@ -124,6 +124,11 @@ def add_deepcee_config(cfg):
     _C.DEEPCEE.SURVEY.MERGE_RADIUS_ARCSEC = 100.0
     # Candidates below this score are not written to the catalogue.
     _C.DEEPCEE.SURVEY.SCORE_THRESHOLD = 0.5
+    # Region proposals per tile that the survey's detector passes to the box head: it replaces
+    # MODEL.RPN.POST_NMS_TOPK_TEST (evaluation's, 300 as in the paper) in the survey only; 0 keeps that value.
+    # The box head costs time per proposal and a tile holds at most a few clusters: on the demo model's test
+    # split PROVISIONAL (benchmarks/bench_proposals.py; BENCHMARKS.md, "Proposals per tile").
+    _C.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST = 300
 
     # ---- Redshift and richness of a detection from its red sequence (deepcee_d2.redsequence) ----
     _C.DEEPCEE.REDSHIFT = CN()
