@@ -159,6 +159,11 @@ def add_deepcee_config(cfg):
     # false-candidate rate below SCORE_THRESHOLD can be measured from a run and the threshold changed without
     # rerunning the detector; the catalogue is cut at SCORE_THRESHOLD.
     _C.DEEPCEE.SURVEY.KEEP_SCORE_FLOOR = 0.2
+    # Region proposals per tile that the survey's detector passes to the box head: it replaces
+    # MODEL.RPN.POST_NMS_TOPK_TEST (evaluation's, 300 as in the paper) in the survey only; 0 keeps that value.
+    # The box head's time grows with the proposals and a tile holds at most a few clusters; 0 until the
+    # recall / speed curve of benchmarks/bench_proposals.py on a trained model is measured.
+    _C.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST = 0
 
     # ---- Redshift and richness of a detection from its red sequence (deepcee_d2.redsequence) ----
     _C.DEEPCEE.REDSHIFT = CN()

@@ -7,6 +7,7 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -135,3 +136,29 @@ def test_detector_factory_checks_the_weights_before_any_worker(weights, tmp_path
         DetectorFactory(load_config(INSTANT, ["MODEL.WEIGHTS", str(noise)]))
     with pytest.raises(ValueError, match="MODEL.WEIGHTS is empty"):
         build_inference_model(load_config(INSTANT))
+
+
+def _proposals_per_image(predictor, image):
+    """How many proposals the predictor's box head receives for ``image`` (a forward pre-hook counts them)."""
+    counts = []
+    hook = predictor.model.roi_heads.register_forward_pre_hook(
+        lambda _module, args: counts.extend(len(p) for p in args[2]))  # (images, features, proposals)
+    try:
+        predictor(image)
+    finally:
+        hook.remove()
+    return counts
+
+
+def test_the_survey_detector_runs_the_box_head_on_the_survey_number_of_proposals(weights):
+    # RPN NMS off: every anchor survives, so the box head gets exactly the configured number of proposals.
+    opts = ["MODEL.WEIGHTS", str(weights), "MODEL.RPN.NMS_THRESH", "1.0"]
+    image = np.random.default_rng(0).integers(0, 256, (192, 192, 3), dtype=np.uint8)
+    survey = load_config(INSTANT, opts + ["DEEPCEE.SURVEY.POST_NMS_TOPK_TEST", "7"])
+    assert _proposals_per_image(DetectorFactory(survey).build_predictor(), image) == [7]
+    assert survey.MODEL.RPN.POST_NMS_TOPK_TEST == 32  # evaluation's value is left alone
+    assert build_inference_model(survey).proposal_generator.post_nms_topk[False] == 32
+    unchanged = load_config(INSTANT, opts + ["DEEPCEE.SURVEY.POST_NMS_TOPK_TEST", "0"])
+    assert _proposals_per_image(DetectorFactory(unchanged).build_predictor(), image) == [32]
+    with pytest.raises(ValueError, match="DEEPCEE.SURVEY.POST_NMS_TOPK_TEST -1"):
+        DetectorFactory(load_config(INSTANT, opts + ["DEEPCEE.SURVEY.POST_NMS_TOPK_TEST", "-1"]))

@@ -11,7 +11,8 @@ architecture with a warning per skipped parameter. Here every weights file goes 
   missing, unexpected or reshaped parameter is an error listing them.
 
 `DetectorFactory` is the picklable recipe a survey worker calls once: it checks the weights in the calling
-process (so a bad file is reported before Dask starts) and builds detectron2's ``DefaultPredictor``.
+process (so a bad file is reported before Dask starts) and builds detectron2's ``DefaultPredictor`` with the
+survey's number of proposals per tile (`survey_detector_config`).
 """
 import hashlib
 from collections.abc import Mapping
@@ -140,15 +141,31 @@ def build_inference_model(cfg):
     return model.eval()
 
 
+def survey_detector_config(cfg):
+    """A copy of ``cfg`` whose ``MODEL.RPN.POST_NMS_TOPK_TEST`` is ``DEEPCEE.SURVEY.POST_NMS_TOPK_TEST``
+    (the survey's proposals per tile; 0 keeps the evaluation's value). ``cfg`` itself is not changed."""
+    survey = cfg.clone()
+    survey.defrost()
+    if cfg.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST < 0:
+        raise ValueError(f"DEEPCEE.SURVEY.POST_NMS_TOPK_TEST {cfg.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST}: give a "
+                         "number of proposals per tile, or 0 for MODEL.RPN.POST_NMS_TOPK_TEST")
+    if cfg.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST:
+        survey.MODEL.RPN.POST_NMS_TOPK_TEST = cfg.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST
+    survey.freeze()
+    return survey
+
+
 class DetectorFactory:
-    """Picklable recipe for the detector a worker builds once: detectron2's ``DefaultPredictor`` on a
-    frozen config, with ``MODEL.WEIGHTS`` loaded by `load_weights`, running with ``threads`` PyTorch threads.
+    """Picklable recipe for the detector a worker builds once: detectron2's ``DefaultPredictor`` on
+    `survey_detector_config` of ``cfg``, with ``MODEL.WEIGHTS`` loaded by `load_weights`, running with
+    ``threads`` PyTorch threads.
 
     Creating it checks the weights completely (a model is built and loaded once here), so a bad file is an
     error naming it before any worker starts; ``weights_sha256`` identifies the file.
     """
 
     def __init__(self, cfg, threads=1):
+        cfg = survey_detector_config(cfg)
         self.weights = str(weights_file(cfg))
         build_inference_model(cfg)  # raises WeightsError naming the file
         self.weights_sha256 = file_sha256(self.weights)
@@ -156,16 +173,21 @@ class DetectorFactory:
         self.threads = threads
         self.cache_key = hashlib.sha256(f"{self.config_yaml}{threads}{self.weights_sha256}".encode()).hexdigest()
 
-    def __call__(self):
+    def build_predictor(self):
+        """detectron2's ``DefaultPredictor`` of this recipe with its weights loaded."""
         from detectron2.config import CfgNode
         from detectron2.engine import DefaultPredictor
 
-        if self.threads:
-            torch.set_num_threads(self.threads)
         cfg = CfgNode.load_cfg(self.config_yaml)
         cfg.MODEL.WEIGHTS = ""  # DefaultPredictor loads nothing; load_weights does, safely
         predictor = DefaultPredictor(cfg)
         load_weights(predictor.model, self.weights, strict=True)
+        return predictor
+
+    def __call__(self):
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        predictor = self.build_predictor()
 
         def detect(rgb):
             # DefaultPredictor takes BGR (OpenCV order) and converts to the model's INPUT.FORMAT.
