@@ -50,7 +50,7 @@ def main():
 
     cfg = load_config(args.config, ["MODEL.WEIGHTS", args.weights, "MODEL.DEVICE", "cpu"] + args.opts)
     cfg.freeze()
-    imaging = ImagingSpec("fits", args.input)
+    imaging = ImagingSpec.from_cfg(cfg, "fits", args.input)
     tiles, problems = plan_folder_tiles(imaging.source(), *tile_geometry(cfg))
     tiles = tiles[:args.max_tiles or None]
     print(f"{len(tiles)} tiles of {args.input}; {args.config}, {cfg.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST or 'MODEL.RPN'} "

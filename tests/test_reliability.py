@@ -5,14 +5,13 @@ import json
 import math
 from pathlib import Path
 
-import astropy.units as u
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from deepcee_d2.config import load_config
 from deepcee_d2.data.catalogs import read_catalog
-from deepcee_d2.data.coco import DatasetSettings, build_dataset
+from deepcee_d2.data.coco import build_dataset
 from deepcee_d2.data.frames import LocalFITSSource
 from deepcee_d2.data.register import register_deepcee_dataset
 from deepcee_d2.synthetic import ClusterSpec, write_survey
