@@ -8,6 +8,10 @@ at a centre offset by a typical detection error (12 proper kpc, random direction
 dz / (1 + z) (1.4826 median |dz - median dz| / (1 + z)), the outlier fraction (|dz| / (1 + z) > 0.05), the
 richness scatter in dex against the truth R_L* at >= 20 members, and seconds per field and per estimate.
 
+``--write-background PATH`` only measures the background on ``--n-blank`` blank fields of ``--size`` pixels
+(seeds apart from the benchmark's) and writes it for ``DEEPCEE.REDSHIFT.BACKGROUND_FILE``; the packaged
+``deepcee_d2/synthetic/red_sequence_background.ecsv`` is ``--write-background ... --n-blank 8 --size 2000``.
+
 ``--calibrate`` fits the richness relation (log10 R_L* = intercept + slope log10 n) on fields made from other
 seeds than the test run's and prints the two config values; put them in DEEPCEE.REDSHIFT.
 
@@ -25,7 +29,7 @@ from detectron2.config import get_cfg
 from deepcee_d2.config import add_deepcee_config
 from deepcee_d2.cosmology import angular_size, cosmology_from_cfg
 from deepcee_d2.redsequence import (RedSequenceSettings, estimate_redshift_richness, measure_background,
-                                    measure_photometry)
+                                    measure_photometry, write_background)
 from deepcee_d2.synthetic import ClusterSpec
 from deepcee_d2.synthetic.field import make_field
 
@@ -35,6 +39,7 @@ SETS = {"demo (0.1 < z < 0.2, >= 20 members)": ((0.1, 0.2), 20),
 OUTLIER = 0.05
 OFFSET = 12 * u.kpc
 _CALIBRATION_SEED = 10_000  # calibration fields are made from seeds this far from the test fields'
+_BACKGROUND_SEED = 20_000  # and the packaged background's blank fields from these
 
 
 def sigma_nmad(dz):
@@ -98,14 +103,22 @@ def main(args):
     cfg = add_deepcee_config(get_cfg())
     settings = RedSequenceSettings.from_cfg(cfg)
     cosmology = cosmology_from_cfg(cfg)
-    seed = args.seed + (_CALIBRATION_SEED if args.calibrate else 0)
+    seed = args.seed + (_CALIBRATION_SEED if args.calibrate else _BACKGROUND_SEED if args.write_background else 0)
     rng = np.random.default_rng(seed)
     blanks = []
+    start = time.perf_counter()
     for k in range(args.n_blank):
         field = make_field(CENTRE, args.size, args.size, clusters=None, seed=seed + 5000 + k, name=f"blank{k}",
                            cosmology=cosmology)
         blanks.append(measure_photometry(field.images, field.wcs, settings, source=field.name))
     background = measure_background(blanks, cosmology, settings)
+    if args.write_background:
+        background.meta["description"] = (f"red-sequence background of the synthetic sky: {args.n_blank} blank "
+                                          f"fields of {args.size} px, seeds {seed + 5000}-{seed + 5000 + args.n_blank - 1}"
+                                          " (benchmarks/bench_redshift.py --write-background)")
+        print(f"{write_background(background, args.write_background)}: {background.meta['area']:.1f} in "
+              f"{time.perf_counter() - start:.0f} s")
+        return
     all_rows = []
     for index, (name, (z_range, min_members)) in enumerate(SETS.items()):
         rows, photometry_seconds = run_set(z_range, min_members, args.n_clusters // 2, args.size,
@@ -132,6 +145,8 @@ if __name__ == "__main__":
     parser.add_argument("--n-blank", type=int, default=3, help="blank fields for the background (default 3)")
     parser.add_argument("--size", type=int, default=1200, help="field side in pixels (default 1200)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--write-background", metavar="PATH",
+                        help="only measure the background on the blank fields and write it to PATH (ECSV)")
     parser.add_argument("--calibrate", action="store_true",
                         help="use calibration seeds and fit the richness relation")
     main(parser.parse_args())

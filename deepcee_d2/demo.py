@@ -65,6 +65,7 @@ class DemoResult:
     n_survey_clusters: int
     n_survey_clusters_found: int
     paths: dict
+    candidates_markdown: str = ""  # the candidates' z and richness beside the truth (`candidates_beside_truth`)
 
 
 def demo_config(plan, weights=None):
@@ -176,7 +177,8 @@ def run_demo(plan=DemoPlan()):
     return DemoResult(
         evaluation=summary, report_dir=report_dir, table_markdown=_threshold_table(summary),
         catalogue_path=survey.paths["ecsv"], n_candidates=len(candidates), n_survey_clusters=len(survey_truth),
-        n_survey_clusters_found=len(found & set(str(i) for i in survey_truth["id"])), paths=dict(survey.paths))
+        n_survey_clusters_found=len(found & set(str(i) for i in survey_truth["id"])), paths=dict(survey.paths),
+        candidates_markdown=candidates_beside_truth(candidates, survey_truth))
 
 
 def summary_text(result):
@@ -196,9 +198,34 @@ def summary_text(result):
         f"survey of the held-out region: {result.n_candidates} candidates, "
         f"{result.n_survey_clusters_found} of its {result.n_survey_clusters} clusters among them",
         f"candidate catalogue: {result.catalogue_path}",
+        *([result.candidates_markdown] if result.candidates_markdown else []),
         f"gallery: {result.paths['gallery']}",
     ]
     return "\n".join(lines)
+
+
+def candidates_beside_truth(candidates, truth):
+    """Markdown table of the survey candidates' red-sequence z and richness beside the true z and richness of
+    the cluster each was cross-matched to (``catalog_id``), then the true clusters no candidate found; ""
+    when the survey made no estimates (``DEEPCEE.REDSHIFT.IN_SURVEY`` off, or no candidate)."""
+    if "z_est" not in candidates.colnames:
+        return ""
+    true_of = {str(row["id"]): row for row in truth}
+    lines = ["| candidate | score | z (red sequence) | richness | true cluster | true z | true richness |",
+             "|---|---:|---:|---:|---|---:|---:|"]
+    found = set()
+    for row in candidates:
+        match = true_of.get(str(row["catalog_id"])) if "catalog_id" in candidates.colnames and row["known"] else None
+        found.add(str(row["catalog_id"]) if match is not None else None)
+        z, richness = (f"{row['z_est']:.3f} ± {row['z_err']:.3f}", f"{row['richness']:.0f}") if row["rs_peak"] \
+            else ("no peak", "-")
+        lines.append(f"| {row['name']} | {row['score']:.2f} | {z} | {richness} | "
+                     + (f"{match['id']} | {match['z']:.3f} | {match['richness']:.0f} |" if match is not None
+                        else "(none) | - | - |"))
+    for identifier, row in true_of.items():
+        if identifier not in found:
+            lines.append(f"| (not found) | - | - | - | {identifier} | {row['z']:.3f} | {row['richness']:.0f} |")
+    return "survey candidates and the held-out truth:\n\n" + "\n".join(lines)
 
 
 def _threshold_table(summary):

@@ -5,6 +5,7 @@ above a level), so that tiling and merging are checked against known cluster pos
 trained Deep-CEE model through the same code. Dask runs in this process (``processes=False``) except in
 the test where worker processes are the point.
 """
+import html
 import math
 import shutil
 from pathlib import Path
@@ -20,6 +21,8 @@ from scipy import ndimage
 from deepcee_d2.config import load_config
 from deepcee_d2.data.frames import LocalFITSSource
 from deepcee_d2.engine import Trainer
+from deepcee_d2.redsequence import ESTIMATE_COLUMNS
+from deepcee_d2.survey.outputs import red_sequence_text
 from deepcee_d2.survey.run import ImagingSpec, find_clusters
 from deepcee_d2.survey.tiling import (
     field_name, merge_detections, plan_folder_tiles, plan_region_tiles, tile_centres_1d, tile_geometry,
@@ -233,6 +236,25 @@ def test_outputs_parse(blob_run):
     page = (output / "gallery" / "index.html").read_text()
     assert page.count("<img ") == 3 and "legacysurvey.org/viewer?ra=" in page and "skyserver.sdss.org" in page
     assert len(list((output / "gallery").glob("candidate_*.png"))) == 3
+    # Red-sequence z and richness of every candidate (DEEPCEE.REDSHIFT.IN_SURVEY), kept in the tile files.
+    for name in ("candidates.fits", "candidates.ecsv", "candidates.csv"):
+        assert set(ESTIMATE_COLUMNS) <= set(Table.read(output / name).colnames), name
+    tile_files = [Table.read(path) for path in (output / "tiles").glob("*.ecsv")]
+    assert all(set(ESTIMATE_COLUMNS) <= set(table.colnames) for table in tile_files if len(table))
+    catalogue = result.catalogue
+    assert np.all(np.isnan(catalogue["z_est"][~catalogue["rs_peak"]]))
+    assert np.all(np.isfinite(catalogue["z_err"][catalogue["rs_peak"]]))
+    for row in catalogue:
+        assert html.escape(red_sequence_text(row)) in page
+
+
+def test_redshifts_can_be_switched_off(tiny_survey, blob_run, tmp_path):
+    tiles, _, _ = blob_run
+    cfg = survey_cfg("DEEPCEE.REDSHIFT.IN_SURVEY", "False")
+    result = find_clusters(cfg, [t for t in tiles if t.field == "f000"], ImagingSpec("fits", str(tiny_survey)),
+                           tmp_path, n_workers=1, detector=BrightestBlobDetector(), progress=False, processes=False)
+    assert len(result.catalogue) and not set(ESTIMATE_COLUMNS) & set(result.catalogue.colnames)
+    assert "z not estimated" in (tmp_path / "gallery" / "index.html").read_text()
 
 
 def test_a_trained_model_runs_through_the_command_line_tool(tiny_survey, toy_datasets, tmp_path):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import astropy.units as u
 import numpy as np
-from astropy.table import Table, vstack
+from astropy.table import Table, hstack, vstack
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..data.cache import get_cutout
@@ -80,6 +80,7 @@ class SurveyJob:
     score_threshold: float
     tiles_dir: str
     reference_band: str = "r"
+    redshift: object = None  # a deepcee_d2.redsequence.RedSequenceEstimator, or None: no z and richness columns
 
 
 def tile_result_path(job, tile):
@@ -140,6 +141,9 @@ def process_tile(tile, job):
     keep = scores >= job.score_threshold
     table = detections_table(tile, boxes[keep], scores[keep], wcs,
                              _field_wcs(spec, tile.field, job.reference_band))
+    if job.redshift is not None:  # z and richness of each detection, from the tile's flux images
+        table = hstack([table, job.redshift.estimate(cutout.images, cutout.wcs, table["ra"], table["dec"],
+                                                     f"tile {tile.tile_id} ({cutout.source})")])
     with atomic_output(path) as temporary:
         table.write(temporary, format="ascii.ecsv", overwrite=True)
     return tile.tile_id, len(table), None
@@ -312,12 +316,16 @@ class SurveyResult:
 
 
 def job_from_cfg(cfg, imaging, output_dir, detector=None, threads_per_worker=1):
-    """The `SurveyJob` of a Deep-CEE config: tile size, colour and score threshold as in training."""
+    """The `SurveyJob` of a Deep-CEE config: tile size, colour and score threshold as in training; the
+    red-sequence estimator when ``DEEPCEE.REDSHIFT.IN_SURVEY``."""
+    from ..redsequence import RedSequenceEstimator  # imports galsim and photutils: not at module import
+
     colour = cfg.DEEPCEE.COLOUR
     return SurveyJob(imaging=imaging, detector=detector or DetectorFactory(cfg, threads_per_worker),
                      colour=ColourSettings.from_cfg(cfg), cutout_size=colour.CUTOUT_SIZE,
                      pixel_scale=colour.PIXEL_SCALE, network_size=colour.NETWORK_SIZE,
-                     score_threshold=cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD, tiles_dir=str(Path(output_dir) / "tiles"))
+                     score_threshold=cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD, tiles_dir=str(Path(output_dir) / "tiles"),
+                     redshift=RedSequenceEstimator.from_cfg(cfg) if cfg.DEEPCEE.REDSHIFT.IN_SURVEY else None)
 
 
 def tile_network_image(job, tile):
