@@ -112,10 +112,11 @@ def test_predictions_near_clusters_get_estimates_from_the_remade_flux_cutout(tin
                          "dec": [truth["dec"], far.dec.deg], "score": [0.9, 0.8]})
     truths = Table({"image_id": [record["image_id"]], "ra": [truth["ra"]], "dec": [truth["dec"]], "z": [truth["z"]]})
     estimator = RecordingEstimator([(truth["ra"], truth["dec"], truth["z"])], dz=0.01)
-    result = estimate_predictions(predictions, truths, {record["image_id"]: record},
-                                  RedshiftEvaluation(estimator, "", 0.05, False), 100 * u.kpc, DEFAULT_COSMOLOGY, name)
+    result, problems = estimate_predictions(predictions, truths, {record["image_id"]: record},
+                                            RedshiftEvaluation(estimator, "", 0.05, False), 100 * u.kpc,
+                                            DEFAULT_COSMOLOGY, name)
     assert result["z_est"][0] == pytest.approx(truth["z"] + 0.01) and np.isnan(result["z_est"][1])
-    assert result["rs_peak"].tolist() == [True, False] and result.meta["redshift_problems"] == []
+    assert result["rs_peak"].tolist() == [True, False] and problems == []
     (images, wcs, ra, dec), = estimator.calls
     assert ra.tolist() == [truth["ra"]]
     expected = LocalFITSSource(tiny_survey).cutout(SkyCoord(record["ra"] * u.deg, record["dec"] * u.deg),
@@ -156,3 +157,24 @@ def test_the_evaluator_reports_redshifts_and_applies_the_stricter_criterion(tiny
     wrong = evaluate(0.3, False)
     assert wrong["tp"] == metrics["tp"] and wrong["z_outlier_fraction"] == 1 and wrong["f1"] == metrics["f1"]
     assert evaluate(0.3, True)["tp"] == 0 and evaluate(0.01, True)["tp"] == metrics["tp"]
+
+
+def test_images_without_flux_imaging_are_reported(tiny_test_split, caplog):
+    name, records = tiny_test_split
+    record = records[0]
+    truth = record["annotations"][0]
+    predictions = Table({"image_id": [record["image_id"]], "ra": [truth["ra"]], "dec": [truth["dec"]],
+                         "score": [0.9]})
+    truths = Table({"image_id": [record["image_id"]], "ra": [truth["ra"]], "dec": [truth["dec"]], "z": [truth["z"]]})
+    estimator = RecordingEstimator([(truth["ra"], truth["dec"], truth["z"])])
+    moved = RedshiftEvaluation(estimator, "fits:/nonexistent/frames", 0.05, False)
+    result, problems = estimate_predictions(predictions, truths, {record["image_id"]: record}, moved, 100 * u.kpc,
+                                            DEFAULT_COSMOLOGY, name)
+    assert np.isnan(result["z_est"][0]) and len(problems) == 1 and "/nonexistent/frames" in problems[0]
+    assert f"{name}: no redshifts in 1 images whose flux cutout cannot be made" in caplog.text
+    bare = dict(record, flux_cutout=None)  # records of a data set that does not record its imaging
+    result, problems = estimate_predictions(predictions, truths, {record["image_id"]: bare},
+                                            RedshiftEvaluation(estimator, "", 0.05, False), 100 * u.kpc,
+                                            DEFAULT_COSMOLOGY, name)
+    assert result is None and problems == [] and "records no imaging" in caplog.text
+    assert estimator.calls == []

@@ -197,14 +197,16 @@ class DeepCEEEvaluator(DatasetEvaluator):
         predictions = Table({"image_id": image_ids, **columns})
         predictions["ra"].unit = predictions["dec"].unit = u.deg
         evaluated = np.isin(np.asarray(self._truths["image_id"]), [entry["image_id"] for entry in per_image])
-        redshifts = settings["redshifts"]
+        redshifts, problems = settings["redshifts"], []
         if redshifts is not None:
-            predictions = estimate_predictions(predictions, self._truths[evaluated], self._records, redshifts,
-                                               settings["match_radius"], settings["cosmology"], self._dataset_name)
-            if redshifts.require_match and predictions.meta["redshift_problems"]:
+            estimated, problems = estimate_predictions(predictions, self._truths[evaluated], self._records, redshifts,
+                                                       settings["match_radius"], settings["cosmology"],
+                                                       self._dataset_name)
+            if redshifts.require_match and (estimated is None or problems):
                 raise ValueError(f"{self._dataset_name}: DEEPCEE.EVAL.REQUIRE_REDSHIFT_MATCH, but the flux images "
-                                 f"of {len(predictions.meta['redshift_problems'])} images cannot be made, e.g. "
-                                 f"{predictions.meta['redshift_problems'][0]}; set DEEPCEE.EVAL.REDSHIFT_IMAGING")
+                                 f"of {len(problems) or 'all'} images cannot be made"
+                                 + (f", e.g. {problems[0]}" if problems else "") + "; set DEEPCEE.EVAL.REDSHIFT_IMAGING")
+            predictions, redshifts = (predictions, None) if estimated is None else (estimated, redshifts)
         evaluation = evaluate_detections(predictions, self._truths[evaluated], thresholds=settings["thresholds"],
                                          match_radius=settings["match_radius"],
                                          histogram_radius=settings["histogram_radius"],
@@ -219,11 +221,11 @@ class DeepCEEEvaluator(DatasetEvaluator):
                                                     z_range=settings["crossmatch_z_range"],
                                                     cosmology=settings["cosmology"])
         metadata = {"dataset": self._dataset_name, "n_images": len(per_image)}
-        outlier = None if redshifts is None else redshifts.outlier
+        report = None if redshifts is None else {"outlier": redshifts.outlier, "problems": problems}
         if self._output_dir:
-            summary = write_report(evaluation, self._output_dir, settings["ks_alpha"], crossmatch, metadata, outlier)
+            summary = write_report(evaluation, self._output_dir, settings["ks_alpha"], crossmatch, metadata, report)
         else:
-            summary = summarise(evaluation, settings["ks_alpha"], crossmatch, metadata, outlier)
+            summary = summarise(evaluation, settings["ks_alpha"], crossmatch, metadata, report)
         logger.info(f"Deep-CEE evaluation of {self._dataset_name} ({len(per_image)} images, "
                     f"{len(evaluation.truths)} clusters, {len(predictions)} predictions):\n"
                     f"{markdown_table(evaluation.table, evaluation.best_index)}"

@@ -127,12 +127,18 @@ def estimate_predictions(predictions, truths, records, redshifts, match_radius, 
 
     Returns
     -------
-    `~astropy.table.Table`
-        A copy of ``predictions`` with the estimate columns; ``meta["redshift_problems"]`` lists the images
-        whose flux cutout could not be made, and why (each also logged as a warning).
+    predictions : `~astropy.table.Table` or None
+        A copy of ``predictions`` with the estimate columns; None (and a warning) when the data set records
+        no imaging (hand-made records, data sets of other tools) and ``redshifts.imaging`` names none.
+    problems : list of str
+        The images whose flux cutout could not be made, and why (also logged as one warning).
     """
     from ..redsequence import ESTIMATE_COLUMNS, no_estimates
 
+    if not redshifts.imaging and not any(record.get("flux_cutout") for record in records.values()):
+        logger.warning("%s: the data set records no imaging (no 'flux_cutout' in its records); no redshifts or "
+                       "richnesses. Set DEEPCEE.EVAL.REDSHIFT_IMAGING, or DEEPCEE.EVAL.REDSHIFTS False", dataset_name)
+        return None, []
     estimator = redshifts.estimator
     result = Table(predictions, copy=True)
     for name, column in no_estimates(len(result)).columns.items():
@@ -156,14 +162,15 @@ def estimate_predictions(predictions, truths, records, redshifts, match_radius, 
         try:
             cutout = _flux_cutout(record, redshifts.imaging, dataset_name)
         except (ImagingError, ValueError, OSError) as error:
-            logger.warning("%s: no redshifts, its flux cutout cannot be made: %s", where, error)
             problems.append(f"{where}: {error}")
             continue
         estimates = estimator.estimate(cutout.images, cutout.wcs, result["ra"][rows], result["dec"][rows], where)
         for name in ESTIMATE_COLUMNS:
             result[name][rows] = estimates[name]
-    result.meta["redshift_problems"] = problems
-    return result
+    if problems:
+        logger.warning("%s: no redshifts in %d images whose flux cutout cannot be made, e.g. %s", dataset_name,
+                       len(problems), problems[0])
+    return result, problems
 
 
 def _nmad(values):
@@ -249,8 +256,8 @@ def plot_redshifts(evaluation, outlier):
     figure = Figure(figsize=(15, 4.4))
     versus, residuals, richness = figure.subplots(1, 3)
     z = np.asarray(table["z"], dtype=float)
-    span = np.array([min(z.min(initial=0.05), np.nanmin(table["z_est"], initial=0.05)) - 0.02,
-                     max(z.max(initial=0.35), np.nanmax(table["z_est"], initial=0.35)) + 0.02])
+    shown = np.concatenate([z, np.asarray(table["z_est"], dtype=float)[peak]])  # at least 0.05-0.35 shown
+    span = np.array([shown.min(initial=0.05) - 0.02, shown.max(initial=0.35) + 0.02])
     versus.errorbar(z[peak], table["z_est"][peak], yerr=table["z_err"][peak], fmt="o", color="tab:blue",
                     markersize=4, capsize=2, label=f"red-sequence peak ({peak.sum()})")
     versus.plot(span, span, color="k", linewidth=1)

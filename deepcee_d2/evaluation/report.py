@@ -217,7 +217,7 @@ def _statistics(evaluation, ks_alpha):
     return ks_tests(evaluation.truths, ks_alpha), completeness
 
 
-def summarise(evaluation, ks_alpha, crossmatch=None, metadata=None, redshift_outlier=None):
+def summarise(evaluation, ks_alpha, crossmatch=None, metadata=None, redshifts=None):
     """Every number of the evaluation as a dict of plain JSON types (NaN as None): what ``evaluation.json``
     holds, without writing anything.
 
@@ -230,14 +230,15 @@ def summarise(evaluation, ks_alpha, crossmatch=None, metadata=None, redshift_out
         From `deepcee_d2.evaluation.crossmatch.crossmatch_false_positives`.
     metadata : dict, optional
         Extra entries (data set name, number of images, ...), written first.
-    redshift_outlier : float, optional
-        When the predictions carry red-sequence estimates: the |dz| / (1 + z) of an outlier
-        (``DEEPCEE.EVAL.REDSHIFT_OUTLIER``); adds ``redshifts`` (`~deepcee_d2.evaluation.redshifts.redshift_accuracy`).
+    redshifts : dict, optional
+        When the predictions carry red-sequence estimates: ``outlier``, the |dz| / (1 + z) of an outlier
+        (``DEEPCEE.EVAL.REDSHIFT_OUTLIER``), and ``problems``, the images without estimates and why; adds
+        ``redshifts`` (`~deepcee_d2.evaluation.redshifts.redshift_accuracy` and the problems).
     """
-    return _summary(evaluation, *_statistics(evaluation, ks_alpha), crossmatch, metadata, redshift_outlier)
+    return _summary(evaluation, *_statistics(evaluation, ks_alpha), crossmatch, metadata, redshifts)
 
 
-def _summary(evaluation, ks, completeness, crossmatch, metadata, redshift_outlier=None):
+def _summary(evaluation, ks, completeness, crossmatch, metadata, redshifts=None):
     best = evaluation.table[evaluation.best_index]
     summary = dict(metadata or {})
     summary.update({
@@ -263,9 +264,9 @@ def _summary(evaluation, ks, completeness, crossmatch, metadata, redshift_outlie
             "n_false_positives": len(crossmatch), "n_known": int(known.sum()), "n_new": int((~known).sum()),
             "n_known_per_catalog": {name: int(np.count_nonzero(catalogues == name)) for name in np.unique(catalogues)},
         }
-    if redshift_outlier is not None:
-        summary["redshifts"] = {**redshift_accuracy(evaluation, redshift_outlier),
-                                "problems": list(evaluation.predictions.meta.get("redshift_problems", []))}
+    if redshifts is not None:
+        summary["redshifts"] = {**redshift_accuracy(evaluation, redshifts["outlier"]),
+                                "problems": list(redshifts["problems"])}
     return _json_ready(summary)
 
 
@@ -444,7 +445,7 @@ def _redshift_markdown(accuracy, best):
     return lines + [f"![redshifts]({REDSHIFTS_NAME})", ""]
 
 
-def write_report(evaluation, output_dir, ks_alpha, crossmatch=None, metadata=None, redshift_outlier=None):
+def write_report(evaluation, output_dir, ks_alpha, crossmatch=None, metadata=None, redshifts=None):
     """Write every output of the evaluation into ``output_dir`` and return the summary dict.
 
     Parameters
@@ -458,9 +459,9 @@ def write_report(evaluation, output_dir, ks_alpha, crossmatch=None, metadata=Non
         From `deepcee_d2.evaluation.crossmatch.crossmatch_false_positives`: written as FITS and ECSV.
     metadata : dict, optional
         Extra entries for ``evaluation.json`` (e.g. ``dataset``, ``n_images``).
-    redshift_outlier : float, optional
-        With red-sequence estimates in the predictions: the outlier |dz| / (1 + z); adds their accuracy and
-        ``redshifts.png``.
+    redshifts : dict, optional
+        With red-sequence estimates in the predictions: ``outlier`` and ``problems`` (see `summarise`); adds
+        their accuracy and ``redshifts.png``.
 
     Returns
     -------
@@ -469,7 +470,7 @@ def write_report(evaluation, output_dir, ks_alpha, crossmatch=None, metadata=Non
     """
     output_dir = Path(output_dir)
     ks, completeness = _statistics(evaluation, ks_alpha)
-    summary = _summary(evaluation, ks, completeness, crossmatch, metadata, redshift_outlier)
+    summary = _summary(evaluation, ks, completeness, crossmatch, metadata, redshifts)
 
     figures = {PR_CURVE_NAME: plot_precision_recall(evaluation.table, evaluation.best_index),
                DISTANCES_NAME: plot_centre_distances(evaluation)}
@@ -477,8 +478,8 @@ def write_report(evaluation, output_dir, ks_alpha, crossmatch=None, metadata=Non
         figures[recovered_vs_all_name(row["property"])] = plot_recovered_vs_all(evaluation.truths, row["property"], row)
     for name, table in completeness.items():
         figures[completeness_name(name)] = plot_completeness(table, name)
-    if redshift_outlier is not None:
-        figures[REDSHIFTS_NAME] = plot_redshifts(evaluation, redshift_outlier)
+    if redshifts is not None:
+        figures[REDSHIFTS_NAME] = plot_redshifts(evaluation, redshifts["outlier"])
     for file_name, figure in figures.items():
         _write_figure(figure, output_dir / file_name)
     written = list(figures)
