@@ -125,9 +125,8 @@ def test_predictions_near_clusters_get_estimates_from_the_remade_flux_cutout(tin
         np.testing.assert_array_equal(images[band], expected.images[band])
 
 
-def test_the_evaluator_reports_redshifts_and_applies_the_stricter_criterion(tiny_test_split, tmp_path):
-    name, records = tiny_test_split
-    cfg = load_config()
+def boxes_on_clusters(records):
+    """detectron2 inputs and outputs: one 10 px box on every annotated cluster, score 0.9."""
     outputs, inputs = [], []
     for record in records:
         wcs = celestial_wcs(record["wcs"])
@@ -141,6 +140,13 @@ def test_the_evaluator_reports_redshifts_and_applies_the_stricter_criterion(tiny
         instances.pred_classes = torch.zeros(len(boxes), dtype=torch.int64)
         inputs.append({"image_id": record["image_id"], "height": record["height"], "width": record["width"]})
         outputs.append({"instances": instances})
+    return inputs, outputs
+
+
+def test_the_evaluator_reports_redshifts_and_applies_the_stricter_criterion(tiny_test_split, tmp_path):
+    name, records = tiny_test_split
+    cfg = load_config()
+    inputs, outputs = boxes_on_clusters(records)
     clusters = [(a["ra"], a["dec"], a["z"]) for record in records for a in record["annotations"]]
 
     def evaluate(dz, require, folder=None):
@@ -178,3 +184,17 @@ def test_images_without_flux_imaging_are_reported(tiny_test_split, caplog):
                                             DEFAULT_COSMOLOGY, name)
     assert result is None and problems == [] and "records no imaging" in caplog.text
     assert estimator.calls == []
+
+
+def test_the_stricter_criterion_without_flux_images_is_an_error(tiny_test_split):
+    name, records = tiny_test_split
+    clusters = [(a["ra"], a["dec"], a["z"]) for record in records for a in record["annotations"]]
+    redshifts = RedshiftEvaluation(RecordingEstimator(clusters), "fits:/nonexistent/frames", 0.05, True)
+    evaluator = DeepCEEEvaluator(load_config(), name, distributed=False, redshifts=redshifts)
+    evaluator.process(*boxes_on_clusters(records))
+    with pytest.raises(ValueError, match=f"{name}: DEEPCEE.EVAL.REQUIRE_REDSHIFT_MATCH, but the flux images of "
+                                         r"\d+ images cannot be made, e.g. .*/nonexistent/frames"):
+        evaluator.evaluate()
+    with pytest.raises(ValueError, match="REQUIRE_REDSHIFT_MATCH needs the redshift estimates"):
+        RedshiftEvaluation.from_cfg(load_config(None, ["DEEPCEE.EVAL.REDSHIFTS", "False",
+                                                       "DEEPCEE.EVAL.REQUIRE_REDSHIFT_MATCH", "True"]))
