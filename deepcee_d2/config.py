@@ -141,7 +141,8 @@ def add_deepcee_config(cfg):
     # ---- Redshift and richness of a detection from its red sequence (deepcee_d2.redsequence) ----
     _C.DEEPCEE.REDSHIFT = CN()
     # The survey estimates z and richness of every detection from its tile's g, r, i flux images (catalogue
-    # columns z_est, z_err, richness, rs_significance, rs_peak; photometry once per tile with detections).
+    # columns z_est, z_err, richness, rs_significance, rs_peak): photometry once per tile with detections,
+    # ~2.7 core-seconds for a 2000 px tile, ~0.01-0.15 s more per detection (BENCHMARKS.md).
     _C.DEEPCEE.REDSHIFT.IN_SURVEY = True
     # Red-sequence background: an ECSV table of deepcee_d2.redsequence.measure_background (densities per
     # trial z) measured on blank fields of the imaging searched; "" is the packaged one of the synthetic sky

@@ -13,8 +13,9 @@ the json and that every image exists, so a broken data set stops before training
 
 Each record also gets ``flux_cutout``, from the json's ``info``: the ``imaging`` the data set was cut from
 (``fits:<folder>``, ``sdss:DR<n>``, ``skyview:...``), the cutout ``size`` (pixels) and ``pixel_scale_arcsec``,
-and the data set's cutout ``cache`` folder (``<folder>/cutouts``, or None when it has none), so that the
-g, r, i flux images behind an image can be remade (`deepcee_d2.evaluation.redshifts`).
+and the data set ``folder`` (with its cutout cache ``cutouts/`` and SDSS ``frames/``, when it has them), so
+that the g, r, i flux images behind an image can be remade (`deepcee_d2.evaluation.redshifts`); None when the
+json records no imaging.
 """
 import json
 import math
@@ -84,10 +85,9 @@ def load_deepcee_json(json_file, image_root, dataset_name, build_command=None):
     records = load_coco_json(str(json_file), str(image_root), dataset_name,
                              extra_annotation_keys=list(ANNOTATION_EXTRAS))
     built = coco.get("info", {}).get("deepcee", {})
-    cache = json_file.parent / "cutouts"
     flux_cutout = {"imaging": built.get("source"), "size": built.get("settings", {}).get("cutout_size"),
                    "pixel_scale_arcsec": built.get("settings", {}).get("pixel_scale_arcsec"),
-                   "cache": str(cache) if cache.is_dir() else None} if built else None
+                   "folder": str(json_file.parent)} if built else None
     missing = [record["file_name"] for record in records if not os.path.isfile(record["file_name"])]
     if missing:  # found now, not at the training iteration that reaches the image
         raise FileNotFoundError(f"{json_file}: {len(missing)} of its {len(records)} images are missing, e.g. "

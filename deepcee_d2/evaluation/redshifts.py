@@ -75,22 +75,21 @@ class RedshiftEvaluation:
                    float(options.REDSHIFT_OUTLIER), bool(options.REQUIRE_REDSHIFT_MATCH))
 
 
-def parse_imaging(text, cache_dir=None):
+def parse_imaging(text, folder=None):
     """An imaging source from ``"kind:root"`` (``fits:/frames``, ``sdss:/frames``, ``skyview``; `make_source`).
 
-    The data sets record ``sdss:DR<n>`` and ``skyview:<surveys>``: their cutouts are read back from
-    ``cache_dir`` (the data set's cutout cache), and SDSS frames missing there are fetched into
-    ``<cache_dir>/sdss_frames``.
+    The data sets record ``sdss:DR<n>`` without its folder: the frames are then those of the data set
+    ``folder`` (``<folder>/frames``, where ``tools/prepare_dataset.py`` keeps them by default).
     """
     kind, _, root = str(text).partition(":")
     if kind == "skyview":
         return make_source("skyview")
     if kind == "sdss" and (not root or root.startswith("DR")):
-        if cache_dir is None:
+        if folder is None:
             raise ValueError(f"imaging {text!r}: SDSS frames need a folder; give DEEPCEE.EVAL.REDSHIFT_IMAGING "
                              "sdss:<folder>")
-        return make_source("sdss", Path(cache_dir) / "sdss_frames",
-                           **({"data_release": int(root[2:])} if root[2:].isdigit() else {}))
+        release = {"data_release": int(root[2:])} if root[2:].isdigit() else {}
+        return make_source("sdss", Path(folder) / "frames", **release)
     return make_source(kind, root or None)
 
 
@@ -100,10 +99,11 @@ def _flux_cutout(record, imaging, dataset_name):
     if spec is None:
         raise ValueError(f"{dataset_name} image {record['image_id']!r}: the record has no 'flux_cutout' "
                          f"(the data set's imaging); rebuild the data set with deepcee_d2.data.coco")
-    cache = spec.get("cache")
-    source = parse_imaging(imaging or spec["imaging"], cache)
+    cache = Path(spec["folder"]) / "cutouts"
+    source = parse_imaging(imaging or spec["imaging"], spec["folder"])
     centre = SkyCoord(record["ra"] * u.deg, record["dec"] * u.deg)
-    return get_cutout(source, centre, int(spec["size"]), spec["pixel_scale_arcsec"] * u.arcsec, cache_dir=cache)
+    return get_cutout(source, centre, int(spec["size"]), spec["pixel_scale_arcsec"] * u.arcsec,
+                      cache_dir=cache if cache.is_dir() else None)
 
 
 def estimate_predictions(predictions, truths, records, redshifts, match_radius, cosmology, dataset_name):
