@@ -23,7 +23,7 @@ detections (the cluster and random positions), in wall and CPU (core) seconds.
 ``--calibrate`` fits the richness relation (log10 R_L* = intercept + slope log10 n) on fields made from other
 seeds than the test run's and prints the two config values; put them in DEEPCEE.REDSHIFT.
 
-    python benchmarks/bench_redshift.py                   # 16 min on 2 heavily shared cores (BENCHMARKS.md)
+    python benchmarks/bench_redshift.py                   # 7.5 min on 2 shared cores (BENCHMARKS.md)
     python benchmarks/bench_redshift.py --calibrate --n-clusters 40
 """
 import argparse

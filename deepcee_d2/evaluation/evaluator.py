@@ -202,10 +202,6 @@ class DeepCEEEvaluator(DatasetEvaluator):
             estimated, problems = estimate_predictions(predictions, self._truths[evaluated], self._records, redshifts,
                                                        settings["match_radius"], settings["cosmology"],
                                                        self._dataset_name)
-            if redshifts.require_match and (estimated is None or problems):
-                raise ValueError(f"{self._dataset_name}: DEEPCEE.EVAL.REQUIRE_REDSHIFT_MATCH, but the flux images "
-                                 f"of {len(problems) or 'all'} images cannot be made"
-                                 + (f", e.g. {problems[0]}" if problems else "") + "; set DEEPCEE.EVAL.REDSHIFT_IMAGING")
             predictions, redshifts = (predictions, None) if estimated is None else (estimated, redshifts)
         evaluation = evaluate_detections(predictions, self._truths[evaluated], thresholds=settings["thresholds"],
                                          match_radius=settings["match_radius"],

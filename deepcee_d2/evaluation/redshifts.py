@@ -132,10 +132,22 @@ def estimate_predictions(predictions, truths, records, redshifts, match_radius, 
         no imaging (hand-made records, data sets of other tools) and ``redshifts.imaging`` names none.
     problems : list of str
         The images whose flux cutout could not be made, and why (also logged as one warning).
+
+    Raises
+    ------
+    ValueError
+        With ``redshifts.require_match`` (the stricter criterion), when any flux cutout cannot be made: the
+        criterion would silently turn those images' detections into false positives.
     """
     from ..redsequence import ESTIMATE_COLUMNS, no_estimates
 
+    def refuse_strict(what):
+        if redshifts.require_match:
+            raise ValueError(f"{dataset_name}: DEEPCEE.EVAL.REQUIRE_REDSHIFT_MATCH, but the flux images of {what} "
+                             "cannot be made; set DEEPCEE.EVAL.REDSHIFT_IMAGING")
+
     if not redshifts.imaging and not any(record.get("flux_cutout") for record in records.values()):
+        refuse_strict("all images (the data set records no imaging)")
         logger.warning("%s: the data set records no imaging (no 'flux_cutout' in its records); no redshifts or "
                        "richnesses. Set DEEPCEE.EVAL.REDSHIFT_IMAGING, or DEEPCEE.EVAL.REDSHIFTS False", dataset_name)
         return None, []
@@ -168,6 +180,7 @@ def estimate_predictions(predictions, truths, records, redshifts, match_radius, 
         for name in ESTIMATE_COLUMNS:
             result[name][rows] = estimates[name]
     if problems:
+        refuse_strict(f"{len(problems)} images, e.g. {problems[0]}")
         logger.warning("%s: no redshifts in %d images whose flux cutout cannot be made, e.g. %s", dataset_name,
                        len(problems), problems[0])
     return result, problems
