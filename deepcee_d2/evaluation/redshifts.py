@@ -93,14 +93,21 @@ def parse_imaging(text, folder=None):
     return make_source(kind, root or None)
 
 
-def _flux_cutout(record, imaging, dataset_name):
-    """The g, r, i flux cutout behind one evaluated image: its record's centre, the data set's size and scale."""
+def _flux_cutout(record, imaging, dataset_name, sources):
+    """The g, r, i flux cutout behind one evaluated image: its record's centre, the data set's size and scale.
+
+    ``sources`` keeps one imaging source per (imaging, folder) for all images: a new `LocalFITSSource` reads
+    the header of every frame under its folder (600 for the demo's sky) before its first cutout.
+    """
     spec = record.get("flux_cutout")
     if spec is None:
         raise ValueError(f"{dataset_name} image {record['image_id']!r}: the record has no 'flux_cutout' "
                          f"(the data set's imaging); rebuild the data set with deepcee_d2.data.coco")
     cache = Path(spec["folder"]) / "cutouts"
-    source = parse_imaging(imaging or spec["imaging"], spec["folder"])
+    key = (imaging or spec["imaging"], spec["folder"])
+    if key not in sources:
+        sources[key] = parse_imaging(*key)
+    source = sources[key]
     centre = SkyCoord(record["ra"] * u.deg, record["dec"] * u.deg)
     return get_cutout(source, centre, int(spec["size"]), spec["pixel_scale_arcsec"] * u.arcsec,
                       cache_dir=cache if cache.is_dir() else None)
@@ -155,7 +162,7 @@ def estimate_predictions(predictions, truths, records, redshifts, match_radius, 
     result = Table(predictions, copy=True)
     for name, column in no_estimates(len(result)).columns.items():
         result[name] = column
-    problems = []
+    problems, sources = [], {}
     image_ids = np.asarray(result["image_id"])
     truth_ids = np.asarray(truths["image_id"])
     for image_id in dict.fromkeys(image_ids.tolist()):
@@ -172,7 +179,7 @@ def estimate_predictions(predictions, truths, records, redshifts, match_radius, 
         record = records[image_id]
         where = f"{dataset_name} image {image_id!r} ({record.get('file_name', '?')})"
         try:
-            cutout = _flux_cutout(record, redshifts.imaging, dataset_name)
+            cutout = _flux_cutout(record, redshifts.imaging, dataset_name, sources)
         except (ImagingError, ValueError, OSError) as error:
             problems.append(f"{where}: {error}")
             continue
