@@ -17,6 +17,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=["deepcee_d2", "deepcee_d2.*"]),
+    # The red-sequence background of the synthetic sky (deepcee_d2.redsequence.DEFAULT_BACKGROUND_FILE).
+    package_data={"deepcee_d2": ["synthetic/*.ecsv"]},
     install_requires=[
         # 2.6: torch.load defaults to weights_only (weights are never unpickled; engine/predictor.py asks for
         # it explicitly as well); the trainer's optimizer step hooks need >= 2.0.
@@ -39,8 +41,9 @@ setup(
         "sim": ["galsim>=2.4", "photutils>=1.5"],
         # Real imaging and catalogues: VizieR / SkyView queries and reprojection of SDSS frames.
         "data": ["astroquery>=0.4.6", "reproject>=0.9"],
-        # Survey-scale inference on Dask; DS9 region files.
-        "survey": ["dask[distributed]>=2022.1", "regions>=0.7"],
+        # Survey-scale inference on Dask; DS9 region files; the red-sequence redshift and richness of each
+        # candidate (deepcee_d2.redsequence: photutils photometry, GalSim's templates for L*).
+        "survey": ["dask[distributed]>=2022.1", "regions>=0.7", "galsim>=2.4", "photutils>=1.5"],
         # Converting the published TensorFlow Inception-v2 checkpoints. The converter runs on the CPU, and
         # tensorflow-cpu is a third of tensorflow's size (which matters on small CI disks); it only exists
         # for Linux and Windows on x86-64.

@@ -8,10 +8,22 @@ at a centre offset by a typical detection error (12 proper kpc, random direction
 dz / (1 + z) (1.4826 median |dz - median dz| / (1 + z)), the outlier fraction (|dz| / (1 + z) > 0.05), the
 richness scatter in dex against the truth R_L* at >= 20 members, and seconds per field and per estimate.
 
+``--write-background PATH`` only measures the background on ``--n-blank`` blank fields of ``--size`` pixels
+(seeds apart from the benchmark's) and writes it for ``DEEPCEE.REDSHIFT.BACKGROUND_FILE``; the packaged
+``deepcee_d2/synthetic/red_sequence_background.ecsv`` is ``--write-background ... --n-blank 8 --size 2000``.
+
+The redshifts are estimated against the packaged background (``DEEPCEE.REDSHIFT.BACKGROUND_FILE``, what the
+survey and the evaluator use); the blank fields (``--n-blank``) give the blank-field significance, and with
+``--measure-background`` the background itself (as before the packaged one existed).
+
+``--tile-cost`` only times what the survey adds per tile (`RedSequenceEstimator.estimate`: photometry once, then
+one estimate per detection) on a ``DEEPCEE.COLOUR.CUTOUT_SIZE`` field with one cluster and ``--detections``
+detections (the cluster and random positions), in wall and CPU (core) seconds.
+
 ``--calibrate`` fits the richness relation (log10 R_L* = intercept + slope log10 n) on fields made from other
 seeds than the test run's and prints the two config values; put them in DEEPCEE.REDSHIFT.
 
-    python benchmarks/bench_redshift.py                   # 16 min on 2 heavily shared cores (BENCHMARKS.md)
+    python benchmarks/bench_redshift.py                   # 7.5 min on 2 shared cores (BENCHMARKS.md)
     python benchmarks/bench_redshift.py --calibrate --n-clusters 40
 """
 import argparse
@@ -24,8 +36,8 @@ from detectron2.config import get_cfg
 
 from deepcee_d2.config import add_deepcee_config
 from deepcee_d2.cosmology import angular_size, cosmology_from_cfg
-from deepcee_d2.redsequence import (RedSequenceSettings, estimate_redshift_richness, measure_background,
-                                    measure_photometry)
+from deepcee_d2.redsequence import (RedSequenceEstimator, RedSequenceSettings, estimate_redshift_richness,
+                                    measure_background, measure_photometry, write_background)
 from deepcee_d2.synthetic import ClusterSpec
 from deepcee_d2.synthetic.field import make_field
 
@@ -35,6 +47,7 @@ SETS = {"demo (0.1 < z < 0.2, >= 20 members)": ((0.1, 0.2), 20),
 OUTLIER = 0.05
 OFFSET = 12 * u.kpc
 _CALIBRATION_SEED = 10_000  # calibration fields are made from seeds this far from the test fields'
+_BACKGROUND_SEED = 20_000  # and the packaged background's blank fields from these
 
 
 def sigma_nmad(dz):
@@ -94,18 +107,58 @@ def calibrate(rows):
           f"RICHNESS_SLOPE = {slope:.3f} (scatter {scatter:.3f} dex)")
 
 
+def tile_cost(cfg, n_detections, seed):
+    """Wall and CPU seconds of `RedSequenceEstimator.estimate` on one survey-sized tile with a cluster."""
+    estimator = RedSequenceEstimator.from_cfg(cfg)
+    size = cfg.DEEPCEE.COLOUR.CUTOUT_SIZE
+    field = make_field(CENTRE, size, size, clusters=ClusterSpec(z_range=(0.1, 0.2), min_members=20), seed=seed,
+                       name="tile", cosmology=estimator.cosmology)
+    truth = field.clusters[0]
+    rng = np.random.default_rng(seed)
+    x, y = rng.uniform(0.1 * size, 0.9 * size, (2, n_detections - 1))
+    others = field.wcs.pixel_to_world(x, y)
+    ra = np.concatenate([[truth["ra"]], others.ra.deg])
+    dec = np.concatenate([[truth["dec"]], others.dec.deg])
+    rows = []
+    for count in (1, 1, n_detections):  # the first call also builds the templates behind L* (once per worker)
+        wall, cpu = time.perf_counter(), time.process_time()
+        table = estimator.estimate(field.images, field.wcs, ra[:count], dec[:count], "tile")
+        rows.append((count, time.perf_counter() - wall, time.process_time() - cpu))
+    print(f"{size} px tile, cluster z = {truth['z']:.3f} (R_L* {truth['richness']:.0f}): estimated z = "
+          f"{table['z_est'][0]:.3f} +- {table['z_err'][0]:.3f}, richness {table['richness'][0]:.0f} "
+          f"(significance {table['rs_significance'][0]:.1f})")
+    for label, (count, wall, cpu) in zip(("first call", "again", "again"), rows):
+        print(f"{label}, {count} detections: {wall:.1f} s wall, {cpu:.1f} s CPU")
+    _, (_, wall_1, cpu_1), (_, wall_n, cpu_n) = rows
+    print(f"per extra detection: {(wall_n - wall_1) / (n_detections - 1):.2f} s wall, "
+          f"{(cpu_n - cpu_1) / (n_detections - 1):.2f} s CPU")
+
+
 def main(args):
     cfg = add_deepcee_config(get_cfg())
+    if args.tile_cost:
+        return tile_cost(cfg, args.detections, args.seed + 30_000)
     settings = RedSequenceSettings.from_cfg(cfg)
     cosmology = cosmology_from_cfg(cfg)
-    seed = args.seed + (_CALIBRATION_SEED if args.calibrate else 0)
+    seed = args.seed + (_CALIBRATION_SEED if args.calibrate else _BACKGROUND_SEED if args.write_background else 0)
     rng = np.random.default_rng(seed)
     blanks = []
+    start = time.perf_counter()
     for k in range(args.n_blank):
         field = make_field(CENTRE, args.size, args.size, clusters=None, seed=seed + 5000 + k, name=f"blank{k}",
                            cosmology=cosmology)
         blanks.append(measure_photometry(field.images, field.wcs, settings, source=field.name))
-    background = measure_background(blanks, cosmology, settings)
+    measured = measure_background(blanks, cosmology, settings)
+    if args.write_background:
+        measured.meta["description"] = (f"red-sequence background of the synthetic sky: {args.n_blank} blank "
+                                        f"fields of {args.size} px, seeds {seed + 5000}-{seed + 5000 + args.n_blank - 1}"
+                                        " (benchmarks/bench_redshift.py --write-background)")
+        print(f"{write_background(measured, args.write_background)}: {measured.meta['area']:.1f} in "
+              f"{time.perf_counter() - start:.0f} s")
+        return
+    packaged = not (args.measure_background or args.calibrate)
+    background = RedSequenceEstimator.from_cfg(cfg).background if packaged else measured
+    print(f"background: {'packaged (DEEPCEE.REDSHIFT.BACKGROUND_FILE)' if packaged else 'the blank fields'}")
     all_rows = []
     for index, (name, (z_range, min_members)) in enumerate(SETS.items()):
         rows, photometry_seconds = run_set(z_range, min_members, args.n_clusters // 2, args.size,
@@ -115,7 +168,7 @@ def main(args):
     centre_pixel = (args.size - 1) / 2
     blank_rows = [estimate_redshift_richness(photometry, photometry.wcs.pixel_to_world(centre_pixel, centre_pixel),
                                              cosmology, background, settings) for photometry in blanks]
-    print(f"\nblank fields (those of the background), at their centre: significance "
+    print(f"\nblank fields, at their centre: significance "
           f"{', '.join(f'{e.significance:.1f}' for e in blank_rows)}; peak found in "
           f"{np.mean([e.has_peak for e in blank_rows]):.0%}; richness "
           f"{', '.join(f'{e.richness:.1f}' for e in blank_rows)}")
@@ -132,6 +185,12 @@ if __name__ == "__main__":
     parser.add_argument("--n-blank", type=int, default=3, help="blank fields for the background (default 3)")
     parser.add_argument("--size", type=int, default=1200, help="field side in pixels (default 1200)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--write-background", metavar="PATH",
+                        help="only measure the background on the blank fields and write it to PATH (ECSV)")
+    parser.add_argument("--measure-background", action="store_true",
+                        help="estimate against the background of the --n-blank fields, not the packaged one")
+    parser.add_argument("--tile-cost", action="store_true", help="only time the estimates on one survey tile")
+    parser.add_argument("--detections", type=int, default=5, help="detections in the --tile-cost tile (default 5)")
     parser.add_argument("--calibrate", action="store_true",
                         help="use calibration seeds and fit the richness relation")
     main(parser.parse_args())

@@ -67,6 +67,19 @@ def add_deepcee_config(cfg):
     _C.DEEPCEE.EVAL.CROSSMATCH_CATALOGS = []
     _C.DEEPCEE.EVAL.CROSSMATCH_RADIUS_KPC = 250.0
     _C.DEEPCEE.EVAL.CROSSMATCH_Z_RANGE = [0.05, 0.4]
+    # Estimate z and richness of the predictions (deepcee_d2.redsequence, settings DEEPCEE.REDSHIFT) from the
+    # g, r, i flux cutouts of the evaluated images, and report their accuracy against the annotated z and
+    # richness (deepcee_d2.evaluation.redshifts). The flux cutouts are remade from REDSHIFT_IMAGING
+    # ("fits:<folder of frames>", "sdss:<frames folder>" or "skyview"); "" is the imaging the data set was
+    # built from (its COCO info), through the data set's cutout cache when it has one.
+    _C.DEEPCEE.EVAL.REDSHIFTS = True
+    _C.DEEPCEE.EVAL.REDSHIFT_IMAGING = ""
+    # A redshift is an outlier when |z_est - z| / (1 + z) exceeds this (the report's outlier fraction; the
+    # issue's and redMaPPer's 0.05).
+    _C.DEEPCEE.EVAL.REDSHIFT_OUTLIER = 0.05
+    # The stricter true-positive criterion: a prediction matches a true cluster only when it is also within
+    # REDSHIFT_OUTLIER of its redshift (a prediction without a red-sequence peak then matches nothing).
+    _C.DEEPCEE.EVAL.REQUIRE_REDSHIFT_MATCH = False
 
     # ---- The colour image the network sees (shared by training cutouts, evaluation and survey tiles) ----
     _C.DEEPCEE.COLOUR = CN()
@@ -167,6 +180,15 @@ def add_deepcee_config(cfg):
 
     # ---- Redshift and richness of a detection from its red sequence (deepcee_d2.redsequence) ----
     _C.DEEPCEE.REDSHIFT = CN()
+    # The survey estimates z and richness of every detection from its tile's g, r, i flux images (catalogue
+    # columns z_est, z_err, richness, rs_significance, rs_peak): photometry once per tile with detections,
+    # ~2.7 core-seconds for a 2000 px tile, ~0.01-0.15 s more per detection (BENCHMARKS.md).
+    _C.DEEPCEE.REDSHIFT.IN_SURVEY = True
+    # Red-sequence background: an ECSV table of deepcee_d2.redsequence.measure_background (densities per
+    # trial z) measured on blank fields of the imaging searched; "" is the packaged one of the synthetic sky
+    # (deepcee_d2/synthetic/red_sequence_background.ecsv). Why a calibration and not the survey's own tiles:
+    # deepcee_d2.redsequence, "Where the background comes from". Real SDSS imaging needs its own.
+    _C.DEEPCEE.REDSHIFT.BACKGROUND_FILE = ""
     # Source detection on the r image: pixels above DETECT_NSIGMA x the sky noise after smoothing with a
     # Gaussian of SMOOTH_FWHM_PIXELS (about the seeing, 1.4" = 3.5 px), at least DETECT_NPIXELS connected;
     # touching sources are split at the local maxima of the smoothed image (2 FWHM + 1 px apart at least).

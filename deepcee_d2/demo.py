@@ -69,6 +69,7 @@ class DemoResult:
     paths: dict
     purity: Table = None  # false candidates per deg^2 of the held-out region (evaluation.purity.false_rate_table)
     score_threshold: float = None  # the survey's DEEPCEE.SURVEY.SCORE_THRESHOLD
+    candidates_markdown: str = ""  # the candidates' z and richness beside the truth (`candidates_beside_truth`)
 
 
 def demo_config(plan, weights=None):
@@ -183,7 +184,8 @@ def run_demo(plan=DemoPlan()):
         evaluation=summary, report_dir=report_dir, table_markdown=_threshold_table(summary),
         catalogue_path=survey.paths["ecsv"], n_candidates=len(candidates), n_survey_clusters=len(survey_truth),
         n_survey_clusters_found=len(found & set(str(i) for i in survey_truth["id"])), paths=dict(survey.paths),
-        purity=survey_purity(plan, survey_cfg), score_threshold=survey_cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD)
+        purity=survey_purity(plan, survey_cfg), score_threshold=survey_cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD,
+        candidates_markdown=candidates_beside_truth(candidates, survey_truth))
 
 
 def survey_purity(plan, cfg):
@@ -215,6 +217,7 @@ def summary_text(result):
         f"{result.n_survey_clusters_found} of its {result.n_survey_clusters} clusters among them",
         f"candidate catalogue: {result.catalogue_path}",
         *_purity_lines(result),
+        *([result.candidates_markdown] if result.candidates_markdown else []),
         f"gallery: {result.paths['gallery']}",
     ]
     return "\n".join(lines)
@@ -233,6 +236,30 @@ def _purity_lines(result):
             f"at the survey threshold {result.score_threshold:g}: {at_cut['false_per_deg2']:.1f} false candidates "
             f"per deg^2; every held-out cluster found exactly once: {'yes' if once else 'no'} "
             f"({at_cut['n_found_once']} of {at_cut['n_true']})"]
+
+
+def candidates_beside_truth(candidates, truth):
+    """Markdown table of the survey candidates' red-sequence z and richness beside the true z and richness of
+    the cluster each was cross-matched to (``catalog_id``), then the true clusters no candidate found; ""
+    when the survey made no estimates (``DEEPCEE.REDSHIFT.IN_SURVEY`` off, or no candidate)."""
+    if "z_est" not in candidates.colnames:
+        return ""
+    true_of = {str(row["id"]): row for row in truth}
+    lines = ["| candidate | score | z (red sequence) | richness | true cluster | true z | true richness |",
+             "|---|---:|---:|---:|---|---:|---:|"]
+    found = set()
+    for row in candidates:
+        match = true_of.get(str(row["catalog_id"])) if "catalog_id" in candidates.colnames and row["known"] else None
+        found.add(str(row["catalog_id"]) if match is not None else None)
+        z, richness = (f"{row['z_est']:.3f} ± {row['z_err']:.3f}", f"{row['richness']:.0f}") if row["rs_peak"] \
+            else ("no peak", "-")
+        lines.append(f"| {row['name']} | {row['score']:.2f} | {z} | {richness} | "
+                     + (f"{match['id']} | {match['z']:.3f} | {match['richness']:.0f} |" if match is not None
+                        else "(none) | - | - |"))
+    for identifier, row in true_of.items():
+        if identifier not in found:
+            lines.append(f"| (not found) | - | - | - | {identifier} | {row['z']:.3f} | {row['richness']:.0f} |")
+    return "survey candidates and the held-out truth:\n\n" + "\n".join(lines)
 
 
 def _threshold_table(summary):

@@ -32,11 +32,29 @@ Liu 2012, ApJS 199, 34), calibrated on the red-sequence model the simulator draw
    fixed aperture rather than WHL12's r200 (1-2 Mpc, more than a tile spans at z < 0.2). The calibration
    absorbs the mean share of the light outside the aperture, of blue members and of faint members.
 
+5. **Catalogue columns** (`RedSequenceEstimator`, the one entry point of the survey and the evaluator): the
+   photometry of one flux cutout, then an estimate at each detection in it, as the columns `ESTIMATE_COLUMNS`
+   (`RedSequenceEstimate.as_row`).
+
+**Where the background comes from.** A survey tile or a data-set image is not a blank field: the detector
+looks at clusters, a 2000-pixel tile (176 arcmin^2) holds about as many red-sequence galaxies of one cluster
+as of the whole background at its redshift, and the synthetic skies of the demo put a cluster in every
+training image and three in every survey field. A background measured on the imaging being searched would
+therefore carry the clusters it is meant to reveal, and masking them needs their positions before the
+detector has run. The background is instead a calibration, like the red-sequence model and the richness
+relation it goes with: `read_background` reads the table of ``DEEPCEE.REDSHIFT.BACKGROUND_FILE``, by default
+`DEFAULT_BACKGROUND_FILE`, measured on blank fields of the simulator (``python benchmarks/bench_redshift.py
+--write-background``; BENCHMARKS.md). Imaging of other depth, seeing or galaxy population (real SDSS) needs
+its own table: `measure_background` on blank fields of that imaging, written with `write_background`.
+
 Every tunable number comes from ``cfg.DEEPCEE.REDSHIFT`` through `RedSequenceSettings`. The estimator knows
 exactly the red sequence the simulator draws from, so its accuracy on the synthetic sky is an upper bound of
 its accuracy on real SDSS clusters (BENCHMARKS.md, "Redshift and richness").
 """
+import logging
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import astropy.units as u
 import numpy as np
@@ -46,10 +64,14 @@ from astropy.stats import sigma_clipped_stats
 from astropy.table import Table
 from astropy.wcs.utils import proj_plane_pixel_area, proj_plane_pixel_scales
 
+from .cosmology import cosmology_from_cfg
 from .data.colour import check_band_images
+from .io import atomic_output
 from .synthetic.clusters import CONCENTRATION
 from .synthetic.colours import m_star, red_sequence, red_sequence_scatter
 from .synthetic.instrument import nanomaggies_to_mag
+
+logger = logging.getLogger(__name__)
 
 BANDS = ("g", "r", "i")
 _MAG_PER_LN = 2.5 / np.log(10.0)  # magnitude error of a relative flux error
@@ -58,6 +80,12 @@ _SKY_SUBSAMPLE = 2  # every 2nd pixel in x and y is plenty for the sky's median 
 _COVERAGE_RADII, _COVERAGE_ANGLES = 40, 72
 _REFINE_HALF_WIDTH, _REFINE_STEP = 0.04, 0.0005
 _REFINE_ITERATIONS = 3
+# The background of the synthetic sky (module docstring), the default of DEEPCEE.REDSHIFT.BACKGROUND_FILE.
+DEFAULT_BACKGROUND_FILE = Path(__file__).resolve().parent / "synthetic" / "red_sequence_background.ecsv"
+_BACKGROUND_COLUMNS = ("z", "scan", "scan_squared", "richness")
+# Catalogue columns of an estimate (`RedSequenceEstimate.as_row`), in order.
+ESTIMATE_COLUMNS = ("z_est", "z_err", "richness", "rs_significance", "rs_peak")
+_NO_ESTIMATE = dict(zip(ESTIMATE_COLUMNS, (math.nan,) * 4 + (False,)))
 PHOTOMETRY_COLUMNS = ("x", "y", "ra", "dec", "r_mag", "i_mag", "g_r", "r_i", "g_r_err", "r_i_err", "r_mag_err")
 
 
@@ -360,6 +388,48 @@ def measure_background(photometries, cosmology, settings):
     return table
 
 
+def write_background(background, path):
+    """Write a `measure_background` table to ``path`` (ECSV, atomically), for ``DEEPCEE.REDSHIFT.BACKGROUND_FILE``."""
+    with atomic_output(path) as temporary:
+        background.write(temporary, format="ascii.ecsv", overwrite=True)
+    return Path(path)
+
+
+def read_background(path, settings):
+    """The background table of ``path`` (written by `write_background`), checked against ``settings``.
+
+    Parameters
+    ----------
+    path : str or Path
+        ECSV file with ``z`` and the densities ``scan``, ``scan_squared``, ``richness`` (per arcmin^2).
+    settings : `RedSequenceSettings`
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        The file is not such a table, or was measured on another redshift grid than ``settings.z_grid``
+        (``DEEPCEE.REDSHIFT.Z_GRID``), named with the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: red-sequence background file not found (DEEPCEE.REDSHIFT.BACKGROUND_FILE)")
+    try:
+        table = Table.read(path, format="ascii.ecsv")
+    except (ValueError, OSError, KeyError) as error:
+        raise ValueError(f"{path}: not a readable ECSV background table ({error})") from None
+    missing = [name for name in _BACKGROUND_COLUMNS if name not in table.colnames]
+    if missing:
+        raise ValueError(f"{path}: background table lacks column(s) {missing}; it has {table.colnames}")
+    z = np.asarray(table["z"], dtype=float)
+    if len(z) != len(settings.z_grid) or not np.allclose(z, settings.z_grid):
+        raise ValueError(f"{path}: background measured on {len(z)} trial redshifts {z[:1]}..{z[-1:]}, not on "
+                         f"DEEPCEE.REDSHIFT.Z_GRID ({len(settings.z_grid)} from {settings.z_grid[0]}); measure it "
+                         "again with these settings (measure_background, write_background)")
+    return table
+
+
 def _nfw_surface_density(x):
     """Projected NFW surface density at ``x = R / r_s`` (arbitrary normalisation; Bartelmann 1996)."""
     x = np.maximum(np.asarray(x, dtype=float), 1e-4)
@@ -436,10 +506,13 @@ class RedSequenceEstimate:
     has_peak: bool
 
     def as_row(self):
-        """Plain dict for a catalogue row: ``z_rs``, ``z_rs_err``, ``richness_rs``, ..."""
-        return {"z_rs": self.z, "z_rs_err": self.z_err, "richness_rs": self.richness,
-                "n_members_rs": self.n_members,
-                "n_red_rs": self.n_red, "significance_rs": self.significance, "has_peak_rs": self.has_peak}
+        """The catalogue columns (`ESTIMATE_COLUMNS`): ``z_est``, ``z_err``, ``richness`` (NaN without a
+        red-sequence peak: there is no cluster red sequence to measure), ``rs_significance`` and ``rs_peak``
+        (``has_peak``)."""
+        peak = self.has_peak
+        return {"z_est": self.z if peak else math.nan, "z_err": self.z_err if peak else math.nan,
+                "richness": self.richness if peak else math.nan, "rs_significance": self.significance,
+                "rs_peak": peak}
 
 
 def _proper_per_arcsec(z, cosmology):
@@ -556,3 +629,86 @@ def _refine(sources, separation, background, z, photometry, centre, settings, co
     within = trial[-2.0 * (log_likelihood - log_likelihood[best]) <= 1.0]
     z_err = max((within.max() - within.min()) / 2.0, _REFINE_STEP / 2)
     return float(trial[best]), float(z_err)
+
+
+@dataclass(frozen=True)
+class RedSequenceEstimator:
+    """Redshift and richness of every detection in a flux cutout, as catalogue columns.
+
+    Everything a survey worker or the evaluator needs, picklable (Dask sends it to the workers once per
+    run); build it with `from_cfg`.
+
+    Attributes
+    ----------
+    settings : `RedSequenceSettings`
+    cosmology : `~astropy.cosmology.FLRW`
+    background : `~astropy.table.Table`
+        `read_background` of the settings' grid.
+    """
+
+    settings: RedSequenceSettings
+    cosmology: object
+    background: Table
+
+    @classmethod
+    def from_cfg(cls, cfg):
+        """Settings of ``cfg.DEEPCEE.REDSHIFT``, cosmology of ``DEEPCEE.COSMOLOGY``, background of
+        ``DEEPCEE.REDSHIFT.BACKGROUND_FILE`` (empty: `DEFAULT_BACKGROUND_FILE`)."""
+        settings = RedSequenceSettings.from_cfg(cfg)
+        path = cfg.DEEPCEE.REDSHIFT.BACKGROUND_FILE or DEFAULT_BACKGROUND_FILE
+        return cls(settings, cosmology_from_cfg(cfg), read_background(path, settings))
+
+    def estimate(self, images, wcs, ra, dec, source="image"):
+        """The `ESTIMATE_COLUMNS` of detections at ``(ra, dec)`` in one flux cutout.
+
+        The photometry is measured once (and not at all without detections). A detection outside the cutout,
+        or a cutout whose photometry cannot be measured (a blank, constant image), gets NaN and no peak, with
+        a warning naming ``source``: the detections themselves stay.
+
+        Parameters
+        ----------
+        images : dict of str -> (ny, nx) array
+            g, r, i flux images, nanomaggies per pixel (`deepcee_d2.data.frames.Cutout.images`).
+        wcs : `~astropy.wcs.WCS`
+            Their celestial WCS.
+        ra, dec : array_like
+            Detection positions (deg).
+        source : str
+            Name of the cutout in messages.
+
+        Returns
+        -------
+        `~astropy.table.Table`
+            One row per detection, in order.
+        """
+        ra, dec = np.atleast_1d(np.asarray(ra, dtype=float)), np.atleast_1d(np.asarray(dec, dtype=float))
+        table = no_estimates(len(ra))
+        if not len(ra):
+            return table
+        try:
+            photometry = measure_photometry(images, wcs, self.settings, source)
+        except ValueError as error:
+            logger.warning("%s: no redshift or richness for its %d detections: %s", source, len(ra), error)
+            return table
+        for index, centre in enumerate(SkyCoord(ra * u.deg, dec * u.deg)):
+            try:
+                row = estimate_redshift_richness(photometry, centre, self.cosmology, self.background,
+                                                 self.settings).as_row()
+            except ValueError as error:  # the centre lies outside the cutout
+                logger.warning("%s: no redshift or richness at RA %.5f, Dec %.5f: %s", source, ra[index],
+                               dec[index], error)
+                continue
+            for name in ESTIMATE_COLUMNS:
+                table[name][index] = row[name]
+        return table
+
+
+def no_estimates(n):
+    """The `ESTIMATE_COLUMNS` of ``n`` detections without an estimate (NaN, no peak), described."""
+    table = Table({name: np.full(n, value) for name, value in _NO_ESTIMATE.items()})
+    table["z_est"].description = "red-sequence redshift (NaN without a red-sequence peak)"
+    table["z_err"].description = "1-sigma error of z_est"
+    table["richness"].description = "red-sequence richness, calibrated onto WHL12's R_L*"
+    table["rs_significance"].description = "red-sequence excess over its noise at the best trial z"
+    table["rs_peak"].description = "a red-sequence peak was found (rs_significance >= MIN_SIGNIFICANCE)"
+    return table

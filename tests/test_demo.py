@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from astropy.table import Table
 
-from deepcee_d2.demo import DemoPlan, run_demo, summary_text
+from deepcee_d2.demo import DemoPlan, candidates_beside_truth, run_demo, summary_text
 
 # The demo's pipeline on 100 px network images of a quarter-width model, 10 training iterations.
 TOY_OPTS = ("MODEL.INCEPTION_V2.DEPTH_MULTIPLIER", "0.25", "DEEPCEE.COLOUR.CUTOUT_SIZE", "200",
@@ -65,6 +65,21 @@ def test_the_summary_names_the_table_threshold_centring_and_paths(demo):
     assert "held-out region: false candidates per deg^2" in text and "found exactly once: " in text
     assert list(result.purity["threshold"]) == [0.0, 0.5, 0.8, 0.9] and result.score_threshold == 0.0
     assert result.purity["n_candidates"][0] == result.n_candidates and result.purity["n_true"][0] == 1
+    # The candidates' red-sequence z and richness beside the held-out truth: each true cluster is named.
+    truth = Table.read(Path(demo[0].work_dir) / "survey_sky" / "clusters.fits")
+    assert "survey candidates and the held-out truth" in text and all(str(i) in text for i in truth["id"])
+
+
+def test_candidates_are_listed_beside_the_truth_they_match():
+    truth = Table({"id": ["T1", "T2"], "z": [0.123, 0.187], "richness": [41.0, 25.0]})
+    candidates = Table({"name": ["DeepCEE A", "DeepCEE B"], "score": [0.9, 0.6], "z_est": [0.131, float("nan")],
+                        "z_err": [0.009, float("nan")], "richness": [37.4, float("nan")], "rs_peak": [True, False],
+                        "known": [True, False], "catalog_id": ["T1", ""]})
+    lines = candidates_beside_truth(candidates, truth).splitlines()
+    assert "| DeepCEE A | 0.90 | 0.131 ± 0.009 | 37 | T1 | 0.123 | 41 |" in lines
+    assert "| DeepCEE B | 0.60 | no peak | - | (none) | - | - |" in lines
+    assert "| (not found) | - | - | - | T2 | 0.187 | 25 |" in lines
+    assert candidates_beside_truth(candidates[["name", "score", "known", "catalog_id"]], truth) == ""
 
 
 def test_the_summary_of_a_run_without_true_positives_says_nan(demo):

@@ -8,8 +8,9 @@ from detectron2.config import get_cfg
 
 from deepcee_d2.config import add_deepcee_config
 from deepcee_d2.cosmology import DEFAULT_COSMOLOGY
-from deepcee_d2.redsequence import (RedSequenceSettings, estimate_redshift_richness, measure_background,
-                                    measure_photometry)
+from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, RedSequenceEstimator, RedSequenceSettings,
+                                    estimate_redshift_richness, measure_background, measure_photometry,
+                                    read_background, write_background)
 from deepcee_d2.synthetic import render
 from deepcee_d2.synthetic.field import make_field
 
@@ -38,7 +39,8 @@ def test_cluster_redshift_and_richness_are_recovered(settings, background):
     assert estimate.z == pytest.approx(truth["z"], abs=0.03)
     assert 0 < estimate.z_err < 0.05
     assert truth["richness"] / 1.5 < estimate.richness < 1.5 * truth["richness"]
-    assert set(estimate.as_row()) >= {"z_rs", "z_rs_err", "richness_rs", "has_peak_rs"}
+    assert estimate.as_row() == {"z_est": estimate.z, "z_err": estimate.z_err, "richness": estimate.richness,
+                                 "rs_significance": estimate.significance, "rs_peak": True}
 
 
 def test_blank_field_has_no_red_sequence_peak(settings, background):
@@ -48,6 +50,8 @@ def test_blank_field_has_no_red_sequence_peak(settings, background):
     assert not estimate.has_peak
     assert estimate.significance < settings.min_significance
     assert estimate.n_members < 3
+    row = estimate.as_row()  # no peak: no redshift or richness in the catalogue
+    assert np.isnan([row["z_est"], row["z_err"], row["richness"]]).all() and not row["rs_peak"]
 
 
 def test_photometry_measures_injected_point_sources_in_ab_magnitudes(settings):
@@ -94,3 +98,37 @@ def test_bad_input_is_refused_with_a_clear_error(settings, background):
                                    background, settings)
     with pytest.raises(ValueError, match="another redshift grid"):
         estimate_redshift_richness(photometry, CENTRE, DEFAULT_COSMOLOGY, background[::2], settings)
+
+
+def test_estimator_gives_catalogue_columns_for_each_detection(settings, background, tmp_path, caplog):
+    """Photometry once per cutout, one row per detection; one outside the cutout and a blank cutout get NaN."""
+    request = Table({"ra": [150.0], "dec": [2.0], "z": [0.15], "richness": [50.0]})
+    field = make_field(CENTRE, 700, 700, clusters=request, seed=5, mag_limit=MAG_LIMIT)
+    truth = field.clusters[0]
+    estimator = RedSequenceEstimator(settings, DEFAULT_COSMOLOGY, background)
+    outside = 151.0
+    table = estimator.estimate(field.images, field.wcs, [truth["ra"], outside], [truth["dec"], 2.0], "tile-3")
+    assert table.colnames == list(ESTIMATE_COLUMNS) and len(table) == 2
+    assert table["rs_peak"].tolist() == [True, False]
+    assert table["z_est"][0] == pytest.approx(truth["z"], abs=0.03) and np.isnan(table["z_est"][1])
+    assert "tile-3: no redshift or richness at RA 151.00000" in caplog.text
+    blank = {band: np.zeros((50, 50)) for band in "gri"}
+    assert not estimator.estimate(blank, field.wcs, [truth["ra"]], [truth["dec"]], "tile-4")["rs_peak"][0]
+    assert "tile-4: no redshift or richness for its 1 detections" in caplog.text
+    assert len(estimator.estimate(blank, field.wcs, [], [])) == 0
+
+
+def test_background_file_round_trips_and_is_checked(settings, background, tmp_path):
+    path = write_background(background, tmp_path / "background.ecsv")
+    np.testing.assert_allclose(read_background(path, settings)["scan"], background["scan"])
+    with pytest.raises(FileNotFoundError, match="missing.ecsv: red-sequence background file not found"):
+        read_background(tmp_path / "missing.ecsv", settings)
+    write_background(background[::2], tmp_path / "coarse.ecsv")
+    with pytest.raises(ValueError, match="coarse.ecsv: background measured on .* not on DEEPCEE.REDSHIFT.Z_GRID"):
+        read_background(tmp_path / "coarse.ecsv", settings)
+    write_background(background["z", "scan"], tmp_path / "partial.ecsv")
+    with pytest.raises(ValueError, match=r"partial.ecsv: background table lacks column\(s\) \['scan_squared'"):
+        read_background(tmp_path / "partial.ecsv", settings)
+    # The packaged background of the synthetic sky fits the default settings.
+    packaged = RedSequenceEstimator.from_cfg(add_deepcee_config(get_cfg())).background
+    assert np.all(np.asarray(packaged["scan"]) > 0) and packaged.meta["area"] > 500 * u.arcmin**2

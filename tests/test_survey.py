@@ -6,6 +6,7 @@ trained Deep-CEE model through the same code. Dask runs in this process (``proce
 the test where worker processes are the point.
 """
 import dataclasses
+import html
 import math
 import shutil
 from pathlib import Path
@@ -22,6 +23,8 @@ from deepcee_d2.config import load_config
 from conftest import make_sky_wcs
 from deepcee_d2.data.frames import LocalFITSSource, read_frame_header
 from deepcee_d2.engine import Trainer
+from deepcee_d2.redsequence import ESTIMATE_COLUMNS
+from deepcee_d2.survey.outputs import red_sequence_text
 from deepcee_d2.survey.run import ImagingSpec, find_clusters
 from deepcee_d2.survey.tiling import (
     field_coverage, field_name, frame_tiles, inside_tiles, merge_detections, plan_folder_tiles, plan_region_tiles,
@@ -69,6 +72,11 @@ class BrightestBlobDetector:
             return boxes, scores
 
         return detect
+
+
+def same_column(a, b):
+    """Equal values, NaN equal to NaN (a candidate without a red-sequence peak has NaN z)."""
+    return np.array_equal(a, b, equal_nan=np.asarray(a).dtype.kind == "f")
 
 
 def truth_coords(root):
@@ -242,7 +250,7 @@ def test_one_and_two_workers_give_the_same_catalogue(tiny_survey, blob_run, tmp_
                         detector=BrightestBlobDetector(), progress=False, processes=False)
     assert one.catalogue.colnames == two.catalogue.colnames
     for column in one.catalogue.colnames:
-        assert np.array_equal(one.catalogue[column], two.catalogue[column]), column
+        assert same_column(one.catalogue[column], two.catalogue[column]), column
 
 
 def test_an_interrupted_run_resumes_to_the_same_catalogue(tiny_survey, blob_run, tmp_path):
@@ -259,7 +267,7 @@ def test_an_interrupted_run_resumes_to_the_same_catalogue(tiny_survey, blob_run,
                             progress=False)
     assert all((tmp_path / "tiles" / name).read_bytes() == data for name, data in before.items())  # not redone
     for column in uninterrupted.catalogue.colnames:
-        assert np.array_equal(uninterrupted.catalogue[column], resumed.catalogue[column]), column
+        assert same_column(uninterrupted.catalogue[column], resumed.catalogue[column]), column
 
 
 def test_a_corrupt_field_is_reported_and_the_rest_still_runs(tiny_survey, tmp_path):
@@ -315,6 +323,25 @@ def test_outputs_parse(blob_run):
     page = (output / "gallery" / "index.html").read_text()
     assert page.count("<img ") == 3 and "legacysurvey.org/viewer?ra=" in page and "skyserver.sdss.org" in page
     assert len(list((output / "gallery").glob("candidate_*.png"))) == 3
+    # Red-sequence z and richness of every candidate (DEEPCEE.REDSHIFT.IN_SURVEY), kept in the tile files.
+    for name in ("candidates.fits", "candidates.ecsv", "candidates.csv"):
+        assert set(ESTIMATE_COLUMNS) <= set(Table.read(output / name).colnames), name
+    tile_files = [Table.read(path) for path in (output / "tiles").glob("*.ecsv")]
+    assert all(set(ESTIMATE_COLUMNS) <= set(table.colnames) for table in tile_files if len(table))
+    catalogue = result.catalogue
+    assert np.all(np.isnan(catalogue["z_est"][~catalogue["rs_peak"]]))
+    assert np.all(np.isfinite(catalogue["z_err"][catalogue["rs_peak"]]))
+    for row in catalogue:
+        assert html.escape(red_sequence_text(row)) in page
+
+
+def test_redshifts_can_be_switched_off(tiny_survey, blob_run, tmp_path):
+    tiles, _, _ = blob_run
+    cfg = survey_cfg("DEEPCEE.REDSHIFT.IN_SURVEY", "False")
+    result = find_clusters(cfg, [t for t in tiles if t.field == "f000"], ImagingSpec("fits", str(tiny_survey)),
+                           tmp_path, n_workers=1, detector=BrightestBlobDetector(), progress=False, processes=False)
+    assert len(result.catalogue) and not set(ESTIMATE_COLUMNS) & set(result.catalogue.colnames)
+    assert "z not estimated" in (tmp_path / "gallery" / "index.html").read_text()
 
 
 def test_a_trained_model_runs_through_the_command_line_tool(tiny_survey, toy_datasets, tmp_path):

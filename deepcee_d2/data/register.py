@@ -10,6 +10,12 @@ Importing ``deepcee_d2`` registers the standard names of `STANDARD_DATASETS`, ea
 ``./datasets``) read when the data set is loaded, not when it is registered: registering needs no files,
 loading a missing one raises FileNotFoundError naming the file and the command that builds it. Loading checks
 the json and that every image exists, so a broken data set stops before training, naming the file.
+
+Each record also gets ``flux_cutout``, from the json's ``info``: the ``imaging`` the data set was cut from
+(``fits:<folder>``, ``sdss:DR<n>``, ``skyview:...``), the cutout ``size`` (pixels) and ``pixel_scale_arcsec``,
+and the data set ``folder`` (with its cutout cache ``cutouts/`` and SDSS ``frames/``, when it has them), so
+that the g, r, i flux images behind an image can be remade (`deepcee_d2.evaluation.redshifts`); None when the
+json records no imaging.
 """
 import json
 import math
@@ -78,6 +84,10 @@ def load_deepcee_json(json_file, image_root, dataset_name, build_command=None):
                          f"rebuild it{' with: ' + build_command if build_command else ''}") from None
     records = load_coco_json(str(json_file), str(image_root), dataset_name,
                              extra_annotation_keys=list(ANNOTATION_EXTRAS))
+    built = coco.get("info", {}).get("deepcee", {})
+    flux_cutout = {"imaging": built.get("source"), "size": built.get("settings", {}).get("cutout_size"),
+                   "pixel_scale_arcsec": built.get("settings", {}).get("pixel_scale_arcsec"),
+                   "folder": str(json_file.parent)} if built else None
     missing = [record["file_name"] for record in records if not os.path.isfile(record["file_name"])]
     if missing:  # found now, not at the training iteration that reaches the image
         raise FileNotFoundError(f"{json_file}: {len(missing)} of its {len(records)} images are missing, e.g. "
@@ -88,6 +98,7 @@ def load_deepcee_json(json_file, image_root, dataset_name, build_command=None):
         if missing:
             raise ValueError(f"{json_file}: image {record['image_id']} lacks {missing}; rebuild the data set")
         record.update({key: image[key] for key in IMAGE_EXTRAS})
+        record["flux_cutout"] = flux_cutout
         for annotation in record["annotations"]:
             for key in NUMERIC_ANNOTATION_EXTRAS:  # null in the json -> NaN, as in cluster tables
                 if annotation.get(key) is None:

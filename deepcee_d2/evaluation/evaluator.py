@@ -3,7 +3,9 @@
 A thin wrapper: ``process`` turns each image's predicted box centres into sky positions through the image's
 WCS; ``evaluate`` gathers them from every process, matches them to the data set's annotated clusters with
 `deepcee_d2.evaluation.matching.evaluate_detections`, cross-matches the false positives when catalogues are
-configured, writes the report (`deepcee_d2.evaluation.report.write_report`) and returns the headline numbers
+configured, estimates the redshift and richness of the predictions near annotated clusters from the images'
+flux cutouts when asked (`deepcee_d2.evaluation.redshifts`), writes the report
+(`deepcee_d2.evaluation.report.write_report`) and returns the headline numbers
 and the whole threshold table. Its options come from ``cfg.DEEPCEE.EVAL`` through detectron2's
 ``@configurable``: ``DeepCEEEvaluator(cfg, dataset_name, output_dir=...)``, or every option given explicitly.
 """
@@ -22,6 +24,7 @@ from ..cosmology import cosmology_from_cfg
 from ..sky import box_centres, box_xy_to_sky, celestial_wcs
 from .crossmatch import crossmatch_false_positives
 from .matching import FALSE_POSITIVE, evaluate_detections
+from .redshifts import RedshiftEvaluation, estimate_predictions
 from .report import flat_metrics, markdown_table, summarise, write_report
 
 logger = logging.getLogger(__name__)
@@ -88,15 +91,19 @@ class DeepCEEEvaluator(DatasetEvaluator):
         ``CROSSMATCH_RADIUS_KPC``.
     crossmatch_z_range : (float, float)
         ``CROSSMATCH_Z_RANGE``.
+    redshifts : `~deepcee_d2.evaluation.redshifts.RedshiftEvaluation`, optional
+        Estimate z and richness of the predictions and report their accuracy (``REDSHIFTS`` and the keys
+        beside it); None: no estimates.
     """
 
     @configurable
     def __init__(self, dataset_name, output_dir=None, distributed=True, *, match_radius, thresholds,
-                 histogram_radius, ks_alpha, cosmology, crossmatch_catalogs, crossmatch_radius, crossmatch_z_range):
+                 histogram_radius, ks_alpha, cosmology, crossmatch_catalogs, crossmatch_radius, crossmatch_z_range,
+                 redshifts=None):
         self._settings = {"match_radius": match_radius, "thresholds": tuple(thresholds),
                           "histogram_radius": histogram_radius, "ks_alpha": ks_alpha, "cosmology": cosmology,
                           "crossmatch_catalogs": crossmatch_catalogs, "crossmatch_radius": crossmatch_radius,
-                          "crossmatch_z_range": tuple(crossmatch_z_range)}
+                          "crossmatch_z_range": tuple(crossmatch_z_range), "redshifts": redshifts}
         self._dataset_name = dataset_name
         self._output_dir = output_dir
         self._distributed = distributed
@@ -111,14 +118,16 @@ class DeepCEEEvaluator(DatasetEvaluator):
 
     @classmethod
     def from_config(cls, cfg, dataset_name, output_dir=None, distributed=True):
-        """The options of ``cfg.DEEPCEE.EVAL`` and the cosmology of ``cfg.DEEPCEE.COSMOLOGY``."""
+        """The options of ``cfg.DEEPCEE.EVAL`` and the cosmology of ``cfg.DEEPCEE.COSMOLOGY`` (and the
+        red-sequence estimator of ``DEEPCEE.REDSHIFT`` when ``DEEPCEE.EVAL.REDSHIFTS``)."""
         options = cfg.DEEPCEE.EVAL
         return {"dataset_name": dataset_name, "output_dir": output_dir, "distributed": distributed,
                 "match_radius": options.MATCH_RADIUS_KPC * u.kpc, "thresholds": tuple(options.SCORE_THRESHOLDS),
                 "histogram_radius": options.HISTOGRAM_RADIUS_KPC * u.kpc, "ks_alpha": options.KS_ALPHA,
                 "cosmology": cosmology_from_cfg(cfg), "crossmatch_catalogs": list(options.CROSSMATCH_CATALOGS),
                 "crossmatch_radius": options.CROSSMATCH_RADIUS_KPC * u.kpc,
-                "crossmatch_z_range": tuple(options.CROSSMATCH_Z_RANGE)}
+                "crossmatch_z_range": tuple(options.CROSSMATCH_Z_RANGE),
+                "redshifts": RedshiftEvaluation.from_cfg(cfg)}
 
     def reset(self):
         self._predictions = []
@@ -188,10 +197,18 @@ class DeepCEEEvaluator(DatasetEvaluator):
         predictions = Table({"image_id": image_ids, **columns})
         predictions["ra"].unit = predictions["dec"].unit = u.deg
         evaluated = np.isin(np.asarray(self._truths["image_id"]), [entry["image_id"] for entry in per_image])
+        redshifts, problems = settings["redshifts"], []
+        if redshifts is not None:
+            estimated, problems = estimate_predictions(predictions, self._truths[evaluated], self._records, redshifts,
+                                                       settings["match_radius"], settings["cosmology"],
+                                                       self._dataset_name)
+            predictions, redshifts = (predictions, None) if estimated is None else (estimated, redshifts)
         evaluation = evaluate_detections(predictions, self._truths[evaluated], thresholds=settings["thresholds"],
                                          match_radius=settings["match_radius"],
                                          histogram_radius=settings["histogram_radius"],
-                                         cosmology=settings["cosmology"])
+                                         cosmology=settings["cosmology"],
+                                         redshift_tolerance=redshifts.outlier if redshifts and redshifts.require_match
+                                         else None)
         crossmatch = None
         if settings["crossmatch_catalogs"]:
             false_positives = evaluation.predictions[evaluation.predictions["status"] == FALSE_POSITIVE]
@@ -200,10 +217,11 @@ class DeepCEEEvaluator(DatasetEvaluator):
                                                     z_range=settings["crossmatch_z_range"],
                                                     cosmology=settings["cosmology"])
         metadata = {"dataset": self._dataset_name, "n_images": len(per_image)}
+        report = None if redshifts is None else {"outlier": redshifts.outlier, "problems": problems}
         if self._output_dir:
-            summary = write_report(evaluation, self._output_dir, settings["ks_alpha"], crossmatch, metadata)
+            summary = write_report(evaluation, self._output_dir, settings["ks_alpha"], crossmatch, metadata, report)
         else:
-            summary = summarise(evaluation, settings["ks_alpha"], crossmatch, metadata)
+            summary = summarise(evaluation, settings["ks_alpha"], crossmatch, metadata, report)
         logger.info(f"Deep-CEE evaluation of {self._dataset_name} ({len(per_image)} images, "
                     f"{len(evaluation.truths)} clusters, {len(predictions)} predictions):\n"
                     f"{markdown_table(evaluation.table, evaluation.best_index)}"

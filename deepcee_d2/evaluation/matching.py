@@ -331,7 +331,7 @@ def _rows_by_image(predictions, truths):
 
 
 def evaluate_detections(predictions, truths, *, thresholds, match_radius, histogram_radius,
-                        cosmology=DEFAULT_COSMOLOGY):
+                        cosmology=DEFAULT_COSMOLOGY, redshift_tolerance=None):
     """Match predictions to true clusters image by image at every threshold; tabulate P / R / F1.
 
     Parameters
@@ -351,6 +351,10 @@ def evaluate_detections(predictions, truths, *, thresholds, match_radius, histog
     histogram_radius : `~astropy.units.Quantity` [length]
         Radius of the centring histogram (``DEEPCEE.EVAL.HISTOGRAM_RADIUS_KPC``: 250 kpc).
     cosmology : `~astropy.cosmology.FLRW`
+    redshift_tolerance : float, optional
+        The stricter criterion (``DEEPCEE.EVAL.REQUIRE_REDSHIFT_MATCH``): a prediction matches a true cluster
+        only when also ``|z_est - z| / (1 + z) < redshift_tolerance``, with ``z_est`` a column of
+        ``predictions`` (NaN matches nothing). The centring histogram is unchanged.
 
     Returns
     -------
@@ -377,6 +381,9 @@ def evaluate_detections(predictions, truths, *, thresholds, match_radius, histog
                          f"{np.asarray(predictions['image_id']).tolist()[bad[0]]!r}")
     pred_coords, true_coords = _sky(predictions), _sky(truths)
     true_z = np.asarray(truths["z"], dtype=float)
+    if redshift_tolerance is not None:
+        _require_columns(predictions, ("z_est",), "predictions (the stricter criterion needs z_est)")
+        z_est = np.asarray(predictions["z_est"], dtype=float)
 
     images = []  # (prediction rows, truth rows, pairs) per image that has either
     for image_id, (pred_rows, true_rows) in _rows_by_image(predictions, truths).items():
@@ -388,10 +395,20 @@ def evaluate_detections(predictions, truths, *, thresholds, match_radius, histog
             raise ValueError(f"image {image_id}: {error}") from None
         images.append((pred_rows, true_rows, pairs))
 
+    def matchable(pred_rows, true_rows, pairs):
+        """The pairs that may match: all, or those whose redshifts agree too (the stricter criterion)."""
+        if redshift_tolerance is None:
+            return pairs
+        z = true_z[true_rows][pairs.index_b]
+        with np.errstate(invalid="ignore"):
+            agree = np.abs(z_est[pred_rows][pairs.index_a] - z) / (1 + z) < redshift_tolerance
+        return type(pairs)(*(field[agree] for field in pairs))
+
     counts = np.zeros((len(thresholds), 3), dtype=int)
     for pred_rows, true_rows, pairs in images:
         for row, threshold in enumerate(thresholds):
-            match = one_to_one_match(pairs, scores[pred_rows], len(true_rows), threshold, match_radius)
+            match = one_to_one_match(matchable(pred_rows, true_rows, pairs), scores[pred_rows], len(true_rows),
+                                     threshold, match_radius)
             counts[row] += (match.tp, match.fp, match.fn)
     table = threshold_table(thresholds, *counts.T)
     best = best_threshold_index(table)
@@ -406,7 +423,8 @@ def evaluate_detections(predictions, truths, *, thresholds, match_radius, histog
     matched_score = np.full(len(truths), np.nan)
     true_ids = np.asarray(truths["id"]).astype(str)
     for pred_rows, true_rows, pairs in images:
-        match = one_to_one_match(pairs, scores[pred_rows], len(true_rows), thresholds[best], match_radius)
+        match = one_to_one_match(matchable(pred_rows, true_rows, pairs), scores[pred_rows], len(true_rows),
+                                 thresholds[best], match_radius)
         status[pred_rows[match.selected]] = FALSE_POSITIVE
         hits = match.true_index >= 0
         status[pred_rows[hits]] = TRUE_POSITIVE

@@ -3,7 +3,8 @@
 Everything here reads an `~deepcee_d2.evaluation.matching.Evaluation` and writes into one output folder:
 ``evaluation.json`` (every number; NaN written as null), ``report.md`` (the tables, linking the plots),
 ``precision_recall.png``, ``centre_distances.png``, ``recovered_vs_all_{z,bcg_rmag,richness}.png``,
-``completeness_z.png``, ``completeness_richness.png``, the per-object tables ``predictions.ecsv`` and
+``completeness_z.png``, ``completeness_richness.png``, with red-sequence estimates ``redshifts.png`` (estimated
+against true z, residuals against z, richness; `deepcee_d2.evaluation.redshifts`), the per-object tables ``predictions.ecsv`` and
 ``true_clusters.ecsv``, and, when false positives were cross-matched, ``false_positives_crossmatch.fits`` and
 ``.ecsv``. Each file is written to a temporary name in the folder and renamed into place, so a crash never
 leaves a half-written file; ``evaluation.json`` is written last.
@@ -23,6 +24,7 @@ from matplotlib.figure import Figure
 from scipy.stats import ks_2samp
 
 from ..io import atomic_output
+from .redshifts import RICH_MEMBERS, plot_redshifts, redshift_accuracy
 
 
 # Properties of the true clusters compared between all and recovered clusters, with their axis labels.
@@ -38,6 +40,7 @@ DISTANCES_NAME = "centre_distances.png"
 PREDICTIONS_NAME = "predictions.ecsv"
 TRUTHS_NAME = "true_clusters.ecsv"
 CROSSMATCH_STEM = "false_positives_crossmatch"
+REDSHIFTS_NAME = "redshifts.png"
 
 
 def recovered_vs_all_name(name):
@@ -214,7 +217,7 @@ def _statistics(evaluation, ks_alpha):
     return ks_tests(evaluation.truths, ks_alpha), completeness
 
 
-def summarise(evaluation, ks_alpha, crossmatch=None, metadata=None):
+def summarise(evaluation, ks_alpha, crossmatch=None, metadata=None, redshifts=None):
     """Every number of the evaluation as a dict of plain JSON types (NaN as None): what ``evaluation.json``
     holds, without writing anything.
 
@@ -227,11 +230,15 @@ def summarise(evaluation, ks_alpha, crossmatch=None, metadata=None):
         From `deepcee_d2.evaluation.crossmatch.crossmatch_false_positives`.
     metadata : dict, optional
         Extra entries (data set name, number of images, ...), written first.
+    redshifts : dict, optional
+        When the predictions carry red-sequence estimates: ``outlier``, the |dz| / (1 + z) of an outlier
+        (``DEEPCEE.EVAL.REDSHIFT_OUTLIER``), and ``problems``, the images without estimates and why; adds
+        ``redshifts`` (`~deepcee_d2.evaluation.redshifts.redshift_accuracy` and the problems).
     """
-    return _summary(evaluation, *_statistics(evaluation, ks_alpha), crossmatch, metadata)
+    return _summary(evaluation, *_statistics(evaluation, ks_alpha), crossmatch, metadata, redshifts)
 
 
-def _summary(evaluation, ks, completeness, crossmatch, metadata):
+def _summary(evaluation, ks, completeness, crossmatch, metadata, redshifts=None):
     best = evaluation.table[evaluation.best_index]
     summary = dict(metadata or {})
     summary.update({
@@ -257,6 +264,9 @@ def _summary(evaluation, ks, completeness, crossmatch, metadata):
             "n_false_positives": len(crossmatch), "n_known": int(known.sum()), "n_new": int((~known).sum()),
             "n_known_per_catalog": {name: int(np.count_nonzero(catalogues == name)) for name in np.unique(catalogues)},
         }
+    if redshifts is not None:
+        summary["redshifts"] = {**redshift_accuracy(evaluation, redshifts["outlier"]),
+                                "problems": list(redshifts["problems"])}
     return _json_ready(summary)
 
 
@@ -275,6 +285,10 @@ def flat_metrics(summary):
     for row in summary["ks_tests"]:
         metrics[f"ks_{row['property']}_D"] = row["statistic"]
         metrics[f"ks_{row['property']}_pvalue"] = row["pvalue"]
+    if "redshifts" in summary:
+        for name in ("sigma_nmad", "outlier_fraction", "median_dz"):
+            metrics[f"z_{name}"] = summary["redshifts"][name]
+        metrics["richness_scatter_dex"] = summary["redshifts"]["richness_scatter_dex"]
     if "crossmatch" in summary:
         metrics["fp_known"] = summary["crossmatch"]["n_known"]
         metrics["fp_new"] = summary["crossmatch"]["n_new"]
@@ -402,12 +416,36 @@ def _markdown_report(evaluation, summary, ks, crossmatch):
                   f"({', '.join(f'{k}: {v}' for k, v in match['n_known_per_catalog'].items()) or 'none'}) and "
                   f"{match['n_new']} are new candidates: [{CROSSMATCH_STEM}.ecsv]({CROSSMATCH_STEM}.ecsv), "
                   f"[{CROSSMATCH_STEM}.fits]({CROSSMATCH_STEM}.fits).", ""]
+    if "redshifts" in summary:
+        lines += _redshift_markdown(summary["redshifts"], best)
     lines += ["## Files", "", f"Every number: [{JSON_NAME}]({JSON_NAME}); per prediction: "
               f"[{PREDICTIONS_NAME}]({PREDICTIONS_NAME}); per true cluster: [{TRUTHS_NAME}]({TRUTHS_NAME}).", ""]
     return "\n".join(lines)
 
 
-def write_report(evaluation, output_dir, ks_alpha, crossmatch=None, metadata=None):
+def _redshift_markdown(accuracy, best):
+    lines = ["## Redshift and richness (red sequence)", "",
+             f"Estimated from the g, r, i flux cutouts of the images (`deepcee_d2.redsequence`), for the "
+             f"{accuracy['n_true_positives']} true positives at {100 * best['threshold']:g}%, of which "
+             f"{accuracy['n_with_peak']} have a red-sequence peak (the numbers below are over those).", "",
+             f"| sigma_NMAD dz/(1+z) | outliers (\\|dz\\|/(1+z) > {accuracy['outlier']:g}) | median dz/(1+z) "
+             f"| \\|dz\\| < z_err | richness scatter, dex (n) | at >= {RICH_MEMBERS} members |",
+             "|---:|---:|---:|---:|---:|---:|"]
+
+    def number(value, form):
+        return "-" if value is None else format(value, form)
+
+    lines += [f"| {number(accuracy['sigma_nmad'], '.4f')} | {number(accuracy['outlier_fraction'], '.1%')} | "
+              f"{number(accuracy['median_dz'], '+.4f')} | {number(accuracy['within_error_fraction'], '.0%')} | "
+              f"{number(accuracy['richness_scatter_dex'], '.3f')} ({accuracy['n_richness']}) | "
+              f"{number(accuracy['richness_scatter_dex_rich'], '.3f')} ({accuracy['n_richness_rich']}) |", ""]
+    if accuracy["problems"]:
+        lines += [f"No estimates in {len(accuracy['problems'])} images whose flux cutout could not be made, e.g. "
+                  f"{accuracy['problems'][0]}", ""]
+    return lines + [f"![redshifts]({REDSHIFTS_NAME})", ""]
+
+
+def write_report(evaluation, output_dir, ks_alpha, crossmatch=None, metadata=None, redshifts=None):
     """Write every output of the evaluation into ``output_dir`` and return the summary dict.
 
     Parameters
@@ -421,6 +459,9 @@ def write_report(evaluation, output_dir, ks_alpha, crossmatch=None, metadata=Non
         From `deepcee_d2.evaluation.crossmatch.crossmatch_false_positives`: written as FITS and ECSV.
     metadata : dict, optional
         Extra entries for ``evaluation.json`` (e.g. ``dataset``, ``n_images``).
+    redshifts : dict, optional
+        With red-sequence estimates in the predictions: ``outlier`` and ``problems`` (see `summarise`); adds
+        their accuracy and ``redshifts.png``.
 
     Returns
     -------
@@ -429,7 +470,7 @@ def write_report(evaluation, output_dir, ks_alpha, crossmatch=None, metadata=Non
     """
     output_dir = Path(output_dir)
     ks, completeness = _statistics(evaluation, ks_alpha)
-    summary = _summary(evaluation, ks, completeness, crossmatch, metadata)
+    summary = _summary(evaluation, ks, completeness, crossmatch, metadata, redshifts)
 
     figures = {PR_CURVE_NAME: plot_precision_recall(evaluation.table, evaluation.best_index),
                DISTANCES_NAME: plot_centre_distances(evaluation)}
@@ -437,6 +478,8 @@ def write_report(evaluation, output_dir, ks_alpha, crossmatch=None, metadata=Non
         figures[recovered_vs_all_name(row["property"])] = plot_recovered_vs_all(evaluation.truths, row["property"], row)
     for name, table in completeness.items():
         figures[completeness_name(name)] = plot_completeness(table, name)
+    if redshifts is not None:
+        figures[REDSHIFTS_NAME] = plot_redshifts(evaluation, redshifts["outlier"])
     for file_name, figure in figures.items():
         _write_figure(figure, output_dir / file_name)
     written = list(figures)

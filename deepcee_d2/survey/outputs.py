@@ -63,13 +63,24 @@ def draw_candidate(rgb, x, y, width, height, margin=1.0, thumbnail=300):
     return crop.resize((thumbnail, thumbnail), Image.LANCZOS)
 
 
+def red_sequence_text(row):
+    """The red-sequence redshift and richness of a catalogue row, as the gallery and the demo show them:
+    ``z 0.153 ± 0.009, richness 42``, ``no red-sequence peak``, or "" when the catalogue has no estimates."""
+    if "rs_peak" not in row.colnames:
+        return ""
+    if not row["rs_peak"]:
+        return "no red-sequence peak"
+    return f"z {row['z_est']:.3f} ± {row['z_err']:.3f}, richness {row['richness']:.0f}"
+
+
 def write_gallery(catalogue, output_dir, tile_image, top=50):
     """``<output_dir>/gallery/index.html`` with the ``top`` best candidates.
 
     Parameters
     ----------
     catalogue : `~astropy.table.Table`
-        Merged candidates (columns of `deepcee_d2.survey.tiling.DETECTION_COLUMNS`, ``name``).
+        Merged candidates (columns of `deepcee_d2.survey.tiling.DETECTION_COLUMNS`, ``name``, and the
+        red-sequence z and richness when the survey estimated them: `red_sequence_text`).
     tile_image : callable
         ``tile_image(tile_id) -> (rgb, network_wcs)``: the network image of a tile, remade from the imaging.
     top : int
@@ -95,7 +106,8 @@ def write_gallery(catalogue, output_dir, tile_image, top=50):
                  f'<a href="{LEGACY_VIEWER.format(ra=ra, dec=dec)}">Legacy Survey</a>')
         rows.append(f'<tr><td>{rank}</td><td><img src="{name}" width="300" height="300"></td>'
                     f"<td>{html.escape(str(row['name']))}<br>RA {ra:.5f}, Dec {dec:+.5f}<br>"
-                    f"score {row['score']:.3f}<br>box {row['box_width']:.0f}\" x {row['box_height']:.0f}\"<br>"
+                    f"score {row['score']:.3f}<br>{html.escape(red_sequence_text(row)) or 'z not estimated'}<br>"
+                    f"box {row['box_width']:.0f}\" x {row['box_height']:.0f}\"<br>"
                     f"tile {html.escape(str(row['tile']))}<br>{links}</td></tr>")
     page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Deep-CEE candidates</title>"
             "<style>body{font-family:sans-serif} td{padding:6px;vertical-align:top}</style></head><body>\n"

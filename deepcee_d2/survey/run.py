@@ -27,7 +27,7 @@ from pathlib import Path
 
 import astropy.units as u
 import numpy as np
-from astropy.table import Table, vstack
+from astropy.table import Table, hstack, vstack
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..data.cache import get_cutout
@@ -90,6 +90,7 @@ class SurveyJob:
     score_threshold: float  # the lowest score a tile file keeps (`tile_score_floor`)
     tiles_dir: str
     reference_band: str = "r"
+    redshift: object = None  # a deepcee_d2.redsequence.RedSequenceEstimator, or None: no z and richness columns
 
 
 def tile_result_path(job, tile):
@@ -161,6 +162,9 @@ def process_tile(tile, job):
     keep = (scores >= job.score_threshold) & on_imaging(cutout, wcs, boxes)
     table = detections_table(tile, boxes[keep], scores[keep], wcs,
                              _field_wcs(spec, tile.field, job.reference_band))
+    if job.redshift is not None:  # z and richness of each detection, from the tile's flux images
+        table = hstack([table, job.redshift.estimate(cutout.images, cutout.wcs, table["ra"], table["dec"],
+                                                     f"tile {tile.tile_id} ({cutout.source})")])
     table.meta["COVERED"] = round(cutout.covered_fraction, 6)  # share of the tile imaged in every band
     with atomic_output(path) as temporary:
         table.write(temporary, format="ascii.ecsv", overwrite=True)
@@ -337,12 +341,16 @@ class SurveyResult:
 
 
 def job_from_cfg(cfg, imaging, output_dir, detector=None, threads_per_worker=1):
-    """The `SurveyJob` of a Deep-CEE config: tile size, colour and score threshold as in training."""
+    """The `SurveyJob` of a Deep-CEE config: tile size, colour and score threshold as in training; the
+    red-sequence estimator when ``DEEPCEE.REDSHIFT.IN_SURVEY``."""
+    from ..redsequence import RedSequenceEstimator  # imports galsim and photutils: not at module import
+
     colour = cfg.DEEPCEE.COLOUR
     return SurveyJob(imaging=imaging, detector=detector or DetectorFactory(cfg, threads_per_worker),
                      colour=ColourSettings.from_cfg(cfg), cutout_size=colour.CUTOUT_SIZE,
                      pixel_scale=colour.PIXEL_SCALE, network_size=colour.NETWORK_SIZE,
-                     score_threshold=tile_score_floor(cfg), tiles_dir=str(Path(output_dir) / "tiles"))
+                     score_threshold=tile_score_floor(cfg), tiles_dir=str(Path(output_dir) / "tiles"),
+                     redshift=RedSequenceEstimator.from_cfg(cfg) if cfg.DEEPCEE.REDSHIFT.IN_SURVEY else None)
 
 
 def tile_score_floor(cfg):
