@@ -19,7 +19,6 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 from astropy.table import Table, vstack
-from astropy.wcs.utils import proj_plane_pixel_area
 
 from ..cosmology import DEFAULT_COSMOLOGY, cosmology_from_cfg
 from .crossmatch import crossmatch_false_positives, read_reference_catalog
@@ -107,19 +106,13 @@ def choose_score_threshold(rates, target):
 
 
 def fields_area(root, reference_band="r"):
-    """Area in deg^2 covered by all bands of the fields of a folder of frames (the survey's searched area
-    when its tiles cover its fields), summed over fields (fields are assumed not to overlap)."""
+    """Area in deg^2 imaged in every band of the fields of a folder of frames
+    (`deepcee_d2.survey.tiling.imaged_area`): the survey's searched area when its tiles cover its fields."""
     from ..data.frames import LocalFITSSource
-    from ..survey.tiling import common_footprint, group_fields
+    from ..survey.tiling import imaged_area
 
     source = LocalFITSSource(root)
-    fields = group_fields(source.scan()[0], source.root)
-    area = 0.0
-    for bands in fields.values():
-        if reference_band in bands:
-            reference = bands[reference_band]
-            x0, x1, y0, y1 = common_footprint(bands, reference)
-            area += max(x1 - x0, 0) * max(y1 - y0, 0) * proj_plane_pixel_area(reference.wcs)
+    area = imaged_area(source.scan()[0], source.root, reference_band)
     if area == 0:
         raise ValueError(f"{root}: no {reference_band}-band frames to measure the searched area on")
     return area

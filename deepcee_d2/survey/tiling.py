@@ -131,10 +131,9 @@ def field_reference_frames(frames, root, band="r"):
 # Tiles are spaced on one tangent plane per field; each tile's own north-up grid is tilted against that plane
 # by the convergence of meridians (< 1 degree across a field), which this share of the tile side absorbs.
 _TILT_MARGIN = 0.02
-# Frames are sampled every this many pixels (and along their edges) to decide which tiles hold imaging and
-# to measure the searched area.
+# Frames are sampled in cells of about this many pixels on a side (and along their edges) to decide which
+# tiles hold imaging and to measure the imaged and searched areas.
 _SAMPLE_STEP_PX = 16
-_ROUND_TRIP_PX = 1e-6
 
 
 def tile_square(tile, side, n_pixels=1000):
@@ -154,25 +153,28 @@ def inside_tiles(coords, tiles, side):
     return inside
 
 
-def frame_samples(frame, step_px=_SAMPLE_STEP_PX):
-    """Sky positions of a frame's pixels sampled every ``step_px`` and along its outer edges, with the
-    number of frame pixels each stands for (for areas)."""
+def frame_samples(frame, step_px=_SAMPLE_STEP_PX, edges=False):
+    """Sky positions of the centres of a frame's cells of about ``step_px`` x ``step_px`` pixels, and the
+    number of frame pixels each stands for (for areas); with ``edges``, also points every ``step_px`` along
+    the frame's outer pixel edges (which stand for no area: the count is for the cells)."""
     height, width = frame.shape
-    xs = np.unique(np.r_[-0.5, np.arange(0, width, step_px), width - 0.5])
-    ys = np.unique(np.r_[-0.5, np.arange(0, height, step_px), height - 0.5])
-    x, y = np.meshgrid(xs, ys)
-    return frame.wcs.pixel_to_world(x.ravel(), y.ravel()), width * height / x.size
+    nx, ny = math.ceil(width / step_px), math.ceil(height / step_px)
+    x, y = np.meshgrid((np.arange(nx) + 0.5) * width / nx - 0.5, (np.arange(ny) + 0.5) * height / ny - 0.5)
+    x, y = x.ravel(), y.ravel()
+    if edges:
+        along_x, along_y = np.linspace(-0.5, width - 0.5, nx + 1), np.linspace(-0.5, height - 0.5, ny + 1)
+        x = np.concatenate([x, along_x, along_x, np.full(ny + 1, -0.5), np.full(ny + 1, width - 0.5)])
+        y = np.concatenate([y, np.full(nx + 1, -0.5), np.full(nx + 1, height - 0.5), along_y, along_y])
+    return frame.wcs.pixel_to_world(x, y), width * height / (nx * ny)
 
 
 def _inside_frames(coords, frames):
-    """Which of ``coords`` lie on at least one of ``frames`` (within their outer pixel edges, give or take
-    the round trip of `frame_samples`' edge points through the WCS)."""
+    """Which of ``coords`` lie on at least one of ``frames`` (within their outer pixel edges)."""
     inside = np.zeros(coords.shape, bool)
     for frame in frames:
         x, y = (np.asarray(v) for v in frame.wcs.world_to_pixel(coords))
         height, width = frame.shape
-        edge = 0.5 + _ROUND_TRIP_PX
-        inside |= (x >= -edge) & (x <= width - 1 + edge) & (y >= -edge) & (y <= height - 1 + edge)
+        inside |= (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
     return inside
 
 
@@ -189,7 +191,7 @@ def frame_tiles(name, frame, side, overlap):
     half = overlap.to_value(u.arcsec) / 2
     xs = x.min() - half + tile_centres_1d(np.ptp(x) + 2 * half, side_as, overlap_as)
     ys = y.min() - half + tile_centres_1d(np.ptp(y) + 2 * half, side_as, overlap_as)
-    samples, _ = frame_samples(frame)
+    samples, _ = frame_samples(frame, edges=True)
     tiles = []
     for row, ty in enumerate(ys):
         for column, tx in enumerate(xs):
@@ -219,26 +221,14 @@ def plan_field_tiles(frames, root, side, overlap, reference_band="r"):
     return [tile for name in names for tile in frame_tiles(name, fields[name][reference_band], side, overlap)]
 
 
-def field_coverage(frames, root, tiles, side, reference_band="r", bands=("g", "r", "i")):
-    """Imaged and searched area of every field of ``frames`` that ``tiles`` were planned on.
-
-    The imaged area of a field is the part of its ``reference_band`` frame with data in every band (from any
-    frame of the folder); the searched area is the part of that inside at least one of ``tiles`` (pass the
-    tiles that were processed). Both are sampled every 16 frame pixels and along the frame's edges.
-
-    Returns
-    -------
-    `~astropy.table.Table`
-        One row per field: ``field``, ``imaged_deg2``, ``searched_deg2``, ``searched_fraction``.
-    """
+def _imaged_samples(frames, root, names, reference_band, bands):
+    """``{field: (samples, imaged, deg^2 per sample)}`` of the named fields: their ``reference_band`` frame
+    sampled (`frame_samples`), and which samples have data in every band (from any frame of ``frames``)."""
     fields = group_fields(frames, root)
-    by_field = {}
-    for tile in tiles:
-        by_field.setdefault(tile.field, []).append(tile)
     circles = [centre_and_radius(frame.wcs, frame.shape) for frame in frames]
     centres, radii = SkyCoord([c for c, _ in circles]), u.Quantity([r for _, r in circles])
-    rows = []
-    for name in sorted(by_field):
+    result = {}
+    for name in sorted(names):
         if reference_band not in fields.get(name, {}):
             continue
         reference = fields[name][reference_band]
@@ -248,8 +238,36 @@ def field_coverage(frames, root, tiles, side, reference_band="r", bands=("g", "r
         imaged = np.ones(samples.shape, bool)
         for band in bands:
             imaged &= _inside_frames(samples, [f for f, near in zip(frames, close) if near and f.band == band])
+        result[name] = samples, imaged, pixels_each * proj_plane_pixel_scales(reference.wcs).mean() ** 2
+    return result
+
+
+def imaged_area(frames, root, reference_band="r", bands=("g", "r", "i")):
+    """Area in deg^2 of the fields of ``frames`` imaged in every band (`field_coverage`'s imaged area), summed
+    over fields (strips where neighbouring fields overlap count in each)."""
+    fields = group_fields(frames, root)
+    sampled = _imaged_samples(frames, root, fields, reference_band, bands)
+    return float(sum(imaged.sum() * area for _, imaged, area in sampled.values()))
+
+
+def field_coverage(frames, root, tiles, side, reference_band="r", bands=("g", "r", "i")):
+    """Imaged and searched area of every field of ``frames`` that ``tiles`` were planned on.
+
+    The imaged area of a field is the part of its ``reference_band`` frame with data in every band (from any
+    frame of the folder); the searched area is the part of that inside at least one of ``tiles`` (pass the
+    tiles that were processed). Both are sampled at the centres of cells of about 16 x 16 frame pixels.
+
+    Returns
+    -------
+    `~astropy.table.Table`
+        One row per field: ``field``, ``imaged_deg2``, ``searched_deg2``, ``searched_fraction``.
+    """
+    by_field = {}
+    for tile in tiles:
+        by_field.setdefault(tile.field, []).append(tile)
+    rows = []
+    for name, (samples, imaged, area) in _imaged_samples(frames, root, by_field, reference_band, bands).items():
         searched = imaged & inside_tiles(samples, by_field[name], side)
-        area = pixels_each * (proj_plane_pixel_scales(reference.wcs).mean() ** 2)  # deg^2 per sample
         rows.append((name, imaged.sum() * area, searched.sum() * area,
                      searched.sum() / imaged.sum() if imaged.any() else np.nan))
     table = Table(rows=rows or None, names=("field", "imaged_deg2", "searched_deg2", "searched_fraction"),
