@@ -3,7 +3,7 @@
 
   PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_survey_real.py [--frames ../shared/data/sdss]
       [--config configs/deepcee_inception_v2_sdss.yaml] [--weights model.pth] [--work /tmp/deepcee_real_bench]
-      [--cost-tiles N] [KEY VALUE ...]
+      [--cost-tiles N] [--coverage-only] [KEY VALUE ...]
 
 On every field of ``--frames`` (corrected frames, g, r, i), in one run:
 1. the tile plan (`plan_folder_tiles`) and the searched / imaged area of every field (`field_coverage`);
@@ -119,6 +119,7 @@ def main():
     parser.add_argument("--weights", default="")
     parser.add_argument("--work", type=Path, default=Path("/tmp/deepcee_real_bench"))
     parser.add_argument("--cost-tiles", type=int, default=0, help="per-tile costs on the first N tiles (0: all)")
+    parser.add_argument("--coverage-only", action="store_true", help="stop after the tile plan and the coverage")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     args = parser.parse_args()
 
@@ -126,7 +127,8 @@ def main():
     if not args.weights:
         opts += ["MODEL.RPN.NMS_THRESH", 1.0]
     cfg = load_config(args.config, opts)
-    cfg.MODEL.WEIGHTS = args.weights or str(save_random_weights(cfg, args.work / "random_weights.pth"))
+    cfg.MODEL.WEIGHTS = args.weights or ("" if args.coverage_only else
+                                          str(save_random_weights(cfg, args.work / "random_weights.pth")))
     cfg.freeze()
     side, overlap = tile_geometry(cfg)
     imaging = ImagingSpec.from_cfg(cfg, "fits", args.frames)
@@ -143,6 +145,8 @@ def main():
     for row in coverage:
         print(f"  {row['field']}: {row['searched_fraction']:.3f} of {row['imaged_deg2']:.4f} deg^2")
 
+    if args.coverage_only:
+        return
     costs = per_tile_costs(cfg, args.frames, tiles[:args.cost_tiles or None])
     print(f"\nper tile (median of {len(costs)}, CPU seconds on one core): remap {np.median(costs['remap_s']):.2f}, "
           f"reproject {np.median(costs['reproject_s']):.2f} ({np.median(costs['reproject_s'] / costs['remap_s']):.0f}x), "
