@@ -53,6 +53,7 @@ its accuracy on real SDSS clusters (BENCHMARKS.md, "Redshift and richness").
 """
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,7 @@ from astropy.convolution import convolve
 from astropy.coordinates import SkyCoord
 from astropy.stats import sigma_clipped_stats
 from astropy.table import Table
+from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs.utils import proj_plane_pixel_area, proj_plane_pixel_scales
 
 from .cosmology import cosmology_from_cfg
@@ -297,7 +299,9 @@ def _deblend(smoothed, segments, threshold, box_size):
     foreign = detected & (segments.data[near_y, near_x] != segments.data)
     labels[foreign] = first_peak[segments.data[foreign]]
     labels[~detected] = 0
-    x, y = centroid_sources(smoothed, x_peak, y_peak, box_size=5, centroid_func=centroid_quadratic)
+    with warnings.catch_warnings():  # photutils warns for every failed fit; those are handled just below
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        x, y = centroid_sources(smoothed, x_peak, y_peak, box_size=5, centroid_func=centroid_quadratic)
     # The quadratic fit can fail on a flat top (saturated cores); keep the peak there.
     failed = ~(np.isfinite(x) & np.isfinite(y)) | (np.hypot(x - x_peak, y - y_peak) > 1.5)
     xy = np.stack([np.where(failed, x_peak, x), np.where(failed, y_peak, y)], axis=1)
