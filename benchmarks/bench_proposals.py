@@ -126,8 +126,9 @@ def main():
 
     cfgs, models = {}, {}
     for k in dict.fromkeys(args.proposals + [args.batch_proposals]):
+        # The curve is about detection: the evaluators skip the red-sequence redshifts of the matches.
         cfgs[k] = load_config(args.config, ["MODEL.WEIGHTS", args.weights, "MODEL.DEVICE", "cpu",
-                                            "MODEL.RPN.POST_NMS_TOPK_TEST", k])
+                                            "MODEL.RPN.POST_NMS_TOPK_TEST", k, "DEEPCEE.EVAL.REDSHIFTS", False])
         models[k] = build_inference_model(cfgs[k])
     inputs = []
     for batch in Trainer.build_test_loader(cfgs[args.proposals[0]], args.dataset):
