@@ -7,7 +7,8 @@ read (corrupt FITS, no WCS, no imaging at all) is reported with its files and th
 ``failed_tiles.ecsv`` and retried by the next run; it does not stop the others. A tile reaching past the
 imaging is padded (`deepcee_d2.data.frames.Cutout.covered`): detections centred on its padding are dropped,
 and the tile file records its covered fraction. For fields of local frames, ``coverage.ecsv`` and the
-catalogue's metadata give the imaged and the searched area (`deepcee_d2.survey.tiling.field_coverage`). ``manifest.json`` records
+catalogue's metadata give the imaged and the searched area (`deepcee_d2.survey.tiling.field_coverage`).
+``manifest.json`` records
 what decides the tile files (weights SHA-256, config, imaging, tiles, threshold); a rerun into the same
 folder with anything else is refused, naming the differences, so tiles of two runs are never mixed.
 

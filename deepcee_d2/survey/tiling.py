@@ -142,15 +142,19 @@ def tile_square(tile, side, n_pixels=1000):
     return cutout_grid(tile.centre, n_pixels, side / n_pixels)
 
 
+def _inside_any(coords, grids):
+    """Which of ``coords`` lie within the outer pixel edges of at least one of ``grids``, each
+    ``(wcs, (height, width))``: the one containment rule of tiles and frames (as the resampling's coverage)."""
+    inside = np.zeros(coords.shape, bool)
+    for wcs, (height, width) in grids:
+        x, y = (np.asarray(v) for v in wcs.world_to_pixel(coords))
+        inside |= (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
+    return inside
+
+
 def inside_tiles(coords, tiles, side):
     """Boolean array: which of ``coords`` lie inside the square of at least one of ``tiles``."""
-    inside = np.zeros(coords.shape, bool)
-    for tile in tiles:
-        grid = tile_square(tile, side)
-        x, y = (np.asarray(v) for v in grid.world_to_pixel(coords))
-        n = grid.pixel_shape[0]
-        inside |= (x >= -0.5) & (x <= n - 0.5) & (y >= -0.5) & (y <= n - 0.5)
-    return inside
+    return _inside_any(coords, [(grid, grid.array_shape) for grid in (tile_square(tile, side) for tile in tiles)])
 
 
 def frame_samples(frame, step_px=_SAMPLE_STEP_PX, edges=False):
@@ -166,16 +170,6 @@ def frame_samples(frame, step_px=_SAMPLE_STEP_PX, edges=False):
         x = np.concatenate([x, along_x, along_x, np.full(ny + 1, -0.5), np.full(ny + 1, width - 0.5)])
         y = np.concatenate([y, np.full(nx + 1, -0.5), np.full(nx + 1, height - 0.5), along_y, along_y])
     return frame.wcs.pixel_to_world(x, y), width * height / (nx * ny)
-
-
-def _inside_frames(coords, frames):
-    """Which of ``coords`` lie on at least one of ``frames`` (within their outer pixel edges)."""
-    inside = np.zeros(coords.shape, bool)
-    for frame in frames:
-        x, y = (np.asarray(v) for v in frame.wcs.world_to_pixel(coords))
-        height, width = frame.shape
-        inside |= (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
-    return inside
 
 
 def frame_tiles(name, frame, side, overlap):
@@ -237,7 +231,8 @@ def _imaged_samples(frames, root, names, reference_band, bands):
         close = centres.separation(centre) <= radii + radius
         imaged = np.ones(samples.shape, bool)
         for band in bands:
-            imaged &= _inside_frames(samples, [f for f, near in zip(frames, close) if near and f.band == band])
+            on_band = [(f.wcs, f.shape) for f, near in zip(frames, close) if near and f.band == band]
+            imaged &= _inside_any(samples, on_band)
         result[name] = samples, imaged, pixels_each * proj_plane_pixel_scales(reference.wcs).mean() ** 2
     return result
 
