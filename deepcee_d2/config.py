@@ -150,6 +150,11 @@ def add_deepcee_config(cfg):
     # the tile overlap (below), and lengths are turned into angles at it where a detection has no redshift
     # (the widest angle a cluster of the survey can span).
     _C.DEEPCEE.SURVEY.MIN_REDSHIFT = 0.1
+    # Side of a survey tile in pixels at COLOUR.PIXEL_SCALE; 0 is COLOUR.CUTOUT_SIZE (the training images').
+    # Tiles are binned by the training factor CUTOUT_SIZE / NETWORK_SIZE whatever their size, so clusters keep
+    # the scale the network learnt (it is fully convolutional); larger tiles lose a smaller share to the
+    # overlap below and run the box head once for more sky (BENCHMARKS.md, "Tile size and proposals").
+    _C.DEEPCEE.SURVEY.TILE_SIZE = 0
     # Overlap of neighbouring tiles in arcsec, so that a cluster cut by one tile's edge is whole in the next.
     # 0 means the largest cluster box the survey looks for: DATA.BOX_SIZE_KPC at MIN_REDSHIFT (500 kpc at
     # z = 0.1: 272.9"); smaller positive values are refused.

@@ -251,6 +251,28 @@ def flip_wcs(wcs, shape, axis, source="image"):
     return flipped
 
 
+def survey_tile_sizes(cfg):
+    """Side in pixels of a survey tile (at ``DEEPCEE.COLOUR.PIXEL_SCALE``) and of its network image.
+
+    The tile is ``DEEPCEE.SURVEY.TILE_SIZE`` pixels (0: ``COLOUR.CUTOUT_SIZE``, the training cutouts'), binned
+    by the training cutouts' own factor ``CUTOUT_SIZE / NETWORK_SIZE``, so clusters reach the network at the
+    scale it learnt whatever the tile size.
+
+    Raises
+    ------
+    ValueError
+        A tile size that is negative or not a whole multiple of that factor.
+    """
+    colour = cfg.DEEPCEE.COLOUR
+    factor = binning_factor((colour.CUTOUT_SIZE, colour.CUTOUT_SIZE), colour.NETWORK_SIZE, "DEEPCEE.COLOUR")
+    tile = cfg.DEEPCEE.SURVEY.TILE_SIZE or colour.CUTOUT_SIZE
+    if tile <= 0 or tile % factor:
+        raise ValueError(f"DEEPCEE.SURVEY.TILE_SIZE = {cfg.DEEPCEE.SURVEY.TILE_SIZE}: give a positive multiple of "
+                         f"the training binning factor {factor} (COLOUR.CUTOUT_SIZE / NETWORK_SIZE), or 0 for "
+                         f"COLOUR.CUTOUT_SIZE")
+    return tile, tile // factor
+
+
 def network_wcs(wcs, shape, network_size, source="image"):
     """WCS of the network image made by `make_network_image` from an image of ``shape`` with ``wcs``.
 

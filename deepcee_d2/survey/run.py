@@ -32,7 +32,7 @@ from astropy.table import Table, hstack, vstack
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..data.cache import get_cutout
-from ..data.colour import ColourSettings, make_network_image
+from ..data.colour import ColourSettings, make_network_image, survey_tile_sizes
 from ..data.frames import ImagingError
 from ..data.resample import Resampling
 from ..data.sources import make_source
@@ -342,14 +342,14 @@ class SurveyResult:
 
 
 def job_from_cfg(cfg, imaging, output_dir, detector=None, threads_per_worker=1):
-    """The `SurveyJob` of a Deep-CEE config: tile size, colour and score threshold as in training; the
+    """The `SurveyJob` of a Deep-CEE config: tile size (`survey_tile_sizes`), colour and score threshold; the
     red-sequence estimator when ``DEEPCEE.REDSHIFT.IN_SURVEY``."""
     from ..redsequence import RedSequenceEstimator  # imports galsim and photutils: not at module import
 
-    colour = cfg.DEEPCEE.COLOUR
+    tile_size, network_size = survey_tile_sizes(cfg)
     return SurveyJob(imaging=imaging, detector=detector or DetectorFactory(cfg, threads_per_worker),
-                     colour=ColourSettings.from_cfg(cfg), cutout_size=colour.CUTOUT_SIZE,
-                     pixel_scale=colour.PIXEL_SCALE, network_size=colour.NETWORK_SIZE,
+                     colour=ColourSettings.from_cfg(cfg), cutout_size=tile_size,
+                     pixel_scale=cfg.DEEPCEE.COLOUR.PIXEL_SCALE, network_size=network_size,
                      score_threshold=tile_score_floor(cfg), tiles_dir=str(Path(output_dir) / "tiles"),
                      redshift=RedSequenceEstimator.from_cfg(cfg) if cfg.DEEPCEE.REDSHIFT.IN_SURVEY else None)
 
