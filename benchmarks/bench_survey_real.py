@@ -26,6 +26,7 @@ detection cost; its candidates mean nothing, the catalogue comparison then only 
 the same numbers).
 """
 import argparse
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -171,7 +172,8 @@ def main():
           f"detection {np.median(costs['detect_s']):.2f}, red-sequence z and richness {np.median(costs['redshift_s']):.2f}; "
           f"largest remap - reproject difference {costs['max_diff_sigma'][worst]:.3f} sigma of the frame noise, "
           f"{costs['max_diff_from_edge_px'][worst]:.0f} px from the imaging's edge; tiles "
-          f"{np.mean(costs['covered']):.2f} imaged on average")
+          f"{np.mean(costs['covered']):.2f} imaged on average; peak memory of this process "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     region_tiles = SDSS_DR8_DEG2 / ((side - overlap).to_value(u.deg) ** 2)
     per_tile = sum(float(np.median(costs[c])) for c in ("remap_s", "detect_s", "redshift_s"))
     print(f"DR8 from the per-tile costs: {region_tiles:,.0f} contiguous tiles ({(side - overlap).to_value(u.arcsec):.0f}\" "
