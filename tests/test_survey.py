@@ -245,12 +245,13 @@ def test_clusters_across_tile_edges_are_found_once_at_their_position(tiny_survey
 
 
 def test_larger_tiles_find_the_same_clusters_at_the_training_scale(tiny_survey, blob_run, tmp_path):
-    """Tiles of twice the training size (400 px, binned to 200): fewer tiles, the same three clusters, and each
-    network pixel still 2 sky pixels (the blob detector's 24 px boxes keep their size on the sky)."""
+    """Tiles of about twice the training size (392 px, binned to 196: 100 px + 6 x the backbone's stride 16):
+    fewer tiles, the same three clusters, and each network pixel still 2 sky pixels (the blob detector's
+    24 px boxes keep their size on the sky)."""
     tiles, _, default = blob_run
-    cfg = survey_cfg("DEEPCEE.SURVEY.TILE_SIZE", "400", "DEEPCEE.REDSHIFT.IN_SURVEY", "False")
+    cfg = survey_cfg("DEEPCEE.SURVEY.TILE_SIZE", "392", "DEEPCEE.REDSHIFT.IN_SURVEY", "False")
     side, _ = tile_geometry(cfg)
-    assert side == 2 * tile_geometry(survey_cfg())[0]
+    assert side == tile_geometry(survey_cfg())[0] * 392 / 200
     large_tiles, _ = field_tiles(tiny_survey, cfg)
     assert len(large_tiles) < len(tiles)
     large = find_clusters(cfg, large_tiles, ImagingSpec("fits", str(tiny_survey)), tmp_path, n_workers=1,
@@ -260,8 +261,11 @@ def test_larger_tiles_find_the_same_clusters_at_the_training_scale(tiny_survey, 
     _, separation, _ = truth_coords(tiny_survey).match_to_catalog_sky(found)
     assert separation.max() < 1.2 * u.arcsec
     assert np.allclose(large.catalogue["box_width"], 24 * 2 * 0.396)
-    with pytest.raises(ValueError, match="DEEPCEE.SURVEY.TILE_SIZE = 401: give a positive multiple of .* 2"):
-        tile_geometry(survey_cfg("DEEPCEE.SURVEY.TILE_SIZE", "401"))
+    # Odd sizes cannot be binned; 400 px (200 at the network) would move the backbone's feature grid.
+    for size in ("401", "400"):
+        with pytest.raises(ValueError, match=f"DEEPCEE.SURVEY.TILE_SIZE = {size}: give COLOUR.CUTOUT_SIZE .200. plus "
+                                             "a multiple of 32"):
+            tile_geometry(survey_cfg("DEEPCEE.SURVEY.TILE_SIZE", size))
 
 
 def test_one_and_two_workers_give_the_same_catalogue(tiny_survey, blob_run, tmp_path):
