@@ -500,3 +500,15 @@ def test_no_dask_dashboard_unless_asked():
 
     assert status_page() == 404
     assert status_page(dashboard="127.0.0.1:0") == 200
+
+
+def test_the_documented_crossmatch_command_keeps_its_config_overrides():
+    """docs/injection.md: ``--crossmatch INJECTED/clusters.fits MODEL.WEIGHTS ...``: the catalogue flag takes
+    one file, so the overrides after it stay overrides (a list flag swallowed them: 'MODEL.WEIGHTS is empty')."""
+    import runpy
+
+    parse_args = runpy.run_path(str(REPO / "tools" / "find_clusters.py"))["parse_args"]
+    args = parse_args(["--config-file", "c.yaml", "--input", "frames", "--output", "out", "--crossmatch",
+                       "injected/clusters.fits", "--crossmatch", "whl12.fits", "MODEL.WEIGHTS", "model.pth"])
+    assert args.crossmatch == ["injected/clusters.fits", "whl12.fits"]
+    assert args.opts == ["MODEL.WEIGHTS", "model.pth"]
