@@ -165,7 +165,7 @@ def process_tile(tile, job):
                              _field_wcs(spec, tile.field, job.reference_band))
     if job.redshift is not None:  # z and richness of each detection, from the tile's flux images
         table = hstack([table, job.redshift.estimate(cutout.images, cutout.wcs, table["ra"], table["dec"],
-                                                     f"tile {tile.tile_id} ({cutout.source})")])
+                                                     f"tile {tile.tile_id} ({cutout.source})", cutout.covered)])
     table.meta["COVERED"] = round(cutout.covered_fraction, 6)  # share of the tile imaged in every band
     with atomic_output(path) as temporary:
         table.write(temporary, format="ascii.ecsv", overwrite=True)
