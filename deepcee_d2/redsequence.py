@@ -68,6 +68,7 @@ from astropy.wcs.utils import proj_plane_pixel_area, proj_plane_pixel_scales
 
 from .cosmology import cosmology_from_cfg
 from .data.colour import check_band_images
+from .data.frames import covered_at
 from .io import atomic_output
 from .synthetic.clusters import CONCENTRATION
 from .synthetic.colours import m_star, red_sequence, red_sequence_scatter
@@ -491,9 +492,7 @@ def aperture_coverage(photometry, centre, radius, scale_radius=None):
     y = y0 + unit_y[None, :] * radius[:, None] / scale
     inside = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
     if photometry.covered is not None:  # and imaged
-        column = np.clip(np.rint(x).astype(int), 0, nx - 1)
-        row = np.clip(np.rint(y).astype(int), 0, ny - 1)
-        inside &= photometry.covered[row, column]
+        inside &= covered_at(photometry.covered, x, y)
     weight = np.broadcast_to(area, inside.shape)
     if scale_radius is not None:
         r_s = np.atleast_1d(scale_radius.to_value(u.arcsec))

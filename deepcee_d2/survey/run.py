@@ -33,7 +33,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..data.cache import get_cutout
 from ..data.colour import ColourSettings, make_network_image, survey_tile_sizes
-from ..data.frames import ImagingError
+from ..data.frames import ImagingError, covered_at
 from ..data.resample import Resampling
 from ..data.sources import make_source
 from ..engine.predictor import DetectorFactory
@@ -113,10 +113,7 @@ def on_imaging(cutout, network_wcs, boxes):
     ``cutout`` imaged in every band (`~deepcee_d2.data.frames.Cutout.covered`)."""
     if cutout.covered is None or len(boxes) == 0:
         return np.ones(len(boxes), bool)
-    x, y = (np.rint(np.asarray(v)).astype(int)
-            for v in cutout.wcs.world_to_pixel(box_xy_to_sky(network_wcs, *box_centres(boxes))))
-    height, width = cutout.covered.shape
-    return cutout.covered[np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)]
+    return covered_at(cutout.covered, *cutout.wcs.world_to_pixel(box_xy_to_sky(network_wcs, *box_centres(boxes))))
 
 
 def detections_table(tile, boxes, scores, wcs, field_wcs=None):
