@@ -180,10 +180,10 @@ def add_deepcee_config(cfg):
     _C.DEEPCEE.SURVEY.KEEP_SCORE_FLOOR = 0.2
     # Region proposals per tile that the survey's detector passes to the box head, at most: it replaces
     # MODEL.RPN.POST_NMS_TOPK_TEST (evaluation's, 300 as in the paper) in the survey when smaller; 0 keeps that
-    # value. The box head on 300 proposals is ~3/4 of a tile's detection time, and a tile holds a few clusters:
-    # on the demo's held-out region 100 and 300 give the same catalogue (scores to 0.001) with 500 and 1000 px
-    # network images, and 100 lose no recall on the first 40 of its test images (BENCHMARKS.md, "Tile size and
-    # proposals", "Test proposals against recall and time").
+    # value. The box head on 300 proposals is 40-75 % of a tile's detection time (1000 and 500 px network
+    # images), and a tile holds a few clusters: on the demo's held-out region 100 and 300 give the same
+    # catalogue (scores to 0.001) with 500 and 1000 px network images, and 100 lose no recall on the first 40
+    # of its test images (BENCHMARKS.md, "Tile size and proposals", "Test proposals against recall and time").
     _C.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST = 100
 
     # ---- Redshift and richness of a detection from its red sequence (deepcee_d2.redsequence) ----
