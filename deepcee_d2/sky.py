@@ -271,10 +271,11 @@ def merge_by_sky_distance(coords, scores, radius):
     if bad.any():
         raise ValueError(f"merging radii must be finite and >= 0, got {radius[bad][:5]}")
     pairs = sky_pairs(coords, coords, radius.max() if len(coords) else 0 * u.arcsec)
-    neighbours = {}
-    for a, b, separation in zip(pairs.index_a, pairs.index_b, pairs.separation):
-        if within(separation, radius[a]):
-            neighbours.setdefault(a, []).append(b)
+    # Each detection's neighbours within its own radius, as slices of one array sorted by detection.
+    inside = within(pairs.separation, radius[pairs.index_a])
+    order = np.argsort(pairs.index_a[inside], kind="stable")
+    neighbours = pairs.index_b[inside][order]
+    start = np.searchsorted(pairs.index_a[inside][order], np.arange(len(scores) + 1))
     group = np.full(len(scores), -1, dtype=int)
     kept = []
     for index in np.argsort(-scores, kind="stable"):
@@ -282,7 +283,6 @@ def merge_by_sky_distance(coords, scores, radius):
             continue
         kept.append(index)
         group[index] = index
-        for other in neighbours.get(index, ()):
-            if group[other] < 0:
-                group[other] = index
+        others = neighbours[start[index]:start[index + 1]]
+        group[others[group[others] < 0]] = index
     return MergeResult(np.asarray(kept, dtype=int), group)

@@ -353,3 +353,22 @@ def test_merge_by_sky_distance_with_a_radius_per_detection_uses_the_keepers():
         merge_by_sky_distance(sky(a, b), [0.9, 0.5], [1, 2, 3] * u.arcsec)
     with pytest.raises(ValueError, match="finite and >= 0"):
         merge_by_sky_distance(sky(a, b), [0.9, 0.5], [1, np.nan] * u.arcsec)
+
+
+def test_merge_by_sky_distance_equals_greedy_suppression_on_every_pair():
+    """Hundreds of crowded detections (tied scores, a radius each) against the rule written out pair by pair."""
+    rng = np.random.default_rng(3)
+    n = 300
+    coords = CENTRE.directional_offset_by(rng.uniform(0, 360, n) * u.deg, rng.uniform(0, 300, n) * u.arcsec)
+    scores = rng.choice([0.5, 0.6, 0.7, 0.8, 0.9], n)
+    radius = rng.uniform(5, 40, n) * u.arcsec
+    separation = coords[:, None].separation(coords[None, :]).to_value(u.arcsec)
+    group = np.full(n, -1)
+    for index in np.argsort(-scores, kind="stable"):
+        if group[index] < 0:
+            group[index] = index
+            group[(group < 0) & (separation[index] <= radius[index].value)] = index
+    merged = merge_by_sky_distance(coords, scores, radius)
+    assert merged.group.tolist() == group.tolist()
+    assert merged.kept.tolist() == [i for i in np.argsort(-scores, kind="stable") if group[i] == i]
+    assert 50 < len(merged.kept) < n - 50  # crowded enough that absorbing matters
