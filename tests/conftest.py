@@ -5,8 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# Tests never use a GPU and must not fight over the 2 CPU cores with oversubscribed thread pools.
+# Tests never use a GPU and must not fight over the CPU cores with oversubscribed thread pools: `make test` runs
+# one pytest-xdist worker per core, and torch's OpenMP threads spin-wait on a core another process holds (the
+# instant training took 246 s with 2 threads beside one busy process, 42 s with 1; BENCHMARKS "Test suite").
+# Set before torch is imported; subprocesses of the tests inherit it.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # ---- foundation (modeling, config, training) ----
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,11 +1,12 @@
 """tools/convert_tf_checkpoint.py on a TF-slim ImageNet inception_v2 checkpoint in TensorFlow's V1 format.
 
 tests/tf_reference.py (run in its own process) builds TF-slim's own inception_v2 with random weights, saves a V1
-checkpoint and its Mixed_4e and Mixed_5c outputs; the command-line tool converts it. Float32, max absolute
+checkpoint and its Mixed_4e and Mixed_5c outputs; the command-line tool's main converts it (in the test process). Float32, max absolute
 difference < 1e-4. Skips without TensorFlow and TF-slim (pip install -e '.[convert]').
 """
-import subprocess
-import sys
+import contextlib
+import io
+import runpy
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -33,11 +34,11 @@ def imagenet(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tf_imagenet")
     checkpoint, reference = run_tf_reference(folder, "classification", "V1")
     weights = folder / "imagenet.pth"
-    result = subprocess.run([sys.executable, str(CONVERTER), str(checkpoint), str(weights)],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):  # the command's main, in this process
+        runpy.run_path(str(CONVERTER))["main"]([str(checkpoint), str(weights)])
     cfg = load_config(COCO_INIT, ["MODEL.DEVICE", "cpu"])
-    return SimpleNamespace(checkpoint=checkpoint, reference=reference, weights=weights, stdout=result.stdout,
+    return SimpleNamespace(checkpoint=checkpoint, reference=reference, weights=weights, stdout=stdout.getvalue(),
                            model=loaded_model(cfg, weights))
 
 
@@ -66,11 +67,12 @@ def test_imagenet_v1_checkpoint_through_the_command_line(imagenet):
 
 
 def test_command_line_reports_a_missing_checkpoint_clearly(tmp_path):
-    result = subprocess.run([sys.executable, str(CONVERTER), str(tmp_path / "nothing.ckpt"), str(tmp_path / "o.pth"),
-                             "MODEL.ROI_HEADS.NUM_CLASSES", "2", "--keep-coco-classes", "1", "3"],
-                            capture_output=True, text=True)
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == (
+    # In this process: sys.exit(message) is what makes the command print the message and exit with status 1.
+    main = runpy.run_path(str(CONVERTER))["main"]
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "nothing.ckpt"), str(tmp_path / "o.pth"), "MODEL.ROI_HEADS.NUM_CLASSES", "2",
+              "--keep-coco-classes", "1", "3"])
+    assert exit_.value.code == (
         f"convert_tf_checkpoint: {tmp_path / 'nothing.ckpt'}: no TensorFlow checkpoint here (looked for "
         f"{tmp_path / 'nothing.ckpt'}, {tmp_path / 'nothing.ckpt'}.index and a folder); give the checkpoint "
         "prefix, e.g. .../model.ckpt")

@@ -288,7 +288,7 @@ def test_an_interrupted_run_resumes_to_the_same_catalogue(tiny_survey, blob_run,
     assert 0 < len(done) < len(tiles)
     before = {path.name: path.read_bytes() for path in done}
     resumed = find_clusters(survey_cfg(), tiles, imaging, tmp_path, n_workers=1, detector=BrightestBlobDetector(),
-                            progress=False)
+                            progress=False, processes=False)  # resuming needs no second process start
     assert all((tmp_path / "tiles" / name).read_bytes() == data for name, data in before.items())  # not redone
     for column in uninterrupted.catalogue.colnames:
         assert same_column(uninterrupted.catalogue[column], resumed.catalogue[column]), column
@@ -382,7 +382,8 @@ def test_a_trained_model_runs_through_the_command_line_tool(tiny_survey, toy_dat
                              "--input", str(tiny_survey), "--output", str(output), "--workers", "1", "--threads",
                              *SURVEY_OPTS, "MODEL.INCEPTION_V2.DEPTH_MULTIPLIER", "0.25",
                              "MODEL.WEIGHTS", str(train_dir / "model_final.pth"),
-                             "DEEPCEE.SURVEY.SCORE_THRESHOLD", "0.0"])
+                             "DEEPCEE.SURVEY.SCORE_THRESHOLD", "0.0",
+                             "DEEPCEE.REDSHIFT.IN_SURVEY", "False"])  # z of every tile: blob_run's tests
     assert len(result.failures) == 0 and len(list((output / "tiles").glob("*.ecsv"))) == 32
     catalogue = Table.read(output / "candidates.ecsv")
     assert len(catalogue.meta["MODELSHA"]) == 64 and catalogue.meta["MODEL"].endswith("model_final.pth")

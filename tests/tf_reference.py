@@ -113,7 +113,9 @@ def decode(codes, boxes):
 
 
 def randomise(session, rng):
-    """Random weights; batch-norm statistics far from (0, 1) so that they matter."""
+    """Random weights; batch-norm statistics far from (0, 1) so that they matter. One session run initialises
+    every variable from its fed initial value (a ``load`` per variable took 17 s for the detection model)."""
+    feed = {}
     for variable in tf.global_variables():
         name, shape = variable.op.name, variable.shape.as_list()
         leaf = name.rsplit("/", 1)[-1]
@@ -133,7 +135,8 @@ def randomise(session, rng):
             value = np.int64(12345)
         else:
             raise ValueError(f"no random value for {name}")
-        variable.load(np.asarray(value, dtype=variable.dtype.as_numpy_dtype), session)
+        feed[variable.initial_value] = np.asarray(value, dtype=variable.dtype.as_numpy_dtype)
+    session.run([variable.initializer for variable in tf.global_variables()], feed)
 
 
 def build_detection(image, crops):
@@ -197,7 +200,6 @@ def main(out_dir, kind, checkpoint_format):
         crops_input = tf.placeholder(tf.float32, crops.shape)
         outputs = build_detection(image, crops_input) if kind == "detection" else build_classification(image)
         with tf.Session() as session:
-            session.run(tf.global_variables_initializer())
             randomise(session, rng)
             feed = {raw: pixels, crops_input: crops} if kind == "detection" else {raw: pixels}
             values = session.run(outputs, feed)
