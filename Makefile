@@ -5,10 +5,11 @@ PY := .venv/bin/python
 setup:
 	scripts/setup_env.sh
 
-# The tests also check the TensorFlow checkpoint converter against TensorFlow, hence the convert extra.
+# The tests also check the TensorFlow checkpoint converter against TensorFlow, hence the convert extra. One
+# pytest-xdist worker per core; a test file's tests share a worker, so a module's fixture is made once.
 test:
 	DEEPCEE_EXTRAS=sim,survey,data,test,convert scripts/setup_env.sh
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist loadfile tests
 
 demo: setup
 	$(PY) tools/run_demo.py

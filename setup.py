@@ -52,6 +52,7 @@ setup(
             'tensorflow; platform_machine not in "x86_64 AMD64"',
             "tf-slim",
         ],
-        "test": ["pytest"],
+        # pytest-xdist: `make test` runs the tests on every core (tests/conftest.py gives each one torch thread).
+        "test": ["pytest", "pytest-xdist"],
     },
 )

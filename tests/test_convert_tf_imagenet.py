@@ -1,8 +1,8 @@
 """tools/convert_tf_checkpoint.py on a TF-slim ImageNet inception_v2 checkpoint in TensorFlow's V1 format.
 
 tests/tf_reference.py (run in its own process) builds TF-slim's own inception_v2 with random weights, saves a V1
-checkpoint and its Mixed_4e and Mixed_5c outputs; the command-line tool's main converts it (in the test process). Float32, max absolute
-difference < 1e-4. Skips without TensorFlow and TF-slim (pip install -e '.[convert]').
+checkpoint and its Mixed_4e and Mixed_5c outputs; the command-line tool's main converts it (in the test process).
+Float32, max absolute difference < 1e-4. Skips without TensorFlow and TF-slim (pip install -e '.[convert]').
 """
 import contextlib
 import io
