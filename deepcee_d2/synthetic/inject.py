@@ -69,7 +69,7 @@ from tqdm import tqdm
 
 from ..cosmology import DEFAULT_COSMOLOGY
 from ..data.catalogs import CLUSTER_COLUMNS, check_cluster_table
-from ..data.frames import ImagingError, read_frame_header
+from ..data.frames import ImagingError, open_fits, read_frame_header
 from ..io import atomic_output
 from . import render
 from .clusters import ClusterSpec, check_redshifts, realise_cluster, realise_from_spec
@@ -515,13 +515,13 @@ def _check_folders(input_root, output_root):
 
 
 def _read_image(frame):
-    with fits.open(frame.path) as hdul:
+    with open_fits(frame.path) as hdul:
         return np.asarray(hdul[0].data, dtype=np.float32)
 
 
 def _write_injected(frame, model, cards, path, compress):
     """Write the input file's HDUs with ``model`` added to the primary image and ``cards`` added to its header."""
-    with fits.open(frame.path) as hdul:
+    with open_fits(frame.path) as hdul:
         hdul = fits.HDUList([hdu.copy() for hdu in hdul])
     hdul[0].data = (np.asarray(hdul[0].data, dtype=np.float64) + model).astype(np.float32)
     for key, value in cards.items():
