@@ -27,17 +27,24 @@ seeds than the test run's and prints the two config values; put them in DEEPCEE.
     python benchmarks/bench_redshift.py --calibrate --n-clusters 40
 """
 import argparse
+import json
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import astropy.units as u
 import numpy as np
 from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
 from detectron2.config import get_cfg
 
 from deepcee_d2.config import add_deepcee_config
 from deepcee_d2.cosmology import angular_size, cosmology_from_cfg
-from deepcee_d2.redsequence import (RedSequenceEstimator, RedSequenceSettings, estimate_redshift_richness,
-                                    measure_background, measure_photometry, write_background)
+from deepcee_d2.redsequence import (Photometry, RedSequenceEstimator, RedSequenceSettings,
+                                    estimate_redshift_richness, measure_background, measure_photometry,
+                                    write_background)
 from deepcee_d2.synthetic import ClusterSpec
 from deepcee_d2.synthetic.field import make_field
 
@@ -54,31 +61,71 @@ def sigma_nmad(dz):
     return float(1.4826 * np.median(np.abs(dz - np.median(dz))))
 
 
-def run_set(z_range, min_members, n, size, seed, background, settings, cosmology, rng):
-    rows = []
-    photometry_time = 0.0
+def field_photometry(name, size, seed, clusters, settings, cosmology, cache=None):
+    """Photometry and cluster truth (a dict, None without a cluster) of one synthetic field, and the seconds
+    its photometry took (None when it came from ``cache``).
+
+    With ``cache`` (a folder) the photometry and truth are kept there as ``{name}-{size}px-{seed}.ecsv`` and
+    read back on the next run, so that a change of the estimator is measured on the same fields in seconds.
+    The key holds what the field is made of only as ``name``: clear the folder when anything else changes
+    (the simulator, the photometry settings).
+    """
+    path = Path(cache) / f"{name}-{size}px-{seed}.ecsv" if cache else None
+    if path is not None and path.is_file():
+        table = Table.read(path, format="ascii.ecsv")
+        wcs = WCS(fits.Header.fromstring(table.meta.pop("wcs")))
+        shape, truth = tuple(table.meta.pop("shape")), json.loads(table.meta.pop("truth"))
+        return Photometry(table, wcs, shape), truth, None
+    field = make_field(CENTRE, size, size, clusters=clusters, seed=seed, name=f"b{seed}", cosmology=cosmology)
+    start = time.perf_counter()
+    photometry = measure_photometry(field.images, field.wcs, settings, source=field.name)
+    seconds = time.perf_counter() - start
+    truth = ({key: (value.item() if hasattr(value, "item") else value) for key, value in
+              zip(field.clusters.colnames, field.clusters[0])} if len(field.clusters) else None)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = photometry.sources.copy()
+        table.meta.update(wcs=photometry.wcs.to_header_string(), shape=list(photometry.shape),
+                          truth=json.dumps(truth))
+        table.write(path, format="ascii.ecsv", overwrite=True)
+    return photometry, truth, seconds
+
+
+def make_set(z_range, min_members, n, size, seed, settings, cosmology, rng, cache=None):
+    """The photometry, truth and the two centres (true, 12 kpc off) of ``n`` fields with one cluster each, and
+    the mean seconds of their photometry (NaN when all came from ``cache``)."""
+    fields, photometry_times = [], []
     for k in range(n):
-        field = make_field(CENTRE, size, size, clusters=ClusterSpec(z_range=z_range, min_members=min_members),
-                           seed=seed + k, name=f"b{seed + k}", cosmology=cosmology)
-        start = time.perf_counter()
-        photometry = measure_photometry(field.images, field.wcs, settings, source=field.name)
-        photometry_time += time.perf_counter() - start
-        truth = field.clusters[0]
+        photometry, truth, seconds = field_photometry(
+            f"cluster-{z_range[0]:g}-{z_range[1]:g}-{min_members}", size, seed + k,
+            ClusterSpec(z_range=z_range, min_members=min_members), settings, cosmology, cache)
+        if seconds is not None:
+            photometry_times.append(seconds)
         true_centre = SkyCoord(truth["ra"] * u.deg, truth["dec"] * u.deg)
         angle = rng.uniform(0, 2 * np.pi)
         offset = angular_size(OFFSET, truth["z"], cosmology)
         offset_centre = true_centre.spherical_offsets_by(offset * np.sin(angle), offset * np.cos(angle))
-        for label, centre in (("true centre", true_centre), ("offset 12 kpc", offset_centre)):
+        fields.append({"photometry": photometry, "truth": truth,
+                       "centres": {"true centre": true_centre, "offset 12 kpc": offset_centre}})
+    return fields, np.mean(photometry_times) if photometry_times else np.nan
+
+
+def estimate_set(fields, background, settings, cosmology, centres=("true centre", "offset 12 kpc")):
+    rows = []
+    for field in fields:
+        truth = field["truth"]
+        for label in centres:
             start = time.perf_counter()
-            estimate = estimate_redshift_richness(photometry, centre, cosmology, background, settings)
+            estimate = estimate_redshift_richness(field["photometry"], field["centres"][label], cosmology,
+                                                  background, settings)
             rows.append({"centre": label, "z": float(truth["z"]), "richness": float(truth["richness"]),
                          "n_members": int(truth["n_members"]), "estimate": estimate,
                          "seconds": time.perf_counter() - start})
-    return rows, photometry_time / n
+    return rows
 
 
 def summarise(name, rows, photometry_seconds, size):
-    print(f"\n{name}: photometry {photometry_seconds:.2f} s per {size} px field")
+    print(f"\n{name}: photometry {photometry_seconds:.2f} s per {size} px field (nan: read from --cache)")
     print("| centre | clusters | sigma_NMAD | outliers | median dz/(1+z) | |dz| < z_err | peak found "
           "| richness scatter (dex, >= 20 members) | s per estimate |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -97,14 +144,25 @@ def summarise(name, rows, photometry_seconds, size):
               f"| {np.mean([row['seconds'] for row in chosen]):.3f} |")
 
 
-def calibrate(rows):
-    chosen = [row for row in rows if row["centre"] == "true centre" and row["estimate"].n_members > 0]
-    x = np.log10([row["estimate"].n_members for row in chosen])
-    y = np.log10([row["richness"] for row in chosen])
-    slope, intercept = np.polyfit(x, y, 1)
-    scatter = np.std(y - (intercept + slope * x))
-    print(f"\ncalibration on {len(chosen)} clusters: DEEPCEE.REDSHIFT.RICHNESS_INTERCEPT = {intercept:.3f}, "
-          f"RICHNESS_SLOPE = {slope:.3f} (scatter {scatter:.3f} dex)")
+def calibrate(fields, background, settings, cosmology, rounds=10, tolerance=5e-4):
+    """Fit log10 R_L* = intercept + slope log10 L at the true centres. The richness sets the aperture (r200) in
+    which L is measured, so the fit is repeated with its own result until it stops changing."""
+    for round_ in range(1, rounds + 1):
+        rows = [row for row in estimate_set(fields, background, settings, cosmology, centres=("true centre",))
+                if row["estimate"].luminosity > 0]
+        x = np.log10([row["estimate"].luminosity for row in rows])
+        y = np.log10([row["richness"] for row in rows])
+        slope, intercept = np.polyfit(x, y, 1)
+        scatter = np.std(y - (intercept + slope * x))
+        converged = (abs(intercept - settings.richness_intercept) < tolerance
+                     and abs(slope - settings.richness_slope) < tolerance)
+        settings = replace(settings, richness_intercept=float(intercept), richness_slope=float(slope))
+        if converged:
+            break
+    print(f"\ncalibration on {len(rows)} clusters ({round_} rounds{'' if converged else ', not converged'}): "
+          f"DEEPCEE.REDSHIFT.RICHNESS_INTERCEPT = {intercept:.3f}, RICHNESS_SLOPE = {slope:.3f} "
+          f"(scatter {scatter:.3f} dex)")
+    return settings
 
 
 def tile_cost(cfg, n_detections, seed):
@@ -145,9 +203,8 @@ def main(args):
     blanks = []
     start = time.perf_counter()
     for k in range(args.n_blank):
-        field = make_field(CENTRE, args.size, args.size, clusters=None, seed=seed + 5000 + k, name=f"blank{k}",
-                           cosmology=cosmology)
-        blanks.append(measure_photometry(field.images, field.wcs, settings, source=field.name))
+        blanks.append(field_photometry("blank", args.size, seed + 5000 + k, None, settings, cosmology,
+                                       args.cache)[0])
     measured = measure_background(blanks, cosmology, settings)
     if args.write_background:
         measured.meta["description"] = (f"red-sequence background of the synthetic sky: {args.n_blank} blank "
@@ -156,13 +213,18 @@ def main(args):
         print(f"{write_background(measured, args.write_background)}: {measured.meta['area']:.1f} in "
               f"{time.perf_counter() - start:.0f} s")
         return
-    packaged = not (args.measure_background or args.calibrate)
+    packaged = not args.measure_background
     background = RedSequenceEstimator.from_cfg(cfg).background if packaged else measured
     print(f"background: {'packaged (DEEPCEE.REDSHIFT.BACKGROUND_FILE)' if packaged else 'the blank fields'}")
+    sets = {name: make_set(z_range, min_members, args.n_clusters // 2, args.size, seed + 1000 * (index + 1),
+                           settings, cosmology, rng, args.cache)
+            for index, (name, (z_range, min_members)) in enumerate(SETS.items())}
+    if args.calibrate:
+        settings = calibrate([field for fields, _ in sets.values() for field in fields], background, settings,
+                             cosmology)
     all_rows = []
-    for index, (name, (z_range, min_members)) in enumerate(SETS.items()):
-        rows, photometry_seconds = run_set(z_range, min_members, args.n_clusters // 2, args.size,
-                                           seed + 1000 * (index + 1), background, settings, cosmology, rng)
+    for name, (fields, photometry_seconds) in sets.items():
+        rows = estimate_set(fields, background, settings, cosmology)
         summarise(name, rows, photometry_seconds, args.size)
         all_rows += rows
     centre_pixel = (args.size - 1) / 2
@@ -175,8 +237,6 @@ def main(args):
     significance = [row["estimate"].significance for row in all_rows]
     print(f"cluster significance: median {np.median(significance):.1f}, 10th percentile "
           f"{np.percentile(significance, 10):.1f}")
-    if args.calibrate:
-        calibrate(all_rows)
 
 
 if __name__ == "__main__":
@@ -191,6 +251,8 @@ if __name__ == "__main__":
                         help="estimate against the background of the --n-blank fields, not the packaged one")
     parser.add_argument("--tile-cost", action="store_true", help="only time the estimates on one survey tile")
     parser.add_argument("--detections", type=int, default=5, help="detections in the --tile-cost tile (default 5)")
+    parser.add_argument("--cache", metavar="DIR",
+                        help="keep each field's photometry and truth in DIR and reuse them (field_photometry)")
     parser.add_argument("--calibrate", action="store_true",
                         help="use calibration seeds and fit the richness relation")
     main(parser.parse_args())

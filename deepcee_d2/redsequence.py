@@ -8,10 +8,11 @@ Liu 2012, ApJS 199, 34), calibrated on the red-sequence model the simulator draw
    segmentation of the image smoothed to about the seeing); the colours ``g - r`` and ``r - i`` from one
    circular aperture per source measured in all three bands, their errors from the sky noise; the total r
    magnitude from the Kron flux (AB, SDSS nanomaggies: ``m = 22.5 - 2.5 log10 f``), and ``i = r - (r - i)``.
-2. **Background** (`measure_background`): the surface density of red-sequence-weighted galaxies at every trial
-   redshift, measured over whole fields (a survey's mean: clusters cover a small fraction of the sky). It is
-   global, as redMaPPer's is, rather than an annulus of the cutout: a cluster's members reach 2 r200 (2-4
-   proper Mpc), more than a 2000-pixel SDSS tile spans at z < 0.2, so an annulus would hold members.
+2. **Background** (`measure_background`): the surface density of red-sequence-weighted galaxies, and the
+   luminosity density of richness members (step 4), at every trial redshift, measured over whole fields (a
+   survey's mean: clusters cover a small fraction of the sky). It is global, as redMaPPer's is, rather than
+   an annulus of the cutout: a cluster's members reach 2 r200 (2-4 proper Mpc), more than a 2000-pixel SDSS
+   tile spans at z < 0.2, so an annulus would hold members.
 3. **Redshift** (`estimate_redshift_richness`): at each trial z, every galaxy with
    ``m*(z) + bright_mag <= r <= m*(z) + faint_mag`` within ``scan_radius`` (proper) of the centre is weighted
    by its Gaussian likelihood of lying on the red sequence at z (the ridge line at its i magnitude, width the
@@ -22,15 +23,24 @@ Liu 2012, ApJS 199, 34), calibrated on the red-sequence model the simulator draw
    at all. The redshift is then refined as the maximum of the colour likelihood of the members (weights at
    the guess times the purity, excess over total), recomputing the members at the new redshift twice; its
    error is the width of that likelihood (``-2 ln L`` rising by 1) and a systematic floor in quadrature.
-4. **Richness**: at the estimated z, the red-sequence-weighted count of galaxies brighter than
-   ``m* + richness_faint_mag`` (0.42 L*, the WHL12 and simulator cut) within ``richness_aperture`` (proper),
-   background subtracted and corrected for the part of the aperture outside the image (weighted by a
-   projected NFW profile, c = 2.9, so a missing outskirt counts less than a missing core), mapped onto the
-   catalogue richness R_L* (WHL12: luminosity within r200) by a linear relation in log calibrated on synthetic
-   clusters (``richness_intercept``, ``richness_slope``). A count rather than a luminosity, because one bright
-   foreground galaxy or star of red-sequence colour would dominate a luminosity sum and its background; a
-   fixed aperture rather than WHL12's r200 (1-2 Mpc, more than a tile spans at z < 0.2). The calibration
-   absorbs the mean share of the light outside the aperture, of blue members and of faint members.
+4. **Richness** (`richness_luminosity`): the quantity the catalogue defines, WHL12's R_L* (the r luminosity,
+   in L*, of the members brighter than 0.42 L* within r200, BCG included), measured at the estimated z.
+   Members are the galaxies with ``m*(z) + bright_mag <= r <= m*(z) + richness_faint_mag`` whose colours lie
+   within the red sequence (chi^2 of g - r and r - i against the ridge line, intrinsic scatter and colour
+   error in quadrature, at most ``richness_member_chi2``), each counting its full luminosity
+   ``L / L* = 10^(-0.4 (r - m*(z)))``: a hard colour cut rather than the scan's Gaussian weights, because a
+   weight spread uniformly over 0-1 for true members multiplies every member's light by a random factor
+   (BENCHMARKS.md). The BCG (the brightest member within ``richness_bcg_radius`` of the centre) counts once;
+   the other members' light within ``richness_aperture_r200`` x r200 is background subtracted (the
+   background's luminosity density at z over the part of the aperture inside the image) and divided by the
+   share of a cluster's members within r200 that this covered aperture holds (a projected NFW profile, c =
+   2.9: the missing outskirts and the part of the aperture outside the image). r200 follows the richness
+   (WHL12: ``log10 r200 / Mpc = -0.57 + 0.44 log10 R_L*``), so the two are iterated to a fixed point, as
+   redMaPPer iterates its richness and radius. The light is mapped onto R_L* by a linear relation in log
+   (``richness_intercept``, ``richness_slope``) calibrated on synthetic clusters: it absorbs the share of blue
+   members, the light the Kron magnitudes miss, and the regression dilution of a noisy estimate. Galaxies
+   brighter than ``m* + bright_mag`` (3 mag above L*, brighter than any BCG) never count, so a bright
+   foreground galaxy or star cannot dominate the sum.
 
 5. **Catalogue columns** (`RedSequenceEstimator`, the one entry point of the survey and the evaluator): the
    photometry of one flux cutout, then an estimate at each detection in it, as the columns `ESTIMATE_COLUMNS`
@@ -69,7 +79,7 @@ from astropy.wcs.utils import proj_plane_pixel_area, proj_plane_pixel_scales
 from .cosmology import cosmology_from_cfg
 from .data.colour import check_band_images
 from .io import atomic_output
-from .synthetic.clusters import CONCENTRATION
+from .synthetic.clusters import CONCENTRATION, projected_fraction, r200_from_richness
 from .synthetic.colours import m_star, red_sequence, red_sequence_scatter
 from .synthetic.instrument import nanomaggies_to_mag
 
@@ -84,7 +94,13 @@ _REFINE_HALF_WIDTH, _REFINE_STEP = 0.04, 0.0005
 _REFINE_ITERATIONS = 3
 # The background of the synthetic sky (module docstring), the default of DEEPCEE.REDSHIFT.BACKGROUND_FILE.
 DEFAULT_BACKGROUND_FILE = Path(__file__).resolve().parent / "synthetic" / "red_sequence_background.ecsv"
-_BACKGROUND_COLUMNS = ("z", "scan", "scan_squared", "richness")
+_BACKGROUND_COLUMNS = ("z", "scan", "scan_squared", "luminosity")
+# The settings a background depends on besides the z grid, kept in its meta and checked when it is read.
+_BACKGROUND_SETTINGS = ("bright_mag", "faint_mag", "richness_faint_mag", "colour_error_floor",
+                        "richness_member_chi2")
+# The richness / r200 fixed point (step 4): start at R_L* = 20 (r200 = 1 Mpc), stop when R moves by less than
+# the tolerance (dex) or after the most iterations.
+_RICHNESS_START, _RICHNESS_TOLERANCE, _RICHNESS_ITERATIONS = 20.0, 1e-3, 20
 # Catalogue columns of an estimate (`RedSequenceEstimate.as_row`), in order.
 ESTIMATE_COLUMNS = ("z_est", "z_err", "richness", "rs_significance", "rs_peak")
 _NO_ESTIMATE = dict(zip(ESTIMATE_COLUMNS, (math.nan,) * 4 + (False,)))
@@ -119,12 +135,14 @@ class RedSequenceSettings:
         Significance of the red-sequence excess below which a detection has no peak.
     richness_faint_mag : float
         Faintest member (r, relative to m*) counted in the richness.
-    richness_aperture : `~astropy.units.Quantity` [length]
-        Proper radius of the richness luminosity.
-    richness_profile_r200 : `~astropy.units.Quantity` [length]
-        r200 of the projected NFW profile that weighs the part of the aperture outside the image.
+    richness_member_chi2 : float
+        Largest colour chi^2 (g - r and r - i against the red sequence) of a richness member.
+    richness_aperture_r200 : float
+        Radius of the richness aperture, in units of the r200 of the estimated richness.
+    richness_bcg_radius : `~astropy.units.Quantity` [length]
+        Proper radius around the centre within which the brightest member is the BCG.
     richness_intercept, richness_slope : float
-        ``log10 R = intercept + slope log10 n``.
+        ``log10 R = intercept + slope log10 L`` (L: `richness_luminosity`, in L*).
     """
 
     detect_nsigma: float
@@ -139,8 +157,9 @@ class RedSequenceSettings:
     z_error_floor: float
     min_significance: float
     richness_faint_mag: float
-    richness_aperture: u.Quantity
-    richness_profile_r200: u.Quantity
+    richness_member_chi2: float
+    richness_aperture_r200: float
+    richness_bcg_radius: u.Quantity
     richness_intercept: float
     richness_slope: float
 
@@ -159,8 +178,9 @@ class RedSequenceSettings:
             faint_mag=float(c.FAINT_MAG), scan_radius=float(c.SCAN_RADIUS_KPC) * u.kpc,
             colour_error_floor=float(c.COLOUR_ERROR_FLOOR), z_error_floor=float(c.Z_ERROR_FLOOR),
             min_significance=float(c.MIN_SIGNIFICANCE),
-            richness_faint_mag=float(c.RICHNESS_FAINT_MAG), richness_aperture=float(c.RICHNESS_APERTURE_KPC) * u.kpc,
-            richness_profile_r200=float(c.RICHNESS_PROFILE_R200_KPC) * u.kpc,
+            richness_faint_mag=float(c.RICHNESS_FAINT_MAG), richness_member_chi2=float(c.RICHNESS_MEMBER_CHI2),
+            richness_aperture_r200=float(c.RICHNESS_APERTURE_R200),
+            richness_bcg_radius=float(c.RICHNESS_BCG_RADIUS_KPC) * u.kpc,
             richness_intercept=float(c.RICHNESS_INTERCEPT), richness_slope=float(c.RICHNESS_SLOPE),
         )
 
@@ -339,21 +359,62 @@ def red_sequence_weights(sources, z, bright_mag, faint_mag, colour_error_floor, 
     (n, m) array
     """
     z = np.atleast_1d(np.asarray(z, dtype=float))
-    r_mag = np.asarray(sources["r_mag"], dtype=float)[:, None]
+    chi2, width_ratio = _colour_chi2(sources, z, colour_error_floor)
+    return width_ratio * np.exp(-0.5 * chi2) * _in_window(sources, z, bright_mag, faint_mag, cosmology)
+
+
+def _colour_chi2(sources, z, colour_error_floor):
+    """chi^2 of every source's (g - r, r - i) against the red sequence at every trial z (n, m), and the product
+    over both colours of (width with the floor error) / (width with the source's error), at most 1."""
     ridge_gr, ridge_ri = red_sequence(z[None, :], np.asarray(sources["i_mag"], dtype=float)[:, None])
     scatter_gr, scatter_ri = red_sequence_scatter(z)
-    weights = np.ones((len(sources), len(z)))
+    chi2, width_ratio = np.zeros((len(sources), len(z))), np.ones((len(sources), len(z)))
     for colour, ridge, scatter in (("g_r", ridge_gr, scatter_gr), ("r_i", ridge_ri, scatter_ri)):
         error = np.maximum(np.asarray(sources[f"{colour}_err"], dtype=float), colour_error_floor)[:, None]
         width = np.hypot(scatter[None, :], error)
-        best = np.hypot(scatter[None, :], colour_error_floor)
-        weights *= best / width * np.exp(-0.5 * ((np.asarray(sources[colour])[:, None] - ridge) / width) ** 2)
+        width_ratio *= np.hypot(scatter[None, :], colour_error_floor) / width
+        chi2 += ((np.asarray(sources[colour])[:, None] - ridge) / width) ** 2
+    return chi2, width_ratio
+
+
+def _in_window(sources, z, bright_mag, faint_mag, cosmology):
+    """Whether each source's r lies within ``m*(z) + bright_mag .. m*(z) + faint_mag`` at each trial z (n, m)."""
+    r_mag = np.asarray(sources["r_mag"], dtype=float)[:, None]
     star = m_star(z, cosmology)[None, :]
-    return weights * ((r_mag >= star + bright_mag) & (r_mag <= star + faint_mag))
+    return (r_mag >= star + bright_mag) & (r_mag <= star + faint_mag)
+
+
+def richness_luminosity(sources, z, settings, cosmology):
+    """Luminosity (r, in L*) of every source as a richness member at every trial redshift; 0 for non-members.
+
+    A member lies within ``m*(z) + settings.bright_mag <= r <= m*(z) + settings.richness_faint_mag`` and its
+    colour chi^2 against the red sequence at z (`red_sequence_weights`' widths) is at most
+    ``settings.richness_member_chi2``; it counts ``L / L* = 10^(-0.4 (r - m*(z)))``.
+
+    Parameters
+    ----------
+    sources : `~astropy.table.Table`
+        `Photometry.sources`.
+    z : float or (m,) array
+        Trial redshifts.
+    settings : `RedSequenceSettings`
+    cosmology : `~astropy.cosmology.FLRW`
+
+    Returns
+    -------
+    (n, m) array
+    """
+    z = np.atleast_1d(np.asarray(z, dtype=float))
+    chi2, _ = _colour_chi2(sources, z, settings.colour_error_floor)
+    member = (chi2 <= settings.richness_member_chi2) & _in_window(sources, z, settings.bright_mag,
+                                                                   settings.richness_faint_mag, cosmology)
+    luminosity = 10.0 ** (-0.4 * (np.asarray(sources["r_mag"], dtype=float)[:, None] - m_star(z, cosmology)[None, :]))
+    return np.where(member, luminosity, 0.0)
 
 
 def measure_background(photometries, cosmology, settings):
-    """Mean surface density of red-sequence-weighted galaxies at every trial redshift, over whole fields.
+    """Mean surface densities of red-sequence-weighted galaxies and of richness members' luminosity at every
+    trial redshift, over whole fields.
 
     Parameters
     ----------
@@ -365,8 +426,9 @@ def measure_background(photometries, cosmology, settings):
     Returns
     -------
     `~astropy.table.Table`
-        ``z``; ``scan`` (weights of the redshift scan), ``scan_squared`` (their squares) and ``richness``
-        (weights of the richness count), each per arcmin^2; ``meta["area"]``: the area measured.
+        ``z``; ``scan`` (weights of the redshift scan), ``scan_squared`` (their squares), each per arcmin^2,
+        and ``luminosity`` (`richness_luminosity`, L* per arcmin^2); ``meta["area"]``: the area measured,
+        ``meta["settings"]``: the settings besides the z grid that the densities depend on.
     """
     photometries = list(photometries)
     if not photometries:
@@ -375,20 +437,20 @@ def measure_background(photometries, cosmology, settings):
     area = sum(p.area for p in photometries)
     scan = np.zeros(len(z))
     scan_squared = np.zeros(len(z))
-    richness = np.zeros(len(z))
+    luminosity = np.zeros(len(z))
     for photometry in photometries:
         weights = red_sequence_weights(photometry.sources, z, settings.bright_mag, settings.faint_mag,
                                        settings.colour_error_floor, cosmology)
         scan += weights.sum(axis=0)
         scan_squared += (weights**2).sum(axis=0)
-        richness += red_sequence_weights(photometry.sources, z, settings.bright_mag, settings.richness_faint_mag,
-                                         settings.colour_error_floor, cosmology).sum(axis=0)
+        luminosity += richness_luminosity(photometry.sources, z, settings, cosmology).sum(axis=0)
     density = 1.0 / area.to_value(u.arcmin**2)
     table = Table({"z": z, "scan": scan * density, "scan_squared": scan_squared * density,
-                   "richness": richness * density})
-    for name in ("scan", "scan_squared", "richness"):
+                   "luminosity": luminosity * density})
+    for name in ("scan", "scan_squared", "luminosity"):
         table[name].unit = u.arcmin**-2
     table.meta["area"] = area
+    table.meta["settings"] = {name: getattr(settings, name) for name in _BACKGROUND_SETTINGS}
     return table
 
 
@@ -405,7 +467,7 @@ def read_background(path, settings):
     Parameters
     ----------
     path : str or Path
-        ECSV file with ``z`` and the densities ``scan``, ``scan_squared``, ``richness`` (per arcmin^2).
+        ECSV file with ``z`` and the densities ``scan``, ``scan_squared``, ``luminosity`` (per arcmin^2).
     settings : `RedSequenceSettings`
 
     Raises
@@ -413,8 +475,10 @@ def read_background(path, settings):
     FileNotFoundError
         No such file.
     ValueError
-        The file is not such a table, or was measured on another redshift grid than ``settings.z_grid``
-        (``DEEPCEE.REDSHIFT.Z_GRID``), named with the file.
+        The file is not such a table (or one written before the richness became a luminosity, without the
+        ``luminosity`` column), or was measured with other settings than ``settings`` (the redshift grid
+        ``DEEPCEE.REDSHIFT.Z_GRID``, the magnitude window, the colour floor, the member chi^2), named with the
+        file.
     """
     path = Path(path)
     if not path.is_file():
@@ -425,12 +489,23 @@ def read_background(path, settings):
         raise ValueError(f"{path}: not a readable ECSV background table ({error})") from None
     missing = [name for name in _BACKGROUND_COLUMNS if name not in table.colnames]
     if missing:
-        raise ValueError(f"{path}: background table lacks column(s) {missing}; it has {table.colnames}")
+        hint = (" (a background of the red-sequence count richness, before it became a luminosity)"
+                if "luminosity" in missing and "richness" in table.colnames else "")
+        raise ValueError(f"{path}: background table lacks column(s) {missing}; it has {table.colnames}{hint}; "
+                         "measure it again (measure_background, write_background; for the synthetic sky "
+                         "benchmarks/bench_redshift.py --write-background)")
     z = np.asarray(table["z"], dtype=float)
     if len(z) != len(settings.z_grid) or not np.allclose(z, settings.z_grid):
         raise ValueError(f"{path}: background measured on {len(z)} trial redshifts {z[:1]}..{z[-1:]}, not on "
                          f"DEEPCEE.REDSHIFT.Z_GRID ({len(settings.z_grid)} from {settings.z_grid[0]}); measure it "
                          "again with these settings (measure_background, write_background)")
+    measured_with = table.meta.get("settings", {})
+    changed = [f"{name} {measured_with.get(name, 'not recorded')} (now {getattr(settings, name)})"
+               for name in _BACKGROUND_SETTINGS
+               if name not in measured_with or not np.isclose(measured_with[name], getattr(settings, name))]
+    if changed:
+        raise ValueError(f"{path}: background measured with other DEEPCEE.REDSHIFT settings: {', '.join(changed)}; "
+                         "measure it again with these settings (measure_background, write_background)")
     return table
 
 
@@ -490,9 +565,10 @@ class RedSequenceEstimate:
         Red-sequence redshift and its 1-sigma error.
     richness : float
         Estimated catalogue richness R_L* (WHL12's definition, calibrated); 0 when no excess light.
-    n_members : float
-        Background-subtracted red-sequence weighted count brighter than the richness cut within the richness
-        aperture, corrected for the part outside the image; the richness before its calibration.
+    luminosity : float
+        The members' luminosity within r200 in L* (module docstring, step 4): the BCG's plus the others'
+        background-subtracted light within the aperture, divided by the share of the members the covered
+        aperture holds; the richness before its calibration.
     n_red : float
         Background-subtracted red-sequence weighted count of the redshift scan at ``z``.
     significance : float
@@ -504,7 +580,7 @@ class RedSequenceEstimate:
     z: float
     z_err: float
     richness: float
-    n_members: float
+    luminosity: float
     n_red: float
     significance: float
     has_peak: bool
@@ -523,20 +599,43 @@ def _proper_per_arcsec(z, cosmology):
     return cosmology.kpc_proper_per_arcmin(z).to_value(u.kpc / u.arcsec)
 
 
-def _excess_members(sources, separation, background, z, radius, r200, photometry, centre, settings, cosmology):
-    """Background-subtracted red-sequence count within proper ``radius``, corrected for coverage."""
+def _calibrated_richness(luminosity, settings):
+    """R_L* of a members' luminosity (L*): ``log10 R = intercept + slope log10 L``; 0 for no light."""
+    if not luminosity > 0:
+        return 0.0
+    return float(10.0 ** (settings.richness_intercept + settings.richness_slope * np.log10(luminosity)))
+
+
+def _richness(sources, separation, background, z, photometry, centre, settings, cosmology):
+    """Members' luminosity within r200 (L*) and the calibrated richness R_L* at ``z`` (module docstring, step 4).
+
+    r200 follows the richness (WHL12), the aperture follows r200: iterated from R_L* = 20 to a fixed point.
+    """
     per_arcsec = _proper_per_arcsec(z, cosmology)
-    radius_angle = radius.to_value(u.kpc) / per_arcsec * u.arcsec
-    weights = red_sequence_weights(sources, z, settings.bright_mag, settings.richness_faint_mag,
-                                   settings.colour_error_floor, cosmology)[:, 0]
-    inside = separation <= radius_angle.value
-    observed = float(np.sum(weights[inside]))
-    covered = aperture_coverage(photometry, centre, radius_angle)[0]
-    members = aperture_coverage(photometry, centre, radius_angle,
-                                scale_radius=r200.to_value(u.kpc) / CONCENTRATION / per_arcsec * u.arcsec)[0]
-    density = np.interp(z, background["z"], background["richness"])
-    expected = density * np.pi * radius_angle.to_value(u.arcmin) ** 2 * covered
-    return (observed - expected) / members if members > 0 else 0.0
+    light = richness_luminosity(sources, z, settings, cosmology)[:, 0]
+    near = (separation <= settings.richness_bcg_radius.to_value(u.kpc) / per_arcsec) & (light > 0)
+    bcg = np.flatnonzero(near)[np.argmax(light[near])] if near.any() else None
+    bcg_light = float(light[bcg]) if bcg is not None else 0.0
+    satellites = light.copy()
+    if bcg is not None:
+        satellites[bcg] = 0.0
+    density = float(np.interp(z, background["z"], background["luminosity"]))
+    share = float(projected_fraction(settings.richness_aperture_r200))  # of the members within r200
+    richness, luminosity = _RICHNESS_START, 0.0
+    for _ in range(_RICHNESS_ITERATIONS):
+        r200 = r200_from_richness(richness).to_value(u.kpc) / per_arcsec  # arcsec
+        radius = settings.richness_aperture_r200 * r200 * u.arcsec
+        covered = aperture_coverage(photometry, centre, radius)[0]
+        members = share * aperture_coverage(photometry, centre, radius,
+                                            scale_radius=r200 / CONCENTRATION * u.arcsec)[0]
+        expected = density * np.pi * radius.to_value(u.arcmin) ** 2 * covered
+        excess = satellites[separation <= radius.value].sum() - expected
+        luminosity = bcg_light + max(excess, 0.0) / members
+        updated = _calibrated_richness(luminosity, settings)
+        if not updated > 0 or abs(np.log10(updated / richness)) < _RICHNESS_TOLERANCE:
+            return luminosity, updated
+        richness = updated
+    return luminosity, richness
 
 
 def estimate_redshift_richness(photometry, centre, cosmology, background, settings):
@@ -593,15 +692,12 @@ def estimate_redshift_richness(photometry, centre, cosmology, background, settin
     for _ in range(_REFINE_ITERATIONS):
         z, z_err = _refine(sources, separation, background, z, photometry, centre, settings, cosmology)
 
-    # 3. Richness: red-sequence members within richness_aperture, mapped onto the catalogue's R_L*.
-    members = _excess_members(sources, separation, background, z, settings.richness_aperture,
-                              settings.richness_profile_r200, photometry, centre, settings, cosmology)
-    richness = (10.0 ** (settings.richness_intercept + settings.richness_slope * np.log10(members))
-                if members > 0 else 0.0)
+    # 3. Richness: the members' luminosity within r200 (r200 iterated with it), mapped onto the catalogue's R_L*.
+    luminosity, richness = _richness(sources, separation, background, z, photometry, centre, settings, cosmology)
     scan_at_z = float(np.interp(z, z_grid, excess))
     z_err = float(np.hypot(z_err, settings.z_error_floor))
     return RedSequenceEstimate(z=z, z_err=z_err, richness=float(richness),
-                               n_members=float(members), n_red=scan_at_z,
+                               luminosity=float(luminosity), n_red=scan_at_z,
                                significance=float(significance[peak]),
                                has_peak=bool(significance[peak] >= settings.min_significance))
 

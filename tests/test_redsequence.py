@@ -1,17 +1,21 @@
 """Red-sequence redshift and richness (deepcee_d2.redsequence) on small synthetic fields."""
+from dataclasses import replace
+
 import astropy.units as u
 import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
+from astropy.wcs import WCS
 from detectron2.config import get_cfg
 
 from deepcee_d2.config import add_deepcee_config
 from deepcee_d2.cosmology import DEFAULT_COSMOLOGY
-from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, RedSequenceEstimator, RedSequenceSettings,
+from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, Photometry, RedSequenceEstimator, RedSequenceSettings,
                                     estimate_redshift_richness, measure_background, measure_photometry,
-                                    read_background, write_background)
+                                    read_background, richness_luminosity, write_background)
 from deepcee_d2.synthetic import render
+from deepcee_d2.synthetic.colours import m_star, red_sequence
 from deepcee_d2.synthetic.field import make_field
 
 CENTRE = SkyCoord(150.0 * u.deg, 2.0 * u.deg)
@@ -52,6 +56,60 @@ def test_blank_field_has_no_red_sequence_peak(settings, background):
     assert estimate.n_members < 3
     row = estimate.as_row()  # no peak: no redshift or richness in the catalogue
     assert np.isnan([row["z_est"], row["z_err"], row["richness"]]).all() and not row["rs_peak"]
+
+
+def catalogue_photometry(z, luminosity, offset_kpc, colour_offset=0.0, size=1000, seed=0):
+    """A hand-made `Photometry`: galaxies of ``luminosity`` (L*, r band) at ``z`` on the red sequence's ridge
+    line (g - r shifted by ``colour_offset``), ``offset_kpc`` (proper) from `CENTRE` in random directions, on
+    a ``size`` px image of 0.396" pixels centred on `CENTRE`."""
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype, wcs.wcs.crval = ["RA---TAN", "DEC--TAN"], [CENTRE.ra.deg, CENTRE.dec.deg]
+    wcs.wcs.crpix, wcs.wcs.cdelt = [(size + 1) / 2] * 2, [-0.396 / 3600, 0.396 / 3600]
+    r_mag = m_star(z, DEFAULT_COSMOLOGY) - 2.5 * np.log10(np.asarray(luminosity, dtype=float))
+    g_r, r_i = red_sequence(z, r_mag - 0.5)
+    for _ in range(3):  # the ridge line tilts with i = r - (r - i)
+        g_r, r_i = red_sequence(z, r_mag - r_i)
+    angle = np.random.default_rng(seed).uniform(0, 2 * np.pi, len(r_mag))
+    radius = (np.asarray(offset_kpc, dtype=float) * u.kpc / DEFAULT_COSMOLOGY.kpc_proper_per_arcmin(z)).to_value(u.arcsec)
+    x0, y0 = wcs.world_to_pixel(CENTRE)
+    x, y = x0 + radius * np.cos(angle) / 0.396, y0 + radius * np.sin(angle) / 0.396
+    sky = wcs.pixel_to_world(x, y)
+    n = len(r_mag)
+    sources = Table({"x": x, "y": y, "ra": sky.ra.deg, "dec": sky.dec.deg, "r_mag": r_mag, "i_mag": r_mag - r_i,
+                     "g_r": g_r + colour_offset, "r_i": r_i, "g_r_err": np.full(n, 0.01), "r_i_err": np.full(n, 0.01),
+                     "r_mag_err": np.full(n, 0.01)})
+    return Photometry(sources, wcs, (size, size))
+
+
+def empty_background(settings):
+    """A background of nothing at all (every density 0)."""
+    zeros = np.zeros(len(settings.z_grid))
+    return Table({"z": settings.z_grid, "scan": zeros, "scan_squared": zeros, "luminosity": zeros})
+
+
+def test_richness_is_the_members_luminosity_not_their_number(settings):
+    """Two clusters of as many red-sequence members, one twice as luminous: twice the light, and the richness
+    follows the calibration's power of it (a count of members would make them equal). The image holds the
+    whole aperture (r200) and there is no background, so the light is the members' sum."""
+    z, n = 0.15, 25
+    offsets = np.linspace(20.0, 400.0, n)
+    estimates = [estimate_redshift_richness(catalogue_photometry(z, np.full(n, light), offsets, size=4000),
+                                            CENTRE, DEFAULT_COSMOLOGY, empty_background(settings), settings)
+                 for light in (1.0, 2.0)]
+    assert [estimate.z for estimate in estimates] == pytest.approx([z, z], abs=0.005)
+    assert [estimate.luminosity for estimate in estimates] == pytest.approx([n, 2 * n], rel=0.03)
+    assert estimates[1].richness / estimates[0].richness == pytest.approx(2.0 ** settings.richness_slope, rel=0.05)
+
+
+def test_richness_members_are_red_sequence_galaxies_within_the_magnitude_window(settings):
+    """Only galaxies on the red sequence count, each with its L / L*, between m* + BRIGHT_MAG and m* +
+    RICHNESS_FAINT_MAG: a bright foreground object of red-sequence colour cannot dominate the sum."""
+    z = 0.2
+    light = np.array([1.0, 3.0, 0.5, 0.3, 20.0])  # 0.3 L* is below the 0.42 L* cut, 20 L* above m* - 3
+    sources = catalogue_photometry(z, light, np.full(5, 100.0)).sources
+    assert richness_luminosity(sources, z, settings, DEFAULT_COSMOLOGY)[:, 0] == pytest.approx([1.0, 3.0, 0.5, 0, 0])
+    blue = catalogue_photometry(z, light, np.full(5, 100.0), colour_offset=-0.4).sources
+    assert np.all(richness_luminosity(blue, z, settings, DEFAULT_COSMOLOGY) == 0)
 
 
 def test_photometry_measures_injected_point_sources_in_ab_magnitudes(settings):
@@ -129,6 +187,17 @@ def test_background_file_round_trips_and_is_checked(settings, background, tmp_pa
     write_background(background["z", "scan"], tmp_path / "partial.ecsv")
     with pytest.raises(ValueError, match=r"partial.ecsv: background table lacks column\(s\) \['scan_squared'"):
         read_background(tmp_path / "partial.ecsv", settings)
+    # A background of the red-sequence count (before the richness became a luminosity) is refused by name.
+    old = background.copy()
+    old.rename_column("luminosity", "richness")
+    write_background(old, tmp_path / "count.ecsv")
+    with pytest.raises(ValueError, match=r"count.ecsv: background table lacks column\(s\) \['luminosity'\].*before "
+                                         "it became a luminosity.*measure it again"):
+        read_background(tmp_path / "count.ecsv", settings)
+    # So is one measured with another member definition (its luminosity density would not fit).
+    with pytest.raises(ValueError, match=r"background.ecsv: background measured with other DEEPCEE.REDSHIFT "
+                                         r"settings: richness_faint_mag 0.94 \(now 1.5\)"):
+        read_background(path, replace(settings, richness_faint_mag=1.5))
     # The packaged background of the synthetic sky fits the default settings.
     packaged = RedSequenceEstimator.from_cfg(add_deepcee_config(get_cfg())).background
     assert np.all(np.asarray(packaged["scan"]) > 0) and packaged.meta["area"] > 500 * u.arcmin**2
