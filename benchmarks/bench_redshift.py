@@ -12,16 +12,24 @@ richness scatter in dex against the truth R_L* at >= 20 members, and seconds per
 (seeds apart from the benchmark's) and writes it for ``DEEPCEE.REDSHIFT.BACKGROUND_FILE``; the packaged
 ``deepcee_d2/synthetic/red_sequence_background.ecsv`` is ``--write-background ... --n-blank 8 --size 2000``.
 
-The redshifts are estimated against the packaged background (``DEEPCEE.REDSHIFT.BACKGROUND_FILE``, what the
-survey and the evaluator use); the blank fields (``--n-blank``) give the blank-field significance, and with
-``--measure-background`` the background itself (as before the packaged one existed).
+The redshifts and richnesses are estimated against the packaged background
+(``DEEPCEE.REDSHIFT.BACKGROUND_FILE``, what the survey and the evaluator use), in every mode; the blank fields
+(``--n-blank``) give the blank-field significance, and with ``--measure-background`` the background itself (as
+before the packaged one existed).
 
 ``--tile-cost`` only times what the survey adds per tile (`RedSequenceEstimator.estimate`: photometry once, then
 one estimate per detection) on a ``DEEPCEE.COLOUR.CUTOUT_SIZE`` field with one cluster and ``--detections``
 detections (the cluster and random positions), in wall and CPU (core) seconds.
 
-``--calibrate`` fits the richness relation (log10 R_L* = intercept + slope log10 n) on fields made from other
-seeds than the test run's and prints the two config values; put them in DEEPCEE.REDSHIFT.
+``--calibrate`` fits the richness relation (log10 R_L* = intercept + slope log10 L, L the members' luminosity
+of `deepcee_d2.redsequence`) on fields made from other seeds than the test run's, at their true centres, and
+prints the two config values; put them in DEEPCEE.REDSHIFT. The richness sets the radius (r200) within which L
+is measured, so the fit is repeated with its own result until it no longer changes; the tables printed after it
+use the fitted values (the calibration set's own scatter).
+
+``--cache DIR`` keeps each field's photometry and truth in DIR (`field_photometry`) and reads them back on the
+next run: a change of the richness or of the background is then measured on the same fields in seconds
+instead of minutes. Clear DIR when the simulator or the photometry changes.
 
     python benchmarks/bench_redshift.py                   # 7.5 min on 2 shared cores (BENCHMARKS.md)
     python benchmarks/bench_redshift.py --calibrate --n-clusters 40

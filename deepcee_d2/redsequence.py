@@ -28,10 +28,10 @@ Liu 2012, ApJS 199, 34), calibrated on the red-sequence model the simulator draw
    Members are the galaxies with ``m*(z) + bright_mag <= r <= m*(z) + richness_faint_mag`` whose colours lie
    within the red sequence (chi^2 of g - r and r - i against the ridge line, intrinsic scatter and colour
    error in quadrature, at most ``richness_member_chi2``), each counting its full luminosity
-   ``L / L* = 10^(-0.4 (r - m*(z)))``: a hard colour cut rather than the scan's Gaussian weights, because a
-   weight spread uniformly over 0-1 for true members multiplies every member's light by a random factor
-   (BENCHMARKS.md). The BCG (the brightest member within ``richness_bcg_radius`` of the centre) counts once;
-   the other members' light within ``richness_aperture_r200`` x r200 is background subtracted (the
+   ``L / L* = 10^(-0.4 (r - m*(z)))``: a hard colour cut rather than the scan's Gaussian weights, which are
+   spread over 0-1 for true members and so multiply every member's light by a random factor (on the
+   calibration fields 0.137 dex against 0.154-0.163 with Gaussian weights; BENCHMARKS.md). The BCG (the
+   brightest member within ``richness_bcg_radius`` of the centre) counts once; the other members' light within ``richness_aperture_r200`` x r200 is background subtracted (the
    background's luminosity density at z over the part of the aperture inside the image) and divided by the
    share of a cluster's members within r200 that this covered aperture holds (a projected NFW profile, c =
    2.9: the missing outskirts and the part of the aperture outside the image). r200 follows the richness
@@ -40,7 +40,10 @@ Liu 2012, ApJS 199, 34), calibrated on the red-sequence model the simulator draw
    (``richness_intercept``, ``richness_slope``) calibrated on synthetic clusters: it absorbs the share of blue
    members, the light the Kron magnitudes miss, and the regression dilution of a noisy estimate. Galaxies
    brighter than ``m* + bright_mag`` (3 mag above L*, brighter than any BCG) never count, so a bright
-   foreground galaxy or star cannot dominate the sum.
+   foreground galaxy or star cannot itself dominate the sum; its pieces can: the deblender splits a big
+   nearby galaxy into many sources of 16-19.5 mag with its red colours, which a hard colour cut admits (one
+   blank 1000 px synthetic field has 17 times the mean luminosity density at z = 0.2 from one such galaxy).
+   The background covers them only on average.
 
 5. **Catalogue columns** (`RedSequenceEstimator`, the one entry point of the survey and the evaluator): the
    photometry of one flux cutout, then an estimate at each detection in it, as the columns `ESTIMATE_COLUMNS`
