@@ -3,14 +3,16 @@
 
   PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_survey_real.py [--frames ../shared/data/sdss]
       [--config configs/deepcee_inception_v2_sdss.yaml] [--weights model.pth] [--work /tmp/deepcee_real_bench]
-      [--cost-tiles N] [--coverage-only] [KEY VALUE ...]
+      [--cost-tiles N] [--coverage-only] [--costs-only] [KEY VALUE ...]
 
 On every field of ``--frames`` (corrected frames, g, r, i), in one run:
 1. the tile plan (`plan_folder_tiles`) and the searched / imaged area of every field (`field_coverage`);
 2. per tile, the CPU seconds of making its g, r, i cutout with each resampling method (``remap``, the default,
    and ``reproject``, the reference) from frames already in memory, and the largest pixel difference between
    the two in units of the frame's sky noise (1.4826 x the median absolute deviation of the frame);
-3. per tile, the CPU seconds of the detector on its network image (torch on one thread);
+3. per tile, the CPU seconds of the detector on its network image (torch on one thread) and of the
+   red-sequence z and richness of one detection (the photometry of the whole tile, which every tile with a
+   detection kept pays once); the DR8 projection from these per-tile costs;
 4. ``find_clusters`` over all tiles with 1 and 2 Dask workers (remap) and once with reproject (2 workers):
    deg^2 searched per core-hour, and whether the reproject catalogue equals the remap one (same candidates
    within 1", scores within 0.01);
@@ -24,6 +26,7 @@ detection cost; its candidates mean nothing, the catalogue comparison then only 
 the same numbers).
 """
 import argparse
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -34,13 +37,15 @@ import torch
 from astropy.coordinates import SkyCoord
 from astropy.stats import mad_std
 from astropy.table import Table
+from scipy.ndimage import distance_transform_edt
 
 from bench_detector import zero_rpn_box_deltas  # this folder is on the path when run as a script
 from deepcee_d2.config import load_config
-from deepcee_d2.data.colour import ColourSettings, make_network_image
+from deepcee_d2.data.colour import ColourSettings, make_network_image, survey_tile_sizes
 from deepcee_d2.data.frames import LocalFITSSource, read_image
 from deepcee_d2.data.resample import Resampling
 from deepcee_d2.engine.predictor import DetectorFactory
+from deepcee_d2.redsequence import RedSequenceEstimator
 from deepcee_d2.survey.run import ImagingSpec, find_clusters
 from deepcee_d2.survey.tiling import field_coverage, plan_folder_tiles, tile_geometry
 
@@ -66,10 +71,12 @@ def cpu_seconds(call):
 
 
 def per_tile_costs(cfg, frames_root, tiles):
-    """CPU seconds per tile of remap, reproject and detection, and the largest remap - reproject difference in
-    sigma of the frame noise."""
+    """CPU seconds per tile of remap, reproject, detection and the red-sequence estimate, the largest
+    remap - reproject difference in sigma of the frame noise, and how far (px) that pixel lies from the
+    imaging's edge."""
     colour = cfg.DEEPCEE.COLOUR
-    size, scale = colour.CUTOUT_SIZE, colour.PIXEL_SCALE * u.arcsec
+    (size, network_size), scale = survey_tile_sizes(cfg), colour.PIXEL_SCALE * u.arcsec
+    redshift = RedSequenceEstimator.from_cfg(cfg)
     sources = {method: LocalFITSSource(frames_root, Resampling(method, cfg.DEEPCEE.IMAGING.RESAMPLE_TOLERANCE_PX))
                for method in ("remap", "reproject")}
     frames = sources["remap"].frames()
@@ -84,18 +91,28 @@ def per_tile_costs(cfg, frames_root, tiles):
         seconds, cutouts = {}, {}
         for method, source in sources.items():
             seconds[method], cutouts[method] = cpu_seconds(lambda: source.cutout(tile.centre, size, scale, partial=True))
-        worst = 0.0
+        covered = cutouts["remap"].covered
+        if covered is None:
+            covered = np.ones(next(iter(cutouts["remap"].images.values())).shape, bool)
+        # Distance of every imaged pixel from the nearest pixel without imaging or the tile's border.
+        from_edge = distance_transform_edt(np.pad(covered, 1))[1:-1, 1:-1]
+        worst, worst_edge = 0.0, np.nan
         for band in cutouts["remap"].images:
             sigma = min(noise[f.path] for f in frames if f.band == band and str(f.path) in cutouts["remap"].source)
-            both = cutouts["remap"].covered if cutouts["remap"].covered is not None else slice(None)
-            difference = np.abs(cutouts["remap"].images[band] - cutouts["reproject"].images[band])[both]
-            worst = max(worst, float(difference.max()) / sigma)
-        rgb, _ = make_network_image(cutouts["remap"].images, cutouts["remap"].wcs, colour.NETWORK_SIZE,
+            difference = np.where(covered, np.abs(cutouts["remap"].images[band] - cutouts["reproject"].images[band]), 0)
+            where = np.unravel_index(np.argmax(difference), difference.shape)
+            if difference[where] / sigma > worst:
+                worst, worst_edge = float(difference[where]) / sigma, float(from_edge[where])
+        rgb, _ = make_network_image(cutouts["remap"].images, cutouts["remap"].wcs, network_size,
                                     ColourSettings.from_cfg(cfg))
         seconds["detect"], _ = cpu_seconds(lambda: detect(rgb))
-        rows.append((tile.tile_id, seconds["remap"], seconds["reproject"], seconds["detect"], worst,
-                     cutouts["remap"].covered_fraction))
-    return Table(rows=rows, names=("tile", "remap_s", "reproject_s", "detect_s", "max_diff_sigma", "covered"))
+        centre = tile.centre
+        seconds["redshift"], _ = cpu_seconds(lambda: redshift.estimate(
+            cutouts["remap"].images, cutouts["remap"].wcs, [centre.ra.deg], [centre.dec.deg], tile.tile_id))
+        rows.append((tile.tile_id, seconds["remap"], seconds["reproject"], seconds["detect"], seconds["redshift"],
+                     worst, worst_edge, cutouts["remap"].covered_fraction))
+    return Table(rows=rows, names=("tile", "remap_s", "reproject_s", "detect_s", "redshift_s", "max_diff_sigma",
+                                   "max_diff_from_edge_px", "covered"))
 
 
 def same_catalogue(one, other):
@@ -120,6 +137,7 @@ def main():
     parser.add_argument("--work", type=Path, default=Path("/tmp/deepcee_real_bench"))
     parser.add_argument("--cost-tiles", type=int, default=0, help="per-tile costs on the first N tiles (0: all)")
     parser.add_argument("--coverage-only", action="store_true", help="stop after the tile plan and the coverage")
+    parser.add_argument("--costs-only", action="store_true", help="stop after the per-tile costs")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     args = parser.parse_args()
 
@@ -148,11 +166,21 @@ def main():
     if args.coverage_only:
         return
     costs = per_tile_costs(cfg, args.frames, tiles[:args.cost_tiles or None])
+    worst = int(np.argmax(costs["max_diff_sigma"]))
     print(f"\nper tile (median of {len(costs)}, CPU seconds on one core): remap {np.median(costs['remap_s']):.2f}, "
           f"reproject {np.median(costs['reproject_s']):.2f} ({np.median(costs['reproject_s'] / costs['remap_s']):.0f}x), "
-          f"detection {np.median(costs['detect_s']):.2f}; largest remap - reproject difference "
-          f"{costs['max_diff_sigma'].max():.3f} sigma of the frame noise; tiles {np.mean(costs['covered']):.2f} "
-          f"imaged on average")
+          f"detection {np.median(costs['detect_s']):.2f}, red-sequence z and richness {np.median(costs['redshift_s']):.2f}; "
+          f"largest remap - reproject difference {costs['max_diff_sigma'][worst]:.3f} sigma of the frame noise, "
+          f"{costs['max_diff_from_edge_px'][worst]:.0f} px from the imaging's edge; tiles "
+          f"{np.mean(costs['covered']):.2f} imaged on average; peak memory of this process "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    region_tiles = SDSS_DR8_DEG2 / ((side - overlap).to_value(u.deg) ** 2)
+    per_tile = sum(float(np.median(costs[c])) for c in ("remap_s", "detect_s", "redshift_s"))
+    print(f"DR8 from the per-tile costs: {region_tiles:,.0f} contiguous tiles ({(side - overlap).to_value(u.arcsec):.0f}\" "
+          f"apart) x {per_tile:.2f} core-seconds (remap + detection + z and richness) -> "
+          f"{region_tiles * per_tile / NODE_CORES / 3600:.1f} h on {NODE_CORES} such cores")
+    if args.costs_only:
+        return
 
     print("\n| run | wall (s) | tiles / s | deg^2 searched / core-hour |\n| --- | --- | --- | --- |")
     catalogues, rates, core_s = {}, {}, {}

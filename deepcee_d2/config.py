@@ -150,6 +150,12 @@ def add_deepcee_config(cfg):
     # the tile overlap (below), and lengths are turned into angles at it where a detection has no redshift
     # (the widest angle a cluster of the survey can span).
     _C.DEEPCEE.SURVEY.MIN_REDSHIFT = 0.1
+    # Side of a survey tile in pixels at COLOUR.PIXEL_SCALE; 0 is COLOUR.CUTOUT_SIZE (the training images').
+    # Tiles are binned by the training factor CUTOUT_SIZE / NETWORK_SIZE whatever their size, so clusters keep
+    # the scale the network learnt; other sizes must be CUTOUT_SIZE plus a multiple of that factor x 16 (the
+    # backbone's stride: data.colour.survey_tile_sizes says why), e.g. 3984 for the paper's 2000. Larger tiles
+    # lose a smaller share to the overlap below (BENCHMARKS.md, "Tile size and proposals").
+    _C.DEEPCEE.SURVEY.TILE_SIZE = 0
     # Overlap of neighbouring tiles in arcsec, so that a cluster cut by one tile's edge is whole in the next.
     # 0 means the largest cluster box the survey looks for: DATA.BOX_SIZE_KPC at MIN_REDSHIFT (500 kpc at
     # z = 0.1: 272.9"); smaller positive values are refused.
@@ -172,11 +178,13 @@ def add_deepcee_config(cfg):
     # false-candidate rate below SCORE_THRESHOLD can be measured from a run and the threshold changed without
     # rerunning the detector; the catalogue is cut at SCORE_THRESHOLD.
     _C.DEEPCEE.SURVEY.KEEP_SCORE_FLOOR = 0.2
-    # Region proposals per tile that the survey's detector passes to the box head: it replaces
-    # MODEL.RPN.POST_NMS_TOPK_TEST (evaluation's, 300 as in the paper) in the survey only; 0 keeps that value.
-    # The box head's time grows with the proposals and a tile holds at most a few clusters; 0 until the
-    # recall / speed curve of benchmarks/bench_proposals.py on a trained model is measured.
-    _C.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST = 0
+    # Region proposals per tile that the survey's detector passes to the box head, at most: it replaces
+    # MODEL.RPN.POST_NMS_TOPK_TEST (evaluation's, 300 as in the paper) in the survey when smaller; 0 keeps that
+    # value. The box head on 300 proposals is 40-75 % of a tile's detection time (1000 and 500 px network
+    # images), and a tile holds a few clusters: on the demo's held-out region 100 and 300 give the same
+    # catalogue (scores to 0.001) with 500 and 1000 px network images, and 100 lose no recall on the first 40
+    # of its test images (BENCHMARKS.md, "Tile size and proposals", "Test proposals against recall and time").
+    _C.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST = 100
 
     # ---- Redshift and richness of a detection from its red sequence (deepcee_d2.redsequence) ----
     _C.DEEPCEE.REDSHIFT = CN()

@@ -81,6 +81,7 @@ from astropy.wcs.utils import proj_plane_pixel_area, proj_plane_pixel_scales
 
 from .cosmology import cosmology_from_cfg
 from .data.colour import check_band_images
+from .data.frames import covered_at
 from .io import atomic_output
 from .synthetic.clusters import CONCENTRATION, projected_fraction, r200_from_richness
 from .synthetic.colours import m_star, red_sequence, red_sequence_scatter
@@ -202,17 +203,21 @@ class Photometry:
         The cutout's celestial WCS.
     shape : tuple of int
         ``(ny, nx)`` of the cutout.
+    covered : (ny, nx) bool array or None
+        The pixels imaged in every band (`deepcee_d2.data.frames.Cutout.covered`); None: all of them.
     """
 
     sources: Table
     wcs: object
     shape: tuple
+    covered: np.ndarray = None
 
     @property
     def area(self):
-        """Solid angle of the cutout, `~astropy.units.Quantity` [arcmin^2]."""
+        """Imaged solid angle of the cutout, `~astropy.units.Quantity` [arcmin^2]."""
         pixel = proj_plane_pixel_area(self.wcs) * u.deg**2
-        return (self.shape[0] * self.shape[1] * pixel).to(u.arcmin**2)
+        n_pixels = self.shape[0] * self.shape[1] if self.covered is None else int(np.count_nonzero(self.covered))
+        return (n_pixels * pixel).to(u.arcmin**2)
 
 
 def _pixel_scale(wcs):
@@ -220,7 +225,7 @@ def _pixel_scale(wcs):
     return float(np.mean(proj_plane_pixel_scales(wcs.celestial)) * 3600.0)
 
 
-def measure_photometry(images, wcs, settings, source="image"):
+def measure_photometry(images, wcs, settings, source="image", covered=None):
     """Detect sources on the r image and measure their AB magnitudes and g - r, r - i colours.
 
     Parameters
@@ -233,6 +238,10 @@ def measure_photometry(images, wcs, settings, source="image"):
     settings : `RedSequenceSettings`
     source : str
         Name of the images for error messages.
+    covered : (ny, nx) bool array, optional
+        The pixels with imaging (`deepcee_d2.data.frames.Cutout.covered` of a tile reaching past the frames):
+        the sky is measured and sources are detected on these only, so padding neither lowers the noise
+        estimate nor becomes area. None: every pixel.
 
     Returns
     -------
@@ -248,18 +257,27 @@ def measure_photometry(images, wcs, settings, source="image"):
 
     images = dict(zip(BANDS, check_band_images(images, BANDS, source)))
     shape = images["r"].shape
+    if covered is not None:
+        covered = np.asarray(covered, dtype=bool)
+        if covered.shape != shape:
+            raise ValueError(f"{source}: covered mask {covered.shape} does not match the images {shape}")
+        if not covered.any():
+            raise ValueError(f"{source}: no pixel is imaged")
+    sky_mask = None if covered is None else ~covered[::_SKY_SUBSAMPLE, ::_SKY_SUBSAMPLE]
     noise = {}
     for band in BANDS:
-        _, median, std = sigma_clipped_stats(images[band][::_SKY_SUBSAMPLE, ::_SKY_SUBSAMPLE], sigma=3.0, maxiters=5)
+        _, median, std = sigma_clipped_stats(images[band][::_SKY_SUBSAMPLE, ::_SKY_SUBSAMPLE], mask=sky_mask,
+                                             sigma=3.0, maxiters=5)
         if not std > 0:
             raise ValueError(f"{source}: band {band} has no sky noise (a constant image?)")
         images[band] = images[band] - median
         noise[band] = float(std)
     kernel_size = 2 * int(np.ceil(settings.smooth_fwhm_pixels)) + 1
     smoothed = convolve(images["r"], make_2dgaussian_kernel(settings.smooth_fwhm_pixels, size=kernel_size))
-    segments = detect_sources(smoothed, settings.detect_nsigma * noise["r"], n_pixels=settings.detect_npixels)
+    segments = detect_sources(smoothed, settings.detect_nsigma * noise["r"], n_pixels=settings.detect_npixels,
+                              mask=None if covered is None else ~covered)
     if segments is None:
-        return Photometry(_empty_sources(), wcs, shape)
+        return Photometry(_empty_sources(), wcs, shape, covered)
     xy, labels = _deblend(smoothed, segments, settings.detect_nsigma * noise["r"], kernel_size)
     kron = np.full(len(xy), np.nan)
     present = np.unique(labels.data)[1:]  # every peak labels at least its own pixel
@@ -285,7 +303,7 @@ def measure_photometry(images, wcs, settings, source="image"):
     })
     for name in PHOTOMETRY_COLUMNS[4:]:
         sources[name].unit = u.mag
-    return Photometry(sources, wcs, shape)
+    return Photometry(sources, wcs, shape, covered)
 
 
 def _deblend(smoothed, segments, threshold, box_size):
@@ -523,7 +541,7 @@ def _nfw_surface_density(x):
 
 
 def aperture_coverage(photometry, centre, radius, scale_radius=None):
-    """Fraction of circular apertures around ``centre`` that lies inside the image.
+    """Fraction of circular apertures around ``centre`` that lies inside the image, on imaged pixels.
 
     Parameters
     ----------
@@ -551,6 +569,8 @@ def aperture_coverage(photometry, centre, radius, scale_radius=None):
     x = x0 + unit_x[None, :] * radius[:, None] / scale
     y = y0 + unit_y[None, :] * radius[:, None] / scale
     inside = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
+    if photometry.covered is not None:  # and imaged
+        inside &= covered_at(photometry.covered, x, y)
     weight = np.broadcast_to(area, inside.shape)
     if scale_radius is not None:
         r_s = np.atleast_1d(scale_radius.to_value(u.arcsec))
@@ -761,7 +781,7 @@ class RedSequenceEstimator:
         path = cfg.DEEPCEE.REDSHIFT.BACKGROUND_FILE or DEFAULT_BACKGROUND_FILE
         return cls(settings, cosmology_from_cfg(cfg), read_background(path, settings))
 
-    def estimate(self, images, wcs, ra, dec, source="image"):
+    def estimate(self, images, wcs, ra, dec, source="image", covered=None):
         """The `ESTIMATE_COLUMNS` of detections at ``(ra, dec)`` in one flux cutout.
 
         The photometry is measured once (and not at all without detections). A detection outside the cutout,
@@ -778,6 +798,8 @@ class RedSequenceEstimator:
             Detection positions (deg).
         source : str
             Name of the cutout in messages.
+        covered : (ny, nx) bool array, optional
+            The imaged pixels (`deepcee_d2.data.frames.Cutout.covered`); None: all.
 
         Returns
         -------
@@ -789,7 +811,7 @@ class RedSequenceEstimator:
         if not len(ra):
             return table
         try:
-            photometry = measure_photometry(images, wcs, self.settings, source)
+            photometry = measure_photometry(images, wcs, self.settings, source, covered)
         except ValueError as error:
             logger.warning("%s: no redshift or richness for its %d detections: %s", source, len(ra), error)
             return table

@@ -15,6 +15,7 @@ from deepcee_d2.config import load_config
 from deepcee_d2.engine import Trainer
 from deepcee_d2.engine.predictor import (
     DetectorFactory, SafeCheckpointer, WeightsError, build_inference_model, load_weights, read_state_dict,
+    survey_detector_config,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,5 +161,19 @@ def test_the_survey_detector_runs_the_box_head_on_the_survey_number_of_proposals
     assert build_inference_model(survey).proposal_generator.post_nms_topk[False] == 32
     unchanged = load_config(INSTANT, opts + ["DEEPCEE.SURVEY.POST_NMS_TOPK_TEST", "0"])
     assert _proposals_per_image(DetectorFactory(unchanged).build_predictor(), image) == [32]
+    # The survey never runs the box head on more proposals than evaluation does.
+    assert survey_detector_config(load_config(INSTANT, ["DEEPCEE.SURVEY.POST_NMS_TOPK_TEST", "100"])
+                                  ).MODEL.RPN.POST_NMS_TOPK_TEST == 32
     with pytest.raises(ValueError, match="DEEPCEE.SURVEY.POST_NMS_TOPK_TEST -1"):
         DetectorFactory(load_config(INSTANT, opts + ["DEEPCEE.SURVEY.POST_NMS_TOPK_TEST", "-1"]))
+
+
+def test_the_survey_detector_sees_larger_tiles_at_the_scale_of_evaluation():
+    base = REPO / "configs" / "Base-DeepCEE.yaml"
+    default = survey_detector_config(load_config(base))
+    assert (default.INPUT.MIN_SIZE_TEST, default.INPUT.MAX_SIZE_TEST) == (1000, 1000)
+    large = survey_detector_config(load_config(base, ["DEEPCEE.SURVEY.TILE_SIZE", "3984"]))
+    assert (large.INPUT.MIN_SIZE_TEST, large.INPUT.MAX_SIZE_TEST) == (1992, 1992)  # 3984 px binned 2x
+    # A config that shows its 1000 px training images at 192 px scales a larger tile's image alike.
+    instant = survey_detector_config(load_config(INSTANT, ["DEEPCEE.SURVEY.TILE_SIZE", "3984"]))
+    assert (instant.INPUT.MIN_SIZE_TEST, instant.INPUT.MAX_SIZE_TEST) == (382, 382)

@@ -12,6 +12,7 @@ from detectron2.config import get_cfg
 from deepcee_d2.config import add_deepcee_config
 from deepcee_d2.cosmology import DEFAULT_COSMOLOGY
 from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, Photometry, RedSequenceEstimator, RedSequenceSettings,
+                                    aperture_coverage,
                                     estimate_redshift_richness, measure_background, measure_photometry,
                                     read_background, richness_luminosity, write_background)
 from deepcee_d2.synthetic import render
@@ -207,3 +208,28 @@ def test_background_file_round_trips_and_is_checked(settings, background, tmp_pa
     # The packaged background of the synthetic sky fits the default settings.
     packaged = RedSequenceEstimator.from_cfg(add_deepcee_config(get_cfg())).background
     assert np.all(np.asarray(packaged["scan"]) > 0) and packaged.meta["area"] > 500 * u.arcmin**2
+
+
+def test_padding_outside_the_imaging_is_neither_sky_nor_area(settings):
+    """A tile reaching past the frames is padded with zeros (`Cutout.covered`): with the mask, the imaged half
+    gives the sources, noise and area of that half of the whole image; without it, the zeros lower the sky
+    noise, so the detection threshold, and count as area."""
+    field = make_field(CENTRE, 600, 600, clusters=None, seed=8, mag_limit=MAG_LIMIT)
+    covered = np.zeros((600, 600), bool)
+    covered[:, :300] = True
+    padded = {band: np.where(covered, image, 0.0) for band, image in field.images.items()}
+    whole = measure_photometry(field.images, field.wcs, settings)
+    masked = measure_photometry(padded, field.wcs, settings, covered=covered)
+    unmasked = measure_photometry(padded, field.wcs, settings)
+
+    def left(photometry):
+        return photometry.sources[photometry.sources["x"] < 280]
+
+    assert abs(len(left(masked)) - len(left(whole))) <= 2
+    assert len(left(unmasked)) > len(left(masked)) + 5
+    assert masked.area.value == pytest.approx(whole.area.value / 2, rel=1e-6)
+    centre = field.wcs.pixel_to_world(299.5, 299.5)
+    assert aperture_coverage(masked, centre, 60 * u.arcsec)[0] == pytest.approx(0.5, abs=0.03)
+    assert aperture_coverage(unmasked, centre, 60 * u.arcsec)[0] == 1.0
+    with pytest.raises(ValueError, match="tile-3: no pixel is imaged"):
+        measure_photometry(padded, field.wcs, settings, source="tile-3", covered=np.zeros((600, 600), bool))

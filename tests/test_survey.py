@@ -244,6 +244,30 @@ def test_clusters_across_tile_edges_are_found_once_at_their_position(tiny_survey
     assert separation.max() < 1.2 * u.arcsec
 
 
+def test_larger_tiles_find_the_same_clusters_at_the_training_scale(tiny_survey, blob_run, tmp_path):
+    """Tiles of about twice the training size (392 px, binned to 196: 100 px + 6 x the backbone's stride 16):
+    fewer tiles, the same three clusters, and each network pixel still 2 sky pixels (the blob detector's
+    24 px boxes keep their size on the sky)."""
+    tiles, _, default = blob_run
+    cfg = survey_cfg("DEEPCEE.SURVEY.TILE_SIZE", "392", "DEEPCEE.REDSHIFT.IN_SURVEY", "False")
+    side, _ = tile_geometry(cfg)
+    assert side == tile_geometry(survey_cfg())[0] * 392 / 200
+    large_tiles, _ = field_tiles(tiny_survey, cfg)
+    assert len(large_tiles) < len(tiles)
+    large = find_clusters(cfg, large_tiles, ImagingSpec("fits", str(tiny_survey)), tmp_path, n_workers=1,
+                          detector=BrightestBlobDetector(), progress=False, processes=False)
+    assert len(large.catalogue) == len(default.catalogue) == 3
+    found = SkyCoord(large.catalogue["ra"], large.catalogue["dec"], unit=u.deg)
+    _, separation, _ = truth_coords(tiny_survey).match_to_catalog_sky(found)
+    assert separation.max() < 1.2 * u.arcsec
+    assert np.allclose(large.catalogue["box_width"], 24 * 2 * 0.396)
+    # Odd sizes cannot be binned; 400 px (200 at the network) would move the backbone's feature grid.
+    for size in ("401", "400"):
+        with pytest.raises(ValueError, match=f"DEEPCEE.SURVEY.TILE_SIZE = {size}: give COLOUR.CUTOUT_SIZE .200. plus "
+                                             "a multiple of 32"):
+            tile_geometry(survey_cfg("DEEPCEE.SURVEY.TILE_SIZE", size))
+
+
 def test_one_and_two_workers_give_the_same_catalogue(tiny_survey, blob_run, tmp_path):
     tiles, _, one = blob_run
     two = find_clusters(survey_cfg(), tiles, ImagingSpec("fits", str(tiny_survey)), tmp_path, n_workers=2,
@@ -476,3 +500,15 @@ def test_no_dask_dashboard_unless_asked():
 
     assert status_page() == 404
     assert status_page(dashboard="127.0.0.1:0") == 200
+
+
+def test_the_documented_crossmatch_command_keeps_its_config_overrides():
+    """docs/injection.md: ``--crossmatch INJECTED/clusters.fits MODEL.WEIGHTS ...``: the catalogue flag takes
+    one file, so the overrides after it stay overrides (a list flag swallowed them: 'MODEL.WEIGHTS is empty')."""
+    import runpy
+
+    parse_args = runpy.run_path(str(REPO / "tools" / "find_clusters.py"))["parse_args"]
+    args = parse_args(["--config-file", "c.yaml", "--input", "frames", "--output", "out", "--crossmatch",
+                       "injected/clusters.fits", "--crossmatch", "whl12.fits", "MODEL.WEIGHTS", "model.pth"])
+    assert args.crossmatch == ["injected/clusters.fits", "whl12.fits"]
+    assert args.opts == ["MODEL.WEIGHTS", "model.pth"]

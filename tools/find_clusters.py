@@ -44,7 +44,9 @@ def parse_args(argv=None):
     parser.add_argument("--dashboard", metavar="ADDRESS", help="start Dask's dashboard there, e.g. localhost:8787")
     parser.add_argument("--threads-per-worker", type=int, default=1, help="PyTorch threads in each worker")
     parser.add_argument("--gallery", type=int, default=50, help="candidates shown in the HTML gallery")
-    parser.add_argument("--crossmatch", nargs="*", default=[], help="known-cluster catalogues (ra, dec, z)")
+    # One catalogue per flag: a list-taking flag would swallow the KEY VALUE overrides that follow it.
+    parser.add_argument("--crossmatch", action="append", default=[], metavar="CATALOGUE",
+                        help="known-cluster catalogue (ra, dec, z); repeat the flag for several")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return parser.parse_args(argv)
 

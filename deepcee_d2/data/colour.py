@@ -251,6 +251,37 @@ def flip_wcs(wcs, shape, axis, source="image"):
     return flipped
 
 
+def survey_tile_sizes(cfg):
+    """Side in pixels of a survey tile (at ``DEEPCEE.COLOUR.PIXEL_SCALE``) and of its network image.
+
+    The tile is ``DEEPCEE.SURVEY.TILE_SIZE`` pixels (0: ``COLOUR.CUTOUT_SIZE``, the training cutouts'), binned
+    by the training cutouts' own factor ``CUTOUT_SIZE / NETWORK_SIZE``, so clusters reach the network at the
+    scale it learnt whatever the tile size. Its network image must also differ from the training images'
+    ``NETWORK_SIZE`` by a multiple of the backbone's output stride (16): the backbone pads its stride-2 layers
+    as TF's "SAME" does, asymmetrically on inputs of even size, so the feature grid's offset from the image
+    depends on the size modulo that stride, and the box deltas the network learnt hold for its training size
+    only (a 1000 px tile image of the 500 px demo model put every box 3-5" off; BENCHMARKS.md).
+
+    Raises
+    ------
+    ValueError
+        A tile size that is not positive, not a whole multiple of that factor, or off the stride.
+    """
+    from ..modeling.inception_v2 import FEATURE_STRIDES
+
+    colour = cfg.DEEPCEE.COLOUR
+    factor = binning_factor((colour.CUTOUT_SIZE, colour.CUTOUT_SIZE), colour.NETWORK_SIZE, "DEEPCEE.COLOUR")
+    tile = cfg.DEEPCEE.SURVEY.TILE_SIZE or colour.CUTOUT_SIZE
+    stride = max(FEATURE_STRIDES.get(name, 1) for name in cfg.MODEL.RPN.IN_FEATURES)
+    if tile <= 0 or tile % factor or (tile // factor - colour.NETWORK_SIZE) % stride:
+        step = factor * stride
+        raise ValueError(f"DEEPCEE.SURVEY.TILE_SIZE = {cfg.DEEPCEE.SURVEY.TILE_SIZE}: give COLOUR.CUTOUT_SIZE "
+                         f"({colour.CUTOUT_SIZE}) plus a multiple of {step} (the training binning factor {factor} x "
+                         f"the backbone's stride {stride}, e.g. {colour.CUTOUT_SIZE + step * round(colour.CUTOUT_SIZE / step)}), "
+                         f"or 0 for COLOUR.CUTOUT_SIZE")
+    return tile, tile // factor
+
+
 def network_wcs(wcs, shape, network_size, source="image"):
     """WCS of the network image made by `make_network_image` from an image of ``shape`` with ``wcs``.
 

@@ -76,6 +76,15 @@ class Cutout:
         return 1.0 if self.covered is None else float(self.covered.mean())
 
 
+def covered_at(covered, x, y):
+    """``covered`` (a `Cutout.covered` mask) at pixel positions ``x``, ``y`` (0-based, any shape): the
+    nearest pixel's value, positions past the border taking the border's."""
+    height, width = covered.shape
+    column = np.clip(np.rint(np.asarray(x)).astype(int), 0, width - 1)
+    row = np.clip(np.rint(np.asarray(y)).astype(int), 0, height - 1)
+    return covered[row, column]
+
+
 class ImagingSource:
     """Base class: ``cutout(centre, size, pixel_scale) -> Cutout`` with images of `bands`."""
 

@@ -12,7 +12,7 @@ architecture with a warning per skipped parameter. Here every weights file goes 
 
 `DetectorFactory` is the picklable recipe a survey worker calls once: it checks the weights in the calling
 process (so a bad file is reported before Dask starts) and builds detectron2's ``DefaultPredictor`` with the
-survey's number of proposals per tile (`survey_detector_config`).
+survey's number of proposals per tile and its tiles' size (`survey_detector_config`).
 """
 import hashlib
 from collections.abc import Mapping
@@ -142,15 +142,24 @@ def build_inference_model(cfg):
 
 
 def survey_detector_config(cfg):
-    """A copy of ``cfg`` whose ``MODEL.RPN.POST_NMS_TOPK_TEST`` is ``DEEPCEE.SURVEY.POST_NMS_TOPK_TEST``
-    (the survey's proposals per tile; 0 keeps the evaluation's value). ``cfg`` itself is not changed."""
+    """A copy of ``cfg`` for survey tiles: ``MODEL.RPN.POST_NMS_TOPK_TEST`` is at most
+    ``DEEPCEE.SURVEY.POST_NMS_TOPK_TEST`` (the survey's proposals per tile; 0 keeps the evaluation's value)
+    and ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST`` grow with the tiles' network images
+    (`~deepcee_d2.data.colour.survey_tile_sizes`) over the training ones (``COLOUR.NETWORK_SIZE``), so a tile
+    reaches the network at the scale of evaluation's images. ``cfg`` itself is not changed."""
+    from ..data.colour import survey_tile_sizes
+
     survey = cfg.clone()
     survey.defrost()
     if cfg.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST < 0:
         raise ValueError(f"DEEPCEE.SURVEY.POST_NMS_TOPK_TEST {cfg.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST}: give a "
                          "number of proposals per tile, or 0 for MODEL.RPN.POST_NMS_TOPK_TEST")
     if cfg.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST:
-        survey.MODEL.RPN.POST_NMS_TOPK_TEST = cfg.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST
+        survey.MODEL.RPN.POST_NMS_TOPK_TEST = min(cfg.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST, cfg.MODEL.RPN.POST_NMS_TOPK_TEST)
+    # Tiles larger than the training images are resized as evaluation resizes those, scaled up alike.
+    scale = survey_tile_sizes(cfg)[1] / cfg.DEEPCEE.COLOUR.NETWORK_SIZE
+    survey.INPUT.MIN_SIZE_TEST = round(cfg.INPUT.MIN_SIZE_TEST * scale)
+    survey.INPUT.MAX_SIZE_TEST = round(cfg.INPUT.MAX_SIZE_TEST * scale)
     survey.freeze()
     return survey
 

@@ -32,8 +32,8 @@ from astropy.table import Table, hstack, vstack
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..data.cache import get_cutout
-from ..data.colour import ColourSettings, make_network_image
-from ..data.frames import ImagingError
+from ..data.colour import ColourSettings, make_network_image, survey_tile_sizes
+from ..data.frames import ImagingError, covered_at
 from ..data.resample import Resampling
 from ..data.sources import make_source
 from ..engine.predictor import DetectorFactory
@@ -113,10 +113,7 @@ def on_imaging(cutout, network_wcs, boxes):
     ``cutout`` imaged in every band (`~deepcee_d2.data.frames.Cutout.covered`)."""
     if cutout.covered is None or len(boxes) == 0:
         return np.ones(len(boxes), bool)
-    x, y = (np.rint(np.asarray(v)).astype(int)
-            for v in cutout.wcs.world_to_pixel(box_xy_to_sky(network_wcs, *box_centres(boxes))))
-    height, width = cutout.covered.shape
-    return cutout.covered[np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)]
+    return covered_at(cutout.covered, *cutout.wcs.world_to_pixel(box_xy_to_sky(network_wcs, *box_centres(boxes))))
 
 
 def detections_table(tile, boxes, scores, wcs, field_wcs=None):
@@ -165,7 +162,7 @@ def process_tile(tile, job):
                              _field_wcs(spec, tile.field, job.reference_band))
     if job.redshift is not None:  # z and richness of each detection, from the tile's flux images
         table = hstack([table, job.redshift.estimate(cutout.images, cutout.wcs, table["ra"], table["dec"],
-                                                     f"tile {tile.tile_id} ({cutout.source})")])
+                                                     f"tile {tile.tile_id} ({cutout.source})", cutout.covered)])
     table.meta["COVERED"] = round(cutout.covered_fraction, 6)  # share of the tile imaged in every band
     with atomic_output(path) as temporary:
         table.write(temporary, format="ascii.ecsv", overwrite=True)
@@ -342,14 +339,14 @@ class SurveyResult:
 
 
 def job_from_cfg(cfg, imaging, output_dir, detector=None, threads_per_worker=1):
-    """The `SurveyJob` of a Deep-CEE config: tile size, colour and score threshold as in training; the
+    """The `SurveyJob` of a Deep-CEE config: tile size (`survey_tile_sizes`), colour and score threshold; the
     red-sequence estimator when ``DEEPCEE.REDSHIFT.IN_SURVEY``."""
     from ..redsequence import RedSequenceEstimator  # imports galsim and photutils: not at module import
 
-    colour = cfg.DEEPCEE.COLOUR
+    tile_size, network_size = survey_tile_sizes(cfg)
     return SurveyJob(imaging=imaging, detector=detector or DetectorFactory(cfg, threads_per_worker),
-                     colour=ColourSettings.from_cfg(cfg), cutout_size=colour.CUTOUT_SIZE,
-                     pixel_scale=colour.PIXEL_SCALE, network_size=colour.NETWORK_SIZE,
+                     colour=ColourSettings.from_cfg(cfg), cutout_size=tile_size,
+                     pixel_scale=cfg.DEEPCEE.COLOUR.PIXEL_SCALE, network_size=network_size,
                      score_threshold=tile_score_floor(cfg), tiles_dir=str(Path(output_dir) / "tiles"),
                      redshift=RedSequenceEstimator.from_cfg(cfg) if cfg.DEEPCEE.REDSHIFT.IN_SURVEY else None)
 

@@ -1,8 +1,9 @@
 """Where the detector looks: survey fields or sky regions cut into overlapping tiles, and the tiles'
 detections merged into one list of candidates on the sky.
 
-A tile is a north-up cutout of the training size (``DEEPCEE.COLOUR.CUTOUT_SIZE`` pixels at ``PIXEL_SCALE``)
-made by the same imaging source and colour function as the training images. Neighbouring tiles overlap by
+A tile is a north-up cutout of ``DEEPCEE.SURVEY.TILE_SIZE`` pixels at ``COLOUR.PIXEL_SCALE`` (by default the
+training size, ``COLOUR.CUTOUT_SIZE``; `~deepcee_d2.data.colour.survey_tile_sizes`) made by the same imaging
+source and colour function, and binned by the same factor, as the training images. Neighbouring tiles overlap by
 at least the largest cluster box the survey looks for (`tile_geometry`), so a cluster cut by one tile's edge
 lies whole inside a neighbour; detections of the same cluster in several tiles, and the pieces of one
 cluster (bright members detected on their own), are merged by proper distance at the cluster's redshift,
@@ -25,6 +26,7 @@ from astropy.table import Table
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..cosmology import DEFAULT_COSMOLOGY, angular_size, cosmology_from_cfg
+from ..data.colour import survey_tile_sizes
 from ..sky import centre_and_radius, corners_sky, cutout_grid, merge_by_sky_distance
 
 
@@ -67,8 +69,7 @@ def tile_geometry(cfg):
     A smaller positive value is refused, since a cluster could then be cut by the edges of every tile that
     holds it.
     """
-    colour = cfg.DEEPCEE.COLOUR
-    side = colour.CUTOUT_SIZE * colour.PIXEL_SCALE * u.arcsec
+    side = survey_tile_sizes(cfg)[0] * cfg.DEEPCEE.COLOUR.PIXEL_SCALE * u.arcsec
     box = largest_cluster_box(cfg)
     overlap = cfg.DEEPCEE.SURVEY.TILE_OVERLAP_ARCSEC * u.arcsec
     if overlap == 0:
