@@ -21,18 +21,22 @@ before the packaged one existed).
 one estimate per detection) on a ``DEEPCEE.COLOUR.CUTOUT_SIZE`` field with one cluster and ``--detections``
 detections (the cluster and random positions), in wall and CPU (core) seconds.
 
-``--calibrate`` fits the richness relation (log10 R_L* = intercept + slope log10 L, L the members' luminosity
-of `deepcee_d2.redsequence`) on fields made from other seeds than the test run's, at their true centres, and
-prints the two config values; put them in DEEPCEE.REDSHIFT. The richness sets the radius (r200) within which L
-is measured, so the fit is repeated with its own result until it no longer changes; the tables printed after it
-use the fitted values (the calibration set's own scatter).
+``--calibrate`` fits the richness relation (log10 R_L* = intercept + slope log10 N + z_slope (z - 0.2), N the
+red-sequence members within r200 of `deepcee_d2.redsequence`) on fields made from other seeds than the test
+run's, at their true centres, and prints the three config values; put them in DEEPCEE.REDSHIFT. The richness
+sets the radius (r200) within which N is measured, so the fit is repeated with its own result until it no longer
+changes; the tables printed after it use the fitted values (the calibration set's own scatter). ``--dataset
+JSON`` adds the flux cutouts of a data set's split (`dataset_fields`: the evaluator's geometry, offsets 0 and 1)
+as a third set; every set weighs the same in the fit. The packaged relation is ``--calibrate --n-clusters 40
+--n-blank 1 --dataset DEMO/datasets/synthetic/train.json`` (the demo's train split: clusters disjoint from its
+test split).
 
 ``--cache DIR`` keeps each field's photometry and truth in DIR (`field_photometry`) and reads them back on the
 next run: a change of the richness or of the background is then measured on the same fields in seconds
 instead of minutes. Clear DIR when the simulator or the photometry changes.
 
     python benchmarks/bench_redshift.py                   # 7.5 min on 2 shared cores (BENCHMARKS.md)
-    python benchmarks/bench_redshift.py --calibrate --n-clusters 40
+    python benchmarks/bench_redshift.py --calibrate --n-clusters 40 --dataset DEMO/datasets/synthetic/train.json
 """
 import argparse
 import json
@@ -50,7 +54,7 @@ from detectron2.config import get_cfg
 
 from deepcee_d2.config import add_deepcee_config
 from deepcee_d2.cosmology import angular_size, cosmology_from_cfg
-from deepcee_d2.redsequence import (Photometry, RedSequenceEstimator, RedSequenceSettings,
+from deepcee_d2.redsequence import (RICHNESS_Z_PIVOT, Photometry, RedSequenceEstimator, RedSequenceSettings,
                                     estimate_redshift_richness, measure_background, measure_photometry,
                                     write_background)
 from deepcee_d2.synthetic import ClusterSpec
@@ -97,6 +101,50 @@ def field_photometry(name, size, seed, clusters, settings, cosmology, cache=None
                           truth=json.dumps(truth))
         table.write(path, format="ascii.ecsv", overwrite=True)
     return photometry, truth, seconds
+
+
+def dataset_fields(json_file, settings, cosmology, cache=None, offsets=(0, 1), seed=0):
+    """The flux cutouts of a Deep-CEE data set's images as the evaluator remakes them
+    (`deepcee_d2.evaluation.redshifts._flux_cutout`), one field per image with one annotated cluster, its
+    photometry cached as ``dataset-{split}-{image id}.ecsv`` in ``cache``: the geometry the evaluator and the
+    survey see (cutouts of the data set's size, the cluster anywhere within its offsets).
+
+    Takes the images whose offset index (the ``_k`` of ``{cluster}_{k}`` in the file name) is in ``offsets``.
+    Each field's centres are the annotated position ("true centre") and one 12 proper kpc off ("offset 12 kpc"),
+    as in `make_set`.
+    """
+    from deepcee_d2.data.register import load_deepcee_json
+    from deepcee_d2.evaluation.redshifts import _flux_cutout
+
+    records = load_deepcee_json(json_file, Path(json_file).parent, "calibration")
+    rng = np.random.default_rng(seed)
+    fields, sources = [], {}
+    for record in records:
+        if int(Path(record["file_name"]).stem.rsplit("_", 1)[1]) not in offsets or len(record["annotations"]) != 1:
+            continue
+        annotation = record["annotations"][0]
+        path = Path(cache) / f"dataset-{Path(json_file).stem}-{record['image_id']}.ecsv" if cache else None
+        if path is not None and path.is_file():
+            table = Table.read(path, format="ascii.ecsv")
+            photometry = Photometry(table, WCS(fits.Header.fromstring(table.meta.pop("wcs"))),
+                                    tuple(table.meta.pop("shape")))
+        else:
+            cutout = _flux_cutout(record, "", "calibration", sources)
+            photometry = measure_photometry(cutout.images, cutout.wcs, settings, record["file_name"],
+                                            cutout.covered)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                table = photometry.sources.copy()
+                table.meta.update(wcs=photometry.wcs.to_header_string(), shape=list(photometry.shape))
+                table.write(path, format="ascii.ecsv", overwrite=True)
+        truth = {key: annotation[key] for key in ("cluster_id", "ra", "dec", "z", "richness", "n_members")}
+        true_centre = SkyCoord(truth["ra"] * u.deg, truth["dec"] * u.deg)
+        angle = rng.uniform(0, 2 * np.pi)
+        offset = angular_size(OFFSET, truth["z"], cosmology)
+        fields.append({"photometry": photometry, "truth": truth, "centres": {
+            "true centre": true_centre,
+            "offset 12 kpc": true_centre.spherical_offsets_by(offset * np.sin(angle), offset * np.cos(angle))}})
+    return fields
 
 
 def make_set(z_range, min_members, n, size, seed, settings, cosmology, rng, cache=None):
@@ -152,24 +200,37 @@ def summarise(name, rows, photometry_seconds, size):
               f"| {np.mean([row['seconds'] for row in chosen]):.3f} |")
 
 
-def calibrate(fields, background, settings, cosmology, rounds=10, tolerance=5e-4):
-    """Fit log10 R_L* = intercept + slope log10 L at the true centres. The richness sets the aperture (r200) in
-    which L is measured, so the fit is repeated with its own result until it stops changing."""
+def calibrate(sets, background, settings, cosmology, rounds=12, tolerance=5e-4):
+    """Fit log10 R_L* = intercept + slope log10 L + z_slope (z - pivot) at the true centres, each set of fields
+    (``sets``: name -> fields) weighing the same in the fit (the data set's cutouts outnumber the 1200 px fields).
+    The richness sets the aperture (r200) in which L is measured, so the fit is repeated with its own result
+    until it stops changing."""
     for round_ in range(1, rounds + 1):
-        rows = [row for row in estimate_set(fields, background, settings, cosmology, centres=("true centre",))
-                if row["estimate"].luminosity > 0]
-        x = np.log10([row["estimate"].luminosity for row in rows])
-        y = np.log10([row["richness"] for row in rows])
-        slope, intercept = np.polyfit(x, y, 1)
-        scatter = np.std(y - (intercept + slope * x))
+        x, y, z, weight = [], [], [], []
+        for fields in sets.values():
+            rows = [row for row in estimate_set(fields, background, settings, cosmology, centres=("true centre",))
+                    if row["estimate"].members > 0]
+            x += [np.log10(row["estimate"].members) for row in rows]
+            y += [np.log10(row["richness"]) for row in rows]
+            z += [row["estimate"].z - RICHNESS_Z_PIVOT for row in rows]
+            weight += [1.0 / len(rows)] * len(rows)
+        x, y, z, weight = (np.asarray(v) for v in (x, y, z, weight))
+        design = np.stack([np.ones(len(x)), x, z], axis=1)
+        root = np.sqrt(weight)
+        intercept, slope, z_slope = np.linalg.lstsq(design * root[:, None], y * root, rcond=None)[0]
+        residual = y - design @ (intercept, slope, z_slope)
+        scatter = np.sqrt(np.average((residual - np.average(residual, weights=weight)) ** 2, weights=weight))
         converged = (abs(intercept - settings.richness_intercept) < tolerance
-                     and abs(slope - settings.richness_slope) < tolerance)
-        settings = replace(settings, richness_intercept=float(intercept), richness_slope=float(slope))
+                     and abs(slope - settings.richness_slope) < tolerance
+                     and abs(z_slope - settings.richness_z_slope) < tolerance)
+        settings = replace(settings, richness_intercept=float(intercept), richness_slope=float(slope),
+                           richness_z_slope=float(z_slope))
         if converged:
             break
-    print(f"\ncalibration on {len(rows)} clusters ({round_} rounds{'' if converged else ', not converged'}): "
-          f"DEEPCEE.REDSHIFT.RICHNESS_INTERCEPT = {intercept:.3f}, RICHNESS_SLOPE = {slope:.3f} "
-          f"(scatter {scatter:.3f} dex)")
+    print(f"\ncalibration on {', '.join(f'{len(fields)} {name}' for name, fields in sets.items())} ({round_} rounds"
+          f"{'' if converged else ', not converged'}): DEEPCEE.REDSHIFT.RICHNESS_INTERCEPT = {intercept:.3f}, "
+          f"RICHNESS_SLOPE = {slope:.3f}, RICHNESS_Z_SLOPE = {z_slope:.3f} (scatter {scatter:.3f} dex, sets "
+          "weighted equally)")
     return settings
 
 
@@ -227,8 +288,11 @@ def main(args):
     sets = {name: make_set(z_range, min_members, args.n_clusters // 2, args.size, seed + 1000 * (index + 1),
                            settings, cosmology, rng, args.cache)
             for index, (name, (z_range, min_members)) in enumerate(SETS.items())}
+    if args.dataset:
+        sets["cutouts of " + args.dataset] = (dataset_fields(args.dataset, settings, cosmology, args.cache),
+                                              np.nan)
     if args.calibrate:
-        settings = calibrate([field for fields, _ in sets.values() for field in fields], background, settings,
+        settings = calibrate({name: fields for name, (fields, _) in sets.items()}, background, settings,
                              cosmology)
     all_rows = []
     for name, (fields, photometry_seconds) in sets.items():
@@ -261,6 +325,9 @@ if __name__ == "__main__":
     parser.add_argument("--detections", type=int, default=5, help="detections in the --tile-cost tile (default 5)")
     parser.add_argument("--cache", metavar="DIR",
                         help="keep each field's photometry and truth in DIR and reuse them (field_photometry)")
+    parser.add_argument("--dataset", metavar="JSON",
+                        help="add the flux cutouts of a data set's split (the evaluator's geometry; a train.json "
+                             "for --calibrate) as one more set of fields (dataset_fields, offsets 0 and 1)")
     parser.add_argument("--calibrate", action="store_true",
                         help="use calibration seeds and fit the richness relation")
     main(parser.parse_args())

@@ -11,10 +11,10 @@ from detectron2.config import get_cfg
 
 from deepcee_d2.config import add_deepcee_config
 from deepcee_d2.cosmology import DEFAULT_COSMOLOGY
-from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, Photometry, RedSequenceEstimator, RedSequenceSettings,
-                                    aperture_coverage,
-                                    estimate_redshift_richness, measure_background, measure_photometry,
-                                    read_background, richness_luminosity, write_background)
+from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, RICHNESS_Z_PIVOT, Photometry, RedSequenceEstimator,
+                                    RedSequenceSettings, aperture_coverage, estimate_redshift_richness,
+                                    measure_background, measure_photometry, read_background, richness_members,
+                                    write_background)
 from deepcee_d2.synthetic import render
 from deepcee_d2.synthetic.colours import m_star, red_sequence
 from deepcee_d2.synthetic.field import make_field
@@ -36,7 +36,7 @@ def background(settings):
 
 def test_cluster_redshift_and_richness_are_recovered(settings):
     """Against the packaged background (the survey's): one blank field is no background for the richness, as
-    the light of a big nearby galaxy, split into many sources of red colours, can dominate it."""
+    the pieces of a big nearby galaxy, split into many sources of red colours, can dominate it."""
     request = Table({"ra": [150.0], "dec": [2.0], "z": [0.2], "richness": [60.0]})
     field = make_field(CENTRE, 800, 800, clusters=request, seed=4, mag_limit=MAG_LIMIT)
     truth = field.clusters[0]
@@ -47,7 +47,7 @@ def test_cluster_redshift_and_richness_are_recovered(settings):
     assert estimate.z == pytest.approx(truth["z"], abs=0.03)
     assert 0 < estimate.z_err < 0.05
     # Within a factor 2 (0.3 dex, twice the scatter): most of this cluster's r200 (1.6 Mpc) lies outside the
-    # 800 px field, and the calibration's slope (0.56) pulls a rich cluster's estimate towards the middle.
+    # 800 px field, and the calibration's slope (below 1) pulls a rich cluster's estimate towards the middle.
     assert truth["richness"] / 2 < estimate.richness < 2 * truth["richness"]
     assert estimate.as_row() == {"z_est": estimate.z, "z_err": estimate.z_err, "richness": estimate.richness,
                                  "rs_significance": estimate.significance, "rs_peak": True}
@@ -59,7 +59,7 @@ def test_blank_field_has_no_red_sequence_peak(settings, background):
     estimate = estimate_redshift_richness(photometry, CENTRE, DEFAULT_COSMOLOGY, background, settings)
     assert not estimate.has_peak
     assert estimate.significance < settings.min_significance
-    assert estimate.luminosity < 3
+    assert estimate.members < 3
     row = estimate.as_row()  # no peak: no redshift or richness in the catalogue
     assert np.isnan([row["z_est"], row["z_err"], row["richness"]]).all() and not row["rs_peak"]
 
@@ -91,32 +91,46 @@ def catalogue_photometry(z, luminosity, offset_kpc, colour_offset=0.0, size=1000
 def empty_background(settings):
     """A background of nothing at all (every density 0)."""
     zeros = np.zeros(len(settings.z_grid))
-    return Table({"z": settings.z_grid, "scan": zeros, "scan_squared": zeros, "luminosity": zeros})
+    return Table({"z": settings.z_grid, "scan": zeros, "scan_squared": zeros, "members": zeros})
 
 
-def test_richness_is_the_members_luminosity_not_their_number(settings):
-    """Two clusters of as many red-sequence members, one twice as luminous: twice the light, and the richness
-    follows the calibration's power of it (a count of members would make them equal). The image holds the
-    whole aperture (r200) and there is no background, so the light is the members' sum."""
+def test_richness_is_the_number_of_members_within_r200(settings):
+    """Twice the red-sequence members, twice the number, and the richness follows the calibration's power of
+    it; twice their light changes nothing. The image holds the whole aperture (r200) and there is no
+    background, so the number is the members'."""
     z, n = 0.15, 25
-    offsets = np.linspace(20.0, 400.0, n)
-    estimates = [estimate_redshift_richness(catalogue_photometry(z, np.full(n, light), offsets, size=4000),
-                                            CENTRE, DEFAULT_COSMOLOGY, empty_background(settings), settings)
-                 for light in (1.0, 2.0)]
-    assert [estimate.z for estimate in estimates] == pytest.approx([z, z], abs=0.005)
-    assert [estimate.luminosity for estimate in estimates] == pytest.approx([n, 2 * n], rel=0.03)
+
+    def estimate(count, light):
+        offsets = np.linspace(20.0, 400.0, count)
+        return estimate_redshift_richness(catalogue_photometry(z, np.full(count, light), offsets, size=4000),
+                                          CENTRE, DEFAULT_COSMOLOGY, empty_background(settings), settings)
+
+    estimates = [estimate(n, 1.0), estimate(2 * n, 1.0), estimate(n, 2.0)]
+    assert [e.z for e in estimates] == pytest.approx([z] * 3, abs=0.005)
+    assert [e.members for e in estimates] == pytest.approx([n, 2 * n, n], rel=0.03)
     assert estimates[1].richness / estimates[0].richness == pytest.approx(2.0 ** settings.richness_slope, rel=0.05)
+    assert estimates[2].richness == pytest.approx(estimates[0].richness, rel=0.01)
+
+
+def test_richness_relation_has_a_redshift_term(settings):
+    """The same members give a richness 10^(z_slope (z - pivot)) times the one without the z term."""
+    z, n = 0.1, 25
+    photometry = catalogue_photometry(z, np.ones(n), np.linspace(20.0, 400.0, n), size=4000)
+    richness = [estimate_redshift_richness(photometry, CENTRE, DEFAULT_COSMOLOGY, empty_background(settings),
+                                           replace(settings, richness_z_slope=z_slope)).richness
+                for z_slope in (0.0, 1.5)]
+    assert richness[1] / richness[0] == pytest.approx(10.0 ** (1.5 * (z - RICHNESS_Z_PIVOT)), rel=0.01)
 
 
 def test_richness_members_are_red_sequence_galaxies_within_the_magnitude_window(settings):
-    """Only galaxies on the red sequence count, each with its L / L*, between m* + BRIGHT_MAG and m* +
-    RICHNESS_FAINT_MAG: a bright foreground object of red-sequence colour cannot dominate the sum."""
+    """Only galaxies on the red sequence count, between m* + BRIGHT_MAG and m* + RICHNESS_FAINT_MAG: a bright
+    foreground object of red-sequence colour is no member."""
     z = 0.2
     light = np.array([1.0, 3.0, 0.5, 0.3, 20.0])  # 0.3 L* is below the 0.42 L* cut, 20 L* above m* - 3
     sources = catalogue_photometry(z, light, np.full(5, 100.0)).sources
-    assert richness_luminosity(sources, z, settings, DEFAULT_COSMOLOGY)[:, 0] == pytest.approx([1.0, 3.0, 0.5, 0, 0])
+    assert list(richness_members(sources, z, settings, DEFAULT_COSMOLOGY)[:, 0]) == [True, True, True, False, False]
     blue = catalogue_photometry(z, light, np.full(5, 100.0), colour_offset=-0.4).sources
-    assert np.all(richness_luminosity(blue, z, settings, DEFAULT_COSMOLOGY) == 0)
+    assert not richness_members(blue, z, settings, DEFAULT_COSMOLOGY).any()
 
 
 def test_photometry_measures_injected_point_sources_in_ab_magnitudes(settings):
@@ -194,14 +208,14 @@ def test_background_file_round_trips_and_is_checked(settings, background, tmp_pa
     write_background(background["z", "scan"], tmp_path / "partial.ecsv")
     with pytest.raises(ValueError, match=r"partial.ecsv: background table lacks column\(s\) \['scan_squared'"):
         read_background(tmp_path / "partial.ecsv", settings)
-    # A background of the red-sequence count (before the richness became a luminosity) is refused by name.
+    # A background of an earlier richness estimator (the members' luminosity) is refused by name.
     old = background.copy()
-    old.rename_column("luminosity", "richness")
-    write_background(old, tmp_path / "count.ecsv")
-    with pytest.raises(ValueError, match=r"count.ecsv: background table lacks column\(s\) \['luminosity'\].*before "
-                                         "it became a luminosity.*measure it again"):
-        read_background(tmp_path / "count.ecsv", settings)
-    # So is one measured with another member definition (its luminosity density would not fit).
+    old.rename_column("members", "luminosity")
+    write_background(old, tmp_path / "light.ecsv")
+    with pytest.raises(ValueError, match=r"light.ecsv: background table lacks column\(s\) \['members'\].*earlier "
+                                         "richness estimator: its column 'luminosity'.*measure it again"):
+        read_background(tmp_path / "light.ecsv", settings)
+    # So is one measured with another member definition (its member density would not fit).
     with pytest.raises(ValueError, match=r"background.ecsv: background measured with other DEEPCEE.REDSHIFT "
                                          r"settings: richness_faint_mag 0.94 \(now 1.5\)"):
         read_background(path, replace(settings, richness_faint_mag=1.5))
