@@ -12,32 +12,51 @@ richness scatter in dex against the truth R_L* at >= 20 members, and seconds per
 (seeds apart from the benchmark's) and writes it for ``DEEPCEE.REDSHIFT.BACKGROUND_FILE``; the packaged
 ``deepcee_d2/synthetic/red_sequence_background.ecsv`` is ``--write-background ... --n-blank 8 --size 2000``.
 
-The redshifts are estimated against the packaged background (``DEEPCEE.REDSHIFT.BACKGROUND_FILE``, what the
-survey and the evaluator use); the blank fields (``--n-blank``) give the blank-field significance, and with
-``--measure-background`` the background itself (as before the packaged one existed).
+The redshifts and richnesses are estimated against the packaged background
+(``DEEPCEE.REDSHIFT.BACKGROUND_FILE``, what the survey and the evaluator use), in every mode; the blank fields
+(``--n-blank``) give the blank-field significance, and with ``--measure-background`` the background itself (as
+before the packaged one existed).
 
 ``--tile-cost`` only times what the survey adds per tile (`RedSequenceEstimator.estimate`: photometry once, then
 one estimate per detection) on a ``DEEPCEE.COLOUR.CUTOUT_SIZE`` field with one cluster and ``--detections``
 detections (the cluster and random positions), in wall and CPU (core) seconds.
 
-``--calibrate`` fits the richness relation (log10 R_L* = intercept + slope log10 n) on fields made from other
-seeds than the test run's and prints the two config values; put them in DEEPCEE.REDSHIFT.
+``--calibrate`` fits the richness relation (log10 R_L* = intercept + slope log10 N + z_slope (z - 0.2), N the
+red-sequence members within r200 of `deepcee_d2.redsequence`) on fields made from other seeds than the test
+run's, at their true centres, and prints the three config values; put them in DEEPCEE.REDSHIFT. The richness
+sets the radius (r200) within which N is measured, so the fit is repeated with its own result until it no longer
+changes; the tables printed after it use the fitted values (the calibration set's own scatter). ``--dataset
+JSON`` adds the flux cutouts of a data set's split (`dataset_fields`: the evaluator's geometry, offsets 0 and 1)
+as a third set; every set weighs the same in the fit. The packaged relation is ``--calibrate --n-clusters 40
+--n-blank 1 --dataset DEMO/datasets/synthetic/train.json`` (the demo's train split: clusters disjoint from its
+test split).
+
+``--cache DIR`` keeps each field's photometry and truth in DIR (`field_photometry`) and reads them back on the
+next run: a change of the richness or of the background is then measured on the same fields in seconds
+instead of minutes. Clear DIR when the simulator or the photometry changes.
 
     python benchmarks/bench_redshift.py                   # 7.5 min on 2 shared cores (BENCHMARKS.md)
-    python benchmarks/bench_redshift.py --calibrate --n-clusters 40
+    python benchmarks/bench_redshift.py --calibrate --n-clusters 40 --dataset DEMO/datasets/synthetic/train.json
 """
 import argparse
+import json
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import astropy.units as u
 import numpy as np
 from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
 from detectron2.config import get_cfg
 
 from deepcee_d2.config import add_deepcee_config
 from deepcee_d2.cosmology import angular_size, cosmology_from_cfg
-from deepcee_d2.redsequence import (RedSequenceEstimator, RedSequenceSettings, estimate_redshift_richness,
-                                    measure_background, measure_photometry, write_background)
+from deepcee_d2.redsequence import (RICHNESS_Z_PIVOT, Photometry, RedSequenceEstimator, RedSequenceSettings,
+                                    estimate_redshift_richness, measure_background, measure_photometry,
+                                    write_background)
 from deepcee_d2.synthetic import ClusterSpec
 from deepcee_d2.synthetic.field import make_field
 
@@ -54,31 +73,115 @@ def sigma_nmad(dz):
     return float(1.4826 * np.median(np.abs(dz - np.median(dz))))
 
 
-def run_set(z_range, min_members, n, size, seed, background, settings, cosmology, rng):
-    rows = []
-    photometry_time = 0.0
+def field_photometry(name, size, seed, clusters, settings, cosmology, cache=None):
+    """Photometry and cluster truth (a dict, None without a cluster) of one synthetic field, and the seconds
+    its photometry took (None when it came from ``cache``).
+
+    With ``cache`` (a folder) the photometry and truth are kept there as ``{name}-{size}px-{seed}.ecsv`` and
+    read back on the next run, so that a change of the estimator is measured on the same fields in seconds.
+    The key holds what the field is made of only as ``name``: clear the folder when anything else changes
+    (the simulator, the photometry settings).
+    """
+    path = Path(cache) / f"{name}-{size}px-{seed}.ecsv" if cache else None
+    if path is not None and path.is_file():
+        table = Table.read(path, format="ascii.ecsv")
+        wcs = WCS(fits.Header.fromstring(table.meta.pop("wcs")))
+        shape, truth = tuple(table.meta.pop("shape")), json.loads(table.meta.pop("truth"))
+        return Photometry(table, wcs, shape), truth, None
+    field = make_field(CENTRE, size, size, clusters=clusters, seed=seed, name=f"b{seed}", cosmology=cosmology)
+    start = time.perf_counter()
+    photometry = measure_photometry(field.images, field.wcs, settings, source=field.name)
+    seconds = time.perf_counter() - start
+    truth = ({key: (value.item() if hasattr(value, "item") else value) for key, value in
+              zip(field.clusters.colnames, field.clusters[0])} if len(field.clusters) else None)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = photometry.sources.copy()
+        table.meta.update(wcs=photometry.wcs.to_header_string(), shape=list(photometry.shape),
+                          truth=json.dumps(truth))
+        table.write(path, format="ascii.ecsv", overwrite=True)
+    return photometry, truth, seconds
+
+
+def dataset_fields(json_file, settings, cosmology, cache=None, offsets=(0, 1), seed=0):
+    """The flux cutouts of a Deep-CEE data set's images as the evaluator remakes them
+    (`deepcee_d2.evaluation.redshifts._flux_cutout`), one field per image with one annotated cluster, its
+    photometry cached as ``dataset-{split}-{image id}.ecsv`` in ``cache``: the geometry the evaluator and the
+    survey see (cutouts of the data set's size, the cluster anywhere within its offsets).
+
+    Takes the images whose offset index (the ``_k`` of ``{cluster}_{k}`` in the file name) is in ``offsets``.
+    Each field's centres are the annotated position ("true centre") and one 12 proper kpc off ("offset 12 kpc"),
+    as in `make_set`.
+    """
+    from deepcee_d2.data.register import load_deepcee_json
+    from deepcee_d2.evaluation.redshifts import _flux_cutout
+
+    records = load_deepcee_json(json_file, Path(json_file).parent, "calibration")
+    rng = np.random.default_rng(seed)
+    fields, sources = [], {}
+    for record in records:
+        if int(Path(record["file_name"]).stem.rsplit("_", 1)[1]) not in offsets or len(record["annotations"]) != 1:
+            continue
+        annotation = record["annotations"][0]
+        path = Path(cache) / f"dataset-{Path(json_file).stem}-{record['image_id']}.ecsv" if cache else None
+        if path is not None and path.is_file():
+            table = Table.read(path, format="ascii.ecsv")
+            photometry = Photometry(table, WCS(fits.Header.fromstring(table.meta.pop("wcs"))),
+                                    tuple(table.meta.pop("shape")))
+        else:
+            cutout = _flux_cutout(record, "", "calibration", sources)
+            photometry = measure_photometry(cutout.images, cutout.wcs, settings, record["file_name"],
+                                            cutout.covered)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                table = photometry.sources.copy()
+                table.meta.update(wcs=photometry.wcs.to_header_string(), shape=list(photometry.shape))
+                table.write(path, format="ascii.ecsv", overwrite=True)
+        truth = {key: annotation[key] for key in ("cluster_id", "ra", "dec", "z", "richness", "n_members")}
+        true_centre = SkyCoord(truth["ra"] * u.deg, truth["dec"] * u.deg)
+        angle = rng.uniform(0, 2 * np.pi)
+        offset = angular_size(OFFSET, truth["z"], cosmology)
+        fields.append({"photometry": photometry, "truth": truth, "centres": {
+            "true centre": true_centre,
+            "offset 12 kpc": true_centre.spherical_offsets_by(offset * np.sin(angle), offset * np.cos(angle))}})
+    return fields
+
+
+def make_set(z_range, min_members, n, size, seed, settings, cosmology, rng, cache=None):
+    """The photometry, truth and the two centres (true, 12 kpc off) of ``n`` fields with one cluster each, and
+    the mean seconds of their photometry (NaN when all came from ``cache``)."""
+    fields, photometry_times = [], []
     for k in range(n):
-        field = make_field(CENTRE, size, size, clusters=ClusterSpec(z_range=z_range, min_members=min_members),
-                           seed=seed + k, name=f"b{seed + k}", cosmology=cosmology)
-        start = time.perf_counter()
-        photometry = measure_photometry(field.images, field.wcs, settings, source=field.name)
-        photometry_time += time.perf_counter() - start
-        truth = field.clusters[0]
+        photometry, truth, seconds = field_photometry(
+            f"cluster-{z_range[0]:g}-{z_range[1]:g}-{min_members}", size, seed + k,
+            ClusterSpec(z_range=z_range, min_members=min_members), settings, cosmology, cache)
+        if seconds is not None:
+            photometry_times.append(seconds)
         true_centre = SkyCoord(truth["ra"] * u.deg, truth["dec"] * u.deg)
         angle = rng.uniform(0, 2 * np.pi)
         offset = angular_size(OFFSET, truth["z"], cosmology)
         offset_centre = true_centre.spherical_offsets_by(offset * np.sin(angle), offset * np.cos(angle))
-        for label, centre in (("true centre", true_centre), ("offset 12 kpc", offset_centre)):
+        fields.append({"photometry": photometry, "truth": truth,
+                       "centres": {"true centre": true_centre, "offset 12 kpc": offset_centre}})
+    return fields, np.mean(photometry_times) if photometry_times else np.nan
+
+
+def estimate_set(fields, background, settings, cosmology, centres=("true centre", "offset 12 kpc")):
+    rows = []
+    for field in fields:
+        truth = field["truth"]
+        for label in centres:
             start = time.perf_counter()
-            estimate = estimate_redshift_richness(photometry, centre, cosmology, background, settings)
+            estimate = estimate_redshift_richness(field["photometry"], field["centres"][label], cosmology,
+                                                  background, settings)
             rows.append({"centre": label, "z": float(truth["z"]), "richness": float(truth["richness"]),
                          "n_members": int(truth["n_members"]), "estimate": estimate,
                          "seconds": time.perf_counter() - start})
-    return rows, photometry_time / n
+    return rows
 
 
 def summarise(name, rows, photometry_seconds, size):
-    print(f"\n{name}: photometry {photometry_seconds:.2f} s per {size} px field")
+    print(f"\n{name}: photometry {photometry_seconds:.2f} s per {size} px field (nan: read from --cache)")
     print("| centre | clusters | sigma_NMAD | outliers | median dz/(1+z) | |dz| < z_err | peak found "
           "| richness scatter (dex, >= 20 members) | s per estimate |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -97,14 +200,38 @@ def summarise(name, rows, photometry_seconds, size):
               f"| {np.mean([row['seconds'] for row in chosen]):.3f} |")
 
 
-def calibrate(rows):
-    chosen = [row for row in rows if row["centre"] == "true centre" and row["estimate"].n_members > 0]
-    x = np.log10([row["estimate"].n_members for row in chosen])
-    y = np.log10([row["richness"] for row in chosen])
-    slope, intercept = np.polyfit(x, y, 1)
-    scatter = np.std(y - (intercept + slope * x))
-    print(f"\ncalibration on {len(chosen)} clusters: DEEPCEE.REDSHIFT.RICHNESS_INTERCEPT = {intercept:.3f}, "
-          f"RICHNESS_SLOPE = {slope:.3f} (scatter {scatter:.3f} dex)")
+def calibrate(sets, background, settings, cosmology, rounds=12, tolerance=5e-4):
+    """Fit log10 R_L* = intercept + slope log10 L + z_slope (z - pivot) at the true centres, each set of fields
+    (``sets``: name -> fields) weighing the same in the fit (the data set's cutouts outnumber the 1200 px fields).
+    The richness sets the aperture (r200) in which L is measured, so the fit is repeated with its own result
+    until it stops changing."""
+    for round_ in range(1, rounds + 1):
+        x, y, z, weight = [], [], [], []
+        for fields in sets.values():
+            rows = [row for row in estimate_set(fields, background, settings, cosmology, centres=("true centre",))
+                    if row["estimate"].members > 0]
+            x += [np.log10(row["estimate"].members) for row in rows]
+            y += [np.log10(row["richness"]) for row in rows]
+            z += [row["estimate"].z - RICHNESS_Z_PIVOT for row in rows]
+            weight += [1.0 / len(rows)] * len(rows)
+        x, y, z, weight = (np.asarray(v) for v in (x, y, z, weight))
+        design = np.stack([np.ones(len(x)), x, z], axis=1)
+        root = np.sqrt(weight)
+        intercept, slope, z_slope = np.linalg.lstsq(design * root[:, None], y * root, rcond=None)[0]
+        residual = y - design @ (intercept, slope, z_slope)
+        scatter = np.sqrt(np.average((residual - np.average(residual, weights=weight)) ** 2, weights=weight))
+        converged = (abs(intercept - settings.richness_intercept) < tolerance
+                     and abs(slope - settings.richness_slope) < tolerance
+                     and abs(z_slope - settings.richness_z_slope) < tolerance)
+        settings = replace(settings, richness_intercept=float(intercept), richness_slope=float(slope),
+                           richness_z_slope=float(z_slope))
+        if converged:
+            break
+    print(f"\ncalibration on {', '.join(f'{len(fields)} {name}' for name, fields in sets.items())} ({round_} rounds"
+          f"{'' if converged else ', not converged'}): DEEPCEE.REDSHIFT.RICHNESS_INTERCEPT = {intercept:.3f}, "
+          f"RICHNESS_SLOPE = {slope:.3f}, RICHNESS_Z_SLOPE = {z_slope:.3f} (scatter {scatter:.3f} dex, sets "
+          "weighted equally)")
+    return settings
 
 
 def tile_cost(cfg, n_detections, seed):
@@ -145,9 +272,8 @@ def main(args):
     blanks = []
     start = time.perf_counter()
     for k in range(args.n_blank):
-        field = make_field(CENTRE, args.size, args.size, clusters=None, seed=seed + 5000 + k, name=f"blank{k}",
-                           cosmology=cosmology)
-        blanks.append(measure_photometry(field.images, field.wcs, settings, source=field.name))
+        blanks.append(field_photometry("blank", args.size, seed + 5000 + k, None, settings, cosmology,
+                                       args.cache)[0])
     measured = measure_background(blanks, cosmology, settings)
     if args.write_background:
         measured.meta["description"] = (f"red-sequence background of the synthetic sky: {args.n_blank} blank "
@@ -156,13 +282,21 @@ def main(args):
         print(f"{write_background(measured, args.write_background)}: {measured.meta['area']:.1f} in "
               f"{time.perf_counter() - start:.0f} s")
         return
-    packaged = not (args.measure_background or args.calibrate)
+    packaged = not args.measure_background
     background = RedSequenceEstimator.from_cfg(cfg).background if packaged else measured
     print(f"background: {'packaged (DEEPCEE.REDSHIFT.BACKGROUND_FILE)' if packaged else 'the blank fields'}")
+    sets = {name: make_set(z_range, min_members, args.n_clusters // 2, args.size, seed + 1000 * (index + 1),
+                           settings, cosmology, rng, args.cache)
+            for index, (name, (z_range, min_members)) in enumerate(SETS.items())}
+    if args.dataset:
+        sets["cutouts of " + args.dataset] = (dataset_fields(args.dataset, settings, cosmology, args.cache),
+                                              np.nan)
+    if args.calibrate:
+        settings = calibrate({name: fields for name, (fields, _) in sets.items()}, background, settings,
+                             cosmology)
     all_rows = []
-    for index, (name, (z_range, min_members)) in enumerate(SETS.items()):
-        rows, photometry_seconds = run_set(z_range, min_members, args.n_clusters // 2, args.size,
-                                           seed + 1000 * (index + 1), background, settings, cosmology, rng)
+    for name, (fields, photometry_seconds) in sets.items():
+        rows = estimate_set(fields, background, settings, cosmology)
         summarise(name, rows, photometry_seconds, args.size)
         all_rows += rows
     centre_pixel = (args.size - 1) / 2
@@ -175,8 +309,6 @@ def main(args):
     significance = [row["estimate"].significance for row in all_rows]
     print(f"cluster significance: median {np.median(significance):.1f}, 10th percentile "
           f"{np.percentile(significance, 10):.1f}")
-    if args.calibrate:
-        calibrate(all_rows)
 
 
 if __name__ == "__main__":
@@ -191,6 +323,11 @@ if __name__ == "__main__":
                         help="estimate against the background of the --n-blank fields, not the packaged one")
     parser.add_argument("--tile-cost", action="store_true", help="only time the estimates on one survey tile")
     parser.add_argument("--detections", type=int, default=5, help="detections in the --tile-cost tile (default 5)")
+    parser.add_argument("--cache", metavar="DIR",
+                        help="keep each field's photometry and truth in DIR and reuse them (field_photometry)")
+    parser.add_argument("--dataset", metavar="JSON",
+                        help="add the flux cutouts of a data set's split (the evaluator's geometry; a train.json "
+                             "for --calibrate) as one more set of fields (dataset_fields, offsets 0 and 1)")
     parser.add_argument("--calibrate", action="store_true",
                         help="use calibration seeds and fit the richness relation")
     main(parser.parse_args())

@@ -20,6 +20,7 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
 from deepcee_d2.data.cache import get_cutout
+from deepcee_d2.data.frames import covered_at
 from deepcee_d2.demo import DemoPlan, demo_config, make_survey_sky
 from deepcee_d2.redsequence import RedSequenceEstimator
 from deepcee_d2.survey.run import ImagingSpec
@@ -40,14 +41,18 @@ def main(work):
     size = cfg.DEEPCEE.COLOUR.CUTOUT_SIZE
     rows, cpu = [], []
     for tile in tiles:
-        cutout = get_cutout(imaging.source(), tile.centre, size, cfg.DEEPCEE.COLOUR.PIXEL_SCALE * u.arcsec)
+        # Tiles reach past the imaging: as process_tile, a partial cutout, and only BCGs on imaged pixels.
+        cutout = get_cutout(imaging.source(), tile.centre, size, cfg.DEEPCEE.COLOUR.PIXEL_SCALE * u.arcsec,
+                            partial=True)
         x, y = (np.asarray(v) for v in cutout.wcs.world_to_pixel(coords))
         inside = (x > 0) & (x < size - 1) & (y > 0) & (y < size - 1)
+        if cutout.covered is not None:
+            inside[inside] = covered_at(cutout.covered, x[inside], y[inside])
         if not inside.any():
             continue
         start = time.process_time()
         table = estimator.estimate(cutout.images, cutout.wcs, coords.ra.deg[inside], coords.dec.deg[inside],
-                                   tile.tile_id)
+                                   tile.tile_id, cutout.covered)
         cpu.append(time.process_time() - start)
         for row, k in zip(table, np.flatnonzero(inside)):
             rows.append((tile.tile_id, truth["id"][k], truth["z"][k], truth["richness"][k], row["z_est"],

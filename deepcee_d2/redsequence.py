@@ -8,10 +8,11 @@ Liu 2012, ApJS 199, 34), calibrated on the red-sequence model the simulator draw
    segmentation of the image smoothed to about the seeing); the colours ``g - r`` and ``r - i`` from one
    circular aperture per source measured in all three bands, their errors from the sky noise; the total r
    magnitude from the Kron flux (AB, SDSS nanomaggies: ``m = 22.5 - 2.5 log10 f``), and ``i = r - (r - i)``.
-2. **Background** (`measure_background`): the surface density of red-sequence-weighted galaxies at every trial
-   redshift, measured over whole fields (a survey's mean: clusters cover a small fraction of the sky). It is
-   global, as redMaPPer's is, rather than an annulus of the cutout: a cluster's members reach 2 r200 (2-4
-   proper Mpc), more than a 2000-pixel SDSS tile spans at z < 0.2, so an annulus would hold members.
+2. **Background** (`measure_background`): the surface densities of red-sequence-weighted galaxies and of
+   richness members (step 4) at every trial redshift, measured over whole fields (a
+   survey's mean: clusters cover a small fraction of the sky). It is global, as redMaPPer's is, rather than
+   an annulus of the cutout: a cluster's members reach 2 r200 (2-4 proper Mpc), more than a 2000-pixel SDSS
+   tile spans at z < 0.2, so an annulus would hold members.
 3. **Redshift** (`estimate_redshift_richness`): at each trial z, every galaxy with
    ``m*(z) + bright_mag <= r <= m*(z) + faint_mag`` within ``scan_radius`` (proper) of the centre is weighted
    by its Gaussian likelihood of lying on the red sequence at z (the ridge line at its i magnitude, width the
@@ -22,15 +23,31 @@ Liu 2012, ApJS 199, 34), calibrated on the red-sequence model the simulator draw
    at all. The redshift is then refined as the maximum of the colour likelihood of the members (weights at
    the guess times the purity, excess over total), recomputing the members at the new redshift twice; its
    error is the width of that likelihood (``-2 ln L`` rising by 1) and a systematic floor in quadrature.
-4. **Richness**: at the estimated z, the red-sequence-weighted count of galaxies brighter than
-   ``m* + richness_faint_mag`` (0.42 L*, the WHL12 and simulator cut) within ``richness_aperture`` (proper),
-   background subtracted and corrected for the part of the aperture outside the image (weighted by a
-   projected NFW profile, c = 2.9, so a missing outskirt counts less than a missing core), mapped onto the
-   catalogue richness R_L* (WHL12: luminosity within r200) by a linear relation in log calibrated on synthetic
-   clusters (``richness_intercept``, ``richness_slope``). A count rather than a luminosity, because one bright
-   foreground galaxy or star of red-sequence colour would dominate a luminosity sum and its background; a
-   fixed aperture rather than WHL12's r200 (1-2 Mpc, more than a tile spans at z < 0.2). The calibration
-   absorbs the mean share of the light outside the aperture, of blue members and of faint members.
+4. **Richness** (`richness_members`): the quantity the catalogue defines is WHL12's R_L* (the r luminosity, in
+   L*, of the members brighter than 0.42 L* within r200, BCG included); it is estimated from the number of
+   red-sequence members within r200 at the estimated z, mapped onto R_L*. Members are the galaxies with
+   ``m*(z) + bright_mag <= r <= m*(z) + richness_faint_mag`` whose colours lie within the red sequence (chi^2
+   of g - r and r - i against the ridge line, intrinsic scatter and colour error in quadrature, at most
+   ``richness_member_chi2``): a hard colour cut rather than the scan's Gaussian weights, which are spread over
+   0-1 for true members and so multiply every member by a random factor. The BCG (a member within
+   ``richness_bcg_radius`` of the centre) counts once; the other members within ``richness_aperture_r200`` x
+   r200 are background subtracted (the background's member density at z over the part of the aperture inside
+   the image) and divided by the share of a cluster's members within r200 that this covered aperture holds (a
+   projected NFW profile, c = 2.9: the missing outskirts and the part of the aperture outside the image). r200
+   follows the richness (WHL12: ``log10 r200 / Mpc = -0.57 + 0.44 log10 R_L*``), so the two are iterated to a
+   fixed point, as redMaPPer iterates its richness and radius. The number N is mapped onto R_L* by
+   ``log10 R = richness_intercept + richness_slope log10 N + richness_z_slope (z - RICHNESS_Z_PIVOT)``,
+   calibrated on synthetic clusters in both geometries the estimator meets (1200 px fields centred on the
+   cluster, and the evaluator's 1000 px data-set cutouts with the cluster up to 100" off centre): it absorbs
+   the mean luminosity of a member, the share of blue members, the faint members lost to the depth at higher z
+   (the z term), and the regression dilution of a noisy estimate. A count rather than the members' light:
+   where an image shows only part of r200 (a 1000 px cutout spans +-200", 360-650 kpc at 0.1 < z < 0.2) the
+   unseen part is extrapolated from what is seen, and a count extrapolates with less noise than a light
+   dominated by a few bright members (cross-validated on the calibration cutouts 0.136 dex against 0.152 for
+   the light, and better in the centred fields too; BENCHMARKS.md). Galaxies brighter than ``m* + bright_mag``
+   (3 mag above L*) never count; the pieces of a big nearby galaxy can: the deblender splits it into many
+   sources of 16-19.5 mag with its red colours, which a hard colour cut admits. The background covers them
+   only on average.
 
 5. **Catalogue columns** (`RedSequenceEstimator`, the one entry point of the survey and the evaluator): the
    photometry of one flux cutout, then an estimate at each detection in it, as the columns `ESTIMATE_COLUMNS`
@@ -70,7 +87,7 @@ from .cosmology import cosmology_from_cfg
 from .data.colour import check_band_images
 from .data.frames import covered_at
 from .io import atomic_output
-from .synthetic.clusters import CONCENTRATION
+from .synthetic.clusters import CONCENTRATION, projected_fraction, r200_from_richness
 from .synthetic.colours import m_star, red_sequence, red_sequence_scatter
 from .synthetic.instrument import nanomaggies_to_mag
 
@@ -85,7 +102,15 @@ _REFINE_HALF_WIDTH, _REFINE_STEP = 0.04, 0.0005
 _REFINE_ITERATIONS = 3
 # The background of the synthetic sky (module docstring), the default of DEEPCEE.REDSHIFT.BACKGROUND_FILE.
 DEFAULT_BACKGROUND_FILE = Path(__file__).resolve().parent / "synthetic" / "red_sequence_background.ecsv"
-_BACKGROUND_COLUMNS = ("z", "scan", "scan_squared", "richness")
+_BACKGROUND_COLUMNS = ("z", "scan", "scan_squared", "members")
+# The settings a background depends on besides the z grid, kept in its meta and checked when it is read.
+_BACKGROUND_SETTINGS = ("bright_mag", "faint_mag", "richness_faint_mag", "colour_error_floor",
+                        "richness_member_chi2")
+# The richness / r200 fixed point (step 4): start at R_L* = 20 (r200 = 1 Mpc), stop when R moves by less than
+# the tolerance (dex) or after the most iterations.
+_RICHNESS_START, _RICHNESS_TOLERANCE, _RICHNESS_ITERATIONS = 20.0, 1e-3, 20
+# The redshift the richness relation's z term is measured from (DEEPCEE.REDSHIFT.RICHNESS_Z_SLOPE).
+RICHNESS_Z_PIVOT = 0.2
 # Catalogue columns of an estimate (`RedSequenceEstimate.as_row`), in order.
 ESTIMATE_COLUMNS = ("z_est", "z_err", "richness", "rs_significance", "rs_peak")
 _NO_ESTIMATE = dict(zip(ESTIMATE_COLUMNS, (math.nan,) * 4 + (False,)))
@@ -120,12 +145,15 @@ class RedSequenceSettings:
         Significance of the red-sequence excess below which a detection has no peak.
     richness_faint_mag : float
         Faintest member (r, relative to m*) counted in the richness.
-    richness_aperture : `~astropy.units.Quantity` [length]
-        Proper radius of the richness luminosity.
-    richness_profile_r200 : `~astropy.units.Quantity` [length]
-        r200 of the projected NFW profile that weighs the part of the aperture outside the image.
-    richness_intercept, richness_slope : float
-        ``log10 R = intercept + slope log10 n``.
+    richness_member_chi2 : float
+        Largest colour chi^2 (g - r and r - i against the red sequence) of a richness member.
+    richness_aperture_r200 : float
+        Radius of the richness aperture, in units of the r200 of the estimated richness.
+    richness_bcg_radius : `~astropy.units.Quantity` [length]
+        Proper radius around the centre within which the brightest member is the BCG.
+    richness_intercept, richness_slope, richness_z_slope : float
+        ``log10 R = intercept + slope log10 N + z_slope (z - RICHNESS_Z_PIVOT)`` (N: the red-sequence members
+        within r200, `RedSequenceEstimate.members`).
     """
 
     detect_nsigma: float
@@ -140,10 +168,12 @@ class RedSequenceSettings:
     z_error_floor: float
     min_significance: float
     richness_faint_mag: float
-    richness_aperture: u.Quantity
-    richness_profile_r200: u.Quantity
+    richness_member_chi2: float
+    richness_aperture_r200: float
+    richness_bcg_radius: u.Quantity
     richness_intercept: float
     richness_slope: float
+    richness_z_slope: float
 
     @classmethod
     def from_cfg(cls, cfg):
@@ -160,9 +190,11 @@ class RedSequenceSettings:
             faint_mag=float(c.FAINT_MAG), scan_radius=float(c.SCAN_RADIUS_KPC) * u.kpc,
             colour_error_floor=float(c.COLOUR_ERROR_FLOOR), z_error_floor=float(c.Z_ERROR_FLOOR),
             min_significance=float(c.MIN_SIGNIFICANCE),
-            richness_faint_mag=float(c.RICHNESS_FAINT_MAG), richness_aperture=float(c.RICHNESS_APERTURE_KPC) * u.kpc,
-            richness_profile_r200=float(c.RICHNESS_PROFILE_R200_KPC) * u.kpc,
+            richness_faint_mag=float(c.RICHNESS_FAINT_MAG), richness_member_chi2=float(c.RICHNESS_MEMBER_CHI2),
+            richness_aperture_r200=float(c.RICHNESS_APERTURE_R200),
+            richness_bcg_radius=float(c.RICHNESS_BCG_RADIUS_KPC) * u.kpc,
             richness_intercept=float(c.RICHNESS_INTERCEPT), richness_slope=float(c.RICHNESS_SLOPE),
+            richness_z_slope=float(c.RICHNESS_Z_SLOPE),
         )
 
 
@@ -357,21 +389,60 @@ def red_sequence_weights(sources, z, bright_mag, faint_mag, colour_error_floor, 
     (n, m) array
     """
     z = np.atleast_1d(np.asarray(z, dtype=float))
-    r_mag = np.asarray(sources["r_mag"], dtype=float)[:, None]
+    chi2, width_ratio = _colour_chi2(sources, z, colour_error_floor)
+    return width_ratio * np.exp(-0.5 * chi2) * _in_window(sources, z, bright_mag, faint_mag, cosmology)
+
+
+def _colour_chi2(sources, z, colour_error_floor):
+    """chi^2 of every source's (g - r, r - i) against the red sequence at every trial z (n, m), and the product
+    over both colours of (width with the floor error) / (width with the source's error), at most 1."""
     ridge_gr, ridge_ri = red_sequence(z[None, :], np.asarray(sources["i_mag"], dtype=float)[:, None])
     scatter_gr, scatter_ri = red_sequence_scatter(z)
-    weights = np.ones((len(sources), len(z)))
+    chi2, width_ratio = np.zeros((len(sources), len(z))), np.ones((len(sources), len(z)))
     for colour, ridge, scatter in (("g_r", ridge_gr, scatter_gr), ("r_i", ridge_ri, scatter_ri)):
         error = np.maximum(np.asarray(sources[f"{colour}_err"], dtype=float), colour_error_floor)[:, None]
         width = np.hypot(scatter[None, :], error)
-        best = np.hypot(scatter[None, :], colour_error_floor)
-        weights *= best / width * np.exp(-0.5 * ((np.asarray(sources[colour])[:, None] - ridge) / width) ** 2)
+        width_ratio *= np.hypot(scatter[None, :], colour_error_floor) / width
+        chi2 += ((np.asarray(sources[colour])[:, None] - ridge) / width) ** 2
+    return chi2, width_ratio
+
+
+def _in_window(sources, z, bright_mag, faint_mag, cosmology):
+    """Whether each source's r lies within ``m*(z) + bright_mag .. m*(z) + faint_mag`` at each trial z (n, m)."""
+    r_mag = np.asarray(sources["r_mag"], dtype=float)[:, None]
     star = m_star(z, cosmology)[None, :]
-    return weights * ((r_mag >= star + bright_mag) & (r_mag <= star + faint_mag))
+    return (r_mag >= star + bright_mag) & (r_mag <= star + faint_mag)
+
+
+def richness_members(sources, z, settings, cosmology):
+    """Whether each source is a richness member at each trial redshift.
+
+    A member lies within ``m*(z) + settings.bright_mag <= r <= m*(z) + settings.richness_faint_mag`` and its
+    colour chi^2 against the red sequence at z (`red_sequence_weights`' widths) is at most
+    ``settings.richness_member_chi2``.
+
+    Parameters
+    ----------
+    sources : `~astropy.table.Table`
+        `Photometry.sources`.
+    z : float or (m,) array
+        Trial redshifts.
+    settings : `RedSequenceSettings`
+    cosmology : `~astropy.cosmology.FLRW`
+
+    Returns
+    -------
+    (n, m) bool array
+    """
+    z = np.atleast_1d(np.asarray(z, dtype=float))
+    chi2, _ = _colour_chi2(sources, z, settings.colour_error_floor)
+    return (chi2 <= settings.richness_member_chi2) & _in_window(sources, z, settings.bright_mag,
+                                                                 settings.richness_faint_mag, cosmology)
 
 
 def measure_background(photometries, cosmology, settings):
-    """Mean surface density of red-sequence-weighted galaxies at every trial redshift, over whole fields.
+    """Mean surface densities of red-sequence-weighted galaxies and of richness members at every trial
+    redshift, over whole fields.
 
     Parameters
     ----------
@@ -383,8 +454,9 @@ def measure_background(photometries, cosmology, settings):
     Returns
     -------
     `~astropy.table.Table`
-        ``z``; ``scan`` (weights of the redshift scan), ``scan_squared`` (their squares) and ``richness``
-        (weights of the richness count), each per arcmin^2; ``meta["area"]``: the area measured.
+        ``z``; ``scan`` (weights of the redshift scan), ``scan_squared`` (their squares), each per arcmin^2,
+        and ``members`` (`richness_members`), each per arcmin^2; ``meta["area"]``: the area measured,
+        ``meta["settings"]``: the settings besides the z grid that the densities depend on.
     """
     photometries = list(photometries)
     if not photometries:
@@ -393,20 +465,20 @@ def measure_background(photometries, cosmology, settings):
     area = sum(p.area for p in photometries)
     scan = np.zeros(len(z))
     scan_squared = np.zeros(len(z))
-    richness = np.zeros(len(z))
+    members = np.zeros(len(z))
     for photometry in photometries:
         weights = red_sequence_weights(photometry.sources, z, settings.bright_mag, settings.faint_mag,
                                        settings.colour_error_floor, cosmology)
         scan += weights.sum(axis=0)
         scan_squared += (weights**2).sum(axis=0)
-        richness += red_sequence_weights(photometry.sources, z, settings.bright_mag, settings.richness_faint_mag,
-                                         settings.colour_error_floor, cosmology).sum(axis=0)
+        members += richness_members(photometry.sources, z, settings, cosmology).sum(axis=0)
     density = 1.0 / area.to_value(u.arcmin**2)
     table = Table({"z": z, "scan": scan * density, "scan_squared": scan_squared * density,
-                   "richness": richness * density})
-    for name in ("scan", "scan_squared", "richness"):
+                   "members": members * density})
+    for name in ("scan", "scan_squared", "members"):
         table[name].unit = u.arcmin**-2
     table.meta["area"] = area
+    table.meta["settings"] = {name: getattr(settings, name) for name in _BACKGROUND_SETTINGS}
     return table
 
 
@@ -423,7 +495,7 @@ def read_background(path, settings):
     Parameters
     ----------
     path : str or Path
-        ECSV file with ``z`` and the densities ``scan``, ``scan_squared``, ``richness`` (per arcmin^2).
+        ECSV file with ``z`` and the densities ``scan``, ``scan_squared``, ``members`` (per arcmin^2).
     settings : `RedSequenceSettings`
 
     Raises
@@ -431,8 +503,10 @@ def read_background(path, settings):
     FileNotFoundError
         No such file.
     ValueError
-        The file is not such a table, or was measured on another redshift grid than ``settings.z_grid``
-        (``DEEPCEE.REDSHIFT.Z_GRID``), named with the file.
+        The file is not such a table (or one written for an earlier richness, without the ``members``
+        column), or was measured with other settings than ``settings`` (the redshift grid
+        ``DEEPCEE.REDSHIFT.Z_GRID``, the magnitude window, the colour floor, the member chi^2), named with the
+        file.
     """
     path = Path(path)
     if not path.is_file():
@@ -443,12 +517,24 @@ def read_background(path, settings):
         raise ValueError(f"{path}: not a readable ECSV background table ({error})") from None
     missing = [name for name in _BACKGROUND_COLUMNS if name not in table.colnames]
     if missing:
-        raise ValueError(f"{path}: background table lacks column(s) {missing}; it has {table.colnames}")
+        earlier = [name for name in ("richness", "luminosity") if name in table.colnames]
+        hint = (f" (a background of an earlier richness estimator: its column {earlier[0]!r})"
+                if "members" in missing and earlier else "")
+        raise ValueError(f"{path}: background table lacks column(s) {missing}; it has {table.colnames}{hint}; "
+                         "measure it again (measure_background, write_background; for the synthetic sky "
+                         "benchmarks/bench_redshift.py --write-background)")
     z = np.asarray(table["z"], dtype=float)
     if len(z) != len(settings.z_grid) or not np.allclose(z, settings.z_grid):
         raise ValueError(f"{path}: background measured on {len(z)} trial redshifts {z[:1]}..{z[-1:]}, not on "
                          f"DEEPCEE.REDSHIFT.Z_GRID ({len(settings.z_grid)} from {settings.z_grid[0]}); measure it "
                          "again with these settings (measure_background, write_background)")
+    measured_with = table.meta.get("settings", {})
+    changed = [f"{name} {measured_with.get(name, 'not recorded')} (now {getattr(settings, name)})"
+               for name in _BACKGROUND_SETTINGS
+               if name not in measured_with or not np.isclose(measured_with[name], getattr(settings, name))]
+    if changed:
+        raise ValueError(f"{path}: background measured with other DEEPCEE.REDSHIFT settings: {', '.join(changed)}; "
+                         "measure it again with these settings (measure_background, write_background)")
     return table
 
 
@@ -509,10 +595,11 @@ class RedSequenceEstimate:
     z, z_err : float
         Red-sequence redshift and its 1-sigma error.
     richness : float
-        Estimated catalogue richness R_L* (WHL12's definition, calibrated); 0 when no excess light.
-    n_members : float
-        Background-subtracted red-sequence weighted count brighter than the richness cut within the richness
-        aperture, corrected for the part outside the image; the richness before its calibration.
+        Estimated catalogue richness R_L* (WHL12's definition, calibrated); 0 when no excess members.
+    members : float
+        The red-sequence members within r200 (module docstring, step 4): the BCG plus the others'
+        background-subtracted number within the aperture, divided by the share of the members the covered
+        aperture holds; the richness before its calibration.
     n_red : float
         Background-subtracted red-sequence weighted count of the redshift scan at ``z``.
     significance : float
@@ -524,7 +611,7 @@ class RedSequenceEstimate:
     z: float
     z_err: float
     richness: float
-    n_members: float
+    members: float
     n_red: float
     significance: float
     has_peak: bool
@@ -543,20 +630,42 @@ def _proper_per_arcsec(z, cosmology):
     return cosmology.kpc_proper_per_arcmin(z).to_value(u.kpc / u.arcsec)
 
 
-def _excess_members(sources, separation, background, z, radius, r200, photometry, centre, settings, cosmology):
-    """Background-subtracted red-sequence count within proper ``radius``, corrected for coverage."""
+def _calibrated_richness(members, z, settings):
+    """R_L* of a number of members at redshift z: ``log10 R = intercept + slope log10 N + z_slope (z -
+    RICHNESS_Z_PIVOT)``; 0 for none."""
+    if not members > 0:
+        return 0.0
+    return float(10.0 ** (settings.richness_intercept + settings.richness_slope * np.log10(members)
+                          + settings.richness_z_slope * (z - RICHNESS_Z_PIVOT)))
+
+
+def _richness(sources, separation, background, z, photometry, centre, settings, cosmology):
+    """Red-sequence members within r200 and the calibrated richness R_L* at ``z`` (module docstring, step 4).
+
+    r200 follows the richness (WHL12), the aperture follows r200: iterated from R_L* = 20 to a fixed point.
+    """
     per_arcsec = _proper_per_arcsec(z, cosmology)
-    radius_angle = radius.to_value(u.kpc) / per_arcsec * u.arcsec
-    weights = red_sequence_weights(sources, z, settings.bright_mag, settings.richness_faint_mag,
-                                   settings.colour_error_floor, cosmology)[:, 0]
-    inside = separation <= radius_angle.value
-    observed = float(np.sum(weights[inside]))
-    covered = aperture_coverage(photometry, centre, radius_angle)[0]
-    members = aperture_coverage(photometry, centre, radius_angle,
-                                scale_radius=r200.to_value(u.kpc) / CONCENTRATION / per_arcsec * u.arcsec)[0]
-    density = np.interp(z, background["z"], background["richness"])
-    expected = density * np.pi * radius_angle.to_value(u.arcmin) ** 2 * covered
-    return (observed - expected) / members if members > 0 else 0.0
+    member = richness_members(sources, z, settings, cosmology)[:, 0]
+    near = member & (separation <= settings.richness_bcg_radius.to_value(u.kpc) / per_arcsec)
+    satellites = member.copy()
+    if near.any():  # the BCG: the brightest member near the centre
+        satellites[np.flatnonzero(near)[np.argmin(np.asarray(sources["r_mag"])[near])]] = False
+    density = float(np.interp(z, background["z"], background["members"]))
+    share = float(projected_fraction(settings.richness_aperture_r200))  # of the members within r200
+    richness, number = _RICHNESS_START, 0.0
+    for _ in range(_RICHNESS_ITERATIONS):
+        r200 = r200_from_richness(richness).to_value(u.kpc) / per_arcsec  # arcsec
+        radius = settings.richness_aperture_r200 * r200 * u.arcsec
+        covered = aperture_coverage(photometry, centre, radius)[0]
+        held = share * aperture_coverage(photometry, centre, radius, scale_radius=r200 / CONCENTRATION * u.arcsec)[0]
+        expected = density * np.pi * radius.to_value(u.arcmin) ** 2 * covered
+        excess = np.count_nonzero(satellites & (separation <= radius.value)) - expected
+        number = float(near.any()) + max(excess, 0.0) / held
+        updated = _calibrated_richness(number, z, settings)
+        if not updated > 0 or abs(np.log10(updated / richness)) < _RICHNESS_TOLERANCE:
+            return number, updated
+        richness = updated
+    return number, richness
 
 
 def estimate_redshift_richness(photometry, centre, cosmology, background, settings):
@@ -613,15 +722,12 @@ def estimate_redshift_richness(photometry, centre, cosmology, background, settin
     for _ in range(_REFINE_ITERATIONS):
         z, z_err = _refine(sources, separation, background, z, photometry, centre, settings, cosmology)
 
-    # 3. Richness: red-sequence members within richness_aperture, mapped onto the catalogue's R_L*.
-    members = _excess_members(sources, separation, background, z, settings.richness_aperture,
-                              settings.richness_profile_r200, photometry, centre, settings, cosmology)
-    richness = (10.0 ** (settings.richness_intercept + settings.richness_slope * np.log10(members))
-                if members > 0 else 0.0)
+    # 3. Richness: the red-sequence members within r200 (r200 iterated with it), mapped onto the catalogue's R_L*.
+    members, richness = _richness(sources, separation, background, z, photometry, centre, settings, cosmology)
     scan_at_z = float(np.interp(z, z_grid, excess))
     z_err = float(np.hypot(z_err, settings.z_error_floor))
     return RedSequenceEstimate(z=z, z_err=z_err, richness=float(richness),
-                               n_members=float(members), n_red=scan_at_z,
+                               members=float(members), n_red=scan_at_z,
                                significance=float(significance[peak]),
                                has_peak=bool(significance[peak] >= settings.min_significance))
 

@@ -15,7 +15,7 @@ from deepcee_d2.data.frames import LocalFITSSource
 from deepcee_d2.sky import celestial_wcs
 from deepcee_d2.synthetic import BANDS, ClusterSpec, make_field, write_survey
 from deepcee_d2.synthetic import colours, galaxies, instrument, render
-from deepcee_d2.synthetic.clusters import RICHNESS_CUT_MAG
+from deepcee_d2.synthetic.clusters import RICHNESS_CUT_MAG, _draw_projected_radii, projected_fraction
 
 REPO = Path(__file__).resolve().parents[1]
 CENTRE = SkyCoord(150.0 * u.deg, 2.0 * u.deg)
@@ -141,6 +141,15 @@ def test_richness_in_the_truth_is_counted_from_the_written_members(synthetic_sur
         assert luminosity[counted].sum() == pytest.approx(cluster["richness"], rel=1e-6)
         assert mine["r_mag"][np.asarray(mine["bcg"])][0] == pytest.approx(cluster["bcg_rmag"])
         assert cluster["bcg_rmag"] <= mine["r_mag"].min() + 1e-9
+
+
+def test_projected_fraction_follows_the_members_drawn():
+    """The share of the members within r200 that lie within a radius is what the simulator draws."""
+    radii = _draw_projected_radii(np.random.default_rng(3), 200_000)
+    within_r200 = np.sum(radii <= 1.0)
+    for radius in (0.25, 0.5, 1.5, 2.0):
+        assert projected_fraction(radius) == pytest.approx(np.sum(radii <= radius) / within_r200, rel=0.02)
+    assert projected_fraction(1.0) == pytest.approx(1.0) and projected_fraction(0.0) == pytest.approx(0.0)
 
 
 def _small_survey(root, seed):

@@ -173,6 +173,14 @@ def fraction_within_r200():
     return float(np.interp(1.0, radius, cumulative) / cumulative[-1])
 
 
+def projected_fraction(radius_r200):
+    """Fraction of a cluster's members within a projected r200 that lie within ``radius_r200`` (projected,
+    units of r200; above 1 beyond r200): the projected NFW profile the members are drawn from, which ends at
+    `MAX_RADIUS_R200`."""
+    radius, cumulative = _projected_nfw_table()
+    return np.interp(radius_r200, radius, cumulative) / np.interp(1.0, radius, cumulative)
+
+
 def _draw_projected_radii(rng, n):
     """Projected radii (units of r200) from the projected NFW profile, out to 2 r200."""
     radius, cumulative = _projected_nfw_table()
