@@ -183,7 +183,8 @@ def estimate_predictions(predictions, truths, records, redshifts, match_radius, 
         except (ImagingError, ValueError, OSError) as error:
             problems.append(f"{where}: {error}")
             continue
-        estimates = estimator.estimate(cutout.images, cutout.wcs, result["ra"][rows], result["dec"][rows], where)
+        estimates = estimator.estimate(cutout.images, cutout.wcs, result["ra"][rows], result["dec"][rows], where,
+                                       covered=cutout.covered)
         for name in ESTIMATE_COLUMNS:
             result[name][rows] = estimates[name]
     if problems:
