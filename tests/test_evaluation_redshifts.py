@@ -82,7 +82,7 @@ class RecordingEstimator:
     def __init__(self, clusters, dz=0.0):
         self.clusters, self.dz, self.calls = np.asarray(clusters, dtype=float).reshape(-1, 3), dz, []
 
-    def estimate(self, images, wcs, ra, dec, source="image"):
+    def estimate(self, images, wcs, ra, dec, source="image", covered=None):
         self.calls.append((images, wcs, np.asarray(ra), np.asarray(dec)))
         nearest = np.argmin(np.hypot(np.asarray(ra)[:, None] - self.clusters[None, :, 0],
                                      np.asarray(dec)[:, None] - self.clusters[None, :, 1]), axis=1)
