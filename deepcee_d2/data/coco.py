@@ -161,19 +161,20 @@ def plan_images(clusters, settings):
     clusters = check_cluster_table(clusters, "target clusters")
     rng = np.random.default_rng(settings.seed)
     limit = settings.max_offset.to_value(u.arcsec)
-    offsets = rng.uniform(-limit, limit, size=(len(clusters), settings.n_offsets, 2))
-    centres = sky_coords(clusters)
-    rows = []
-    for index, (cluster_id, centre) in enumerate(zip(clusters["id"], centres)):
-        for k in range(settings.n_offsets):
-            dx, dy = offsets[index, k]
-            # The cutout grid is north-up and east-left, so moving the centre dx east and dy north puts the
-            # cluster at (+dx, -dy) from the image centre: within max_offset along x and along y.
-            image_centre = centre.spherical_offsets_by(dx * u.arcsec, dy * u.arcsec)
-            rows.append((len(rows) + 1, str(cluster_id), k, dx, dy, image_centre.ra.deg, image_centre.dec.deg,
-                         f"images/{_safe_name(cluster_id)}_{k}.png"))
-    plan = Table(rows=rows, names=["image_id", "target_id", "offset_index", "dx", "dy", "ra", "dec", "file_name"],
-                 dtype=[int, str, int, float, float, float, float, str])
+    offsets = rng.uniform(-limit, limit, size=(len(clusters), settings.n_offsets, 2)).reshape(-1, 2)
+    cluster_index = np.repeat(np.arange(len(clusters)), settings.n_offsets)
+    offset_index = np.tile(np.arange(settings.n_offsets), len(clusters))
+    # The cutout grid is north-up and east-left, so moving the centre dx east and dy north puts the cluster at
+    # (+dx, -dy) from the image centre: within max_offset along x and along y.
+    image_centres = sky_coords(clusters)[cluster_index].spherical_offsets_by(offsets[:, 0] * u.arcsec,
+                                                                           offsets[:, 1] * u.arcsec)
+    cluster_ids = [str(cluster_id) for cluster_id in clusters["id"]]
+    plan = Table({
+        "image_id": np.arange(1, len(offsets) + 1), "target_id": [cluster_ids[i] for i in cluster_index],
+        "offset_index": offset_index, "dx": offsets[:, 0], "dy": offsets[:, 1], "ra": image_centres.ra.deg,
+        "dec": image_centres.dec.deg,
+        "file_name": [f"images/{_safe_name(cluster_ids[i])}_{k}.png" for i, k in zip(cluster_index, offset_index)],
+    }, dtype=[int, str, int, float, float, float, float, str])
     plan["dx"].unit = plan["dy"].unit = u.arcsec
     plan["ra"].unit = plan["dec"].unit = u.deg
     return plan
