@@ -368,17 +368,14 @@ def test_redshifts_can_be_switched_off(tiny_survey, blob_run, tmp_path):
     assert "z not estimated" in (tmp_path / "gallery" / "index.html").read_text()
 
 
-def test_a_model_checkpoint_runs_through_the_command_line_tool(tiny_survey, tmp_path):
-    """A model_final.pth as training writes it (detectron2's checkpointer; the weights' values do not matter
-    here: test_training evaluates trained ones from their file)."""
+def test_a_trained_model_runs_through_the_command_line_tool(tiny_survey, toy_datasets, tmp_path):
     import runpy
 
-    from detectron2.checkpoint import DetectionCheckpointer
-
     train_dir = tmp_path / "train"
-    cfg = load_config(REPO / "configs" / "deepcee_instant_test.yaml", ["MODEL.ANCHOR_GENERATOR.SIZES", "[[16, 32]]"])
-    train_dir.mkdir()
-    DetectionCheckpointer(Trainer.build_model(cfg), save_dir=str(train_dir)).save("model_final")
+    opts = ["MODEL.ANCHOR_GENERATOR.SIZES", "[[16, 32]]", "SOLVER.MAX_ITER", "5", "OUTPUT_DIR", str(train_dir)]
+    trainer = Trainer(load_config(REPO / "configs" / "deepcee_instant_test.yaml", opts))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
     script = runpy.run_path(str(REPO / "tools" / "find_clusters.py"))
     output = tmp_path / "survey"
     result = script["main"](["--config-file", str(REPO / "configs" / "deepcee_instant_test.yaml"),
