@@ -150,7 +150,9 @@ def run_survey(plan, cfg, truth_path):
     imaging = ImagingSpec.from_cfg(cfg, "fits", plan.work_dir / "survey_sky")
     side, overlap = tile_geometry(cfg)
     tiles, problems = plan_folder_tiles(imaging.source(), side, overlap)
+    # One worker runs in this process: a worker process would only add its start (~10 s of imports).
     return find_clusters(cfg, tiles, imaging, plan.work_dir / "survey", problems=problems, n_workers=plan.workers,
+                         processes=plan.workers > 1,
                          crossmatch={"synthetic truth": str(truth_path)}, progress=plan.progress)
 
 
