@@ -13,9 +13,12 @@ correction or counted once (``bcgsep``). Each is fitted with log10 R = a + b log
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_richness_floor.py [SEED]    # seed 1 in BENCHMARKS.md
 """
-import sys, time, numpy as np, astropy.units as u
+import sys
+import time
+
+import astropy.units as u
+import numpy as np
 from astropy.coordinates import SkyCoord
-from astropy.table import Table
 from astropy.wcs import WCS
 from deepcee_d2.synthetic.clusters import (ClusterSpec, realise_from_spec, r200_from_richness, CONCENTRATION,
                                           _projected_nfw_cumulative)
