@@ -112,11 +112,15 @@ def train_and_evaluate(cfg):
 
     Returns the path of the final weights.
     """
+    from detectron2.utils.env import seed_all_rng
+
     from .engine import Trainer
     from .engine.predictor import load_weights
 
     final = Path(cfg.OUTPUT_DIR) / "model_final.pth"
     if not final.is_file():
+        # As tools/train_net.py's default_setup: the config's SEED decides the initial weights and the data order.
+        seed_all_rng(None if cfg.SEED < 0 else cfg.SEED)
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=True)
         trainer.train()  # ends with the evaluation of DATASETS.TEST (TEST.EVAL_PERIOD 0)

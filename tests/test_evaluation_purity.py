@@ -103,6 +103,17 @@ def test_survey_rates_re_merge_the_tile_files_down_to_their_floor(tmp_path):
         survey_false_rates(tmp_path, cfg, [0.5])
 
 
+def test_a_survey_whose_tiles_found_nothing_has_no_false_candidates(tmp_path):
+    run = tmp_path / "run"
+    (run / "tiles").mkdir(parents=True)
+    (run / "manifest.json").write_text(json.dumps({"score_threshold": 0.1}))
+    flagged_candidates()[:0].write(run / "tiles" / "t1.ecsv", format="ascii.ecsv")
+    truth = Table({"id": ["A"], "ra": [1.0], "dec": [0.0], "z": [0.15]})
+    rates = survey_false_rates(run, load_config(), [0.1, 0.5], truth=truth, area=0.5)
+    assert list(rates["n_candidates"]) == [0, 0] and list(rates["false_per_deg2"]) == [0.0, 0.0]
+    assert list(rates["n_found"]) == [0, 0] and list(rates["n_true"]) == [1, 1]
+
+
 def test_the_area_of_a_folder_of_fields(tiny_survey):
     full = len(TINY_FIELDS) * (TINY_FIELD_SIZE * 0.396 / 3600) ** 2
     # The bands are shifted by a few pixels against each other: only what all three cover counts.

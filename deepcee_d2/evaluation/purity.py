@@ -119,8 +119,10 @@ def fields_area(root, reference_band="r"):
 
 
 def read_tile_detections(survey_dir):
-    """The detections of every tile file of a survey run (``<survey_dir>/tiles/*.ecsv``) and the lowest
-    score the tiles kept (``manifest.json``'s ``score_threshold``)."""
+    """The detections of every tile file of a survey run (``<survey_dir>/tiles/*.ecsv``; empty when no tile
+    found anything) and the lowest score the tiles kept (``manifest.json``'s ``score_threshold``)."""
+    from ..survey.tiling import no_detections
+
     survey_dir = Path(survey_dir)
     manifest = survey_dir / "manifest.json"
     if not manifest.is_file():
@@ -129,7 +131,7 @@ def read_tile_detections(survey_dir):
     tables = [Table.read(path, format="ascii.ecsv") for path in sorted((survey_dir / "tiles").glob("*.ecsv"))]
     tables = [table for table in tables if len(table)]
     if not tables:
-        raise ValueError(f"{survey_dir / 'tiles'}: no detections in any tile file")
+        return no_detections(), floor
     return vstack(tables, metadata_conflicts="silent"), floor
 
 

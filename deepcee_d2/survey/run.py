@@ -39,7 +39,7 @@ from ..data.sources import make_source
 from ..engine.predictor import DetectorFactory
 from ..io import atomic_output
 from ..sky import box_centres, box_xy_to_sky
-from .tiling import DETECTION_COLUMNS, field_coverage, field_reference_frames, merge_detections, tile_geometry
+from .tiling import DETECTION_COLUMNS, field_coverage, field_reference_frames, merge_detections, no_detections, tile_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def collect_detections(tiles, job):
               for tile in sorted(tiles, key=lambda t: t.tile_id) if tile_result_path(job, tile).exists()]
     tables = [table for table in tables if len(table)]
     if not tables:
-        return Table(names=DETECTION_COLUMNS, dtype=(float, float, float, str, str) + (float,) * 6)
+        return no_detections()
     return vstack(tables, metadata_conflicts="silent")
 
 

@@ -323,6 +323,11 @@ DETECTION_COLUMNS = ("ra", "dec", "score", "field", "tile", "tile_x", "tile_y", 
                      "box_width", "box_height")
 
 
+def no_detections():
+    """An empty detection table (`DETECTION_COLUMNS`): what a survey whose tiles found nothing gives."""
+    return Table(names=DETECTION_COLUMNS, dtype=(float, float, float, str, str) + (float,) * 6)
+
+
 def merge_radii(detections, radius, min_redshift, cosmology=DEFAULT_COSMOLOGY):
     """The merging radius of each detection on the sky: the proper length ``radius`` at the detection's
     redshift estimate (column ``z_est``, where present and finite), else at ``min_redshift``.
