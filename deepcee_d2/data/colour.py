@@ -275,9 +275,10 @@ def survey_tile_sizes(cfg):
     stride = max(FEATURE_STRIDES.get(name, 1) for name in cfg.MODEL.RPN.IN_FEATURES)
     if tile <= 0 or tile % factor or (tile // factor - colour.NETWORK_SIZE) % stride:
         step = factor * stride
+        example = colour.CUTOUT_SIZE + step * round(colour.CUTOUT_SIZE / step)
         raise ValueError(f"DEEPCEE.SURVEY.TILE_SIZE = {cfg.DEEPCEE.SURVEY.TILE_SIZE}: give COLOUR.CUTOUT_SIZE "
                          f"({colour.CUTOUT_SIZE}) plus a multiple of {step} (the training binning factor {factor} x "
-                         f"the backbone's stride {stride}, e.g. {colour.CUTOUT_SIZE + step * round(colour.CUTOUT_SIZE / step)}), "
+                         f"the backbone's stride {stride}, e.g. {example}), "
                          f"or 0 for COLOUR.CUTOUT_SIZE")
     return tile, tile // factor
 

@@ -155,7 +155,8 @@ def survey_detector_config(cfg):
         raise ValueError(f"DEEPCEE.SURVEY.POST_NMS_TOPK_TEST {cfg.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST}: give a "
                          "number of proposals per tile, or 0 for MODEL.RPN.POST_NMS_TOPK_TEST")
     if cfg.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST:
-        survey.MODEL.RPN.POST_NMS_TOPK_TEST = min(cfg.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST, cfg.MODEL.RPN.POST_NMS_TOPK_TEST)
+        survey.MODEL.RPN.POST_NMS_TOPK_TEST = min(cfg.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST,
+                                                  cfg.MODEL.RPN.POST_NMS_TOPK_TEST)
     # Tiles larger than the training images are resized as evaluation resizes those, scaled up alike.
     scale = survey_tile_sizes(cfg)[1] / cfg.DEEPCEE.COLOUR.NETWORK_SIZE
     survey.INPUT.MIN_SIZE_TEST = round(cfg.INPUT.MIN_SIZE_TEST * scale)

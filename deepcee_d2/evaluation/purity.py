@@ -18,7 +18,7 @@ from pathlib import Path
 
 import astropy.units as u
 import numpy as np
-from astropy.table import Table, vstack
+from astropy.table import Table
 
 from ..cosmology import DEFAULT_COSMOLOGY, cosmology_from_cfg
 from .crossmatch import crossmatch_false_positives, read_reference_catalog
@@ -121,7 +121,7 @@ def fields_area(root, reference_band="r"):
 def read_tile_detections(survey_dir):
     """The detections of every tile file of a survey run (``<survey_dir>/tiles/*.ecsv``; empty when no tile
     found anything) and the lowest score the tiles kept (``manifest.json``'s ``score_threshold``)."""
-    from ..survey.tiling import no_detections
+    from ..survey.tiling import stack_detections
 
     survey_dir = Path(survey_dir)
     manifest = survey_dir / "manifest.json"
@@ -129,10 +129,7 @@ def read_tile_detections(survey_dir):
         raise FileNotFoundError(f"{manifest}: not found; {survey_dir} is not the output of a survey run")
     floor = float(json.loads(manifest.read_text())["score_threshold"])
     tables = [Table.read(path, format="ascii.ecsv") for path in sorted((survey_dir / "tiles").glob("*.ecsv"))]
-    tables = [table for table in tables if len(table)]
-    if not tables:
-        return no_detections(), floor
-    return vstack(tables, metadata_conflicts="silent"), floor
+    return stack_detections(tables), floor
 
 
 def survey_false_rates(survey_dir, cfg, thresholds, truth=None, area=None, frames=None):

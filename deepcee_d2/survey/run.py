@@ -28,7 +28,7 @@ from pathlib import Path
 
 import astropy.units as u
 import numpy as np
-from astropy.table import Table, hstack, vstack
+from astropy.table import Table, hstack
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..data.cache import get_cutout
@@ -39,7 +39,8 @@ from ..data.sources import make_source
 from ..engine.predictor import DetectorFactory
 from ..io import atomic_output
 from ..sky import box_centres, box_xy_to_sky
-from .tiling import DETECTION_COLUMNS, field_coverage, field_reference_frames, merge_detections, no_detections, tile_geometry
+from .tiling import (DETECTION_COLUMNS, field_coverage, field_reference_frames, merge_detections, stack_detections,
+                     tile_geometry)
 
 logger = logging.getLogger(__name__)
 
@@ -232,10 +233,7 @@ def collect_detections(tiles, job):
     """All detections of the tiles that have results, in tile order."""
     tables = [Table.read(tile_result_path(job, tile), format="ascii.ecsv")
               for tile in sorted(tiles, key=lambda t: t.tile_id) if tile_result_path(job, tile).exists()]
-    tables = [table for table in tables if len(table)]
-    if not tables:
-        return no_detections()
-    return vstack(tables, metadata_conflicts="silent")
+    return stack_detections(tables)
 
 
 MANIFEST = "manifest.json"

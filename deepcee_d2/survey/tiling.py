@@ -22,7 +22,7 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 from astropy.coordinates import Angle, SkyCoord
-from astropy.table import Table
+from astropy.table import Table, vstack
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..cosmology import DEFAULT_COSMOLOGY, angular_size, cosmology_from_cfg
@@ -323,9 +323,13 @@ DETECTION_COLUMNS = ("ra", "dec", "score", "field", "tile", "tile_x", "tile_y", 
                      "box_width", "box_height")
 
 
-def no_detections():
-    """An empty detection table (`DETECTION_COLUMNS`): what a survey whose tiles found nothing gives."""
-    return Table(names=DETECTION_COLUMNS, dtype=(float, float, float, str, str) + (float,) * 6)
+def stack_detections(tables):
+    """Tile detection tables stacked into one, the empty ones left out; with none holding a detection, an
+    empty table of `DETECTION_COLUMNS` (a survey whose tiles found nothing)."""
+    tables = [table for table in tables if len(table)]
+    if not tables:
+        return Table(names=DETECTION_COLUMNS, dtype=(float, float, float, str, str) + (float,) * 6)
+    return vstack(tables, metadata_conflicts="silent")
 
 
 def merge_radii(detections, radius, min_redshift, cosmology=DEFAULT_COSMOLOGY):
