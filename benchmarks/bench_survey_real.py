@@ -3,16 +3,19 @@
 
   PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_survey_real.py [--frames ../shared/data/sdss]
       [--config configs/deepcee_inception_v2_sdss.yaml] [--weights model.pth] [--work /tmp/deepcee_real_bench]
-      [--cost-tiles N] [--coverage-only] [--costs-only] [KEY VALUE ...]
+      [--cost-tiles N] [--coverage-only] [--costs-only] [--precisions float32 bfloat16]
+      [--z-tile-share 0.4] [KEY VALUE ...]
 
 On every field of ``--frames`` (corrected frames, g, r, i), in one run:
 1. the tile plan (`plan_folder_tiles`) and the searched / imaged area of every field (`field_coverage`);
 2. per tile, the CPU seconds of making its g, r, i cutout with each resampling method (``remap``, the default,
    and ``reproject``, the reference) from frames already in memory, and the largest pixel difference between
    the two in units of the frame's sky noise (1.4826 x the median absolute deviation of the frame);
-3. per tile, the CPU seconds of the detector on its network image (torch on one thread) and of the
-   red-sequence z and richness of one detection (the photometry of the whole tile, which every tile with a
-   detection kept pays once); the DR8 projection from these per-tile costs;
+3. per tile, the CPU seconds of its network image (colour stretch and binning), of the detector on it (built as
+   a survey worker builds it: one torch and one opencv thread, model prepared for inference) at each
+   ``--precisions`` value, and of the red-sequence z and richness of one detection (the photometry of the
+   whole tile, which every tile with a detection kept pays once); the DR8 projection from these per-tile
+   costs, with the photometry paid by ``--z-tile-share`` of the tiles and by all;
 4. ``find_clusters`` over all tiles with 1 and 2 Dask workers (remap) and once with reproject (2 workers):
    deg^2 searched per core-hour, and whether the reproject catalogue equals the remap one (same candidates
    within 1", scores within 0.01);
@@ -70,10 +73,12 @@ def cpu_seconds(call):
     return time.process_time() - start, result
 
 
-def per_tile_costs(cfg, frames_root, tiles):
-    """CPU seconds per tile of remap, reproject, detection and the red-sequence estimate, the largest
-    remap - reproject difference in sigma of the frame noise, and how far (px) that pixel lies from the
-    imaging's edge."""
+def per_tile_costs(cfg, frames_root, tiles, precisions):
+    """CPU seconds per tile of remap, reproject, the network image, detection at each of ``precisions`` and
+    the red-sequence estimate, the largest remap - reproject difference in sigma of the frame noise, and how
+    far (px) that pixel lies from the imaging's edge."""
+    import cv2
+
     colour = cfg.DEEPCEE.COLOUR
     (size, network_size), scale = survey_tile_sizes(cfg), colour.PIXEL_SCALE * u.arcsec
     redshift = RedSequenceEstimator.from_cfg(cfg)
@@ -84,8 +89,12 @@ def per_tile_costs(cfg, frames_root, tiles):
     for tile in tiles[:1]:  # every frame decompressed once before the timing (each source keeps them)
         for source in sources.values():
             source.cutout(tile.centre, size, scale, partial=True)
-    torch.set_num_threads(1)
-    detect = DetectorFactory(cfg, 1)()
+    detectors = {}
+    for precision in precisions:  # as a survey worker builds it: one torch and one opencv thread
+        precision_cfg = cfg.clone()
+        precision_cfg.defrost()
+        precision_cfg.MODEL.INCEPTION_V2.PRECISION = precision
+        detectors[precision] = DetectorFactory(precision_cfg, 1)()
     rows = []
     for tile in tiles:
         seconds, cutouts = {}, {}
@@ -103,16 +112,20 @@ def per_tile_costs(cfg, frames_root, tiles):
             where = np.unravel_index(np.argmax(difference), difference.shape)
             if difference[where] / sigma > worst:
                 worst, worst_edge = float(difference[where]) / sigma, float(from_edge[where])
-        rgb, _ = make_network_image(cutouts["remap"].images, cutouts["remap"].wcs, network_size,
-                                    ColourSettings.from_cfg(cfg))
-        seconds["detect"], _ = cpu_seconds(lambda: detect(rgb))
+        seconds["network_image"], (rgb, _) = cpu_seconds(lambda: make_network_image(
+            cutouts["remap"].images, cutouts["remap"].wcs, network_size, ColourSettings.from_cfg(cfg)))
+        for precision, detect in detectors.items():
+            seconds[f"detect_{precision}"], _ = cpu_seconds(lambda: detect(rgb))
         centre = tile.centre
         seconds["redshift"], _ = cpu_seconds(lambda: redshift.estimate(
-            cutouts["remap"].images, cutouts["remap"].wcs, [centre.ra.deg], [centre.dec.deg], tile.tile_id))
-        rows.append((tile.tile_id, seconds["remap"], seconds["reproject"], seconds["detect"], seconds["redshift"],
-                     worst, worst_edge, cutouts["remap"].covered_fraction))
-    return Table(rows=rows, names=("tile", "remap_s", "reproject_s", "detect_s", "redshift_s", "max_diff_sigma",
-                                   "max_diff_from_edge_px", "covered"))
+            cutouts["remap"].images, cutouts["remap"].wcs, [centre.ra.deg], [centre.dec.deg], tile.tile_id,
+            cutouts["remap"].covered))
+        rows.append({"tile": tile.tile_id, "remap_s": seconds["remap"], "reproject_s": seconds["reproject"],
+                     "network_image_s": seconds["network_image"],
+                     **{f"detect_{p}_s": seconds[f"detect_{p}"] for p in precisions},
+                     "redshift_s": seconds["redshift"], "max_diff_sigma": worst, "max_diff_from_edge_px": worst_edge,
+                     "covered": cutouts["remap"].covered_fraction, "opencv_threads": cv2.getNumThreads()})
+    return Table(rows=rows)
 
 
 def same_catalogue(one, other):
@@ -138,6 +151,12 @@ def main():
     parser.add_argument("--cost-tiles", type=int, default=0, help="per-tile costs on the first N tiles (0: all)")
     parser.add_argument("--coverage-only", action="store_true", help="stop after the tile plan and the coverage")
     parser.add_argument("--costs-only", action="store_true", help="stop after the per-tile costs")
+    parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"],
+                        help="MODEL.INCEPTION_V2.PRECISION values whose detection is timed per tile")
+    parser.add_argument("--z-tile-share", type=float, default=0.4,
+                        help="assumed share of tiles with a detection kept, which pay the red-sequence photometry "
+                             "(0.4: WHL12's ~9.5 clusters per deg^2 give a 792\" tile >= 1 cluster 37 %% of the "
+                             "time); the projection is also printed for 1.0")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     args = parser.parse_args()
 
@@ -165,20 +184,28 @@ def main():
 
     if args.coverage_only:
         return
-    costs = per_tile_costs(cfg, args.frames, tiles[:args.cost_tiles or None])
+    costs = per_tile_costs(cfg, args.frames, tiles[:args.cost_tiles or None], args.precisions)
+    median = {name: float(np.median(costs[name])) for name in costs.colnames if name.endswith("_s")}
     worst = int(np.argmax(costs["max_diff_sigma"]))
-    print(f"\nper tile (median of {len(costs)}, CPU seconds on one core): remap {np.median(costs['remap_s']):.2f}, "
-          f"reproject {np.median(costs['reproject_s']):.2f} ({np.median(costs['reproject_s'] / costs['remap_s']):.0f}x), "
-          f"detection {np.median(costs['detect_s']):.2f}, red-sequence z and richness {np.median(costs['redshift_s']):.2f}; "
+    print(f"\nper tile (median of {len(costs)}, CPU seconds on one core; opencv threads {costs['opencv_threads'][0]}): "
+          f"remap {median['remap_s']:.2f}, reproject {median['reproject_s']:.2f} "
+          f"({np.median(costs['reproject_s'] / costs['remap_s']):.0f}x), network image {median['network_image_s']:.2f}, "
+          + ", ".join(f"detection {p} {median[f'detect_{p}_s']:.2f}" for p in args.precisions)
+          + f", red-sequence z and richness {median['redshift_s']:.2f}; "
           f"largest remap - reproject difference {costs['max_diff_sigma'][worst]:.3f} sigma of the frame noise, "
           f"{costs['max_diff_from_edge_px'][worst]:.0f} px from the imaging's edge; tiles "
           f"{np.mean(costs['covered']):.2f} imaged on average; peak memory of this process "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     region_tiles = SDSS_DR8_DEG2 / ((side - overlap).to_value(u.deg) ** 2)
-    per_tile = sum(float(np.median(costs[c])) for c in ("remap_s", "detect_s", "redshift_s"))
     print(f"DR8 from the per-tile costs: {region_tiles:,.0f} contiguous tiles ({(side - overlap).to_value(u.arcsec):.0f}\" "
-          f"apart) x {per_tile:.2f} core-seconds (remap + detection + z and richness) -> "
-          f"{region_tiles * per_tile / NODE_CORES / 3600:.1f} h on {NODE_CORES} such cores")
+          f"apart) on {NODE_CORES} such cores; per tile remap + network image + detection + the red-sequence "
+          f"photometry on the share of tiles with a kept detection:")
+    for precision in args.precisions:
+        for share in sorted({args.z_tile_share, 1.0}):
+            per_tile = (median["remap_s"] + median["network_image_s"] + median[f"detect_{precision}_s"]
+                        + share * median["redshift_s"])
+            print(f"  {precision}, share {share:.2f}: {per_tile:.2f} core-seconds per tile -> "
+                  f"{region_tiles * per_tile / NODE_CORES / 3600:.1f} h")
     if args.costs_only:
         return
 

@@ -36,6 +36,10 @@ def add_deepcee_config(cfg):
     # Box head: ROI crops of ROI_BOX_HEAD.POOLER_RESOLUTION (14) are max-pooled by this kernel and stride
     # (TF's maxpool_kernel_size / maxpool_stride, 2) to 7x7 before Mixed_5a-c.
     _C.MODEL.INCEPTION_V2.CROP_MAX_POOL = 2
+    # Floating-point type of the convolutions of the backbone, the RPN's 3x3 conv and the box head: "float32"
+    # or "bfloat16" (torch.autocast; on CPUs with AVX512-BF16 or AMX about half the detection time, BENCHMARKS
+    # "Detector precision"). Their outputs, the RPN's and box predictor's layers stay float32.
+    _C.MODEL.INCEPTION_V2.PRECISION = "float32"
     # MODEL.BACKBONE.FREEZE_AT counts the backbone's stages: 0 trains everything, 1 freezes the stem
     # (Conv2d_1a_7x7 to Conv2d_2c_3x3), 2 also Mixed_3b-3c, 3 the whole network up to Mixed_4e.
 

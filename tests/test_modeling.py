@@ -1,4 +1,5 @@
 """The Inception-v2 backbone, its box head, the RPN and predictor initialisation, and gradient clipping."""
+import copy
 import math
 import re
 from pathlib import Path
@@ -11,6 +12,7 @@ import deepcee_d2  # noqa: F401  (registers the parts)
 from deepcee_d2.compat import compiled_ops_available
 from deepcee_d2.config import load_config
 from deepcee_d2.engine import Trainer, add_global_norm_clipping
+from deepcee_d2.engine.predictor import prepare_for_inference
 from deepcee_d2.modeling.inception_v2 import pad_same, tf_same_padding
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, build_model
@@ -247,3 +249,68 @@ def test_installers_stand_in_extension_names_the_missing_op():
     with pytest.raises(AttributeError, match="compiled op 'box_iou_rotated' is not available.*git\\+https"):
         _C.box_iou_rotated
     assert "none" in _C.get_compiler_version()  # what detectron2's collect_env prints
+
+
+def _model_with_batch_norm_statistics(*opts):
+    """A random small model in eval mode whose batch norms have non-trivial statistics and affine terms."""
+    torch.manual_seed(0)
+    model = build_model(cfg_for("MODEL.INCEPTION_V2.DEPTH_MULTIPLIER", "0.25", *opts)).eval()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            for tensor, low, high in ((module.running_mean, -0.2, 0.2), (module.running_var, 0.5, 2.0),
+                                      (module.weight.data, 0.5, 1.5), (module.bias.data, -0.2, 0.2)):
+                tensor.uniform_(low, high)
+    # Small box deltas, so that random weights give boxes inside the image (detections to compare).
+    for layer in (model.proposal_generator.rpn_head.anchor_deltas, model.roi_heads.box_predictor.bbox_pred):
+        layer.weight.data *= 0.01
+    return model
+
+
+def test_prepare_for_inference_gives_the_same_detections_without_batch_norms():
+    model = _model_with_batch_norm_statistics()
+    image = torch.rand(3, 160, 224) * 255
+    prepared = prepare_for_inference(copy.deepcopy(model))
+    with torch.no_grad():
+        before, after = (m([{"image": image}])[0]["instances"] for m in (model, prepared))
+        features = (m.backbone(torch.rand(1, 3, 96, 96)) for m in (model, prepared))
+    assert len(before) > 0 and len(after) == len(before)
+    torch.testing.assert_close(after.scores, before.scores, rtol=0, atol=1e-5)
+    torch.testing.assert_close(after.pred_boxes.tensor, before.pred_boxes.tensor, rtol=0, atol=1e-3)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in prepared.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > 50  # the model given is left alone
+    assert prepared.backbone.Mixed_4e.Branch_1.Conv2d_0b_3x3.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="eval"):
+        _model_with_batch_norm_statistics().train().backbone.Conv2d_2b_1x1.fold_norm()
+
+
+def test_trainer_evaluates_a_prepared_copy_and_leaves_the_training_model(monkeypatch):
+    from detectron2.engine import DefaultTrainer
+
+    seen = {}
+    monkeypatch.setattr(DefaultTrainer, "test", classmethod(lambda cls, cfg, model, evaluators=None: seen.update(
+        model=model)))
+    model = _model_with_batch_norm_statistics().train()
+    Trainer.test(cfg_for(), model)
+    assert seen["model"] is not model and not seen["model"].training
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in seen["model"].modules())
+    assert model.training and sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > 50
+
+
+def test_bfloat16_precision_runs_the_convolutions_in_bfloat16_and_returns_float32():
+    full, half = (_model_with_batch_norm_statistics("MODEL.INCEPTION_V2.PRECISION", p) for p in ("float32", "bfloat16"))
+    half.load_state_dict(full.state_dict())
+    image = torch.rand(1, 3, 128, 128)
+    conv_inputs = []
+    hook = half.backbone.Mixed_4e.Branch_0.Conv2d_0a_1x1.conv.register_forward_hook(
+        lambda module, inputs, output: conv_inputs.append(output.dtype))
+    with torch.no_grad():
+        reference, features = full.backbone(image)["Mixed_4e"], half.backbone(image)["Mixed_4e"]
+        rpn = half.proposal_generator.rpn_head([features])
+        crops = half.roi_heads.res5(torch.rand(4, 144, 14, 14))
+    hook.remove()
+    assert conv_inputs == [torch.bfloat16]
+    assert features.dtype == crops.dtype == torch.float32
+    assert all(t.dtype == torch.float32 for outputs in rpn for t in outputs)
+    assert 0 < (features - reference).abs().max() <= 0.05 * reference.abs().max()
+    with pytest.raises(ValueError, match="MODEL.INCEPTION_V2.PRECISION"):
+        build_backbone(cfg_for("MODEL.INCEPTION_V2.PRECISION", "float16"))

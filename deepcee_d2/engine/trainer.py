@@ -1,12 +1,14 @@
 """The Deep-CEE trainer: detectron2's DefaultTrainer with Deep-CEE's evaluator and TF-style global gradient
-clipping. Only classmethods are overridden, and ``resume_or_load``, so that weights are loaded safely and
-strictly; detectron2's DatasetMapper reads the images (in training with INPUT.RANDOM_FLIP and the quarter turns
-of ``DEEPCEE.AUGMENT``, deepcee_d2.data.augment) and the evaluator takes the truth and WCS of each image from
-the DatasetCatalog records."""
+clipping, evaluating a copy of the model prepared for inference. Only classmethods are overridden, and
+``resume_or_load``, so that weights are loaded safely and strictly; detectron2's DatasetMapper reads the
+images (in training with INPUT.RANDOM_FLIP and the quarter turns of ``DEEPCEE.AUGMENT``,
+deepcee_d2.data.augment) and the evaluator takes the truth and WCS of each image from the DatasetCatalog
+records."""
 import copy
 import os
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.data import DatasetMapper, build_detection_train_loader
 from detectron2.engine import DefaultTrainer
@@ -15,7 +17,7 @@ from detectron2.solver import build_optimizer
 from ..compat import check_compiled_ops
 from ..data.augment import build_train_augmentations
 from ..evaluation import DeepCEEEvaluator
-from .predictor import SafeCheckpointer
+from .predictor import SafeCheckpointer, prepare_for_inference
 
 GLOBAL_NORM_CLIP_TYPE = "full_model"
 
@@ -70,6 +72,14 @@ class Trainer(DefaultTrainer):
         """detectron2's train loader, its mapper with `build_train_augmentations` (quarter turns added)."""
         mapper = DatasetMapper(cfg, is_train=True, augmentations=build_train_augmentations(cfg))
         return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """detectron2's evaluation, run on a copy of ``model`` made by `prepare_for_inference` (the same
+        outputs in less time); ``model`` itself is left as it was, so training can go on."""
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
+        return super().test(cfg, prepare_for_inference(copy.deepcopy(model)), evaluators)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

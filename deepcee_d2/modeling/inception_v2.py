@@ -13,6 +13,7 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
@@ -73,6 +74,32 @@ FEATURE_STRIDES = {"Conv2d_2c_3x3": 4, "MaxPool_3a_3x3": 8, "Mixed_3b": 8, "Mixe
                    **{name: 16 for name in STAGES["mixed_4"]}}
 
 
+# MODEL.INCEPTION_V2.PRECISION: the floating-point type of the convolutions (torch.autocast's dtype).
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def check_precision(precision):
+    if precision not in PRECISIONS:
+        raise ValueError(f"MODEL.INCEPTION_V2.PRECISION: unknown precision {precision!r}; use one of {sorted(PRECISIONS)}")
+    return precision
+
+
+def convolutions_in(precision, x):
+    """The context in which a trunk of convolutions on ``x`` runs at ``precision`` (torch.autocast on
+    ``x``'s device; "float32" turns autocast off). Trunks return float32, so box and score outputs do not
+    carry bfloat16's 8-bit mantissa (~1 px on a 500 px box coordinate)."""
+    return torch.autocast(x.device.type, dtype=PRECISIONS[precision], enabled=precision != "float32")
+
+
+def fold_norm(conv, norm):
+    """Fold ``norm``'s (eval-mode) scale and shift into ``conv``'s weight and bias (torch's
+    ``fuse_conv_bn_weights``): the same outputs without the norm's pass over the feature map."""
+    if norm.training:
+        raise ValueError("batch norms are folded for inference only: call model.eval() first")
+    conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, norm.running_mean, norm.running_var,
+                                                  norm.eps, norm.weight, norm.bias)
+
+
 def tf_same_padding(size, kernel, stride):
     """(before, after) padding of one axis of ``size`` pixels under TF's padding="SAME"."""
     total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
@@ -114,6 +141,11 @@ class ConvUnit(nn.Module):
             x = pad_same(x, self.kernel, self.stride)
         return F.relu(self.norm(self.conv(x)))
 
+    def fold_norm(self):
+        """For inference: the batch norm folded into the convolution (`fold_norm`) and removed."""
+        fold_norm(self.conv, self.norm)
+        self.norm = nn.Identity()
+
 
 class SeparableConvUnit(nn.Module):
     """slim.separable_conv2d: depthwise conv, 1x1 pointwise conv, then batch norm and ReLU."""
@@ -132,6 +164,11 @@ class SeparableConvUnit(nn.Module):
     def forward(self, x):
         x = self.depthwise(pad_same(x, self.kernel, self.stride))
         return F.relu(self.norm(self.pointwise(x)))
+
+    def fold_norm(self):
+        """For inference: the batch norm folded into the pointwise convolution (`fold_norm`) and removed."""
+        fold_norm(self.pointwise, self.norm)
+        self.norm = nn.Identity()
 
 
 class SamePool(nn.Module):
@@ -203,11 +240,14 @@ class InceptionV2(Backbone):
         Names of the layers whose outputs are returned (see ``FEATURE_STRIDES``).
     freeze_at : int
         Number of stages (``STAGES``: stem, mixed_3, mixed_4) whose weights and batch norms are frozen.
+    precision : str
+        Floating-point type of the convolutions (``PRECISIONS``); the features are returned as float32.
     """
 
     def __init__(self, in_channels, *, depth_multiplier, min_depth, use_separable_conv, norm_args, out_features,
-                 freeze_at):
+                 freeze_at, precision="float32"):
         super().__init__()
+        self.precision = check_precision(precision)
         depth = depth_function(depth_multiplier, min_depth)
         unknown = sorted(set(out_features) - set(FEATURE_STRIDES))
         if unknown or not out_features:
@@ -257,11 +297,12 @@ class InceptionV2(Backbone):
         if x.dim() != 4:
             raise ValueError(f"InceptionV2 takes (N, C, H, W) input, got shape {tuple(x.shape)}")
         outputs = {}
-        for name, module in self.named_children():
-            x = module(x)
-            if name in self._out_feature_channels:
-                outputs[name] = x
-        return outputs
+        with convolutions_in(self.precision, x):
+            for name, module in self.named_children():
+                x = module(x)
+                if name in self._out_feature_channels:
+                    outputs[name] = x
+        return {name: feature.float() for name, feature in outputs.items()}
 
     def output_shape(self):
         return {name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
@@ -275,7 +316,7 @@ class InceptionV2BoxHead(nn.Sequential):
     spatial mean of the 1024-channel output.
     """
 
-    def __init__(self, in_channels, *, depth_multiplier, min_depth, norm_args, crop_max_pool):
+    def __init__(self, in_channels, *, depth_multiplier, min_depth, norm_args, crop_max_pool, precision="float32"):
         layers = OrderedDict()
         if crop_max_pool > 1:
             # TF max-pools the crop_and_resize output with padding "VALID".
@@ -287,13 +328,19 @@ class InceptionV2BoxHead(nn.Sequential):
             channels = layers[name].out_channels
         super().__init__(layers)
         self.out_channels = channels
+        self.precision = check_precision(precision)
+
+    def forward(self, x):
+        with convolutions_in(self.precision, x):
+            x = super().forward(x)
+        return x.float()
 
 
 def box_head_from_cfg(cfg, in_channels):
     """The ``InceptionV2BoxHead`` described by ``cfg.MODEL.INCEPTION_V2``."""
     v2 = cfg.MODEL.INCEPTION_V2
     return InceptionV2BoxHead(in_channels, depth_multiplier=v2.DEPTH_MULTIPLIER, min_depth=v2.MIN_DEPTH,
-                              norm_args=_norm_args(cfg), crop_max_pool=v2.CROP_MAX_POOL)
+                              norm_args=_norm_args(cfg), crop_max_pool=v2.CROP_MAX_POOL, precision=v2.PRECISION)
 
 
 @BACKBONE_REGISTRY.register()
@@ -308,4 +355,5 @@ def build_inception_v2_backbone(cfg, input_shape: ShapeSpec):
         norm_args=_norm_args(cfg),
         out_features=v2.OUT_FEATURES,
         freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
+        precision=v2.PRECISION,
     )

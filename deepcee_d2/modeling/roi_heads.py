@@ -13,7 +13,7 @@ from detectron2.modeling.proposal_generator.rpn import RPN_HEAD_REGISTRY, Standa
 from detectron2.modeling.roi_heads import Res5ROIHeads
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 
-from .inception_v2 import box_head_from_cfg
+from .inception_v2 import box_head_from_cfg, check_precision, convolutions_in
 
 
 class GlorotFastRCNNOutputLayers(FastRCNNOutputLayers):
@@ -32,10 +32,10 @@ class GlorotFastRCNNOutputLayers(FastRCNNOutputLayers):
 class DeepCEERPNHead(StandardRPNHead):
     """detectron2's RPN head (3x3 conv, 1x1 objectness and box deltas) as TF's first stage: ReLU6 after the
     3x3 conv (faster_rcnn_meta_arch), truncated normal weights with standard deviation 0.01 (cut at two
-    standard deviations) and zero biases."""
+    standard deviations) and zero biases; the 3x3 conv at ``MODEL.INCEPTION_V2.PRECISION``."""
 
     @configurable
-    def __init__(self, **kwargs):
+    def __init__(self, *, precision="float32", **kwargs):
         super().__init__(**kwargs)
         if not isinstance(self.conv, nn.Module) or not hasattr(self.conv, "activation"):
             raise ValueError("DeepCEERPNHead supports one 3x3 conv (MODEL.RPN.CONV_DIMS of length 1)")
@@ -44,6 +44,21 @@ class DeepCEERPNHead(StandardRPNHead):
             if isinstance(layer, nn.Conv2d):
                 nn.init.trunc_normal_(layer.weight, std=0.01, a=-0.02, b=0.02)
                 nn.init.zeros_(layer.bias)
+        self.precision = check_precision(precision)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        return {**super().from_config(cfg, input_shape), "precision": cfg.MODEL.INCEPTION_V2.PRECISION}
+
+    def forward(self, features):
+        """StandardRPNHead's, with the 3x3 conv at the model's precision and the 1x1 outputs in float32."""
+        objectness, deltas = [], []
+        for x in features:
+            with convolutions_in(self.precision, x):
+                t = self.conv(x)
+            objectness.append(self.objectness_logits(t.float()))
+            deltas.append(self.anchor_deltas(t.float()))
+        return objectness, deltas
 
 
 @ROI_HEADS_REGISTRY.register()

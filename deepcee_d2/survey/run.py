@@ -149,6 +149,8 @@ def process_tile(tile, job):
     if path.exists():
         return tile.tile_id, None, None
     spec = job.imaging
+    # Built first: building it sets the worker's threads (`DetectorFactory`), which the resampling uses too.
+    detect = _worker_cached(("detector", job.detector.cache_key), job.detector)
     try:
         cutout = get_cutout(spec.source(), tile.centre, job.cutout_size, job.pixel_scale * u.arcsec,
                             cache_dir=spec.cache_dir, partial=True)
@@ -156,7 +158,6 @@ def process_tile(tile, job):
                                       source=f"tile {tile.tile_id} ({cutout.source})")
     except (ImagingError, ValueError, OSError) as error:
         return tile.tile_id, None, str(error)
-    detect = _worker_cached(("detector", job.detector.cache_key), job.detector)
     boxes, scores = detect(rgb)
     keep = (scores >= job.score_threshold) & on_imaging(cutout, wcs, boxes)
     table = detections_table(tile, boxes[keep], scores[keep], wcs,
