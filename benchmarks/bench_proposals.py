@@ -59,16 +59,18 @@ def timed(model, inputs):
 
 
 def proposal_curve(cfgs, models, inputs, dataset):
-    """Table rows: proposals, recall (all / at the survey threshold), best P, R, F1, s per image, stages."""
+    """Table rows: model key (e.g. proposals), recall (all / at the survey threshold), best P, R, F1, s per
+    image, stages; the survey threshold; each model's detections (`Instances` per image)."""
     evaluators = {k: DeepCEEEvaluator(cfgs[k], dataset, output_dir=None, distributed=False) for k in models}
     timers = {k: StageTimer(model) for k, model in models.items()}
-    seconds = defaultdict(list)
+    seconds, detections = defaultdict(list), defaultdict(list)
     counts = list(models)
     for index, batch in enumerate(inputs):
         order = counts[index % len(counts):] + counts[:index % len(counts)]  # no count always runs first
         for k in order:
             outputs, wall = timed(models[k], batch)
             seconds[k].append(wall)
+            detections[k].append(outputs[0]["instances"])
             evaluators[k].process(batch, outputs)
     rows = []
     for k in counts:
@@ -78,7 +80,7 @@ def proposal_curve(cfgs, models, inputs, dataset):
         rows.append((k, metrics["recall-0"], metrics[f"recall-{100 * survey_threshold:g}"],
                      metrics["best_threshold"], metrics["precision"], metrics["recall"], metrics["f1"],
                      metrics["centring_error_kpc"], statistics.median(seconds[k]), stages))
-    return rows, cfgs[counts[0]].DEEPCEE.SURVEY.SCORE_THRESHOLD
+    return rows, cfgs[counts[0]].DEEPCEE.SURVEY.SCORE_THRESHOLD, detections
 
 
 def batching(model, inputs, batch_sizes):
@@ -139,7 +141,7 @@ def main():
     print(f"{args.dataset}: {len(inputs)} images of {width} x {height} px; {args.config}, weights {args.weights}; "
           f"CPU, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
 
-    rows, survey_threshold = proposal_curve(cfgs, {k: models[k] for k in args.proposals}, inputs, args.dataset)
+    rows, survey_threshold, _ = proposal_curve(cfgs, {k: models[k] for k in args.proposals}, inputs, args.dataset)
     print(f"\n| test proposals | recall, all detections | recall at {100 * survey_threshold:g} % | best threshold "
           "| precision | recall | F1 | centring error (kpc) | s / image (median) | backbone / RPN / box head (s, mean) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

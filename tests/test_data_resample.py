@@ -180,3 +180,37 @@ def test_bad_arguments_are_refused():
     grid.pixel_shape = None
     with pytest.raises(ValueError, match="no pixel_shape"):
         pixel_map(grid, frame, TOLERANCE_PX)
+
+
+def test_a_grid_spanning_four_frames_resamples_each_on_its_own_part_only(r_frame, monkeypatch):
+    """The frame cut into four abutting quadrants (as a tile spanning four survey frames): the same image
+    as from the whole frame away from the seams (within 0.01 sigma), the same coverage everywhere, and each
+    quadrant's mapping made for its part of the grid only, so that the grid's pixels are mapped about once
+    in all, not once per frame."""
+    from astropy.nddata import Cutout2D
+
+    import deepcee_d2.data.resample as resample
+
+    data, wcs, sigma = r_frame
+    centre_x, centre_y = 1024, 744
+    grid = cutout_grid(wcs.pixel_to_world(centre_x - 0.5, centre_y - 0.5), GRID_SIZE)
+    parts = []
+    for rows in (slice(0, centre_y), slice(centre_y, data.shape[0])):
+        for columns in (slice(0, centre_x), slice(centre_x, data.shape[1])):
+            size = (rows.stop - rows.start, columns.stop - columns.start)
+            position = ((columns.start + columns.stop - 1) / 2, (rows.start + rows.stop - 1) / 2)
+            cut = Cutout2D(data, position, size, wcs=wcs, mode="strict")
+            parts.append((cut.data, cut.wcs))
+    mapped = []
+    original_pixel_map = resample.pixel_map
+    monkeypatch.setattr(resample, "pixel_map", lambda part, *args: mapped.append(
+        part.pixel_shape[0] * part.pixel_shape[1]) or original_pixel_map(part, *args))
+    image, covered = remap_to_grid(parts, grid, TOLERANCE_PX)
+    whole, whole_covered = remap_to_grid([(data, wcs)], grid, TOLERANCE_PX)
+    assert len(mapped) == 5 and mapped[-1] == GRID_SIZE ** 2
+    assert sum(mapped[:4]) < 1.5 * GRID_SIZE ** 2  # bounding boxes of rotated quadrants; before: 4 x the grid
+    assert covered.all() and whole_covered.all()
+    exact_x, exact_y = exact_mapping(grid, wcs)
+    off_seams = (np.abs(exact_x - (centre_x - 0.5)) > 1) & (np.abs(exact_y - (centre_y - 0.5)) > 1)
+    assert off_seams.mean() > 0.98
+    assert np.abs(image - whole)[off_seams].max() < 0.01 * sigma

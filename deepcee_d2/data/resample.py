@@ -32,6 +32,8 @@ METHODS = ("remap", "reproject")
 # Mesh spacing (grid pixels) tried first: on a 2000 px SDSS tile (33 x 33 nodes) the interpolated mapping
 # errs by < 1e-7 px, so the first mesh passes; wide or curved mappings make the check refine it.
 _FIRST_MESH_SPACING_PX = 64
+# Spacing of the points along a frame's edges that bound its part of a grid (`_frame_window`).
+_OUTLINE_STEP_PX = 64
 # opencv's remap addresses pixels with 16-bit integers: no map or source side may reach 2**15 - 1.
 _CV_MAX_SIDE = 32767
 
@@ -139,25 +141,55 @@ def _checked_coverage(image, covered, require_coverage, source):
     return image, covered
 
 
+def _frame_window(shape, frame_wcs, grid):
+    """Row and column slices of ``grid`` holding every grid pixel that can map onto a frame of ``shape``:
+    the bounding box, 2 px wider, of the frame's outer pixel edges mapped onto the grid (points every
+    ``_OUTLINE_STEP_PX`` frame pixels, along which the outline is straight to far below a pixel). The whole
+    grid when part of the outline does not map (e.g. the far side of the sky); None when the frame misses
+    the grid. A tile spanning several frames then resamples each over its own part only."""
+    ny, nx = shape
+    across_x = np.linspace(-0.5, nx - 0.5, max(2, math.ceil(nx / _OUTLINE_STEP_PX) + 1))
+    across_y = np.linspace(-0.5, ny - 0.5, max(2, math.ceil(ny / _OUTLINE_STEP_PX) + 1))
+    x = np.concatenate([across_x, across_x, np.full_like(across_y, -0.5), np.full_like(across_y, nx - 0.5)])
+    y = np.concatenate([np.full_like(across_x, -0.5), np.full_like(across_x, ny - 0.5), across_y, across_y])
+    grid_x, grid_y = pixel_to_pixel(frame_wcs, grid, x, y)
+    width, height = grid.pixel_shape
+    if not (np.isfinite(grid_x).all() and np.isfinite(grid_y).all()):
+        return slice(0, height), slice(0, width)
+    left, right = max(0, math.floor(grid_x.min()) - 2), min(width, math.ceil(grid_x.max()) + 3)
+    bottom, top = max(0, math.floor(grid_y.min()) - 2), min(height, math.ceil(grid_y.max()) + 3)
+    if left >= right or bottom >= top:
+        return None
+    return slice(bottom, top), slice(left, right)
+
+
 def _remap_frame(data, frame_wcs, grid, tolerance_px, source):
     """One frame on ``grid``: flux per grid pixel (0 where not covered) and the covered pixels."""
     data = np.ascontiguousarray(data, dtype=np.float32)
     if max(data.shape) >= _CV_MAX_SIDE:
         raise ValueError(f"{source}: a frame of {data.shape[1]} x {data.shape[0]} px is too large for "
                          f"opencv's remap (sides below {_CV_MAX_SIDE} px); cut it into parts")
-    mapping = pixel_map(grid, frame_wcs, tolerance_px)
-    values, good = np.empty(mapping.shape, np.float32), np.empty(mapping.shape, bool)
+    shape = (grid.pixel_shape[1], grid.pixel_shape[0])
+    values, good = np.zeros(shape, np.float32), np.zeros(shape, bool)
+    window = _frame_window(data.shape, frame_wcs, grid)
+    if window is None:
+        return values, good
+    part = grid.slice(window)
+    part.pixel_shape = (window[1].stop - window[1].start, window[0].stop - window[0].start)
+    mapping = pixel_map(part, frame_wcs, tolerance_px)
+    part_values, part_good = values[window], good[window]  # views: filled in place
     for top in range(0, mapping.shape[0], _CV_MAX_SIDE - 1):
         for left in range(0, mapping.shape[1], _CV_MAX_SIDE - 1):
             rows, columns = slice(top, top + _CV_MAX_SIDE - 1), slice(left, left + _CV_MAX_SIDE - 1)
             x, y = mapping.block(rows, columns)
             # Replicating the edge gives the outer half pixel the edge pixel's value, as reproject does;
             # further out it is a placeholder that `good` drops (NaN maps fail the comparisons too).
-            values[rows, columns] = cv2.remap(data, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            good[rows, columns] = (x >= -0.5) & (x <= data.shape[1] - 0.5) & (y >= -0.5) & (y <= data.shape[0] - 0.5)
-    good &= np.isfinite(values)
-    values *= np.float32(_area_ratio(grid, frame_wcs))
-    values[~good] = 0
+            part_values[rows, columns] = cv2.remap(data, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            part_good[rows, columns] = ((x >= -0.5) & (x <= data.shape[1] - 0.5)
+                                        & (y >= -0.5) & (y <= data.shape[0] - 0.5))
+    part_good &= np.isfinite(part_values)
+    part_values *= np.float32(_area_ratio(grid, frame_wcs))
+    part_values[~part_good] = 0
     return values, good
 
 
