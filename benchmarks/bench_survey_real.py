@@ -4,7 +4,7 @@
   PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_survey_real.py [--frames ../shared/data/sdss]
       [--config configs/deepcee_inception_v2_sdss.yaml] [--weights model.pth] [--work /tmp/deepcee_real_bench]
       [--cost-tiles N] [--coverage-only] [--costs-only] [--precisions float32 bfloat16]
-      [--z-tile-share 0.4] [KEY VALUE ...]
+      [--clusters-per-deg2 9.5] [KEY VALUE ...]
 
 On every field of ``--frames`` (corrected frames, g, r, i), in one run:
 1. the tile plan (`plan_folder_tiles`) and the searched / imaged area of every field (`field_coverage`);
@@ -15,7 +15,8 @@ On every field of ``--frames`` (corrected frames, g, r, i), in one run:
    a survey worker builds it: one torch and one opencv thread, model prepared for inference) at each
    ``--precisions`` value, and of the red-sequence z and richness of one detection (the photometry of the
    whole tile, which every tile with a detection kept pays once); the DR8 projection from these per-tile
-   costs, with the photometry paid by ``--z-tile-share`` of the tiles and by all;
+   costs, for tiles imaged whole (resampling and photometry scaled by each tile's imaged share), with the
+   photometry paid by the tiles holding a cluster at ``--clusters-per-deg2`` and by all;
 4. ``find_clusters`` over all tiles with 1 and 2 Dask workers (remap) and once with reproject (2 workers):
    deg^2 searched per core-hour, and whether the reproject catalogue equals the remap one (same candidates
    within 1", scores within 0.01);
@@ -153,10 +154,10 @@ def main():
     parser.add_argument("--costs-only", action="store_true", help="stop after the per-tile costs")
     parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"],
                         help="MODEL.INCEPTION_V2.PRECISION values whose detection is timed per tile")
-    parser.add_argument("--z-tile-share", type=float, default=0.4,
-                        help="assumed share of tiles with a detection kept, which pay the red-sequence photometry "
-                             "(0.4: WHL12's ~9.5 clusters per deg^2 give a 792\" tile >= 1 cluster 37 %% of the "
-                             "time); the projection is also printed for 1.0")
+    parser.add_argument("--clusters-per-deg2", type=float, default=9.5,
+                        help="clusters per deg^2 the projection assumes: a tile holding one keeps a detection and "
+                             "pays the red-sequence photometry (9.5: WHL12's 132,684 clusters over the DR8 "
+                             "footprint); the projection is also printed with every tile paying it")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     args = parser.parse_args()
 
@@ -196,15 +197,20 @@ def main():
           f"{costs['max_diff_from_edge_px'][worst]:.0f} px from the imaging's edge; tiles "
           f"{np.mean(costs['covered']):.2f} imaged on average; peak memory of this process "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    # A contiguous survey's tiles are imaged whole: the costs that follow the imaged pixels (resampling, the
+    # photometry) are scaled up from these lone fields' partly padded tiles, tile by tile.
+    full = {name: float(np.median(costs[name] / costs["covered"])) for name in ("remap_s", "redshift_s")}
     region_tiles = SDSS_DR8_DEG2 / ((side - overlap).to_value(u.deg) ** 2)
+    share = 1 - np.exp(-args.clusters_per_deg2 * side.to_value(u.deg) ** 2)
     print(f"DR8 from the per-tile costs: {region_tiles:,.0f} contiguous tiles ({(side - overlap).to_value(u.arcsec):.0f}\" "
-          f"apart) on {NODE_CORES} such cores; per tile remap + network image + detection + the red-sequence "
-          f"photometry on the share of tiles with a kept detection:")
+          f"apart) on {NODE_CORES} such cores. Per tile: remap of a whole imaged tile {full['remap_s']:.2f} + network "
+          f"image + detection + the photometry of a whole tile ({full['redshift_s']:.2f}) on the share of tiles "
+          f"holding a cluster ({share:.2f} at {args.clusters_per_deg2:g} clusters per deg^2) or on every tile:")
     for precision in args.precisions:
-        for share in sorted({args.z_tile_share, 1.0}):
-            per_tile = (median["remap_s"] + median["network_image_s"] + median[f"detect_{precision}_s"]
-                        + share * median["redshift_s"])
-            print(f"  {precision}, share {share:.2f}: {per_tile:.2f} core-seconds per tile -> "
+        for paid in (share, 1.0):
+            per_tile = (full["remap_s"] + median["network_image_s"] + median[f"detect_{precision}_s"]
+                        + paid * full["redshift_s"])
+            print(f"  {precision}, photometry on {paid:.2f} of the tiles: {per_tile:.2f} core-seconds per tile -> "
                   f"{region_tiles * per_tile / NODE_CORES / 3600:.1f} h")
     if args.costs_only:
         return
