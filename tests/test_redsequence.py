@@ -13,8 +13,8 @@ from deepcee_d2.config import add_deepcee_config
 from deepcee_d2.cosmology import DEFAULT_COSMOLOGY
 from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, RICHNESS_Z_PIVOT, Photometry, RedSequenceEstimator,
                                     RedSequenceSettings, aperture_coverage, estimate_redshift_richness,
-                                    measure_background, measure_photometry, read_background, richness_members,
-                                    write_background)
+                                    measure_background, measure_photometry, read_background, red_sequence_weights,
+                                    richness_members, write_background)
 from deepcee_d2.synthetic import render
 from deepcee_d2.synthetic.colours import m_star, red_sequence
 from deepcee_d2.synthetic.field import make_field
@@ -160,6 +160,45 @@ def test_photometry_measures_injected_point_sources_in_ab_magnitudes(settings):
     assert np.median(measured["g_r_err"]) < 0.05
     assert measured["i_mag"] == pytest.approx(stars["i_mag"], abs=0.15)
     assert sources["r_mag"].unit == u.mag
+
+
+def test_extended_galaxies_keep_their_kron_magnitudes_down_to_the_red_sequence_limit(settings):
+    """Extended galaxies get their total (Kron) r magnitude, not the 2" aperture's, down to the faintest
+    red-sequence candidate of the z grid (m*(z_max) + faint_mag): the faintest one drawn lies inside that window
+    by its total light only, its aperture magnitude lies outside, so it counts only while it keeps its Kron flux."""
+    from photutils.aperture import CircularAperture, aperture_photometry
+
+    seeing = {band: 1.3 for band in "gri"}
+    size = 400
+    field = make_field(CENTRE, size, size, clusters=None, field_galaxies=False, stars=False, noise=False,
+                       seeing=seeing, seed=3)
+    limit = float(m_star(settings.z_grid[-1:], DEFAULT_COSMOLOGY)[0]) + settings.faint_mag
+    r_mag = np.array([limit - 2.5, limit - 1.5, limit - 0.8, limit - 0.35])
+    grid = np.array([100.0, 300.0])
+    x, y = (value.ravel() for value in np.meshgrid(grid, grid))
+    galaxies = Table({"x": x, "y": y, "r_mag": r_mag, "g_mag": r_mag + 1.4, "i_mag": r_mag - 0.5,
+                      "sersic_n": np.ones(4), "half_light_radius": np.full(4, 2.0), "axis_ratio": np.full(4, 0.8),
+                      "position_angle": np.zeros(4)})
+    rng = np.random.default_rng(3)
+    images = {}
+    for band in "gri":
+        image = render.new_image(size, size)
+        render.draw_galaxies(image, galaxies, band, seeing[band])
+        images[band] = image.array + rng.normal(0.0, 0.002, (size, size)).astype(np.float32)  # a deep sky
+    aperture = CircularAperture(np.transpose([x, y]), r=settings.aperture_radius.to_value(u.arcsec) / 0.396)
+    aperture_mag = 22.5 - 2.5 * np.log10(np.asarray(aperture_photometry(images["r"], aperture)["aperture_sum"]))
+    assert aperture_mag[-1] > limit  # the faintest one is a red-sequence candidate by its total light only
+    sources = measure_photometry(images, field.wcs, settings).sources
+    distance = np.hypot(sources["x"][:, None] - x[None, :], sources["y"][:, None] - y[None, :])
+    measured = sources[distance.argmin(axis=0)]
+    assert np.all(distance.min(axis=0) < 2.0)  # one source each, at the flat core of a disc
+    # Kron fluxes hold ~90 % of the light of these discs (half-light radius 2"), the aperture about half of it.
+    assert np.all(np.abs(measured["r_mag"] - r_mag) < 0.25)
+    assert np.all(measured["r_mag"] < aperture_mag - 0.5)
+    assert measured["r_mag"][-1] <= limit
+    weights = red_sequence_weights(measured, settings.z_grid[-1:], settings.bright_mag, settings.faint_mag,
+                                   settings.colour_error_floor, DEFAULT_COSMOLOGY)
+    assert weights[-1, 0] > 0
 
 
 def test_bad_input_is_refused_with_a_clear_error(settings, background):
