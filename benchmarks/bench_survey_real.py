@@ -16,7 +16,7 @@ On every field of ``--frames`` (corrected frames, g, r, i), in one run:
    ``--precisions`` value, and of the red-sequence z and richness of one detection (the photometry of the
    whole tile, which every tile with a detection kept pays once); the DR8 projection from these per-tile
    costs, for tiles imaged whole (resampling and photometry scaled by each tile's imaged share), with the
-   photometry paid by the tiles holding a cluster at ``--clusters-per-deg2`` and by all;
+   photometry paid by the tiles holding a cluster at ``--clusters-per-deg2``, by all and by none;
 4. ``find_clusters`` over all tiles with 1 and 2 Dask workers (remap) and once with reproject (2 workers):
    deg^2 searched per core-hour, and whether the reproject catalogue equals the remap one (same candidates
    within 1", scores within 0.01);
@@ -87,9 +87,8 @@ def per_tile_costs(cfg, frames_root, tiles, precisions):
                for method in ("remap", "reproject")}
     frames = sources["remap"].frames()
     noise = {frame.path: mad_std(read_image(frame.path)[0], ignore_nan=True) for frame in frames}
-    for tile in tiles[:1]:  # every frame decompressed once before the timing (each source keeps them)
-        for source in sources.values():
-            source.cutout(tile.centre, size, scale, partial=True)
+    for tile in tiles:  # every frame read and decompressed before the timing (a worker keeps the last 12 frames)
+        sources["remap"].cutout(tile.centre, size, scale, partial=True)
     detectors = {}
     for precision in precisions:  # as a survey worker builds it: one torch and one opencv thread
         precision_cfg = cfg.clone()
@@ -205,9 +204,10 @@ def main():
     print(f"DR8 from the per-tile costs: {region_tiles:,.0f} contiguous tiles ({(side - overlap).to_value(u.arcsec):.0f}\" "
           f"apart) on {NODE_CORES} such cores. Per tile: remap of a whole imaged tile {full['remap_s']:.2f} + network "
           f"image + detection + the photometry of a whole tile ({full['redshift_s']:.2f}) on the share of tiles "
-          f"holding a cluster ({share:.2f} at {args.clusters_per_deg2:g} clusters per deg^2) or on every tile:")
+          f"holding a cluster ({share:.2f} at {args.clusters_per_deg2:g} clusters per deg^2), on every tile, or on none "
+          f"(DEEPCEE.REDSHIFT.IN_SURVEY False):")
     for precision in args.precisions:
-        for paid in (share, 1.0):
+        for paid in (0.0, share, 1.0):  # 0: without z and richness (DEEPCEE.REDSHIFT.IN_SURVEY False)
             per_tile = (full["remap_s"] + median["network_image_s"] + median[f"detect_{precision}_s"]
                         + paid * full["redshift_s"])
             print(f"  {precision}, photometry on {paid:.2f} of the tiles: {per_tile:.2f} core-seconds per tile -> "

@@ -194,7 +194,8 @@ def add_deepcee_config(cfg):
     _C.DEEPCEE.REDSHIFT = CN()
     # The survey estimates z and richness of every detection from its tile's g, r, i flux images (catalogue
     # columns z_est, z_err, richness, rs_significance, rs_peak): photometry once per tile with detections,
-    # ~2.7 core-seconds for a 2000 px tile, ~0.01-0.15 s more per detection (BENCHMARKS.md).
+    # ~4 core-seconds for a 2000 px tile of real SDSS frames imaged whole (9-12 on crowded fields), ~0.01-0.15 s
+    # more per detection: the largest part of a survey's time with bfloat16 detection (BENCHMARKS.md).
     _C.DEEPCEE.REDSHIFT.IN_SURVEY = True
     # Red-sequence background: an ECSV table of deepcee_d2.redsequence.measure_background (densities per
     # trial z) measured on blank fields of the imaging searched; "" is the packaged one of the synthetic sky

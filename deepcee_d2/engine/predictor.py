@@ -137,7 +137,7 @@ def weights_file(cfg):
 def prepare_for_inference(model):
     """``model`` in eval mode, made faster for inference with the same outputs (to float32 rounding): every
     batch norm of the Inception-v2 layers folded into its convolution, and channels-last tensors (oneDNN's
-    faster layout on CPU). Together 1.3-1.6x less time per image on CPU (BENCHMARKS "Detector precision").
+    faster layout on CPU). Together 1.2-1.4x less time per image on CPU (BENCHMARKS "Detector precision").
     The model can no longer be trained or saved as a checkpoint of the original architecture."""
     from ..modeling.inception_v2 import ConvUnit, SeparableConvUnit
 

@@ -80,7 +80,8 @@ PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 def check_precision(precision):
     if precision not in PRECISIONS:
-        raise ValueError(f"MODEL.INCEPTION_V2.PRECISION: unknown precision {precision!r}; use one of {sorted(PRECISIONS)}")
+        raise ValueError(f"MODEL.INCEPTION_V2.PRECISION: unknown precision {precision!r}; use one of "
+                         f"{sorted(PRECISIONS)}")
     return precision
 
 
