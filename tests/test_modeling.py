@@ -272,13 +272,15 @@ def test_prepare_for_inference_gives_the_same_detections_without_batch_norms():
     prepared = prepare_for_inference(copy.deepcopy(model))
     with torch.no_grad():
         before, after = (m([{"image": image}])[0]["instances"] for m in (model, prepared))
-        features = (m.backbone(torch.rand(1, 3, 96, 96)) for m in (model, prepared))
+        features = [m.backbone(image[None] / 255)["Mixed_4e"] for m in (model, prepared)]
+    torch.testing.assert_close(features[1], features[0], rtol=1e-4, atol=1e-4)
     assert len(before) > 0 and len(after) == len(before)
     torch.testing.assert_close(after.scores, before.scores, rtol=0, atol=1e-5)
     torch.testing.assert_close(after.pred_boxes.tensor, before.pred_boxes.tensor, rtol=0, atol=1e-3)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in prepared.modules())
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > 50  # the model given is left alone
-    assert prepared.backbone.Mixed_4e.Branch_1.Conv2d_0b_3x3.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    weight = prepared.backbone.Mixed_4e.Branch_1.Conv2d_0b_3x3.conv.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
     with pytest.raises(ValueError, match="eval"):
         _model_with_batch_norm_statistics().train().backbone.Conv2d_2b_1x1.fold_norm()
 
