@@ -189,6 +189,11 @@ def add_deepcee_config(cfg):
     # catalogue (scores to 0.001) with 500 and 1000 px network images, and 100 lose no recall on the first 40
     # of its test images (BENCHMARKS.md, "Tile size and proposals", "Test proposals against recall and time").
     _C.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST = 100
+    # Boxes per tile that the RPN passes to its NMS, at most: replaces MODEL.RPN.PRE_NMS_TOPK_TEST (6000) in the
+    # survey when smaller; 0 keeps that value. The NMS over 6000 boxes is ~10 % of a 500 px image's detection
+    # (float32; more in bfloat16); with the 100 proposals above, 2000 and 1000 give detections identical to
+    # 6000's on the demo's test images (BENCHMARKS.md, "Pre-NMS boxes").
+    _C.DEEPCEE.SURVEY.PRE_NMS_TOPK_TEST = 2000
 
     # ---- Redshift and richness of a detection from its red sequence (deepcee_d2.redsequence) ----
     _C.DEEPCEE.REDSHIFT = CN()

@@ -168,6 +168,16 @@ def test_the_survey_detector_runs_the_box_head_on_the_survey_number_of_proposals
         DetectorFactory(load_config(INSTANT, opts + ["DEEPCEE.SURVEY.POST_NMS_TOPK_TEST", "-1"]))
 
 
+def test_the_survey_detector_passes_at_most_the_survey_number_of_boxes_to_the_rpn_nms(weights):
+    cfg = load_config(INSTANT, ["MODEL.WEIGHTS", str(weights), "DEEPCEE.SURVEY.PRE_NMS_TOPK_TEST", "50"])
+    assert DetectorFactory(cfg).build_predictor().model.proposal_generator.pre_nms_topk[False] == 50
+    assert build_inference_model(cfg).proposal_generator.pre_nms_topk[False] == 6000  # evaluation's value
+    assert survey_detector_config(load_config(INSTANT, ["DEEPCEE.SURVEY.PRE_NMS_TOPK_TEST", "0"])
+                                  ).MODEL.RPN.PRE_NMS_TOPK_TEST == 6000
+    with pytest.raises(ValueError, match="DEEPCEE.SURVEY.PRE_NMS_TOPK_TEST -1"):
+        survey_detector_config(load_config(INSTANT, ["DEEPCEE.SURVEY.PRE_NMS_TOPK_TEST", "-1"]))
+
+
 def test_the_survey_detector_sees_larger_tiles_at_the_scale_of_evaluation():
     base = REPO / "configs" / "Base-DeepCEE.yaml"
     default = survey_detector_config(load_config(base))

@@ -159,8 +159,9 @@ def build_inference_model(cfg):
 
 
 def survey_detector_config(cfg):
-    """A copy of ``cfg`` for survey tiles: ``MODEL.RPN.POST_NMS_TOPK_TEST`` is at most
-    ``DEEPCEE.SURVEY.POST_NMS_TOPK_TEST`` (the survey's proposals per tile; 0 keeps the evaluation's value)
+    """A copy of ``cfg`` for survey tiles: ``MODEL.RPN.PRE_NMS_TOPK_TEST`` and ``POST_NMS_TOPK_TEST`` are at most
+    ``DEEPCEE.SURVEY.PRE_NMS_TOPK_TEST`` and ``POST_NMS_TOPK_TEST`` (the survey's boxes per tile before the RPN's
+    NMS and its proposals per tile; 0 keeps the evaluation's value)
     and ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST`` grow with the tiles' network images
     (`~deepcee_d2.data.colour.survey_tile_sizes`) over the training ones (``COLOUR.NETWORK_SIZE``), so a tile
     reaches the network at the scale of evaluation's images. ``cfg`` itself is not changed."""
@@ -168,12 +169,13 @@ def survey_detector_config(cfg):
 
     survey = cfg.clone()
     survey.defrost()
-    if cfg.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST < 0:
-        raise ValueError(f"DEEPCEE.SURVEY.POST_NMS_TOPK_TEST {cfg.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST}: give a "
-                         "number of proposals per tile, or 0 for MODEL.RPN.POST_NMS_TOPK_TEST")
-    if cfg.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST:
-        survey.MODEL.RPN.POST_NMS_TOPK_TEST = min(cfg.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST,
-                                                  cfg.MODEL.RPN.POST_NMS_TOPK_TEST)
+    for key in ("PRE_NMS_TOPK_TEST", "POST_NMS_TOPK_TEST"):
+        limit = cfg.DEEPCEE.SURVEY[key]
+        if limit < 0:
+            raise ValueError(f"DEEPCEE.SURVEY.{key} {limit}: give a number of boxes per tile, or 0 for "
+                             f"MODEL.RPN.{key}")
+        if limit:
+            survey.MODEL.RPN[key] = min(limit, cfg.MODEL.RPN[key])
     # Tiles larger than the training images are resized as evaluation resizes those, scaled up alike.
     scale = survey_tile_sizes(cfg)[1] / cfg.DEEPCEE.COLOUR.NETWORK_SIZE
     survey.INPUT.MIN_SIZE_TEST = round(cfg.INPUT.MIN_SIZE_TEST * scale)
