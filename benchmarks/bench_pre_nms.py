@@ -17,9 +17,8 @@ import torch
 
 import deepcee_d2  # noqa: F401  (registers the model parts and data sets)
 from bench_precision import differences  # this folder is on the path when run as a script
-from bench_proposals import STAGES, proposal_curve
+from bench_proposals import STAGES, proposal_curve, test_inputs
 from deepcee_d2.config import load_config
-from deepcee_d2.engine import Trainer
 from deepcee_d2.engine.predictor import build_inference_model
 
 
@@ -40,11 +39,7 @@ def main():
             "MODEL.WEIGHTS", args.weights, "MODEL.DEVICE", "cpu", "MODEL.RPN.POST_NMS_TOPK_TEST", args.proposals,
             "MODEL.RPN.PRE_NMS_TOPK_TEST", pre, "DEEPCEE.EVAL.REDSHIFTS", False])
         models[pre] = build_inference_model(cfgs[pre])
-    inputs = []
-    for batch in Trainer.build_test_loader(cfgs[args.pre_nms[0]], args.dataset):
-        inputs.append(batch)
-        if args.max_images and len(inputs) == args.max_images:
-            break
+    inputs = test_inputs(cfgs[args.pre_nms[0]], args.dataset, args.max_images)
     print(f"{args.dataset}: {len(inputs)} images; {args.config}, weights {args.weights}; {args.proposals} proposals")
     rows, survey_threshold, detections = proposal_curve(cfgs, models, inputs, args.dataset)
     print(f"\n| pre-NMS boxes | recall, all | recall at {100 * survey_threshold:g} % | P / R / F1 (best threshold) "

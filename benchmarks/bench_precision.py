@@ -20,7 +20,7 @@ import argparse
 import torch
 
 import deepcee_d2  # noqa: F401  (registers the model parts and data sets)
-from bench_proposals import STAGES, proposal_curve  # this folder is on the path when run as a script
+from bench_proposals import STAGES, proposal_curve, test_inputs  # this folder is on the path when run as a script
 from deepcee_d2.config import load_config
 from deepcee_d2.engine import Trainer
 from deepcee_d2.engine.predictor import load_weights, prepare_for_inference, weights_file
@@ -65,11 +65,7 @@ def main():
         model = Trainer.build_model(cfgs[name])
         load_weights(model, weights_file(cfgs[name]))
         models[name] = prepare_for_inference(model) if prepared else model.eval()
-    inputs = []
-    for batch in Trainer.build_test_loader(cfgs[next(iter(MODELS))], args.dataset):
-        inputs.append(batch)
-        if args.max_images and len(inputs) == args.max_images:
-            break
+    inputs = test_inputs(cfgs[next(iter(MODELS))], args.dataset, args.max_images)
     height, width = inputs[0][0]["image"].shape[1:]
     print(f"{args.dataset}: {len(inputs)} images of {width} x {height} px; {args.config}, weights {args.weights}; "
           f"{args.proposals} proposals; CPU, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "

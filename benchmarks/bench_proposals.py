@@ -58,6 +58,16 @@ def timed(model, inputs):
     return outputs, time.perf_counter() - start
 
 
+def test_inputs(cfg, dataset, max_images=0):
+    """The first ``max_images`` (0: all) batches of detectron2's test loader of ``dataset``, read once."""
+    inputs = []
+    for batch in Trainer.build_test_loader(cfg, dataset):
+        inputs.append(batch)
+        if max_images and len(inputs) == max_images:
+            break
+    return inputs
+
+
 def proposal_curve(cfgs, models, inputs, dataset):
     """Table rows: model key (e.g. proposals), recall (all / at the survey threshold), best P, R, F1, s per
     image, stages; the survey threshold; each model's detections (`Instances` per image)."""
@@ -132,11 +142,7 @@ def main():
         cfgs[k] = load_config(args.config, ["MODEL.WEIGHTS", args.weights, "MODEL.DEVICE", "cpu",
                                             "MODEL.RPN.POST_NMS_TOPK_TEST", k, "DEEPCEE.EVAL.REDSHIFTS", False])
         models[k] = build_inference_model(cfgs[k])
-    inputs = []
-    for batch in Trainer.build_test_loader(cfgs[args.proposals[0]], args.dataset):
-        inputs.append(batch)
-        if args.max_images and len(inputs) == args.max_images:
-            break
+    inputs = test_inputs(cfgs[args.proposals[0]], args.dataset, args.max_images)
     height, width = inputs[0][0]["image"].shape[1:]
     print(f"{args.dataset}: {len(inputs)} images of {width} x {height} px; {args.config}, weights {args.weights}; "
           f"CPU, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
