@@ -261,7 +261,7 @@ def measure_photometry(images, wcs, settings, source="image", covered=None):
     ValueError
         A band is missing, the images differ in shape, are not 2-D or hold NaN/inf pixels.
     """
-    from photutils.aperture import CircularAperture
+    from photutils.aperture import CircularAperture, aperture_photometry
     from photutils.segmentation import SourceCatalog, detect_sources, make_2dgaussian_kernel
 
     images = dict(zip(BANDS, check_band_images(images, BANDS, source)))
@@ -292,12 +292,9 @@ def measure_photometry(images, wcs, settings, source="image", covered=None):
     present = np.unique(labels.data)[1:]  # every peak labels at least its own pixel
     kron[present - 1] = SourceCatalog(images["r"], labels, convolved_data=smoothed).kron_flux
     aperture = CircularAperture(xy, r=settings.aperture_radius.to_value(u.arcsec) / _pixel_scale(wcs))
-    # The exact pixel weights of every aperture, made once for the three bands (aperture_photometry makes them
-    # again for each image); the sums are aperture_photometry's, bit for bit.
-    weights = aperture.to_mask(method="exact")
     flux, error = {}, {}
     for band in BANDS:
-        flux[band] = np.array([weight.get_values(images[band]).sum() for weight in weights], dtype=float)
+        flux[band] = np.asarray(aperture_photometry(images[band], aperture)["aperture_sum"], dtype=float)
         error[band] = noise[band] * np.sqrt(aperture.area)
         # A source fainter than its error gets its 1-sigma flux: a colour limit whose large error weights it down.
         flux[band] = np.maximum(flux[band], error[band])
