@@ -1,7 +1,10 @@
 """Local frames: cutouts on one grid (reprojected, or cut with Cutout2D), the frame index and its problems
 report, missing pixels, and the messages for what cannot be cut."""
+import bz2
+import gzip
 import logging
 import shutil
+import tempfile
 import warnings
 
 import numpy as np
@@ -13,7 +16,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from scipy import ndimage
 
-from deepcee_d2.data.frames import ImagingError, LocalFITSSource
+from deepcee_d2.data.frames import ImagingError, LocalFITSSource, read_frame_header, read_image
 from deepcee_d2.sky import cutout_grid
 
 BCG = SkyCoord(150.0 * u.deg, 2.0 * u.deg)  # SYN-0 of the tiny survey (conftest)
@@ -145,6 +148,23 @@ def test_corrupt_frame_and_frame_without_wcs_are_named(tiny_survey, tmp_path):
     # scan() keeps going: the five good frames, and the bad one with its reason.
     frames, problems = LocalFITSSource(root2).scan()
     assert len(frames) == 5 and list(problems) == [path] and "no celestial WCS" in problems[path]
+
+
+def test_compressed_frames_read_as_the_plain_one_and_leave_no_temporary_files(tiny_survey, tmp_path, monkeypatch):
+    # astropy 8.0's get_readable_fileobj copied each .bz2 file into the temporary folder and left it there.
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    plain = tiny_survey / "f000" / "frame-g.fits"
+    data, header = read_image(plain)
+    for suffix, compress in ((".bz2", bz2.compress), (".gz", gzip.compress)):
+        packed = tmp_path / f"frame-g.fits{suffix}"
+        packed.write_bytes(compress(plain.read_bytes()))
+        assert read_frame_header(packed).shape == read_frame_header(plain).shape
+        packed_data, packed_header = read_image(packed)
+        np.testing.assert_array_equal(packed_data, data)
+        assert packed_header == header
+    assert list(temporary.iterdir()) == []
 
 
 def test_fits_images_named_outside_the_pattern_are_reported_not_skipped_silently(shared_data, tmp_path):
