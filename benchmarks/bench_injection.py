@@ -1,0 +1,182 @@
+#!/usr/bin/env python
+"""Injection-recovery on real against synthetic backgrounds: the same simulated clusters injected into the real
+frames of ``--frames`` and into synthetic twins of those fields, the same survey over both, recall and false
+candidates per deg^2 side by side (issue 15; BENCHMARKS.md, "Injected clusters: real against synthetic
+backgrounds").
+
+  PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_injection.py --weights demo/train/model_final.pth \
+      [--frames ../shared/data/sdss] [--config-file configs/deepcee_demo_cpu.yaml] [--work /tmp/injection_bench]
+      [--rounds 4] [--per-field 2] [--seed 1] [--workers 2] [KEY VALUE ...]
+
+- The twins: one synthetic field per real field (`write_survey` without clusters), with the real field's r-frame
+  centre (so the simulator's stars follow its Galactic latitude) and pixel size, north up.
+- Each round ``k`` injects ``--per-field`` clusters (0.1 < z < 0.2, N200 >= 20, >= 60" from the edges) into every
+  field of both skies with seed ``--seed + k``. Members are drawn from their own child of the seed
+  (`deepcee_d2.synthetic.inject.plan_clusters`), so the k-th cluster of each field is the same cluster (z,
+  richness, members and their offsets from the BCG) on both backgrounds; only its position differs, drawn in
+  each field's own footprint. The script checks that z, richness and N200 agree.
+- Each injected folder, and both skies without injection, is searched with ``find_clusters`` (the config's tiles,
+  merging and thresholds); the tile files are re-merged at each threshold (`survey_false_rates`).
+
+Everything is kept under ``--work`` and a rerun resumes (injection and survey runs refuse other settings).
+"""
+import argparse
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import SkyCoord
+from astropy.table import Table, vstack
+
+from deepcee_d2.config import load_config
+from deepcee_d2.data.frames import LocalFITSSource
+from deepcee_d2.evaluation.purity import survey_false_rates
+from deepcee_d2.sky import centre_and_radius
+from deepcee_d2.survey.run import ImagingSpec, find_clusters
+from deepcee_d2.survey.tiling import plan_folder_tiles, tile_geometry
+from deepcee_d2.synthetic import ClusterSpec, write_survey
+from deepcee_d2.synthetic.inject import inject_clusters
+
+REPO = Path(__file__).resolve().parents[1]
+THRESHOLDS = (0.2, 0.3, 0.5, 0.7, 0.8, 0.9)
+
+
+def real_field_layout(frames_root, band="r"):
+    """Centre (SkyCoord) and (nx, ny) of each field's ``band`` frame, in the order of their paths."""
+    frames, problems = LocalFITSSource(frames_root).scan()
+    if problems:
+        raise ValueError(f"{frames_root}: unusable frames: {sorted(map(str, problems))}")
+    chosen = sorted((frame for frame in frames if frame.band == band), key=lambda frame: str(frame.path))
+    centres = SkyCoord([centre_and_radius(frame.wcs, frame.shape)[0] for frame in chosen])
+    sizes = {(frame.shape[1], frame.shape[0]) for frame in chosen}
+    if len(sizes) != 1:
+        raise ValueError(f"{frames_root}: {band} frames of several sizes {sorted(sizes)}; twins need one size")
+    return centres, sizes.pop()
+
+
+def survey(cfg, frames_root, output, workers):
+    """``find_clusters`` over every frame of ``frames_root`` into ``output`` (resumes)."""
+    imaging = ImagingSpec.from_cfg(cfg, "fits", frames_root)
+    side, overlap = tile_geometry(cfg)
+    tiles, problems = plan_folder_tiles(imaging.source(), side, overlap)
+    find_clusters(cfg, tiles, imaging, output, problems=problems, n_workers=workers)
+
+
+def rates(cfg, output, frames_root, truth=None):
+    return survey_false_rates(output, cfg, THRESHOLDS, truth=truth, frames=frames_root)
+
+
+def highest_threshold_found(cfg, output, cluster, frames_root):
+    """The highest of `THRESHOLDS` at which the one-row truth ``cluster`` is found, or 0 when it is not."""
+    found = rates(cfg, output, frames_root, truth=cluster)["n_found"]
+    return max((t for t, n in zip(THRESHOLDS, found) if n), default=0.0)
+
+
+def check_same_clusters(real_truth, twin_truth):
+    """The k-th cluster of each field must have the same z, richness and N200 in both skies."""
+    for column in ("z", "richness", "n_members"):
+        if not np.allclose(real_truth[column], twin_truth[column]):
+            raise RuntimeError(f"the injected clusters differ between the skies in {column}: "
+                               f"{list(real_truth[column])} vs {list(twin_truth[column])}")
+
+
+def totals(tables):
+    """Sum the counts of several `false_rate_table`s (same thresholds) and recompute the rates."""
+    out = tables[0][["threshold"]].copy()
+    area = sum(table.meta["AREADEG2"] for table in tables)
+    for column in ("n_candidates", "n_false", "n_true", "n_found", "n_found_once"):
+        if column in tables[0].colnames:
+            out[column] = np.sum([table[column] for table in tables], axis=0)
+    out["false_per_deg2"] = out["n_false"] / area
+    if "n_true" in out.colnames:
+        out["completeness"] = out["n_found"] / out["n_true"]
+    out.meta["AREADEG2"] = area
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--frames", default=str(REPO.parent / "shared" / "data" / "sdss"))
+    parser.add_argument("--config-file", default=str(REPO / "configs" / "deepcee_demo_cpu.yaml"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/injection_bench"))
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--per-field", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config_file, ["MODEL.WEIGHTS", args.weights] + args.opts)
+    cfg.freeze()
+    work = args.work
+    spec = ClusterSpec(per_field=args.per_field, z_range=(0.1, 0.2), min_members=20, placement="random",
+                       edge_margin=60 * u.arcsec)
+
+    centres, (nx, ny) = real_field_layout(args.frames)
+    twins = work / "twins"
+    write_survey(twins, len(centres), nx, ny, centres=centres, clusters=None, seed=args.seed, source_lists=False,
+                 workers=args.workers)
+    skies = {"real": Path(args.frames), "synthetic": twins}
+
+    blank = {}
+    for name, root in skies.items():
+        survey(cfg, root, work / f"{name}_blank_survey", args.workers)
+        blank[name] = rates(cfg, work / f"{name}_blank_survey", root)
+
+    injected = {name: [] for name in skies}
+    per_cluster = []
+    for k in range(args.rounds):
+        truths = {}
+        for name, root in skies.items():
+            folder = work / f"{name}_injected_{k}"
+            truths[name], _ = inject_clusters(root, folder, clusters=spec, seed=args.seed + k)
+            survey(cfg, folder, work / f"{name}_injected_{k}_survey", args.workers)
+            injected[name].append(rates(cfg, work / f"{name}_injected_{k}_survey", folder, truth=truths[name]))
+        check_same_clusters(truths["real"], truths["synthetic"])
+        for index, row in enumerate(truths["real"]):
+            best = {name: highest_threshold_found(cfg, work / f"{name}_injected_{k}_survey", truths[name][index:index + 1],
+                                                  work / f"{name}_injected_{k}")
+                    for name in skies}
+            per_cluster.append({"round": k, "real_id": row["id"], "synthetic_id": truths["synthetic"]["id"][index],
+                                "z": row["z"], "richness": row["richness"], "n_members": row["n_members"],
+                                "found_real": best["real"], "found_synthetic": best["synthetic"]})
+        found = {name: [int(n) for n in tables[-1]["n_found"]] for name, tables in injected.items()}
+        print(f"round {k}: clusters found at {list(THRESHOLDS)}: real {found['real']}, synthetic "
+              f"{found['synthetic']} of {len(truths['real'])}", flush=True)
+
+    real, synthetic = totals(injected["real"]), totals(injected["synthetic"])
+    print(f"\n{int(real['n_true'][0])} clusters injected into {len(centres)} real fields and their synthetic twins, "
+          f"{args.rounds} rounds ({args.config_file}, weights {args.weights})\n")
+    print("| score >= | recall real | recall synthetic | difference (points) | found once real / synthetic "
+          "| false per cluster, real / synthetic | false per deg^2 with clusters, real / synthetic "
+          "| false per deg^2 without, real / synthetic |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for i, threshold in enumerate(THRESHOLDS):
+        print(f"| {threshold:g} | {real['completeness'][i]:.3f} ({real['n_found'][i]}/{real['n_true'][i]}) | "
+              f"{synthetic['completeness'][i]:.3f} ({synthetic['n_found'][i]}/{synthetic['n_true'][i]}) | "
+              f"{100 * (real['completeness'][i] - synthetic['completeness'][i]):+.1f} | "
+              f"{real['n_found_once'][i]} / {synthetic['n_found_once'][i]} | "
+              f"{real['n_false'][i] / real['n_true'][i]:.2f} / {synthetic['n_false'][i] / synthetic['n_true'][i]:.2f} | "
+              f"{real['false_per_deg2'][i]:.1f} / {synthetic['false_per_deg2'][i]:.1f} | "
+              f"{blank['real']['false_per_deg2'][i]:.1f} / {blank['synthetic']['false_per_deg2'][i]:.1f} |")
+    print(f"\nareas: real {blank['real'].meta['AREADEG2']:.3f} deg^2, synthetic twins "
+          f"{blank['synthetic'].meta['AREADEG2']:.3f} deg^2 per round")
+    clusters = Table(rows=per_cluster)
+    clusters.write(work / "clusters.ecsv", overwrite=True)
+    cut = cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD
+    real_found, synthetic_found = clusters["found_real"] >= cut, clusters["found_synthetic"] >= cut
+    print(f"\nat the survey threshold {cut:g}: found on both backgrounds {np.sum(real_found & synthetic_found)}, "
+          f"only on the real one {np.sum(real_found & ~synthetic_found)}, only on the synthetic one "
+          f"{np.sum(~real_found & synthetic_found)}, on neither {np.sum(~real_found & ~synthetic_found)} "
+          f"(per cluster: {work / 'clusters.ecsv'})")
+    fields = np.array([name.rsplit("-c", 1)[0] for name in clusters["real_id"]])
+    print("\n| real field | recall real | recall synthetic |\n|---|---:|---:|")
+    for name in np.unique(fields):
+        mine = fields == name
+        print(f"| {name} | {np.sum(real_found & mine)}/{np.sum(mine)} | {np.sum(synthetic_found & mine)}/{np.sum(mine)} |")
+    vstack([table for tables in injected.values() for table in tables], metadata_conflicts="silent").write(
+        work / "rates.ecsv", overwrite=True)
+
+
+if __name__ == "__main__":
+    main()
