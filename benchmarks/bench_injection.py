@@ -54,6 +54,15 @@ def real_field_layout(frames_root, band="r"):
     return centres, sizes.pop()
 
 
+def make_twins(frames_root, root, seed=1, workers=2):
+    """A synthetic field without clusters for each real field of ``frames_root``, at its r frame's centre and
+    of its size, under ``root`` (resumes); returns ``root`` and the centres."""
+    centres, (nx, ny) = real_field_layout(frames_root)
+    write_survey(root, len(centres), nx, ny, centres=centres, clusters=None, seed=seed, source_lists=False,
+                 workers=workers)
+    return Path(root), centres
+
+
 def survey(cfg, frames_root, output, workers):
     """``find_clusters`` over every frame of ``frames_root`` into ``output`` (resumes)."""
     imaging = ImagingSpec.from_cfg(cfg, "fits", frames_root)
@@ -112,10 +121,7 @@ def main(argv=None):
     spec = ClusterSpec(per_field=args.per_field, z_range=(0.1, 0.2), min_members=20, placement="random",
                        edge_margin=60 * u.arcsec)
 
-    centres, (nx, ny) = real_field_layout(args.frames)
-    twins = work / "twins"
-    write_survey(twins, len(centres), nx, ny, centres=centres, clusters=None, seed=args.seed, source_lists=False,
-                 workers=args.workers)
+    twins, centres = make_twins(args.frames, work / "twins", args.seed, args.workers)
     skies = {"real": Path(args.frames), "synthetic": twins}
 
     blank = {}

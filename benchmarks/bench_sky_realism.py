@@ -1,0 +1,552 @@
+#!/usr/bin/env python
+"""Is the synthetic sky like the real one? The same statistics measured on real SDSS frames and on the
+simulator's twins of those fields, printed side by side as a Markdown table (progress on stderr).
+
+  PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_sky_realism.py [--real ../shared/data/sdss]
+      [--synthetic TWINS | --work /tmp/sky_realism] [--exclude-crowded 002583-2-0136]
+
+- **Skies.** ``--real``: SDSS corrected frames ``frame-{g,r,i}-RRRRRR-C-FFFF.fits.bz2`` (nanomaggies, each band
+  with its own rotated WCS). ``--synthetic``: `deepcee_d2.synthetic.write_survey` fields without clusters, one
+  per real field at the same sky centre and pixel size (``<root>/f000/frame-g.fits``...); by default made
+  under ``--work/twins`` as ``bench_injection.py`` makes them (`bench_injection.make_twins`, seed 1). A field is an r frame
+  and the g and i frames whose centres lie within 1' of it; each twin is paired with the real field whose r
+  centre is nearest (within 10"). The field named by ``--exclude-crowded`` (a substring of its r frame's name)
+  and its twin are left out of the galaxy rows (1-3) but kept for the PSF, depth and background rows.
+- **One measurement for both skies** (`measure_field`), every frame in its own pixels (nothing resampled):
+  each frame's sky level and noise are the 3-sigma clipped median and standard deviation of its pixels with
+  the sources masked (photutils segmentation at 2 sigma, 5 px, grown by 11 px); sources are detected on the r
+  frame and get their total r (Kron) magnitude from the package's `deepcee_d2.redsequence.measure_photometry`
+  (run on the r frame alone: it wants all bands on one grid, and SDSS bands each have their own WCS); the g, r
+  and i fluxes in the package's colour aperture (``DEEPCEE.REDSHIFT.APERTURE_RADIUS_ARCSEC``, 2") are measured
+  at the r positions taken through each band's WCS, with errors from the sky noise, a flux below its error set
+  to its error as `measure_photometry` does. Only sources whose apertures lie inside all three frames count,
+  and the area is that footprint's (r pixels whose 3" surroundings lie in every band's frame).
+- **Stars and galaxies** (`classify`): the concentration ``c = m(1") - m(3")`` (r aperture magnitudes) is the
+  same for every point source of a frame and larger for resolved galaxies. The frame's own stellar locus
+  ``c*`` is the mode of c among 16 < r < 19.5 sources (where stars are at least as many as galaxies at high
+  latitude, and unsaturated): the biweight location of the third of them with the smallest c, and its width
+  ``w`` the biweight scale of those below ``c*`` mirrored about it (the side galaxies do not reach). A source
+  is a *galaxy* when ``c > c* + 3 sqrt(w^2 + sigma_c^2)`` (sigma_c: its own error of c from the sky noise), a
+  *point source* when ``|c - c*|`` is within that; the rest (more concentrated than a star: cosmic rays, hot
+  pixels) is neither.
+
+Rows (per-frame or per-field values, summarised over the fields of each sky as median (min-max)):
+
+1. Galaxy counts per deg^2 per mag at r (Kron) 18-19, 19-20 and 20-21 over the footprint.
+2. Median g - r and r - i (aperture colours) of the galaxies with r < 21.
+3. Counts in cells: variance / mean of the number of r < 21 galaxies in square 2' cells laid on the r frame
+   from its centre (the whole cells inside the footprint; 1 for a Poisson sky).
+4. The r PSF: FWHM (arcsec) and beta of `astropy.modeling.models.Moffat2D` fitted to 25 x 25 px stamps of
+   point sources, and the ellipticity ``1 - b/a`` of an elliptical `Gaussian2D` fitted to the same stamps;
+   the median over the stars of a frame. Stars: point sources (above) with no other r detection within 6"
+   (15 px), peaking above 50 sigma of the frame's sky noise and below half the saturation level (SDSS's 25,000 DN
+   of `deepcee_d2.synthetic.instrument.SATURATION_DN`, times the frame's ``NMGY``), the 40 brightest fitted
+   per frame, at least 5 needed. Every band is fitted, at the r stars' positions through its WCS.
+5. g / r and i / r ratios of these FWHMs per field.
+6. 5-sigma point-source depth per band: a Gaussian PSF of the frame's Moffat FWHM measured in its optimal
+   circular aperture (radius ``R = 1.585 s = 0.673 FWHM``, s = FWHM / 2.355, which maximises
+   ``(1 - exp(-R^2 / 2 s^2)) / R``; it holds 71.5 % of the light): ``m5 = 22.5 - 2.5 log10(5 sigma_sky
+   sqrt(pi R^2) / 0.715)``, sigma_sky the clipped per-pixel noise in nanomaggies, R in pixels.
+7. Red point sources per deg^2: point sources with r > 15 (unsaturated) that the package's red-sequence
+   estimator would count as richness members at some 0.10 <= z <= 0.20 (`richness_members`, step 0.005: r
+   within m*(z) - 3 .. m*(z) + 0.94 and a colour chi^2 <= 9.21 against the ridge line at its i magnitude,
+   intrinsic scatter and colour error in quadrature). The ridge line runs from g - r = 0.94, r - i = 0.41
+   (z = 0.1) to 1.24, 0.48 (z = 0.2); the box printed under the table. High-latitude fields and the crowded
+   field in separate rows.
+8. Background structure per band: max - min of the 256 x 256 px block medians (photutils `Background2D`,
+   3-sigma clipped, sources masked; a block more than 75 % masked takes photutils' interpolation of its
+   neighbours), nanomaggies per pixel.
+
+Photometry settings are the package defaults (`deepcee_d2.config.load_config`). About 2.5 minutes on one core for
+four fields per sky (the crowded field takes longest). A field whose stellar locus is wider than 0.1 mag (the
+crowded one: neighbours inside the 3" aperture) is named under the table: its star/galaxy separation fails.
+"""
+import argparse
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import SkyCoord
+from astropy.stats import SigmaClip, biweight_location, biweight_scale, sigma_clipped_stats
+from astropy.table import Table
+from astropy.utils.exceptions import AstropyUserWarning
+from astropy.wcs.utils import proj_plane_pixel_area, proj_plane_pixel_scales
+
+from bench_injection import make_twins  # this folder is on the path when run as a script
+from deepcee_d2.config import load_config
+from deepcee_d2.cosmology import DEFAULT_COSMOLOGY
+from deepcee_d2.data.frames import LocalFITSSource, read_image
+from deepcee_d2.redsequence import RedSequenceSettings, measure_photometry, richness_members
+from deepcee_d2.sky import centre_and_radius
+from deepcee_d2.synthetic.colours import red_sequence, red_sequence_scatter
+from deepcee_d2.synthetic.instrument import BANDS, SATURATION_DN, ZERO_POINT
+
+REPO = Path(__file__).resolve().parents[1]
+FIELD_MATCH = 1 * u.arcmin  # the g and i frames of one SDSS field lie within a few arcsec of its r frame
+TWIN_MATCH = 10 * u.arcsec  # twins are centred on their real field's r frame
+# Sky: source mask, blocks.
+MASK_NSIGMA, MASK_NPIXELS, MASK_GROW_PX = 2.0, 5, 11
+BLOCK_PX = 256
+BLOCK_MAX_MASKED_PERCENT = 75.0  # a block this masked (a bright star, the crowded field) has no sky to speak of
+# Stars and galaxies (module docstring).
+CONCENTRATION_RADII = (1.0 * u.arcsec, 3.0 * u.arcsec)
+LOCUS_R_RANGE = (16.0, 19.5)
+SEPARATION_NSIGMA = 3.0
+MIN_LOCUS_SOURCES = 10
+# A wider locus means the 3" aperture holds neighbours (a crowded field): the separation is then flagged unreliable.
+LOCUS_MAX_WIDTH = 0.1
+# Rows 1-3.
+COUNT_BINS = ((18.0, 19.0), (19.0, 20.0), (20.0, 21.0))
+GALAXY_R_LIMIT = 21.0
+CELL_SIDE = 2 * u.arcmin
+FOOTPRINT_STEP_PX = 8  # the footprint is sampled on every 8th r pixel: 0.1 % of its area
+# Rows 4-6: PSF stars and depth.
+STAR_PEAK_SNR = 50.0
+STAR_ISOLATION = 6 * u.arcsec  # 15 SDSS pixels
+STAMP_HALF = 12
+MAX_PSF_STARS = 40
+MIN_PSF_STARS = 5
+UNSATURATED_DN = 0.5 * SATURATION_DN
+GUESS_FWHM = 1.4 * u.arcsec
+GUESS_BETA = 3.5  # SDSS PSFs are about Moffat beta 3-4
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+# The Gaussian PSF's optimal aperture: R / s maximising (1 - exp(-R^2 / 2 s^2)) / R, and the light inside it.
+OPTIMAL_RADIUS_SIGMA = 1.5852
+OPTIMAL_FRACTION = 1.0 - np.exp(-0.5 * OPTIMAL_RADIUS_SIGMA**2)
+DEPTH_NSIGMA = 5.0
+MAG_PER_LN = 2.5 / np.log(10.0)  # magnitude error of a relative flux error
+# Row 7.
+RED_SEQUENCE_Z = np.round(np.arange(0.10, 0.20 + 1e-9, 0.005), 3)
+RED_STAR_R_MIN = 15.0  # SDSS point sources saturate at r ~ 14
+
+
+@dataclass
+class SkyFrame:
+    """One frame, sky-subtracted, with what its sky says.
+
+    Attributes
+    ----------
+    path : Path
+    band : str
+    wcs : `~astropy.wcs.WCS`
+    image : (ny, nx) float32 array
+        Nanomaggies per pixel, the clipped sky median subtracted.
+    noise : float
+        Clipped standard deviation of the unmasked pixels, nanomaggies per pixel.
+    block_range : float
+        max - min of the 256 px block medians, nanomaggies per pixel.
+    nmgy_per_dn : float
+        The header's ``NMGY``.
+    """
+
+    path: Path
+    band: str
+    wcs: object
+    image: np.ndarray
+    noise: float
+    block_range: float
+    nmgy_per_dn: float
+
+    @property
+    def scale(self):
+        """Mean pixel side (arcsec), from the WCS."""
+        return float(np.mean(proj_plane_pixel_scales(self.wcs.celestial)) * 3600.0)
+
+    def pixels(self, angle):
+        """An angle (Quantity) in this frame's pixels."""
+        return float(angle.to_value(u.arcsec)) / self.scale
+
+
+def read_sky_frame(frame):
+    """`SkyFrame` of one frame of `LocalFITSSource.scan`; ValueError naming the file for NaN pixels or no NMGY."""
+    from photutils.background import Background2D, MedianBackground
+    from photutils.segmentation import detect_sources
+
+    image, header = read_image(frame.path)
+    if not np.isfinite(image).all():
+        raise ValueError(f"{frame.path}: {np.count_nonzero(~np.isfinite(image))} NaN or infinite pixels")
+    if "NMGY" not in header:
+        raise ValueError(f"{frame.path}: no NMGY header key (nanomaggies per DN), needed for the saturation level")
+    _, median, std = sigma_clipped_stats(image, sigma=3.0, maxiters=5)
+    segments = detect_sources(image - median, MASK_NSIGMA * std, n_pixels=MASK_NPIXELS)
+    mask = np.zeros(image.shape, bool) if segments is None else segments.make_source_mask(size=MASK_GROW_PX)
+    _, sky, noise = sigma_clipped_stats(image, mask=mask, sigma=3.0, maxiters=5)
+    background = Background2D(image, BLOCK_PX, mask=mask, filter_size=1, exclude_percentile=BLOCK_MAX_MASKED_PERCENT,
+                              sigma_clip=SigmaClip(sigma=3.0, maxiters=5), bkg_estimator=MedianBackground())
+    blocks = background.background_mesh
+    return SkyFrame(frame.path, frame.band, frame.wcs, image - np.float32(sky), float(noise),
+                    float(np.nanmax(blocks) - np.nanmin(blocks)), float(header["NMGY"]))
+
+
+def read_fields(root):
+    """The fields under ``root``: ``[(name, {band: frame})]`` (frames of `LocalFITSSource.scan`), named by their r
+    frame's path, sorted; ValueError naming the file for an unusable frame, a stray or doubled band frame or a
+    field without all of g, r, i."""
+    root = Path(root)
+    frames, problems = LocalFITSSource(root).scan()
+    if problems:
+        raise ValueError(f"{root}: unusable frames: {problems}")
+    references = sorted((frame for frame in frames if frame.band == "r"), key=lambda frame: str(frame.path))
+    if not references:
+        raise ValueError(f"{root}: no r frames")
+    centres = SkyCoord([centre_and_radius(frame.wcs, frame.shape)[0] for frame in references])
+    fields = [{"r": frame} for frame in references]
+    for frame in frames:
+        if frame.band == "r":
+            continue
+        separation = centres.separation(centre_and_radius(frame.wcs, frame.shape)[0])
+        nearest = int(np.argmin(separation))
+        if separation[nearest] > FIELD_MATCH:
+            raise ValueError(f"{frame.path}: no r frame within {FIELD_MATCH} of its centre")
+        if frame.band in fields[nearest]:
+            raise ValueError(f"{frame.path} and {fields[nearest][frame.band].path}: two {frame.band} frames "
+                             f"of the field of {references[nearest].path}")
+        fields[nearest][frame.band] = frame
+    for field in fields:
+        missing = [band for band in BANDS if band not in field]
+        if missing:
+            raise ValueError(f"{field['r'].path}: no {', '.join(missing)} frame of this field under {root}")
+    return [(str(field["r"].path.relative_to(root)), field) for field in fields], centres
+
+
+def aperture_fluxes(frame, coords, radius):
+    """Fluxes (nanomaggies) in circles of ``radius`` around ``coords`` in ``frame``'s pixels, and their error from
+    the sky noise."""
+    from photutils.aperture import CircularAperture, aperture_photometry
+
+    xy = np.column_stack(frame.wcs.world_to_pixel(coords))
+    aperture = CircularAperture(xy, r=frame.pixels(radius))
+    flux = np.asarray(aperture_photometry(frame.image, aperture)["aperture_sum"], dtype=float)
+    return flux, frame.noise * np.sqrt(aperture.area)
+
+
+def in_footprint(frames, coords, margin):
+    """Whether each position lies at least ``margin`` (angle) inside every frame of ``frames``."""
+    inside = np.ones(len(coords), bool)
+    for frame in frames.values():
+        x, y = frame.wcs.world_to_pixel(coords)
+        ny, nx = frame.image.shape
+        edge = frame.pixels(margin) + 0.5
+        inside &= (x >= edge - 0.5) & (x <= nx - 0.5 - edge) & (y >= edge - 0.5) & (y <= ny - 0.5 - edge)
+    return inside
+
+
+def footprint_grid(shape):
+    """``(y, x)`` of every `FOOTPRINT_STEP_PX`-th pixel of an image of ``shape``, where the footprint is sampled."""
+    half = FOOTPRINT_STEP_PX // 2
+    return np.mgrid[half:shape[0]:FOOTPRINT_STEP_PX, half:shape[1]:FOOTPRINT_STEP_PX]
+
+
+def magnitude(flux):
+    return ZERO_POINT - 2.5 * np.log10(flux)
+
+
+def field_catalogue(frames, settings):
+    """Sources of one field (module docstring): r position, Kron r, aperture colours, concentration.
+
+    Returns
+    -------
+    sources : `~astropy.table.Table`
+        Inside the footprint: ``ra``, ``dec`` (deg), ``x``, ``y`` (r pixels), ``r_mag``, ``i_mag``, ``g_r``,
+        ``r_i`` and their errors, ``concentration`` and ``concentration_err`` (mag).
+    footprint : (m, n) bool array
+        The footprint on every `FOOTPRINT_STEP_PX`-th r pixel.
+    area : `~astropy.units.Quantity` [deg^2]
+    """
+    reference = frames["r"]
+    # The package's detection and Kron magnitudes, on r alone: measure_photometry wants its bands on one grid.
+    detected = measure_photometry({band: reference.image for band in BANDS}, reference.wcs, settings,
+                                  str(reference.path)).sources
+    coords = SkyCoord(detected["ra"], detected["dec"], unit=u.deg)
+    margin = max(CONCENTRATION_RADII[-1], settings.aperture_radius)
+    keep = in_footprint(frames, coords, margin)
+    sources, coords = detected["ra", "dec", "x", "y", "r_mag", "r_mag_err"][keep], coords[keep]
+    relative = {}
+    flux = {}
+    for band, frame in frames.items():
+        flux[band], error = aperture_fluxes(frame, coords, settings.aperture_radius)
+        flux[band] = np.maximum(flux[band], error)  # as measure_photometry: a colour limit, weighted down
+        relative[band] = error / flux[band]
+    sources["g_r"] = magnitude(flux["g"]) - magnitude(flux["r"])
+    sources["r_i"] = magnitude(flux["r"]) - magnitude(flux["i"])
+    sources["g_r_err"] = MAG_PER_LN * np.hypot(relative["g"], relative["r"])
+    sources["r_i_err"] = MAG_PER_LN * np.hypot(relative["r"], relative["i"])
+    sources["i_mag"] = sources["r_mag"] - sources["r_i"]
+    (inner, inner_error), (outer, outer_error) = (aperture_fluxes(reference, coords, radius)
+                                                  for radius in CONCENTRATION_RADII)
+    with np.errstate(invalid="ignore", divide="ignore"):  # faint sources: NaN, never a galaxy or a star
+        sources["concentration"] = magnitude(inner) - magnitude(outer)
+        sources["concentration_err"] = MAG_PER_LN * np.hypot(inner_error / inner, outer_error / outer)
+
+    ny, nx = reference.image.shape
+    grid_y, grid_x = footprint_grid(reference.image.shape)
+    footprint = in_footprint(frames, reference.wcs.pixel_to_world(grid_x.ravel(), grid_y.ravel()), margin)
+    footprint = footprint.reshape(grid_x.shape)
+    area = footprint.mean() * nx * ny * proj_plane_pixel_area(reference.wcs.celestial) * u.deg**2
+    return sources, footprint, area
+
+
+def classify(sources):
+    """``(galaxy, point)`` flags of the sources of one frame against its own stellar locus (module docstring),
+    and the locus ``(c*, w)``."""
+    c = np.asarray(sources["concentration"], dtype=float)
+    r_mag = np.asarray(sources["r_mag"], dtype=float)
+    bright = np.sort(c[(r_mag > LOCUS_R_RANGE[0]) & (r_mag < LOCUS_R_RANGE[1]) & np.isfinite(c)])
+    if len(bright) < MIN_LOCUS_SOURCES:
+        raise ValueError(f"only {len(bright)} sources at {LOCUS_R_RANGE[0]} < r < {LOCUS_R_RANGE[1]} for the "
+                         f"stellar locus (need {MIN_LOCUS_SOURCES})")
+    locus = float(biweight_location(bright[: max(len(bright) // 3, MIN_LOCUS_SOURCES)]))
+    below = bright[bright <= locus]
+    width = float(biweight_scale(np.concatenate([below, 2 * locus - below])))
+    with np.errstate(invalid="ignore"):
+        tolerance = SEPARATION_NSIGMA * np.hypot(width, np.asarray(sources["concentration_err"], dtype=float))
+        galaxy = c > locus + tolerance
+        point = np.abs(c - locus) <= tolerance
+    return galaxy, point, (locus, width)
+
+
+def fit_psf(stamp, centre, scale):
+    """``(FWHM arcsec, beta, ellipticity)`` of one star: `Moffat2D` and elliptical `Gaussian2D` least-squares fits
+    to its sky-subtracted stamp, ``centre`` its (x, y) in the stamp; None when a fit fails or wanders off."""
+    from astropy.modeling import fitting, models
+
+    rows, columns = np.indices(stamp.shape)
+    peak = float(stamp.max())
+    fwhm_guess = GUESS_FWHM.to_value(u.arcsec) / scale
+    moffat = models.Moffat2D(amplitude=peak, x_0=centre[0], y_0=centre[1], alpha=GUESS_BETA,
+                             gamma=fwhm_guess / (2.0 * np.sqrt(2.0 ** (1.0 / GUESS_BETA) - 1.0)))
+    moffat.alpha.bounds = (1.0, 20.0)  # beta < 1 has infinite flux; beyond 20 a Moffat is a Gaussian
+    fitter = fitting.TRFLSQFitter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyUserWarning)  # non-convergence is caught by the checks below
+        moffat = fitter(moffat, columns, rows, stamp)
+        sigma = abs(moffat.fwhm) / FWHM_PER_SIGMA
+        gaussian = fitter(models.Gaussian2D(peak, moffat.x_0.value, moffat.y_0.value, sigma, sigma), columns, rows,
+                          stamp)
+    axes = np.abs([gaussian.x_stddev.value, gaussian.y_stddev.value])
+    moved = np.hypot(moffat.x_0.value - centre[0], moffat.y_0.value - centre[1])
+    if not (np.isfinite(moffat.fwhm) and np.all(np.isfinite(axes)) and axes.min() > 0.1 and moved < 2.0):
+        return None
+    return float(abs(moffat.fwhm) * scale), float(moffat.alpha.value), float(1.0 - axes.min() / axes.max())
+
+
+def psf_stars(frame, stars):
+    """PSF fits (`fit_psf`) of ``stars`` (brightest first) in ``frame``: those peaking above `STAR_PEAK_SNR` sigma
+    and below `UNSATURATED_DN`, at most `MAX_PSF_STARS`; a Table of ``fwhm``, ``beta``, ``ellipticity``."""
+    x, y = frame.wcs.world_to_pixel(SkyCoord(stars["ra"], stars["dec"], unit=u.deg))
+    ny, nx = frame.image.shape
+    ceiling = UNSATURATED_DN * frame.nmgy_per_dn
+    fits = []
+    for x_star, y_star in zip(x, y):
+        x0, y0 = int(round(x_star)), int(round(y_star))
+        if not (STAMP_HALF <= x0 < nx - STAMP_HALF and STAMP_HALF <= y0 < ny - STAMP_HALF):
+            continue
+        stamp = frame.image[y0 - STAMP_HALF:y0 + STAMP_HALF + 1, x0 - STAMP_HALF:x0 + STAMP_HALF + 1]
+        peak = stamp[STAMP_HALF - 1:STAMP_HALF + 2, STAMP_HALF - 1:STAMP_HALF + 2].max()
+        if not STAR_PEAK_SNR * frame.noise < peak < ceiling:
+            continue
+        fit = fit_psf(stamp, (x_star - x0 + STAMP_HALF, y_star - y0 + STAMP_HALF), frame.scale)
+        if fit is not None:
+            fits.append(fit)
+        if len(fits) == MAX_PSF_STARS:
+            break
+    return Table(rows=fits, names=("fwhm", "beta", "ellipticity"), dtype=(float, float, float))
+
+
+def isolated(sources, radius):
+    """Whether each source has no other within ``radius`` (angle)."""
+    coords = SkyCoord(sources["ra"], sources["dec"], unit=u.deg)
+    if len(coords) < 2:
+        return np.ones(len(coords), bool)
+    _, distance, _ = coords.match_to_catalog_sky(coords, nthneighbor=2)  # the nearest other source
+    return distance > radius
+
+
+def counts_in_cells(frame, footprint, x, y):
+    """variance / mean of the numbers of sources at r pixels ``(x, y)`` in square `CELL_SIDE` cells laid on the r
+    frame from its centre, over the cells wholly inside ``footprint`` (`field_catalogue`)."""
+    side = frame.pixels(CELL_SIDE)
+    ny, nx = frame.image.shape
+    edges = [(length - 1) / 2 + (np.arange(n + 1) - n / 2) * side
+             for length, n in ((ny, int(ny // side)), (nx, int(nx // side)))]
+    counts = np.histogram2d(y, x, bins=edges)[0]
+    grid_y, grid_x = footprint_grid(frame.image.shape)
+    outside = np.histogram2d(grid_y[~footprint], grid_x[~footprint], bins=edges)[0]
+    counts = counts[outside == 0]
+    return float(counts.var(ddof=1) / counts.mean()) if len(counts) > 1 and counts.mean() > 0 else np.nan
+
+
+def point_source_depth(noise, fwhm, scale):
+    """5-sigma magnitude of a point source of a Gaussian PSF of ``fwhm`` (arcsec) in its optimal aperture, on a
+    per-pixel noise of ``noise`` nanomaggies with pixels of ``scale`` arcsec (module docstring, row 6)."""
+    radius = OPTIMAL_RADIUS_SIGMA * fwhm / FWHM_PER_SIGMA / scale
+    return float(magnitude(DEPTH_NSIGMA * noise * np.sqrt(np.pi) * radius / OPTIMAL_FRACTION))
+
+
+def measure_field(name, frames, settings):
+    """The table's values (`ROWS` keys) for one field ``{band: frame}``; progress per frame on stderr."""
+    start = time.perf_counter()
+    sky = {band: read_sky_frame(frames[band]) for band in BANDS}
+    sources, footprint, area = field_catalogue(sky, settings)
+    try:
+        galaxy, point, (locus, width) = classify(sources)
+    except ValueError as error:
+        raise ValueError(f"{frames['r'].path}: {error}") from None
+    r_mag = np.asarray(sources["r_mag"], dtype=float)
+    per_deg2 = 1.0 / area.to_value(u.deg**2)
+    values = {}
+    for low, high in COUNT_BINS:
+        chosen = galaxy & (r_mag >= low) & (r_mag < high)
+        values[f"counts {low:g}-{high:g}"] = np.count_nonzero(chosen) * per_deg2 / (high - low)
+    bright = galaxy & (r_mag < GALAXY_R_LIMIT)
+    values["g_r"] = float(np.median(sources["g_r"][bright]))
+    values["r_i"] = float(np.median(sources["r_i"][bright]))
+    values["cells"] = counts_in_cells(sky["r"], footprint, sources["x"][bright], sources["y"][bright])
+
+    stars = sources[point & (r_mag > RED_STAR_R_MIN) & isolated(sources, STAR_ISOLATION)]
+    stars.sort("r_mag")
+    psf = {band: psf_stars(sky[band], stars) for band in BANDS}
+    fwhm = {band: float(np.median(psf[band]["fwhm"])) if len(psf[band]) >= MIN_PSF_STARS else np.nan
+            for band in BANDS}
+    values["fwhm r"] = fwhm["r"]
+    for quantity in ("beta", "ellipticity"):
+        values[f"{quantity} r"] = float(np.median(psf["r"][quantity])) if np.isfinite(fwhm["r"]) else np.nan
+    values["g/r"], values["i/r"] = fwhm["g"] / fwhm["r"], fwhm["i"] / fwhm["r"]
+    for band in BANDS:
+        values[f"depth {band}"] = point_source_depth(sky[band].noise, fwhm[band], sky[band].scale)
+        values[f"background {band}"] = sky[band].block_range
+
+    members = richness_members(sources, RED_SEQUENCE_Z, settings, DEFAULT_COSMOLOGY).any(axis=1)
+    values["red stars"] = np.count_nonzero(point & (r_mag > RED_STAR_R_MIN) & members) * per_deg2
+    values["locus width"] = width
+
+    for band in BANDS:
+        print(f"  {sky[band].path}: noise {sky[band].noise:.4f} nmgy, FWHM {fwhm[band]:.2f}\" "
+              f"({len(psf[band])} stars), depth {values[f'depth {band}']:.2f}, "
+              f"block range {sky[band].block_range:.4f} nmgy", file=sys.stderr)
+    print(f"{name}: {len(sources)} sources on {area.to(u.arcmin**2):.1f}, {np.count_nonzero(bright)} galaxies "
+          f"r < {GALAXY_R_LIMIT:g}, stellar locus c* = {locus:.3f} +- {width:.3f}, "
+          f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    if width > LOCUS_MAX_WIDTH:
+        print(f"{name}: stellar locus {width:.2f} mag wide (> {LOCUS_MAX_WIDTH}): its star/galaxy separation is "
+              "unreliable (neighbours in the 3\" aperture)", file=sys.stderr)
+    return values
+
+
+# key, label, format, fields (galaxy rows leave the crowded field out; "crowded": that field alone).
+ROWS = (
+    ("counts 18-19", "galaxies per deg^2 per mag, r 18-19", "{:.0f}", "high"),
+    ("counts 19-20", "galaxies per deg^2 per mag, r 19-20", "{:.0f}", "high"),
+    ("counts 20-21", "galaxies per deg^2 per mag, r 20-21", "{:.0f}", "high"),
+    ("g_r", "galaxy median g - r (r < 21)", "{:.2f}", "high"),
+    ("r_i", "galaxy median r - i (r < 21)", "{:.2f}", "high"),
+    ("cells", "counts in 2' cells, variance / mean (r < 21 galaxies)", "{:.2f}", "high"),
+    ("fwhm r", "r PSF FWHM (Moffat, arcsec)", "{:.2f}", "all"),
+    ("beta r", "r PSF Moffat beta", "{:.2f}", "all"),
+    ("ellipticity r", "r PSF ellipticity 1 - b/a", "{:.3f}", "all"),
+    ("g/r", "FWHM ratio g / r", "{:.3f}", "all"),
+    ("i/r", "FWHM ratio i / r", "{:.3f}", "all"),
+    ("depth g", "5-sigma point-source depth g (mag)", "{:.2f}", "all"),
+    ("depth r", "5-sigma point-source depth r (mag)", "{:.2f}", "all"),
+    ("depth i", "5-sigma point-source depth i (mag)", "{:.2f}", "all"),
+    ("red stars", "red-sequence-coloured point sources per deg^2, z 0.1-0.2 (high latitude)", "{:.0f}", "high"),
+    ("red stars", "red-sequence-coloured point sources per deg^2, z 0.1-0.2 (crowded field)", "{:.0f}", "crowded"),
+    ("background g", "background block-median range g (nmgy / px)", "{:.4f}", "all"),
+    ("background r", "background block-median range r (nmgy / px)", "{:.4f}", "all"),
+    ("background i", "background block-median range i (nmgy / px)", "{:.4f}", "all"),
+)
+
+
+def summary(values, form):
+    """``median (min-max)`` of per-field values, ``n/a`` without any, the count of unmeasured fields noted."""
+    values = np.asarray(values, dtype=float)
+    measured = values[np.isfinite(values)]
+    if not len(measured):
+        return "n/a"
+    text = form.format(np.median(measured))
+    if len(measured) > 1:
+        text += f" ({form.format(measured.min())}-{form.format(measured.max())})"
+    if len(measured) < len(values):
+        text += f", {len(values) - len(measured)} field(s) unmeasured"
+    return text
+
+
+def pair_twins(real, twins, real_centres, twin_centres):
+    """Index of the real field of each twin (nearest r centre); ValueError naming a twin without one or a real
+    field with two."""
+    index, separation, _ = twin_centres.match_to_catalog_sky(real_centres)
+    for (name, _), k, distance in zip(twins, index, separation):
+        if distance > TWIN_MATCH:
+            raise ValueError(f"{name}: no real field within {TWIN_MATCH} of its centre (nearest {real[k][0]}, "
+                             f"{distance.to(u.arcsec):.1f})")
+    if len(set(index)) < len(index):
+        raise ValueError("two twins share one real field: " + ", ".join(
+            f"{name} -> {real[k][0]}" for (name, _), k in zip(twins, index)))
+    return [int(k) for k in index]
+
+
+def red_sequence_box(settings):
+    """The g - r and r - i ranges of row 7's colour test at the pivot i magnitude (ridge line +- the chi^2
+    limit's half-width in each colour)."""
+    ridge = red_sequence(RED_SEQUENCE_Z)
+    half = np.sqrt(settings.richness_member_chi2) * np.hypot(red_sequence_scatter(RED_SEQUENCE_Z),
+                                                             settings.colour_error_floor)
+    return [(float(np.min(line - width)), float(np.max(line + width))) for line, width in zip(ridge, half)]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--real", type=Path, default=REPO.parent / "shared" / "data" / "sdss")
+    parser.add_argument("--synthetic", type=Path, help="fields to compare (default: twins of --real made under --work)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/sky_realism"), help="where the twins are written")
+    parser.add_argument("--exclude-crowded", default="002583-2-0136",
+                        help="part of the name of the crowded real field's r frame ('' for none)")
+    args = parser.parse_args(argv)
+    settings = RedSequenceSettings.from_cfg(load_config())
+    start = time.perf_counter()
+
+    if args.synthetic is None:
+        args.synthetic, _ = make_twins(args.real, args.work / "twins")
+    real, real_centres = read_fields(args.real)
+    twins, twin_centres = read_fields(args.synthetic)
+    twin_of = pair_twins(real, twins, real_centres, twin_centres)
+    crowded_real = {k for k, (name, _) in enumerate(real) if args.exclude_crowded and args.exclude_crowded in name}
+    if args.exclude_crowded and not crowded_real:
+        raise ValueError(f"--exclude-crowded {args.exclude_crowded}: no real field of {args.real} is named so")
+    crowded = {"real": crowded_real, "synthetic": {t for t, k in enumerate(twin_of) if k in crowded_real}}
+
+    measured = {}
+    for sky, fields in (("real", real), ("synthetic", twins)):
+        print(f"{sky}: {len(fields)} fields under {args.real if sky == 'real' else args.synthetic}", file=sys.stderr)
+        measured[sky] = [measure_field(name, frames, settings) for name, frames in fields]
+
+    print(f"Real SDSS frames ({args.real}: {len(real)} fields) against their synthetic twins ({args.synthetic}: "
+          f"{', '.join(f'{name} -> {real[k][0]}' for (name, _), k in zip(twins, twin_of))}); crowded field "
+          f"{', '.join(real[k][0] for k in crowded_real) or 'none'}. Per-field values, median (min-max).\n")
+    print("| statistic | real SDSS | synthetic |")
+    print("|---|---:|---:|")
+    for key, label, form, which in ROWS:
+        cells = []
+        for sky in ("real", "synthetic"):
+            chosen = [k for k in range(len(measured[sky]))
+                      if which == "all" or (k in crowded[sky]) == (which == "crowded")]
+            cells.append(summary([measured[sky][k][key] for k in chosen], form) + f" [{len(chosen)}]")
+        print(f"| {label} | {cells[0]} | {cells[1]} |")
+    (gr_low, gr_high), (ri_low, ri_high) = red_sequence_box(settings)
+    print(f"\n[n]: fields. Red-sequence colours of 0.1 < z < 0.2 (row 'red-sequence-coloured'): within "
+          f"g - r {gr_low:.2f}-{gr_high:.2f} and r - i {ri_low:.2f}-{ri_high:.2f} at the pivot i magnitude "
+          f"(chi^2 <= {settings.richness_member_chi2:g} against the ridge line, tilted with i). "
+          f"{time.perf_counter() - start:.0f} s.")
+    unreliable = [name for sky, fields in (("real", real), ("synthetic", twins))
+                  for (name, _), values in zip(fields, measured[sky]) if values["locus width"] > LOCUS_MAX_WIDTH]
+    if unreliable:
+        print(f"Star/galaxy separation unreliable (stellar locus wider than {LOCUS_MAX_WIDTH} mag) in "
+              f"{', '.join(unreliable)}: its point-source rows count blends of any kind.")
+
+
+if __name__ == "__main__":
+    main()
