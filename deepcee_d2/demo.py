@@ -12,6 +12,7 @@
 Every step resumes: finished fields, images, checkpoints and tiles are kept, so an interrupted demo picks
 up where it stopped. `run_demo` returns the paths and headline numbers; ``tools/run_demo.py`` prints them.
 """
+import hashlib
 import json
 import logging
 import os
@@ -107,8 +108,36 @@ def make_dataset(plan, cfg, clusters):
                          settings, cosmology=cosmology_from_cfg(cfg), progress=plan.progress)
 
 
+# In the test split's report folder: the weights and config its evaluation.json was made with, so that a rerun
+# of a finished demo does not evaluate the same model again (9 minutes on a slow 2-core machine).
+EVALUATED_FILE = "evaluated.json"
+
+
+def test_report_dir(cfg):
+    """Where the evaluation of the test split writes its report (`deepcee_d2.evaluation.report`)."""
+    return Path(cfg.OUTPUT_DIR) / "inference" / TEST_NAME
+
+
+def evaluation_key(cfg, weights):
+    """What an evaluation depends on: the weights' bytes and the whole config."""
+    from .io import file_sha256
+
+    return {"weights": str(weights), "weights_sha256": file_sha256(weights),
+            "config_sha256": hashlib.sha256(cfg.dump().encode()).hexdigest()}
+
+
+def evaluation_is_current(cfg, weights):
+    """Whether the test split's report exists and was made from ``weights`` with ``cfg``."""
+    report_dir = test_report_dir(cfg)
+    record = report_dir / EVALUATED_FILE
+    if not (record.is_file() and (report_dir / "evaluation.json").is_file()):
+        return False
+    return json.loads(record.read_text()) == evaluation_key(cfg, weights)
+
+
 def train_and_evaluate(cfg):
-    """Step 3: train (resuming an interrupted run; skipped when finished), then evaluate the test split.
+    """Step 3: train (resuming an interrupted run; skipped when finished), then evaluate the test split
+    (skipped when its report is of these weights and this config already).
 
     Returns the path of the final weights.
     """
@@ -116,6 +145,7 @@ def train_and_evaluate(cfg):
 
     from .engine import Trainer
     from .engine.predictor import load_weights
+    from .io import atomic_output
 
     final = Path(cfg.OUTPUT_DIR) / "model_final.pth"
     if not final.is_file():
@@ -124,10 +154,15 @@ def train_and_evaluate(cfg):
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=True)
         trainer.train()  # ends with the evaluation of DATASETS.TEST (TEST.EVAL_PERIOD 0)
+    elif evaluation_is_current(cfg, final):
+        logger.info("the evaluation of %s is in %s already", final, test_report_dir(cfg))
+        return final
     else:
         model = Trainer.build_model(cfg)
         load_weights(model, final)
         Trainer.test(cfg, model)
+    with atomic_output(test_report_dir(cfg) / EVALUATED_FILE) as temporary:
+        Path(temporary).write_text(json.dumps(evaluation_key(cfg, final), indent=1))
     return final
 
 
@@ -178,7 +213,7 @@ def run_demo(plan=DemoPlan()):
     logger.info("[3/4] training and evaluating %s", plan.config_file)
     cfg.freeze()
     weights = train_and_evaluate(cfg)
-    report_dir = Path(cfg.OUTPUT_DIR) / "inference" / TEST_NAME
+    report_dir = test_report_dir(cfg)
     summary = json.loads((report_dir / "evaluation.json").read_text())
     logger.info("[4/4] survey of a held-out region: %d fields", plan.n_survey_fields)
     survey_truth = make_survey_sky(plan)

@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 from astropy.table import Table
 
-from deepcee_d2.demo import DemoPlan, candidates_beside_truth, run_demo, summary_text
+from deepcee_d2.demo import (
+    DemoPlan, candidates_beside_truth, demo_config, evaluation_is_current, run_demo, summary_text,
+)
 
 # The demo's pipeline on 100 px network images of a quarter-width model, 10 training iterations.
 TOY_OPTS = ("MODEL.INCEPTION_V2.DEPTH_MULTIPLIER", "0.25", "DEEPCEE.COLOUR.CUTOUT_SIZE", "200",
@@ -94,7 +96,12 @@ def test_a_rerun_resumes_without_redoing_work(demo):
     plan, result = demo
     weights = Path(plan.work_dir) / "train" / "model_final.pth"
     stamps = {path: path.stat().st_mtime_ns for path in
-              [weights, *Path(plan.work_dir, "sky").rglob("frame-r.fits"), *Path(plan.work_dir, "survey", "tiles").glob("*")]}
+              [weights, result.report_dir / "evaluation.json", *Path(plan.work_dir, "sky").rglob("frame-r.fits"),
+               *Path(plan.work_dir, "survey", "tiles").glob("*")]}
     again = run_demo(plan)
-    assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())
+    assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())  # nothing made again
     assert again.evaluation["best"] == result.evaluation["best"] and again.n_candidates == result.n_candidates
+    # The evaluation is kept only for the weights and config it was made with.
+    assert evaluation_is_current(demo_config(plan), weights)
+    other = dataclasses.replace(plan, config_opts=plan.config_opts + ("DEEPCEE.EVAL.MATCH_RADIUS_KPC", "150.0"))
+    assert not evaluation_is_current(demo_config(other), weights)
