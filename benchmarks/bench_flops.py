@@ -79,10 +79,8 @@ def main():
         for proposals in args.proposals:
             for precision in args.precisions:
                 models[config, size, proposals, precision] = (detector(config, size, proposals, precision), image)
-            with torch.no_grad():
-                counted[config, size, proposals] = flops(models[config, size, proposals, "float32"][0]
-                                                         if "float32" in args.precisions else
-                                                         detector(config, size, proposals), image)
+            with torch.no_grad():  # counted on a float32 model: the same arithmetic at either precision
+                counted[config, size, proposals] = flops(detector(config, size, proposals), image)
     print(f"CPU, torch {torch.__version__}; fvcore multiply-adds x 2 = FLOPs; detector: median of {args.iterations} "
           f"after a warm-up; matmul {args.matmul}^2 fp32 best of 10")
     for (config, size, proposals), (total, stages, unsupported) in counted.items():

@@ -8,10 +8,10 @@ simulator's twins of those fields, printed side by side as a Markdown table (pro
 - **Skies.** ``--real``: SDSS corrected frames ``frame-{g,r,i}-RRRRRR-C-FFFF.fits.bz2`` (nanomaggies, each band
   with its own rotated WCS). ``--synthetic``: `deepcee_d2.synthetic.write_survey` fields without clusters, one
   per real field at the same sky centre and pixel size (``<root>/f000/frame-g.fits``...); by default made
-  under ``--work/twins`` as ``bench_injection.py`` makes them (`bench_injection.make_twins`, seed 1). A field is an r frame
-  and the g and i frames whose centres lie within 1' of it; each twin is paired with the real field whose r
-  centre is nearest (within 10"). The field named by ``--exclude-crowded`` (a substring of its r frame's name)
-  and its twin are left out of the galaxy rows (1-3) but kept for the PSF, depth and background rows.
+  under ``--work/twins`` as ``bench_injection.py`` makes them (`bench_injection.make_twins`, seed 1). Frames
+  make fields by name as the survey groups them (`deepcee_d2.survey.tiling.group_fields`); each twin is paired
+  with the real field whose r centre is nearest (within 10"). The field named by ``--exclude-crowded`` (a
+  substring of its name, e.g. ``frame-002583-2-0136``) and its twin are left out of the galaxy rows (1-3) but kept for the PSF, depth and background rows.
 - **One measurement for both skies** (`measure_field`), every frame in its own pixels (nothing resampled):
   each frame's sky level and noise are the 3-sigma clipped median and standard deviation of its pixels with
   the sources masked (photutils segmentation at 2 sigma, 5 px, grown by 11 px); sources are detected on the r
@@ -82,11 +82,11 @@ from deepcee_d2.cosmology import DEFAULT_COSMOLOGY
 from deepcee_d2.data.frames import LocalFITSSource, read_image
 from deepcee_d2.redsequence import RedSequenceSettings, measure_photometry, richness_members
 from deepcee_d2.sky import centre_and_radius
+from deepcee_d2.survey.tiling import group_fields
 from deepcee_d2.synthetic.colours import red_sequence, red_sequence_scatter
 from deepcee_d2.synthetic.instrument import BANDS, SATURATION_DN, ZERO_POINT
 
 REPO = Path(__file__).resolve().parents[1]
-FIELD_MATCH = 1 * u.arcmin  # the g and i frames of one SDSS field lie within a few arcsec of its r frame
 TWIN_MATCH = 10 * u.arcsec  # twins are centred on their real field's r frame
 # Sky: source mask, blocks.
 MASK_NSIGMA, MASK_NPIXELS, MASK_GROW_PX = 2.0, 5, 11
@@ -183,34 +183,22 @@ def read_sky_frame(frame):
 
 
 def read_fields(root):
-    """The fields under ``root``: ``[(name, {band: frame})]`` (frames of `LocalFITSSource.scan`), named by their r
-    frame's path, sorted; ValueError naming the file for an unusable frame, a stray or doubled band frame or a
-    field without all of g, r, i."""
+    """The fields under ``root``: ``[(name, {band: frame})]`` (frames of `LocalFITSSource.scan` grouped by the
+    survey's `group_fields`), sorted by name, and their r frames' centres; ValueError naming the file for an
+    unusable frame, a doubled band frame or a field without all of g, r, i."""
     root = Path(root)
     frames, problems = LocalFITSSource(root).scan()
     if problems:
         raise ValueError(f"{root}: unusable frames: {problems}")
-    references = sorted((frame for frame in frames if frame.band == "r"), key=lambda frame: str(frame.path))
-    if not references:
-        raise ValueError(f"{root}: no r frames")
-    centres = SkyCoord([centre_and_radius(frame.wcs, frame.shape)[0] for frame in references])
-    fields = [{"r": frame} for frame in references]
-    for frame in frames:
-        if frame.band == "r":
-            continue
-        separation = centres.separation(centre_and_radius(frame.wcs, frame.shape)[0])
-        nearest = int(np.argmin(separation))
-        if separation[nearest] > FIELD_MATCH:
-            raise ValueError(f"{frame.path}: no r frame within {FIELD_MATCH} of its centre")
-        if frame.band in fields[nearest]:
-            raise ValueError(f"{frame.path} and {fields[nearest][frame.band].path}: two {frame.band} frames "
-                             f"of the field of {references[nearest].path}")
-        fields[nearest][frame.band] = frame
-    for field in fields:
+    fields = sorted(group_fields(frames, root).items())
+    if not fields:
+        raise ValueError(f"{root}: no frames")
+    for name, field in fields:
         missing = [band for band in BANDS if band not in field]
         if missing:
-            raise ValueError(f"{field['r'].path}: no {', '.join(missing)} frame of this field under {root}")
-    return [(str(field["r"].path.relative_to(root)), field) for field in fields], centres
+            raise ValueError(f"{root}: field {name} has no {', '.join(missing)} frame")
+    centres = SkyCoord([centre_and_radius(field["r"].wcs, field["r"].shape)[0] for _, field in fields])
+    return fields, centres
 
 
 def aperture_fluxes(frame, coords, radius):
@@ -504,7 +492,7 @@ def main(argv=None):
     parser.add_argument("--synthetic", type=Path, help="fields to compare (default: twins of --real made under --work)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/sky_realism"), help="where the twins are written")
     parser.add_argument("--exclude-crowded", default="002583-2-0136",
-                        help="part of the name of the crowded real field's r frame ('' for none)")
+                        help="part of the name of the crowded real field ('' for none)")
     args = parser.parse_args(argv)
     settings = RedSequenceSettings.from_cfg(load_config())
     start = time.perf_counter()

@@ -111,13 +111,15 @@ def check_nanomaggies(header, source):
         raise ImagingError(f"{source}: BUNIT is {header['BUNIT']!r}, expected nanomaggies per pixel")
 
 
+# Whole-file compressions of FITS frames, by suffix, and the standard library's opener of each.
+_DECOMPRESSORS = {".gz": gzip.open, ".bz2": bz2.open}
+
+
 def open_decompressed(path):
     """Binary stream of ``path``, decompressed when its name ends in ``.gz`` or ``.bz2``. Not astropy's
     ``get_readable_fileobj``: astropy 8.0 copies every ``.bz2`` file it opens into the system's temporary
     folder and never deletes the copy (3-4 MB per SDSS frame read; a day of test runs left 10 GB)."""
-    name = str(path)
-    opener = {".gz": gzip.open, ".bz2": bz2.open}.get(Path(name).suffix.lower(), open)
-    return opener(name, "rb")
+    return _DECOMPRESSORS.get(Path(str(path)).suffix.lower(), open)(str(path), "rb")
 
 
 @contextmanager
@@ -125,7 +127,7 @@ def open_fits(path):
     """``fits.open`` of ``path``; a ``.gz`` or ``.bz2`` file is decompressed into memory once first. astropy
     seeks backwards in a compressed stream, and each such seek decompresses from the start again: an SDSS
     ``.bz2`` frame took 4.2 CPU-s to read that way, 1.9 s decompressed once (BENCHMARKS "Test suite")."""
-    if Path(str(path)).suffix.lower() in (".gz", ".bz2"):
+    if Path(str(path)).suffix.lower() in _DECOMPRESSORS:
         with open_decompressed(path) as stream:
             path = io.BytesIO(stream.read())
     with fits.open(path) as hdul:
