@@ -1,9 +1,11 @@
 """The main job end to end, on the synthetic sky: what ``make demo`` runs.
 
 1. **Sky**: synthetic SDSS fields, one cluster (0.1 < z < 0.2, >= 20 members: the paper's regime) at the
-   centre of each, big enough for the training cutouts and their offsets.
+   centre of each, big enough for the training cutouts and their offsets; and fields without such a cluster:
+   empty ones, and ones with a group below the richness cut at the centre (not labelled).
 2. **Data set**: each cluster 4 times at random offsets, colour images at the config's sizes, split by
-   cluster into train and test, registered as ``deepcee_synthetic_train`` / ``_test``.
+   cluster into train and test; each cluster-free field 4 times as blank images, split on their own;
+   registered as ``deepcee_synthetic_train`` / ``_test``.
 3. **Training** of the Inception-v2 Faster R-CNN with the config (``configs/deepcee_demo_cpu.yaml``), then
    the 100 kpc evaluation of the test split (precision / recall / F1 table, centring error, plots).
 4. **Survey**: a held-out synthetic region (other fields, other sky, several clusters each, anywhere) cut
@@ -44,6 +46,12 @@ class DemoPlan:
     config_file: Path = DEMO_CONFIG
     config_opts: tuple = ()
     n_train_fields: int = 200
+    # Fields without a labelled cluster (blank targets of the data set, 4 images each like a cluster): empty
+    # sky, and sky with a group of richness R_L* in ``group_richness_range`` (N200 well below ``min_members``)
+    # at the centre, so the detector meets sky without a cluster and learns the richness cut (issue 15).
+    n_empty_fields: int = 20
+    n_group_fields: int = 20
+    group_richness_range: tuple = (4.0, 10.0)
     field_size: int = 1520
     z_range: tuple = (0.1, 0.2)
     min_members: int = 20
@@ -81,7 +89,9 @@ def demo_config(plan, weights=None):
 
 
 def make_training_sky(plan, cfg):
-    """Step 1: fields with one cluster at the centre of each (`deepcee_d2.synthetic.write_survey`)."""
+    """Step 1: fields with one cluster at the centre of each (`deepcee_d2.synthetic.write_survey`) under
+    ``sky/``, and the cluster-free fields (`make_blank_sky`) beside them under ``sky/blank`` and ``sky/groups``;
+    returns the clusters and the blank targets (the cluster-free fields' centres)."""
     from .synthetic import ClusterSpec, write_survey
 
     colour, max_offset = cfg.DEEPCEE.COLOUR, cfg.DEEPCEE.DATA.MAX_OFFSET_ARCSEC
@@ -93,10 +103,40 @@ def make_training_sky(plan, cfg):
     clusters, _ = write_survey(plan.work_dir / "sky", plan.n_train_fields, plan.field_size, plan.field_size,
                                clusters=spec, seed=plan.seed, source_lists=False, workers=plan.workers,
                                progress=plan.progress)
-    return clusters
+    return clusters, make_blank_sky(plan)
 
 
-def make_dataset(plan, cfg, clusters):
+# Where the cluster-free training fields lie: apart from the training grid (from RA 150, Dec 20) and the
+# held-out region (DemoPlan.survey_origin).
+_BLANK_ORIGINS = {"blank": SkyCoord(170.0 * u.deg, 20.0 * u.deg), "groups": SkyCoord(180.0 * u.deg, 20.0 * u.deg)}
+
+
+def make_blank_sky(plan):
+    """The cluster-free training fields: ``plan.n_empty_fields`` without clusters, ``plan.n_group_fields`` with a
+    group below the richness cut at the centre; returns their centres as blank targets (``id``, ``ra``, ``dec``)."""
+    from astropy.table import vstack
+
+    from .synthetic import ClusterSpec, write_survey
+    from .synthetic.survey import grid_centres
+
+    kinds = {"blank": (plan.n_empty_fields, ClusterSpec(per_field=0)),
+             "groups": (plan.n_group_fields, ClusterSpec(per_field=1, z_range=plan.z_range,
+                                                         richness_range=plan.group_richness_range,
+                                                         placement="centre"))}
+    targets = []
+    for offset, (kind, (n_fields, spec)) in enumerate(kinds.items(), start=1):
+        if not n_fields:
+            continue
+        centres = grid_centres(n_fields, plan.field_size, plan.field_size, origin=_BLANK_ORIGINS[kind])
+        _, fields = write_survey(plan.work_dir / "sky" / kind, n_fields, plan.field_size, plan.field_size,
+                                 centres=centres, clusters=spec, seed=plan.seed + 10 + offset, source_lists=False,
+                                 workers=plan.workers, progress=plan.progress)
+        targets.append(Table({"id": [f"{kind}-{name}" for name in fields["field"]], "ra": fields["ra"],
+                              "dec": fields["dec"]}))
+    return vstack(targets) if targets else None
+
+
+def make_dataset(plan, cfg, clusters, blank_targets=None):
     """Step 2: the COCO data set under ``<work_dir>/datasets/synthetic`` (`deepcee_d2.data.coco`)."""
     from .cosmology import cosmology_from_cfg
     from .data.coco import DatasetSettings, build_dataset
@@ -105,7 +145,8 @@ def make_dataset(plan, cfg, clusters):
 
     settings = DatasetSettings.from_cfg(cfg, seed=plan.seed)
     return build_dataset(clusters, LocalFITSSource(plan.work_dir / "sky", Resampling.from_cfg(cfg)), plan.work_dir / "datasets" / "synthetic",
-                         settings, cosmology=cosmology_from_cfg(cfg), progress=plan.progress)
+                         settings, blank_targets=blank_targets, cosmology=cosmology_from_cfg(cfg),
+                         progress=plan.progress)
 
 
 # In the test split's report folder: the weights and config its evaluation.json was made with, so that a rerun
@@ -207,9 +248,10 @@ def run_demo(plan=DemoPlan()):
     os.environ["DEEPCEE_DATASETS"] = str((work / "datasets").resolve())
     cfg = demo_config(plan)
     logger.info("[1/4] synthetic training sky: %d fields in %s", plan.n_train_fields, work / "sky")
-    clusters = make_training_sky(plan, cfg)
-    logger.info("[2/4] data set: %d clusters x %d offsets", len(clusters), cfg.DEEPCEE.DATA.N_OFFSETS)
-    make_dataset(plan, cfg, clusters)
+    clusters, blank_targets = make_training_sky(plan, cfg)
+    logger.info("[2/4] data set: %d clusters and %d cluster-free fields x %d offsets", len(clusters),
+                0 if blank_targets is None else len(blank_targets), cfg.DEEPCEE.DATA.N_OFFSETS)
+    make_dataset(plan, cfg, clusters, blank_targets)
     logger.info("[3/4] training and evaluating %s", plan.config_file)
     cfg.freeze()
     weights = train_and_evaluate(cfg)
@@ -242,7 +284,7 @@ def survey_purity(plan, cfg):
 
 def summary_text(result):
     """What the demo prints at the end."""
-    from .evaluation.report import flat_metrics
+    from .evaluation.report import blank_images_text, flat_metrics
 
     best = result.evaluation["best"]
     # evaluation.json stores NaN as null (no true positive, no centring error); flat_metrics gives it back as NaN.
@@ -253,6 +295,8 @@ def summary_text(result):
         f"best threshold: {100 * best['threshold']:.0f} %  precision {best['precision']:.3f}  recall "
         f"{best['recall']:.3f}  F1 {best['f1']:.3f}  (TP {best['tp']}, FP {best['fp']}, FN {best['fn']})",
         f"centring error (standard error of TP centres): {centring_error_kpc:.1f} kpc",
+        *([f"test images without a cluster: {blank_images_text(result.evaluation['blank_images'])}"]
+          if "blank_images" in result.evaluation else []),
         f"report (Markdown with the plots): {result.report_dir / 'report.md'}",
         f"survey of the held-out region: {result.n_candidates} candidates, "
         f"{result.n_survey_clusters_found} of its {result.n_survey_clusters} clusters among them",

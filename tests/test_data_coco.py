@@ -220,6 +220,24 @@ def test_cli_builds_a_synthetic_data_set_with_config_overrides(tiny_survey, tmp_
     assert len(list((out / "images").glob("*.png"))) == 12
 
 
+def test_cli_takes_blank_targets_from_a_table_file(tiny_survey, tmp_path):
+    out, blank = tmp_path / "cli", tmp_path / "blank.csv"
+    blank_targets_of_the_tiny_survey()[["ra", "dec"]][:2].write(blank, format="ascii.csv")
+    options = ["--catalog", str(tiny_survey / "clusters.fits"), "--source", "synthetic", "--imaging", str(tiny_survey),
+               "--out", str(out), "--cutout-size", "200", "--network-size", "100", "--max-offset", "5",
+               "--no-progress", "--blank"]
+    assert run_tool(options + [str(blank)]) == 0
+    images = [i for split in ("train", "test") for i in json.loads((out / f"{split}.json").read_text())["images"]]
+    assert sorted(i["target_id"] for i in images if i["blank"]) == ["blank-00000"] * 4 + ["blank-00001"] * 4
+    unreadable = tmp_path / "not-a-table.fits"
+    unreadable.write_bytes(b"SIMPLE  = nonsense")
+    with pytest.raises(ValueError, match=f"{unreadable}: --blank is not a readable table"):
+        run_tool(options + [str(unreadable)])
+    Table({"ra": [150.0]}).write(tmp_path / "no_dec.csv", format="ascii.csv")
+    with pytest.raises(ValueError, match=f"blank targets {tmp_path / 'no_dec.csv'}: no dec column"):
+        run_tool(options + [str(tmp_path / "no_dec.csv")])
+
+
 def test_cli_paper_selection_from_vizier(vizier_recorded, tiny_survey, tmp_path):
     """WHL12 and Abell from (recorded) VizieR; the tiny survey does not cover them, so every cutout fails
     (recorded, and no COCO file: a data set without images is an error)."""
@@ -231,3 +249,87 @@ def test_cli_paper_selection_from_vizier(vizier_recorded, tiny_survey, tmp_path)
     assert list(Table.read(out / "clusters.ecsv")["id"]) == [
         "WHL J000735.7+163042", "WHL J002854.3+173605", "WHL J004627.3+202923"]
     assert len(Table.read(out / "failures.ecsv")) == 12
+
+
+def blank_targets_of_the_tiny_survey():
+    """Two positions of empty sky in the tiny survey's fields, and one whose images hold SYN-2."""
+    f000, f001 = SkyCoord(150.0 * u.deg, 2.0 * u.deg), SkyCoord(150.5 * u.deg, 2.0 * u.deg)
+    empty = [f000.spherical_offsets_by(-60 * u.arcsec, -60 * u.arcsec),
+             f001.spherical_offsets_by(60 * u.arcsec, 60 * u.arcsec)]
+    near_syn2 = f001.spherical_offsets_by(10 * u.arcsec, -10 * u.arcsec)
+    positions = SkyCoord(empty + [near_syn2])
+    return Table({"id": ["sky-a", "sky-b", "near-SYN-2"], "ra": positions.ra.deg, "dec": positions.dec.deg})
+
+
+def test_blank_targets_give_images_without_boxes_and_leave_the_cluster_images_alone(tiny_survey, truth, tmp_path,
+                                                                                    tiny_settings):
+    # 5" offsets: a 79" image around an empty position 60" from SYN-0 and 80" from SYN-2 never holds them.
+    settings = replace(tiny_settings, max_offset=5 * u.arcsec, test_fraction=0.5)
+    source = LocalFITSSource(tiny_survey)
+    without = {split: json.loads(p.read_text())
+               for split, p in build_dataset(truth, source, tmp_path / "without", settings, progress=False).items()}
+    paths = build_dataset(truth, source, tmp_path / "with", settings, blank_targets=blank_targets_of_the_tiny_survey(),
+                          progress=False)
+    coco = {split: json.loads(p.read_text()) for split, p in paths.items()}
+    for split in ("train", "test"):  # the clusters' images, boxes and split are those of the build without
+        clusters = [image for image in coco[split]["images"] if not image["blank"]]
+        assert [(i["file_name"], i["offset_arcsec"]) for i in clusters] == \
+            [(i["file_name"], i["offset_arcsec"]) for i in without[split]["images"]]
+        assert not any(image["blank"] for image in without[split]["images"])
+    images = {image["target_id"]: [] for split in coco for image in coco[split]["images"]}
+    split_of = {}
+    for split in coco:
+        boxes = {}
+        for annotation in coco[split]["annotations"]:
+            boxes.setdefault(annotation["image_id"], []).append(annotation["cluster_id"])
+        for image in coco[split]["images"]:
+            images[image["target_id"]].append(boxes.get(image["id"], []))
+            split_of.setdefault(image["target_id"], set()).add(split)
+            assert (tmp_path / "with" / image["file_name"]).is_file()
+    assert images["sky-a"] == images["sky-b"] == [[]] * 4  # 4 images each, no box
+    assert images["near-SYN-2"] == [["SYN-2"]] * 4  # a cluster inside a blank target's image is still labelled
+    # Each target's images lie in one set; the cluster-free ones are split on their own (half of 2 in test),
+    # the one holding SYN-2 goes with SYN-2.
+    assert all(len(sets) == 1 for sets in split_of.values())
+    assert {split_of["sky-a"].pop(), split_of["sky-b"].pop()} == {"train", "test"}
+    assert split_of["near-SYN-2"] == split_of["SYN-2"]
+    assert json.loads((tmp_path / "with" / "build.json").read_text())["blank_targets"] == 3
+    # detectron2 reads them back as images without instances, flagged blank; older data sets read as not blank.
+    from deepcee_d2.data.register import load_deepcee_json
+    records = load_deepcee_json(paths["train"], tmp_path / "with", "with_blank")
+    assert any(record["blank"] and not record["annotations"] for record in records)
+    assert not any(record["blank"] for record in load_deepcee_json(tmp_path / "without" / "train.json",
+                                                                    tmp_path / "without", "without_blank"))
+
+
+def test_blank_targets_that_cannot_be_used_are_refused(tiny_survey, truth, tmp_path, tiny_settings):
+    source = LocalFITSSource(tiny_survey)
+    blank = blank_targets_of_the_tiny_survey()
+    for table, message in ((blank[["id", "ra"]], r"blank targets: no dec column"),
+                           (Table(blank, copy=True), r"ids \['SYN-0'\] repeat, or are cluster ids too"),
+                           (Table(blank, copy=True), r"1 positions are not on the sky \(rows \[1\]\)")):
+        if "repeat" in message:
+            table["id"][0] = "SYN-0"
+        elif "not on the sky" in message:
+            table["dec"][1] = np.nan
+        with pytest.raises(ValueError, match=message):
+            build_dataset(truth, source, tmp_path / "refused", tiny_settings, blank_targets=table, progress=False)
+    assert not (tmp_path / "refused").exists()
+
+
+def test_training_keeps_the_images_without_clusters():
+    """detectron2's train loader (as `Trainer.build_train_loader` configures it) keeps images without
+    annotations: detectron2 drops them unless DATALOADER.FILTER_EMPTY_ANNOTATIONS is off."""
+    from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+    from detectron2.data.build import _train_loader_from_config
+
+    records = [{"image_id": 1, "file_name": "blank.png", "height": 10, "width": 10, "annotations": []},
+               {"image_id": 2, "file_name": "cluster.png", "height": 10, "width": 10,
+                "annotations": [{"bbox": [1, 1, 5, 5], "bbox_mode": 1, "category_id": 0, "iscrowd": 0}]}]
+    DatasetCatalog.register("deepcee_blank_loader_test", lambda: records)
+    MetadataCatalog.get("deepcee_blank_loader_test").thing_classes = ["cluster"]
+    from deepcee_d2.demo import DEMO_CONFIG
+
+    cfg = load_config(DEMO_CONFIG, ["DATASETS.TRAIN", "('deepcee_blank_loader_test',)"])  # on Base-DeepCEE.yaml
+    loader = _train_loader_from_config(cfg, mapper=DatasetMapper(cfg, is_train=True))
+    assert [record["image_id"] for record in loader["dataset"]] == [1, 2]

@@ -24,7 +24,7 @@ TOY_OPTS = ("MODEL.INCEPTION_V2.DEPTH_MULTIPLIER", "0.25", "DEEPCEE.COLOUR.CUTOU
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     plan = DemoPlan(work_dir=tmp_path_factory.mktemp("demo"), config_opts=TOY_OPTS, n_train_fields=4,
-                    field_size=320, n_survey_fields=1, survey_field_size=500, survey_clusters_per_field=1, workers=1,
+                    n_empty_fields=1, n_group_fields=1, field_size=320, n_survey_fields=1, survey_field_size=500, survey_clusters_per_field=1, workers=1,
                     progress=False)
     return plan, run_demo(plan)
 
@@ -33,13 +33,20 @@ def test_every_output_of_the_demo_exists_and_parses(demo):
     plan, result = demo
     work = Path(plan.work_dir)
     assert len(Table.read(work / "sky" / "clusters.fits")) == 4
-    for split in ("train", "test"):
+    # The cluster-free fields: one empty, one with a group below the cut (in the sky, not labelled).
+    assert len(Table.read(work / "sky" / "blank" / "clusters.fits")) == 0
+    group = Table.read(work / "sky" / "groups" / "clusters.fits")
+    assert len(group) == 1 and group["n_members"][0] < plan.min_members
+    for split in ("train", "test"):  # 2 clusters and 1 cluster-free field per split, 2 images each
         coco = json.loads((work / "datasets" / "synthetic" / f"{split}.json").read_text())
-        assert len(coco["images"]) == 4 and all((work / "datasets" / "synthetic" / image["file_name"]).is_file()
+        assert len(coco["images"]) == 6 and all((work / "datasets" / "synthetic" / image["file_name"]).is_file()
                                                  for image in coco["images"])
+        blank = {image["id"] for image in coco["images"] if image["blank"]}
+        assert len(blank) == 2 and not any(a["image_id"] in blank for a in coco["annotations"])
     assert (work / "train" / "model_final.pth").is_file()
     summary = json.loads((result.report_dir / "evaluation.json").read_text())
     assert summary["n_true"] == 4 and len(summary["thresholds"]) == 11
+    assert summary["blank_images"]["n_images"] == 2 and len(summary["blank_images"]["rates"]) == 11
     for name in summary["files"]:
         assert (result.report_dir / name).stat().st_size > 0, name
     assert (result.report_dir / "report.md").read_text().startswith("#")
@@ -62,6 +69,7 @@ def test_the_summary_names_the_table_threshold_centring_and_paths(demo):
     text = summary_text(result)
     assert "| Threshold (%) | TP | FP | FN | Precision | Recall | F1 |" in text
     assert "best threshold:" in text and "centring error" in text
+    assert "test images without a cluster: 2 images without a cluster" in text
     assert str(result.report_dir / "report.md") in text and str(result.catalogue_path) in text
     # The held-out region's purity, re-merged from the tile files, agrees with the catalogue at the survey's cut.
     assert "held-out region: false candidates per deg^2" in text and "found exactly once: " in text

@@ -192,3 +192,33 @@ def test_bad_inputs_are_named(sky_dataset):
             DeepCEEEvaluator(load_config(), broken).process([{"image_id": 7}], [model_outputs(wcs_of["A"], [])])
     finally:
         DatasetCatalog.remove(broken)
+
+
+def test_images_without_clusters_give_the_false_rate_on_empty_sky(tmp_path):
+    """Blank images (a data set's blank targets) count every detection as false, per deg^2 of them; an image
+    that just happens to hold no cluster is not blank sky by design and is left out of the rate."""
+    centres = {"blank": SkyCoord(150 * u.deg, 2 * u.deg), "other": SkyCoord(151 * u.deg, 2 * u.deg),
+               "cluster": SkyCoord(152 * u.deg, 2 * u.deg)}
+    records = [{"file_name": f"{name}.png", "image_id": name, "height": SIZE, "width": SIZE,
+                "wcs": image_wcs(c.ra.deg, c.dec.deg).to_header_string(), "ra": c.ra.deg, "dec": c.dec.deg,
+                "pixel_scale": SCALE, "blank": name == "blank",
+                "annotations": [cluster("K1", c, 0.15)] if name == "cluster" else []}
+               for name, c in centres.items()]
+    name = f"deepcee_blank_test_{uuid.uuid4().hex}"
+    DatasetCatalog.register(name, lambda: records)
+    try:
+        wcs_of = {record["image_id"]: image_wcs(record["ra"], record["dec"]) for record in records}
+        near = {key: c.directional_offset_by(0 * u.deg, 20 * u.arcsec) for key, c in centres.items()}
+        predictions = {"blank": [(near["blank"], 0.95), (centres["blank"], 0.6)], "other": [(near["other"], 0.9)],
+                       "cluster": [(centres["cluster"], 0.99)]}
+        metrics = run(DeepCEEEvaluator(load_config(), name, output_dir=tmp_path), wcs_of, predictions)["deepcee"]
+    finally:
+        DatasetCatalog.remove(name)
+    area = (SIZE * SCALE / 3600) ** 2  # deg^2 of the one blank image
+    assert metrics["blank_false_per_deg2-50"] == pytest.approx(2 / area)
+    assert metrics["blank_false_per_deg2-90"] == pytest.approx(1 / area)
+    assert metrics["blank_false_per_deg2-100"] == 0
+    summary = json.loads((tmp_path / "evaluation.json").read_text())
+    assert summary["blank_images"]["n_images"] == 1 and summary["blank_images"]["area_deg2"] == pytest.approx(area)
+    assert "1 images without a cluster (0.002 deg^2)" in (tmp_path / "report.md").read_text()
+    assert metrics["fp-50"] == 3  # the precision table counts them too, with the other image's detection

@@ -52,6 +52,11 @@ def parse_args(argv=None):
     catalogue.add_argument("--limit", type=int, help="keep only the first N clusters (quick tests)")
     catalogue.add_argument("--annotate", help="annotate the clusters of this catalogue (default: the targets)")
     catalogue.add_argument("--annotate-format", choices=sorted(CATALOGS), help="columns of the --annotate file")
+    catalogue.add_argument("--blank", metavar="TABLE",
+                           help="positions without a target cluster (a table with ra, dec in deg and optionally id: "
+                                "FITS, ECSV or CSV) made into images like the clusters, e.g. random sky, bright "
+                                "stars, lone ellipticals or groups below the cut; catalogued clusters inside them "
+                                "are still annotated")
 
     imaging = parser.add_argument_group("imaging")
     imaging.add_argument("--source", required=True, choices=["skyview", "sdss", "synthetic", "fits"])
@@ -96,6 +101,19 @@ PAPER_KEYS = {
 }
 
 
+def read_blank_targets(path):
+    """The ``--blank`` table, checked (`deepcee_d2.data.coco.check_blank_targets` does the rest)."""
+    from astropy.io.registry import IORegistryError
+    from astropy.table import Table
+
+    try:
+        table = Table.read(path)
+    except (OSError, ValueError, TypeError, IORegistryError) as error:
+        raise ValueError(f"{path}: --blank is not a readable table (FITS, ECSV or CSV with ra, dec): {error}") from None
+    table.meta["source"] = str(path)  # named in the errors of the checks
+    return table
+
+
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
@@ -116,11 +134,15 @@ def main(argv=None):
     if args.limit is not None:
         clusters = clusters[:args.limit]
     annotate_with = load_catalog(args.annotate, args.annotate_format) if args.annotate else None
+    blank_targets = read_blank_targets(args.blank) if args.blank else None
     settings = DatasetSettings.from_cfg(cfg)
     imaging_root = args.imaging or (f"{args.out}/frames" if args.source == "sdss" else None)
     source = make_source(args.source, imaging_root, Resampling.from_cfg(cfg))
-    print(f"{len(clusters)} clusters -> {len(clusters) * settings.n_offsets} images in {args.out}")
-    paths = build_dataset(clusters, source, args.out, settings, annotate_with=annotate_with, cosmology=cosmology,
+    n_targets = len(clusters) + (0 if blank_targets is None else len(blank_targets))
+    print(f"{len(clusters)} clusters and {n_targets - len(clusters)} blank targets -> {n_targets * settings.n_offsets} "
+          f"images in {args.out}")
+    paths = build_dataset(clusters, source, args.out, settings, annotate_with=annotate_with,
+                          blank_targets=blank_targets, cosmology=cosmology,
                           cache_dir=None if args.no_cache else args.cache or f"{args.out}/cutouts",
                           skip_failures=args.skip_failures, progress=not args.no_progress)
     for split, path in paths.items():

@@ -3,7 +3,11 @@
 For each target cluster, `DatasetSettings.n_offsets` cutouts are made whose centres are offset from the
 cluster by ``(dx, dy)`` drawn uniformly in ``[-max_offset, max_offset]`` along the cutout's x (east-west)
 and y (north-south) axes, from a generator seeded by ``seed``; each cutout becomes the network's colour
-image through `deepcee_d2.data.colour.make_network_image`. Every catalogued cluster whose centre (the BCG,
+image through `deepcee_d2.data.colour.make_network_image`. *Blank targets* (positions without a cluster of
+the catalogue: empty sky, bright stars, lone ellipticals, groups below the richness cut) get images the same
+way after all the clusters' (so adding them does not move a cluster image), flagged ``blank``: a survey
+tile mostly holds no cluster, and a detector trained only on images that each hold one learns "a bright red
+galaxy" instead of "a cluster" (issue 15). Every catalogued cluster whose centre (the BCG,
 where the catalogue has one) falls inside an image is annotated, with a square box of side
 ``box_size`` (proper length at the cluster's redshift, ``DEEPCEE.DATA.BOX_SIZE_KPC``) centred on its pixel in the
 network image's WCS and clipped to the image.
@@ -19,12 +23,14 @@ Layout of a data set folder (``out_dir``)::
     cutouts/              the g, r, i cutout cache, when asked for (tools/prepare_dataset.py default)
 
 Image extras: ``wcs`` (FITS header of the network image's WCS), ``ra``/``dec`` (image centre, deg),
-``pixel_scale`` (arcsec per network pixel), ``target_id``, ``offset_arcsec`` ([dx, dy]). Annotation extras:
+``pixel_scale`` (arcsec per network pixel), ``target_id``, ``offset_arcsec`` ([dx, dy]), ``blank`` (made around a
+blank target). Annotation extras:
 ``cluster_id``, ``ra``/``dec`` (the box centre on the sky, deg), ``z``, ``richness``, ``n_members``,
 ``bcg_rmag``; NaN is written as null.
 
 Splits: ``"by-cluster"`` (the config's default; clusters that share an image are kept together so that no cluster is
-annotated in both sets), ``"random"`` (the paper: images drawn at random), or ``"train"`` / ``"test"``
+annotated in both sets; blank targets are split on their own, ``test_fraction`` of them into the test set, so
+that the clusters' split does not depend on them), ``"random"`` (the paper: images drawn at random), or ``"train"`` / ``"test"``
 (all images in one set, e.g. the redMaPPer test field).
 """
 import datetime
@@ -58,6 +64,8 @@ CATEGORY = {"id": 1, "name": "cluster", "supercategory": "cluster"}
 NUMERIC_ANNOTATION_EXTRAS = ("z", "richness", "n_members", "bcg_rmag")
 ANNOTATION_EXTRAS = ("cluster_id", "ra", "dec") + NUMERIC_ANNOTATION_EXTRAS
 IMAGE_EXTRAS = ("wcs", "ra", "dec", "pixel_scale", "target_id", "offset_arcsec")
+# Image extras added since, with the value of images of data sets built before them.
+LATER_IMAGE_EXTRAS = {"blank": False}
 
 
 @dataclass(frozen=True)
@@ -154,30 +162,67 @@ def _safe_name(cluster_id):
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(cluster_id)).strip("_")
 
 
-def plan_images(clusters, settings):
+def plan_images(clusters, settings, blank_targets=None):
     """One row per image: ``image_id``, ``target_id``, ``offset_index``, ``dx``/``dy`` (arcsec), ``ra``/``dec``
-    of the image centre (deg) and ``file_name``; the offsets come from ``default_rng(settings.seed)`` drawn
-    cluster by cluster in table order, so the same table and seed give the same images."""
+    of the image centre (deg), ``file_name`` and ``blank``; the offsets come from ``default_rng(settings.seed)``
+    drawn cluster by cluster in table order, then for the ``blank_targets`` (`check_blank_targets`), so the same
+    tables and seed give the same images, and adding blank targets leaves the clusters' images as they were."""
     clusters = check_cluster_table(clusters, "target clusters")
+    blank_targets = check_blank_targets(blank_targets, clusters)
     rng = np.random.default_rng(settings.seed)
     limit = settings.max_offset.to_value(u.arcsec)
-    offsets = rng.uniform(-limit, limit, size=(len(clusters), settings.n_offsets, 2)).reshape(-1, 2)
-    cluster_index = np.repeat(np.arange(len(clusters)), settings.n_offsets)
-    offset_index = np.tile(np.arange(settings.n_offsets), len(clusters))
-    # The cutout grid is north-up and east-left, so moving the centre dx east and dy north puts the cluster at
+    n_targets = len(clusters) + len(blank_targets)
+    offsets = rng.uniform(-limit, limit, size=(n_targets, settings.n_offsets, 2)).reshape(-1, 2)
+    target_index = np.repeat(np.arange(n_targets), settings.n_offsets)
+    offset_index = np.tile(np.arange(settings.n_offsets), n_targets)
+    centres = SkyCoord(np.concatenate([sky_coords(clusters).ra.deg, np.asarray(blank_targets["ra"], float)]),
+                       np.concatenate([sky_coords(clusters).dec.deg, np.asarray(blank_targets["dec"], float)]),
+                       unit=u.deg)
+    # The cutout grid is north-up and east-left, so moving the centre dx east and dy north puts the target at
     # (+dx, -dy) from the image centre: within max_offset along x and along y.
-    image_centres = sky_coords(clusters)[cluster_index].spherical_offsets_by(offsets[:, 0] * u.arcsec,
-                                                                           offsets[:, 1] * u.arcsec)
-    cluster_ids = [str(cluster_id) for cluster_id in clusters["id"]]
+    image_centres = centres[target_index].spherical_offsets_by(offsets[:, 0] * u.arcsec, offsets[:, 1] * u.arcsec)
+    target_ids = [str(i) for i in clusters["id"]] + [str(i) for i in blank_targets["id"]]
     plan = Table({
-        "image_id": np.arange(1, len(offsets) + 1), "target_id": [cluster_ids[i] for i in cluster_index],
+        "image_id": np.arange(1, len(offsets) + 1), "target_id": [target_ids[i] for i in target_index],
         "offset_index": offset_index, "dx": offsets[:, 0], "dy": offsets[:, 1], "ra": image_centres.ra.deg,
         "dec": image_centres.dec.deg,
-        "file_name": [f"images/{_safe_name(cluster_ids[i])}_{k}.png" for i, k in zip(cluster_index, offset_index)],
-    }, dtype=[int, str, int, float, float, float, float, str])
+        "file_name": [f"images/{_safe_name(target_ids[i])}_{k}.png" for i, k in zip(target_index, offset_index)],
+        "blank": target_index >= len(clusters),
+    }, dtype=[int, str, int, float, float, float, float, str, bool])
     plan["dx"].unit = plan["dy"].unit = u.arcsec
     plan["ra"].unit = plan["dec"].unit = u.deg
     return plan
+
+
+def check_blank_targets(blank_targets, clusters):
+    """Blank targets as a Table of ``id`` (str), ``ra``, ``dec`` (deg); None gives an empty one.
+
+    Raises
+    ------
+    ValueError
+        Missing ``ra``/``dec``, positions that are not finite, or ids that repeat or are also cluster ids
+        (their images would share file names), naming the table (its ``meta["source"]``, the file) and the rows.
+    """
+    if blank_targets is None:
+        return Table({"id": np.zeros(0, str), "ra": np.zeros(0), "dec": np.zeros(0)})
+    source = f"blank targets {blank_targets.meta['source']}" if blank_targets.meta.get("source") else "blank targets"
+    missing = [name for name in ("ra", "dec") if name not in blank_targets.colnames]
+    if missing:
+        raise ValueError(f"{source}: no {' or '.join(missing)} column (columns: {blank_targets.colnames}); "
+                         "a blank target is a position, ra and dec in degrees")
+    ra, dec = (np.asarray(u.Quantity(blank_targets[name], u.deg).value, float) for name in ("ra", "dec"))
+    bad = ~(np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90))
+    if bad.any():
+        raise ValueError(f"{source}: {bad.sum()} positions are not on the sky (rows {np.nonzero(bad)[0][:5].tolist()})")
+    ids = ([str(i) for i in blank_targets["id"]] if "id" in blank_targets.colnames
+           else [f"blank-{index:05d}" for index in range(len(blank_targets))])
+    names = [_safe_name(i) for i in ids]
+    cluster_names = {_safe_name(i) for i in clusters["id"]}
+    repeated = sorted({name for name in names if names.count(name) > 1 or name in cluster_names})
+    if repeated:
+        raise ValueError(f"{source}: ids {repeated[:5]} repeat, or are cluster ids too; each target needs its own "
+                         "image names")
+    return Table({"id": ids, "ra": ra, "dec": dec}, dtype=[str, float, float])
 
 
 def _json_number(value):
@@ -249,8 +294,13 @@ def split_images(images, settings):
             name = parent[name]
         return name
 
+    def image_clusters(image):
+        return ([] if image.get("blank") else [image["target_id"]]) + [a["cluster_id"] for a in image["annotations"]]
+
     for image in images:
-        names = [image["target_id"]] + [a["cluster_id"] for a in image["annotations"]]
+        names = image_clusters(image)
+        if names:
+            root(names[0])
         for name in names[1:]:
             parent[root(name)] = root(names[0])
     groups = {}
@@ -264,8 +314,17 @@ def split_images(images, settings):
             break
         test_clusters.update(group_list[index])
     test_roots = {root(name) for name in test_clusters}
-    in_test = {image["id"]: root(image["target_id"]) in test_roots for image in images}
-    return {"train": [i for i in ids if not in_test[i]], "test": [i for i in ids if in_test[i]]}
+    # Blank targets whose images hold no catalogued cluster: test_fraction of them, from a stream of their own.
+    blank = sorted({image["target_id"] for image in images if image.get("blank") and not image["annotations"]})
+    test_blank = {blank[i] for i in np.random.default_rng([settings.seed, 2]).permutation(len(blank))
+                  [:round(settings.test_fraction * len(blank))]}
+
+    def in_test(image):
+        names = image_clusters(image)
+        return root(names[0]) in test_roots if names else image["target_id"] in test_blank
+
+    test = {image["id"] for image in images if in_test(image)}
+    return {"train": [i for i in ids if i not in test], "test": [i for i in ids if i in test]}
 
 
 def _check_settings_file(out_dir, record):
@@ -289,7 +348,7 @@ def _write_png(rgb, path):
         Image.fromarray(rgb).save(temporary, format="PNG", compress_level=3)
 
 
-def build_dataset(clusters, source, out_dir, settings, annotate_with=None,
+def build_dataset(clusters, source, out_dir, settings, annotate_with=None, blank_targets=None,
                   cosmology=DEFAULT_COSMOLOGY, cache_dir=None, skip_failures=False, progress=True):
     """Make the images and COCO files of a data set; resumable (finished PNGs are not remade).
 
@@ -304,6 +363,9 @@ def build_dataset(clusters, source, out_dir, settings, annotate_with=None,
     settings : DatasetSettings
     annotate_with : `~astropy.table.Table`, optional
         Clusters to annotate in every image (default: ``clusters``); all need a redshift.
+    blank_targets : `~astropy.table.Table`, optional
+        Positions (``ra``, ``dec`` in deg, optional ``id``) to make images around without a target cluster
+        (`check_blank_targets`); clusters of ``annotate_with`` inside them are still annotated.
     cosmology : `~astropy.cosmology.FLRW`
         For box sizes.
     cache_dir : str or Path, optional
@@ -343,9 +405,12 @@ def build_dataset(clusters, source, out_dir, settings, annotate_with=None,
     record = {"settings": settings.to_dict(), "source": source.describe(),
               "cosmology": {"name": cosmology.name, "H0": cosmology.H0.to_value(u.km / u.s / u.Mpc),
                             "Om0": cosmology.Om0}}
+    plan = plan_images(clusters, settings, blank_targets)
+    n_blank = len(set(plan["target_id"][plan["blank"]]))
+    if n_blank:  # only then, so that folders built before blank targets existed still resume
+        record["blank_targets"] = n_blank
     _check_settings_file(out_dir, record)
     write_catalog(clusters, out_dir / "clusters.ecsv")
-    plan = plan_images(clusters, settings)
     shape = (settings.network_size, settings.network_size)
     images, failures = [], []
     for row in tqdm(plan, desc=f"images for {out_dir.name}", unit="image", disable=not progress):
@@ -360,7 +425,8 @@ def build_dataset(clusters, source, out_dir, settings, annotate_with=None,
                 rgb, wcs = make_network_image(cutout.images, cutout.wcs, settings.network_size, settings.colour,
                                               cutout.source)
             except (ImagingError, ValueError) as error:
-                message = f"cluster {row['target_id']} image {row['offset_index']}: {error}"
+                what = "blank target" if row["blank"] else "cluster"
+                message = f"{what} {row['target_id']} image {row['offset_index']}: {error}"
                 if not skip_failures:
                     raise ImagingError(message) from error
                 failures.append((row["target_id"], row["offset_index"], row["ra"], row["dec"], str(error)))
@@ -370,7 +436,7 @@ def build_dataset(clusters, source, out_dir, settings, annotate_with=None,
             "id": int(row["image_id"]), "file_name": str(row["file_name"]), "height": shape[0], "width": shape[1],
             "wcs": wcs.to_header_string(), "ra": float(row["ra"]), "dec": float(row["dec"]),
             "pixel_scale": float(np.mean(proj_plane_pixel_scales(wcs)) * 3600), "target_id": str(row["target_id"]),
-            "offset_arcsec": [float(row["dx"]), float(row["dy"])],
+            "offset_arcsec": [float(row["dx"]), float(row["dy"])], "blank": bool(row["blank"]),
             "annotations": annotate(wcs, shape, annotate_with, settings, cosmology),
         })
     if failures:

@@ -25,7 +25,7 @@ from pathlib import Path
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from .coco import ANNOTATION_EXTRAS, IMAGE_EXTRAS, NUMERIC_ANNOTATION_EXTRAS
+from .coco import ANNOTATION_EXTRAS, IMAGE_EXTRAS, LATER_IMAGE_EXTRAS, NUMERIC_ANNOTATION_EXTRAS
 
 DATASETS_ENV = "DEEPCEE_DATASETS"
 DEFAULT_DATASETS_ROOT = "./datasets"
@@ -98,6 +98,7 @@ def load_deepcee_json(json_file, image_root, dataset_name, build_command=None):
         if missing:
             raise ValueError(f"{json_file}: image {record['image_id']} lacks {missing}; rebuild the data set")
         record.update({key: image[key] for key in IMAGE_EXTRAS})
+        record.update({key: image.get(key, default) for key, default in LATER_IMAGE_EXTRAS.items()})
         record["flux_cutout"] = flux_cutout
         for annotation in record["annotations"]:
             for key in NUMERIC_ANNOTATION_EXTRAS:  # null in the json -> NaN, as in cluster tables

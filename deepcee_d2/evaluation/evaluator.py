@@ -24,6 +24,7 @@ from ..cosmology import cosmology_from_cfg
 from ..sky import box_centres, box_xy_to_sky, celestial_wcs
 from .crossmatch import crossmatch_false_positives
 from .matching import FALSE_POSITIVE, evaluate_detections
+from .purity import blank_image_false_rates
 from .redshifts import RedshiftEvaluation, estimate_predictions
 from .report import flat_metrics, markdown_table, summarise, write_report
 
@@ -217,6 +218,10 @@ class DeepCEEEvaluator(DatasetEvaluator):
                                                     z_range=settings["crossmatch_z_range"],
                                                     cosmology=settings["cosmology"])
         metadata = {"dataset": self._dataset_name, "n_images": len(per_image)}
+        blank = blank_image_false_rates(predictions, [self._records[entry["image_id"]] for entry in per_image],
+                                        settings["thresholds"])
+        if blank is not None:  # the split's images without a cluster: purity on sky without clusters
+            metadata["blank_images"] = blank
         report = None if redshifts is None else {"outlier": redshifts.outlier, "problems": problems}
         if self._output_dir:
             summary = write_report(evaluation, self._output_dir, settings["ks_alpha"], crossmatch, metadata, report)

@@ -98,6 +98,36 @@ def false_rate_table(candidates, area, thresholds, truth=None, *, radius=None, z
     return table
 
 
+def blank_image_false_rates(predictions, records, thresholds):
+    """False detections per deg^2 on the blank images of a test split (images made around a data set's blank
+    targets, holding no cluster: every detection on them is false), at each threshold; None without such images.
+
+    Parameters
+    ----------
+    predictions : `~astropy.table.Table`
+        ``image_id``, ``ra``, ``dec``, ``score`` of every detection.
+    records : sequence of dict
+        The evaluated images' dataset dicts (``blank``, ``annotations``, ``height``, ``width``, ``pixel_scale``).
+    thresholds : sequence of float
+
+    Returns
+    -------
+    dict or None
+        ``n_images``, ``area_deg2`` and ``rates``: rows of `false_rate_table` (``threshold``, ``n_false``,
+        ``false_per_deg2``). Detections are counted as the network gives them, before any survey merging.
+    """
+    blank = [record for record in records if record.get("blank") and not record.get("annotations")]
+    if not blank:
+        return None
+    area = sum(record["height"] * record["width"] * (record["pixel_scale"] * u.arcsec) ** 2
+               for record in blank).to_value(u.deg**2)
+    on_blank = predictions[np.isin(np.asarray(predictions["image_id"]), [record["image_id"] for record in blank])]
+    rates = false_rate_table(on_blank, area, thresholds)
+    return {"n_images": len(blank), "area_deg2": float(area),
+            "rates": [{"threshold": float(row["threshold"]), "n_false": int(row["n_false"]),
+                       "false_per_deg2": float(row["false_per_deg2"])} for row in rates]}
+
+
 def choose_score_threshold(rates, target):
     """The lowest threshold of a `false_rate_table` whose ``false_per_deg2`` is at most ``target``, or None
     when none is. The rate cannot rise with the threshold, so every higher threshold meets it too."""

@@ -270,6 +270,15 @@ def _summary(evaluation, ks, completeness, crossmatch, metadata, redshifts=None)
     return _json_ready(summary)
 
 
+def blank_images_text(blank, thresholds=(0.5, 0.8, 0.9)):
+    """One sentence: false detections per deg^2 on the blank images (`summary["blank_images"]`) at ``thresholds``."""
+    rates = {round(row["threshold"], 6): row for row in blank["rates"]}
+    shown = [f"{100 * t:g} %: {rates[round(t, 6)]['false_per_deg2']:.1f} ({rates[round(t, 6)]['n_false']})"
+             for t in thresholds if round(t, 6) in rates]
+    return (f"{blank['n_images']} images without a cluster ({blank['area_deg2']:.3f} deg^2): false detections per "
+            f"deg^2 (number) at score >= " + ", ".join(shown) + ".")
+
+
 def flat_metrics(summary):
     """The numbers as one flat dict of floats (detectron2's ``print_csv_format`` per-task layout).
 
@@ -295,6 +304,8 @@ def flat_metrics(summary):
     for row in summary["thresholds"]:
         for name in ("tp", "fp", "fn", "precision", "recall", "f1"):
             metrics[f"{name}-{100 * row['threshold']:g}"] = row[name]
+    for row in summary.get("blank_images", {}).get("rates", ()):
+        metrics[f"blank_false_per_deg2-{100 * row['threshold']:g}"] = row["false_per_deg2"]
     return {key: float("nan") if value is None else float(value) for key, value in metrics.items()}
 
 
@@ -397,6 +408,8 @@ def _markdown_report(evaluation, summary, ks, crossmatch):
               markdown_table(evaluation.table, evaluation.best_index),
               f"Best threshold: **{100 * best['threshold']:g}%** (precision {best['precision']:.3f}, recall "
               f"{best['recall']:.3f}, F1 {best['f1']:.3f}).", "", f"![precision-recall]({PR_CURVE_NAME})", ""]
+    if "blank_images" in summary:
+        lines += ["## Sky without clusters", "", blank_images_text(summary["blank_images"]), ""]
     lines += ["## Centring", "",
               f"Centring standard error sqrt(mean(d^2)) over the {summary['n_true_positives_at_best']} true "
               f"positives at {100 * best['threshold']:g}%: **{evaluation.centring_error.to_value(u.kpc):.1f} kpc**. "
