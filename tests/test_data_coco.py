@@ -111,24 +111,31 @@ def test_every_cluster_inside_an_image_is_annotated(built, truth):
 
 def test_box_is_centred_on_the_bcg_light_and_sized_at_the_redshift(built, truth):
     out, paths = built
-    checked = 0
+    checked = narrowed = 0
     for path in paths.values():
         coco = json.loads(path.read_text())
         images = {image["id"]: image for image in coco["images"]}
         for annotation in coco["annotations"]:
             x0, y0, width, height = annotation["bbox"]
             side = angular_size(50 * u.kpc, annotation["z"]).to_value(u.arcsec) / 0.792
+            cx, cy = x0 + width / 2, y0 + height / 2  # detectron2 coordinates: pixel i spans [i, i + 1)
+            # Every box, cut by the edge or not, lies in the image and is centred on the BCG (its WCS position).
+            bcg_x, bcg_y = sky_to_box_xy(celestial_wcs(images[annotation["image_id"]]["wcs"]),
+                                         SkyCoord(annotation["ra"] * u.deg, annotation["dec"] * u.deg))
+            assert (cx, cy) == (pytest.approx(bcg_x, abs=1e-6), pytest.approx(bcg_y, abs=1e-6))
+            assert x0 >= 0 and y0 >= 0 and x0 + width <= 100 and y0 + height <= 100
             if not (x0 > 0 and y0 > 0 and x0 + width < 100 and y0 + height < 100):
-                continue  # clipped at the edge
+                narrowed += 1
+                assert width <= side * (1 + 1e-6) and height <= side * (1 + 1e-6)
+                continue
             assert width == pytest.approx(side, rel=1e-6) and height == pytest.approx(side, rel=1e-6)
             red = np.asarray(Image.open(out / images[annotation["image_id"]]["file_name"]))[..., 0].astype(float)
-            cx, cy = x0 + width / 2, y0 + height / 2  # detectron2 coordinates: pixel i spans [i, i + 1)
             yy, xx = np.mgrid[0:100, 0:100] + 0.5
             near = (xx - cx) ** 2 + (yy - cy) ** 2 <= 3.5**2
             light_y, light_x = ndimage.center_of_mass(np.where(near, red, 0.0))
             assert abs(light_x + 0.5 - cx) < 0.5 and abs(light_y + 0.5 - cy) < 0.5
             checked += 1
-    assert checked >= 6
+    assert checked >= 6 and narrowed >= 1
 
 
 def test_by_cluster_split_keeps_every_cluster_in_one_set(built):

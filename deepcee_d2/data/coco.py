@@ -10,7 +10,8 @@ tile mostly holds no cluster, and a detector trained only on images that each ho
 galaxy" instead of "a cluster" (issue 15). Every catalogued cluster whose centre (the BCG,
 where the catalogue has one) falls inside an image is annotated, with a square box of side
 ``box_size`` (proper length at the cluster's redshift, ``DEEPCEE.DATA.BOX_SIZE_KPC``) centred on its pixel in the
-network image's WCS and clipped to the image.
+network image's WCS; a box reaching past the image edge is narrowed about the BCG along that axis (not
+clipped on one side), so its centre is the BCG in every image.
 
 Layout of a data set folder (``out_dir``)::
 
@@ -254,8 +255,11 @@ def annotate(wcs, shape, clusters, settings, cosmology=DEFAULT_COSMOLOGY):
     for index in np.nonzero(inside)[0]:
         row = clusters[index]
         side = angular_size(settings.box_size, row["z"], cosmology).to_value(u.arcsec) / scale_arcsec
-        x0, y0 = max(0.0, x[index] - side / 2), max(0.0, y[index] - side / 2)
-        x1, y1 = min(float(width), x[index] + side / 2), min(float(height), y[index] + side / 2)
+        # Cut by the image edge, the box shrinks about the BCG along that axis, so its centre stays the
+        # position the evaluator scores (a one-sided clip would move it by up to half the box).
+        half_x = min(side / 2, x[index], width - x[index])
+        half_y = min(side / 2, y[index], height - y[index])
+        x0, y0, x1, y1 = x[index] - half_x, y[index] - half_y, x[index] + half_x, y[index] + half_y
         annotations.append({
             "category_id": CATEGORY["id"], "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
             "iscrowd": 0, "cluster_id": str(row["id"]), "ra": float(ra[index]), "dec": float(dec[index]),
