@@ -94,7 +94,7 @@ def per_tile_costs(cfg, frames_root, tiles, precisions):
         precision_cfg = cfg.clone()
         precision_cfg.defrost()
         precision_cfg.MODEL.INCEPTION_V2.PRECISION = precision
-        detectors[precision] = DetectorFactory(precision_cfg, 1)()
+        detectors[precision] = DetectorFactory(precision_cfg)()
     rows = []
     for tile in tiles:
         seconds, cutouts = {}, {}

@@ -25,7 +25,6 @@ import numpy as np
 from astropy.table import Table
 
 from deepcee_d2.config import load_config
-from deepcee_d2.engine.predictor import DetectorFactory
 from deepcee_d2.survey.run import ImagingSpec, find_clusters, job_from_cfg, tile_network_image
 from deepcee_d2.survey.tiling import plan_folder_tiles, tile_geometry
 
@@ -63,8 +62,11 @@ def main():
         output = args.work / f"out_{entry}"
         shutil.rmtree(output, ignore_errors=True)
         start = time.perf_counter()
-        result = find_clusters(cfg, tiles, imaging, output, problems=problems, n_workers=workers,
-                               threads_per_worker=threads, gallery_size=0, progress=False)
+        run_cfg = cfg.clone()
+        run_cfg.defrost()
+        run_cfg.DEEPCEE.SURVEY.TORCH_THREADS_PER_WORKER = threads
+        result = find_clusters(run_cfg, tiles, imaging, output, problems=problems, n_workers=workers,
+                               gallery_size=0, progress=False)
         wall = time.perf_counter() - start
         assert len(result.failures) == 0, result.failures
         done = sorted(path.stat().st_mtime for path in (output / "tiles").glob("*.ecsv"))
@@ -79,7 +81,7 @@ def main():
     else:
         print(f"candidates per run differ: {counts}")
 
-    job = job_from_cfg(cfg, imaging, args.work / "split", DetectorFactory(cfg, threads=1))
+    job = job_from_cfg(cfg, imaging, args.work / "split")
     detect = job.detector()
     rows = []
     for tile in tiles[:args.split_tiles]:

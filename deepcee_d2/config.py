@@ -194,6 +194,10 @@ def add_deepcee_config(cfg):
     # (float32; more in bfloat16); with the 100 proposals above, 2000 and 1000 give detections identical to
     # 6000's on the demo's test images (BENCHMARKS.md, "Pre-NMS boxes").
     _C.DEEPCEE.SURVEY.PRE_NMS_TOPK_TEST = 2000
+    # PyTorch and opencv threads of each survey worker (find_clusters --threads-per-worker). 1: one
+    # single-threaded worker per core, so that a tile's floating-point work, and so the catalogue, does not
+    # depend on the number of workers (benchmarks/bench_workers.py measures other splits of a node's cores).
+    _C.DEEPCEE.SURVEY.TORCH_THREADS_PER_WORKER = 1
 
     # ---- Redshift and richness of a detection from its red sequence (deepcee_d2.redsequence) ----
     _C.DEEPCEE.REDSHIFT = CN()

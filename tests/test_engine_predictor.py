@@ -139,6 +139,23 @@ def test_detector_factory_checks_the_weights_before_any_worker(weights, tmp_path
         build_inference_model(load_config(INSTANT))
 
 
+def test_a_worker_runs_the_configured_number_of_threads(weights):
+    import cv2
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        DetectorFactory(load_config(INSTANT, ["MODEL.WEIGHTS", str(weights),
+                                              "DEEPCEE.SURVEY.TORCH_THREADS_PER_WORKER", "2"]))()
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == (2, 2)
+        DetectorFactory(load_config(INSTANT, ["MODEL.WEIGHTS", str(weights)]))()  # the default: 1
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == (1, 1)
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
+    with pytest.raises(ValueError, match="TORCH_THREADS_PER_WORKER must be at least 1, got 0"):
+        DetectorFactory(load_config(INSTANT, ["MODEL.WEIGHTS", str(weights), "DEEPCEE.SURVEY.TORCH_THREADS_PER_WORKER", "0"]))
+
+
 def _proposals_per_image(predictor, image):
     """How many proposals the predictor's box head receives for ``image`` (a forward pre-hook counts them)."""
     counts = []

@@ -42,7 +42,8 @@ def parse_args(argv=None):
     parser.add_argument("--threads", action="store_true",
                         help="LocalCluster workers as threads of this process, not processes (small runs, debugging)")
     parser.add_argument("--dashboard", metavar="ADDRESS", help="start Dask's dashboard there, e.g. localhost:8787")
-    parser.add_argument("--threads-per-worker", type=int, default=1, help="PyTorch threads in each worker")
+    parser.add_argument("--threads-per-worker", type=int,
+                        help="PyTorch and opencv threads in each worker (default DEEPCEE.SURVEY.TORCH_THREADS_PER_WORKER)")
     parser.add_argument("--gallery", type=int, default=50, help="candidates shown in the HTML gallery")
     # One catalogue per flag: a list-taking flag would swallow the KEY VALUE overrides that follow it.
     parser.add_argument("--crossmatch", action="append", default=[], metavar="CATALOGUE",
@@ -66,6 +67,8 @@ def main(argv=None):
     setup_logger(name="deepcee_d2")
     logging.getLogger("deepcee_d2").setLevel(logging.INFO)
     cfg = load_config(args.config_file, args.opts)
+    if args.threads_per_worker is not None:
+        cfg.DEEPCEE.SURVEY.TORCH_THREADS_PER_WORKER = args.threads_per_worker
     cfg.freeze()
     side, overlap = tile_geometry(cfg)
     problems = []
@@ -79,8 +82,7 @@ def main(argv=None):
         else:
             tiles = plan_position_tiles(read_positions(args.positions))
     result = find_clusters(cfg, tiles, imaging, args.output, problems=problems, scheduler=args.scheduler,
-                           n_workers=args.workers,
-                           threads_per_worker=args.threads_per_worker, gallery_size=args.gallery,
+                           n_workers=args.workers, gallery_size=args.gallery,
                            crossmatch=args.crossmatch, processes=not args.threads,
                            dashboard=args.dashboard)
     print(f"{len(result.catalogue)} candidates from {len(tiles)} tiles ({len(result.failures)} failed)")

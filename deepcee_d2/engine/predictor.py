@@ -187,13 +187,16 @@ def survey_detector_config(cfg):
 class DetectorFactory:
     """Picklable recipe for the detector a worker builds once: detectron2's ``DefaultPredictor`` on
     `survey_detector_config` of ``cfg``, with ``MODEL.WEIGHTS`` loaded by `load_weights`, running with
-    ``threads`` PyTorch threads.
+    ``DEEPCEE.SURVEY.TORCH_THREADS_PER_WORKER`` PyTorch (and opencv) threads.
 
     Creating it checks the weights completely (a model is built and loaded once here), so a bad file is an
     error naming it before any worker starts; ``weights_sha256`` identifies the file.
     """
 
-    def __init__(self, cfg, threads=1):
+    def __init__(self, cfg):
+        threads = cfg.DEEPCEE.SURVEY.TORCH_THREADS_PER_WORKER
+        if threads < 1:
+            raise ValueError(f"DEEPCEE.SURVEY.TORCH_THREADS_PER_WORKER must be at least 1, got {threads}")
         cfg = survey_detector_config(cfg)
         self.weights = str(weights_file(cfg))
         build_inference_model(cfg)  # raises WeightsError naming the file
@@ -215,11 +218,10 @@ class DetectorFactory:
         return predictor
 
     def __call__(self):
-        if self.threads:
-            torch.set_num_threads(self.threads)
-            # The worker's resampling and colour images (opencv) too: opencv starts a thread per core by
-            # default, which oversubscribes a node running a single-threaded worker per core.
-            cv2.setNumThreads(self.threads)
+        torch.set_num_threads(self.threads)
+        # The worker's resampling and colour images (opencv) too: opencv starts a thread per core by default,
+        # which oversubscribes a node running a single-threaded worker per core.
+        cv2.setNumThreads(self.threads)
         predictor = self.build_predictor()
 
         def detect(rgb):

@@ -337,13 +337,13 @@ class SurveyResult:
         return self.n_tiles > 0 and int(np.count_nonzero(self.failures["tile"] != "untiled")) == self.n_tiles
 
 
-def job_from_cfg(cfg, imaging, output_dir, detector=None, threads_per_worker=1):
+def job_from_cfg(cfg, imaging, output_dir, detector=None):
     """The `SurveyJob` of a Deep-CEE config: tile size (`survey_tile_sizes`), colour and score threshold; the
     red-sequence estimator when ``DEEPCEE.REDSHIFT.IN_SURVEY``."""
     from ..redsequence import RedSequenceEstimator  # imports galsim and photutils: not at module import
 
     tile_size, network_size = survey_tile_sizes(cfg)
-    return SurveyJob(imaging=imaging, detector=detector or DetectorFactory(cfg, threads_per_worker),
+    return SurveyJob(imaging=imaging, detector=detector or DetectorFactory(cfg),
                      colour=ColourSettings.from_cfg(cfg), cutout_size=tile_size,
                      pixel_scale=cfg.DEEPCEE.COLOUR.PIXEL_SCALE, network_size=network_size,
                      score_threshold=tile_score_floor(cfg), tiles_dir=str(Path(output_dir) / "tiles"),
@@ -376,7 +376,7 @@ def tile_network_image(job, tile):
 
 
 def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=None, n_workers=None,
-                  threads_per_worker=1, gallery_size=50, crossmatch=(), detector=None, progress=True,
+                  gallery_size=50, crossmatch=(), detector=None, progress=True,
                   processes=True, dashboard=None):
     """Run the detector of ``cfg`` over ``tiles`` and write the candidate catalogue and its companions.
 
@@ -425,7 +425,7 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
         found = "; ".join(f"{where}: {reason}" for where, reason in list(problems)[:5]) or "no frames found"
         raise ValueError(f"{imaging.kind}:{imaging.root}: nothing to run the detector on, 0 tiles "
                          f"({len(problems)} problems: {found})")
-    job = job_from_cfg(cfg, imaging, output_dir, detector, threads_per_worker)  # checks the weights first
+    job = job_from_cfg(cfg, imaging, output_dir, detector)  # checks the weights first
     manifest = survey_manifest(cfg, job, tiles)
     check_or_write_manifest(output_dir, manifest)
     with atomic_output(output_dir / "config.yaml") as temporary:
