@@ -14,8 +14,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DemoPlan.work_dir, help="where everything is written")
     parser.add_argument("--workers", type=int, default=DemoPlan.workers, help="processes for the sky and the survey")
+    parser.add_argument("--empty-fields", type=int, default=DemoPlan.n_empty_fields,
+                        help="training fields without clusters, 4 blank images each (experiments; see DemoPlan)")
+    parser.add_argument("--group-fields", type=int, default=DemoPlan.n_group_fields,
+                        help="training fields with an unlabelled group below the richness cut, 4 images each")
     args = parser.parse_args(argv)
-    result = run_demo(DemoPlan(work_dir=args.work_dir, workers=args.workers))
+    result = run_demo(DemoPlan(work_dir=args.work_dir, workers=args.workers, n_empty_fields=args.empty_fields,
+                               n_group_fields=args.group_fields))
     print(summary_text(result))
     return result
 
