@@ -6,8 +6,9 @@ and y (north-south) axes, from a generator seeded by ``seed``; each cutout becom
 image through `deepcee_d2.data.colour.make_network_image`. *Blank targets* (positions without a cluster of
 the catalogue: empty sky, bright stars, lone ellipticals, groups below the richness cut) get images the same
 way after all the clusters' (so adding them does not move a cluster image), flagged ``blank``: a survey
-tile mostly holds no cluster, and a detector trained only on images that each hold one learns "a bright red
-galaxy" instead of "a cluster" (issue 15). Every catalogued cluster whose centre (the BCG,
+tile mostly holds no cluster, so they show a detector sky without one, in training, and in a test split
+they give the false detections per deg^2 of such sky (whether training on them helps depends on how real
+that sky is: BENCHMARKS.md, "Training with images without a cluster"). Every catalogued cluster whose centre (the BCG,
 where the catalogue has one) falls inside an image is annotated, with a square box of side
 ``box_size`` (proper length at the cluster's redshift, ``DEEPCEE.DATA.BOX_SIZE_KPC``) centred on its pixel in the
 network image's WCS; a box reaching past the image edge is narrowed about the BCG along that axis (not
