@@ -40,6 +40,7 @@ import json
 import logging
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,8 +178,9 @@ def plan_images(clusters, settings, blank_targets=None):
     offsets = rng.uniform(-limit, limit, size=(n_targets, settings.n_offsets, 2)).reshape(-1, 2)
     target_index = np.repeat(np.arange(n_targets), settings.n_offsets)
     offset_index = np.tile(np.arange(settings.n_offsets), n_targets)
-    centres = SkyCoord(np.concatenate([sky_coords(clusters).ra.deg, np.asarray(blank_targets["ra"], float)]),
-                       np.concatenate([sky_coords(clusters).dec.deg, np.asarray(blank_targets["dec"], float)]),
+    cluster_centres = sky_coords(clusters)
+    centres = SkyCoord(np.concatenate([cluster_centres.ra.deg, np.asarray(blank_targets["ra"], float)]),
+                       np.concatenate([cluster_centres.dec.deg, np.asarray(blank_targets["dec"], float)]),
                        unit=u.deg)
     # The cutout grid is north-up and east-left, so moving the centre dx east and dy north puts the target at
     # (+dx, -dy) from the image centre: within max_offset along x and along y.
@@ -218,9 +220,9 @@ def check_blank_targets(blank_targets, clusters):
         raise ValueError(f"{source}: {bad.sum()} positions are not on the sky (rows {np.nonzero(bad)[0][:5].tolist()})")
     ids = ([str(i) for i in blank_targets["id"]] if "id" in blank_targets.colnames
            else [f"blank-{index:05d}" for index in range(len(blank_targets))])
-    names = [_safe_name(i) for i in ids]
+    counts = Counter(_safe_name(i) for i in ids)  # names.count() per id would be quadratic in a survey's table
     cluster_names = {_safe_name(i) for i in clusters["id"]}
-    repeated = sorted({name for name in names if names.count(name) > 1 or name in cluster_names})
+    repeated = sorted(name for name, count in counts.items() if count > 1 or name in cluster_names)
     if repeated:
         raise ValueError(f"{source}: ids {repeated[:5]} repeat, or are cluster ids too; each target needs its own "
                          "image names")
