@@ -1,4 +1,5 @@
-"""Writing files so that nothing is ever left half-written, and reading back what identifies them."""
+"""Writing files so that nothing is ever left half-written, reading back what identifies them, and reading the
+tables users give (catalogues, positions) with errors that name the file."""
 import glob
 import hashlib
 import os
@@ -7,6 +8,11 @@ import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
 
 # Temporary files are named ``.<target name>.<host>-<pid>.<random>.tmp`` beside their target: a run
 # killed while writing leaves one behind, which the next write of the same target recognises and removes.
@@ -80,3 +86,56 @@ def file_sha256(path):
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# Formats astropy does not guess from every suffix (a .csv may be read as the first ascii reader that fits).
+_TABLE_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv"}
+
+
+def read_table(path, what="table"):
+    """A user's table file (FITS, ECSV, CSV, VOTable), read by astropy: data, never unpickled code. Its
+    ``meta["source"]`` is the path.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``"<path>: <what> not found"``.
+    ValueError
+        The file is not a table astropy can read, naming the file and astropy's reason.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    read_format = _TABLE_FORMATS.get(path.suffix.lower())
+    try:
+        table = Table.read(path, format=read_format) if read_format else Table.read(path)
+    except Exception as error:  # astropy raises many kinds for unreadable files; the file is what matters
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"{path}: {what}: not a table astropy can read (FITS, ECSV, CSV, VOTable): {reason}") from error
+    table.meta["source"] = str(path)  # the checks of its rows name the file
+    return table
+
+
+def sky_positions(table, source):
+    """The ``ra``, ``dec`` columns of ``table`` (deg, or any angle unit they carry) as a SkyCoord.
+
+    Raises
+    ------
+    ValueError
+        A column is missing, or rows are not on the sky (not finite, or ``|dec| > 90``), naming ``source``
+        and the rows.
+    """
+    missing = [name for name in ("ra", "dec") if name not in table.colnames]
+    if missing:
+        raise ValueError(f"{source}: no {' or '.join(missing)} column (columns: {', '.join(table.colnames)}); "
+                         "positions are ra and dec in degrees")
+    ra, dec = (np.asarray(u.Quantity(table[name], u.deg).value, float) for name in ("ra", "dec"))
+    bad = ~(np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90))
+    if bad.any():
+        raise ValueError(f"{source}: {bad.sum()} positions are not on the sky (rows {np.nonzero(bad)[0][:5].tolist()})")
+    return SkyCoord(ra * u.deg, dec * u.deg)
+
+
+def read_positions(path, what="positions table"):
+    """Sky positions (ra, dec in deg) of a table file: `read_table`, then `sky_positions`."""
+    return sky_positions(read_table(path, what), f"{path}: {what}")

@@ -158,7 +158,7 @@ def test_bad_catalogue_files_give_clear_errors(tmp_path):
         read_catalog(tmp_path / "missing.fits", "whl12")
     corrupt = tmp_path / "corrupt.fits"
     corrupt.write_bytes(b"SIMPLE  =                    T" + b"\0" * 50)
-    with pytest.raises(ValueError, match="corrupt.fits: cannot read as a table"):
+    with pytest.raises(ValueError, match="corrupt.fits: catalogue file: not a table astropy can read"):
         read_catalog(corrupt, "whl12")
     empty = tmp_path / "empty.ecsv"
     Table({"WHL": np.array([], dtype=str), "RAJ2000": [], "DEJ2000": []}).write(empty)

@@ -238,7 +238,7 @@ def test_cli_takes_blank_targets_from_a_table_file(tiny_survey, tmp_path):
     assert sorted(i["target_id"] for i in images if i["blank"]) == ["blank-00000"] * 4 + ["blank-00001"] * 4
     unreadable = tmp_path / "not-a-table.fits"
     unreadable.write_bytes(b"SIMPLE  = nonsense")
-    with pytest.raises(ValueError, match=f"{unreadable}: --blank is not a readable table"):
+    with pytest.raises(ValueError, match=f"{unreadable}: --blank table: not a table astropy can read"):
         run_tool(options + [str(unreadable)])
     Table({"ra": [150.0]}).write(tmp_path / "no_dec.csv", format="ascii.csv")
     with pytest.raises(ValueError, match=f"blank targets {tmp_path / 'no_dec.csv'}: no dec column"):

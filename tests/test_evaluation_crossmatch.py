@@ -85,7 +85,7 @@ def test_bad_catalogues_are_named_in_the_error(tmp_path, catalogues, false_posit
         read_reference_catalog(tmp_path / "missing.fits")
     corrupt = tmp_path / "corrupt.fits"
     corrupt.write_bytes(b"not a table" * 50)
-    with pytest.raises(ValueError, match="corrupt.fits: cannot be read as a catalogue table"):
+    with pytest.raises(ValueError, match="corrupt.fits: catalogue file: not a table astropy can read"):
         read_reference_catalog(corrupt)
     with pytest.raises(ValueError, match="empty.*catalogue is empty"):
         read_reference_catalog(whl[:0], name="empty")

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from deepcee_d2.io import atomic_output, file_sha256
+from deepcee_d2.io import atomic_output, file_sha256, read_positions, read_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,3 +55,30 @@ def test_file_sha256(tmp_path):
     path = tmp_path / "weights.pth"
     path.write_bytes(b"abc" * 1000)
     assert file_sha256(path) == hashlib.sha256(b"abc" * 1000).hexdigest()
+
+
+def test_user_tables_are_read_in_each_format_and_named_in_every_error(tmp_path):
+    import astropy.units as u
+    from astropy.table import Table
+
+    positions = Table({"ra": [150.0, 10.5], "dec": [2.0, -30.25]})
+    for name in ("positions.csv", "positions.ecsv", "positions.fits"):
+        positions.write(tmp_path / name)
+        table = read_table(tmp_path / name, "--positions table")
+        assert table.meta["source"] == str(tmp_path / name) and list(table["dec"]) == [2.0, -30.25]
+        coords = read_positions(tmp_path / name)
+        assert list(coords.ra.deg) == [150.0, 10.5] and list(coords.dec.deg) == [2.0, -30.25]
+    Table({"ra": [10.0] * u.hourangle, "dec": [0.5] * u.deg}).write(tmp_path / "hours.ecsv")
+    assert read_positions(tmp_path / "hours.ecsv").ra.deg[0] == pytest.approx(150.0)  # the column's own unit
+
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'none.csv'}: --blank table not found"):
+        read_table(tmp_path / "none.csv", "--blank table")
+    (tmp_path / "noise.fits").write_bytes(b"SIMPLE  = nonsense")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'noise.fits'}: catalogue file: not a table astropy can read"):
+        read_table(tmp_path / "noise.fits", "catalogue file")
+    Table({"RA": [1.0], "dec": [2.0]}).write(tmp_path / "upper.csv")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'upper.csv'}: --centres table: no ra column \\(columns: RA, dec\\)"):
+        read_positions(tmp_path / "upper.csv", "--centres table")
+    Table({"ra": [1.0, 2.0, 3.0], "dec": [0.0, 91.0, float("nan")]}).write(tmp_path / "off.csv")
+    with pytest.raises(ValueError, match=r"off.csv: positions table: 2 positions are not on the sky \(rows \[1, 2\]\)"):
+        read_positions(tmp_path / "off.csv")

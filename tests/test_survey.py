@@ -481,7 +481,7 @@ def test_bad_weights_and_positions_are_named_before_dask_starts(tiny_survey, unt
     assert not (tmp_path / "out").exists()
     positions = tmp_path / "positions.csv"
     Table({"RA_deg": [150.0], "dec": [2.0]}).write(positions)
-    with pytest.raises(ValueError, match=f"{positions}: no column ra \\(columns: RA_deg, dec\\)"):
+    with pytest.raises(ValueError, match=f"{positions}: --positions table: no ra column \\(columns: RA_deg, dec\\)"):
         find_clusters_tool("--positions", str(positions), "--output", str(tmp_path / "out"),
                            ["MODEL.WEIGHTS", str(untrained_weights)])
     assert not (tmp_path / "out").exists()

@@ -247,3 +247,5 @@ def test_command_line_writes_a_survey_and_reports_bad_input(tmp_path, capsys):
     assert fits.getdata(tmp_path / "sky" / "f001" / "frame-i.fits").shape == (120, 160)
     with pytest.raises(ValueError, match="z_range"):
         tool["main"]([str(tmp_path / "bad"), "--z-range", "0.01", "0.3"])
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'centres.csv'}: --centres table not found"):
+        tool["main"]([str(tmp_path / "bad"), "--centres", str(tmp_path / "centres.csv")])

@@ -300,3 +300,7 @@ def test_command_injects_into_a_synthetic_survey_folder(tmp_path, capsys):
     assert set(frames["k_source"]) == {"header GAIN/NMGY"} and set(frames["fwhm_source"]) == {"given"}
     with pytest.raises(SystemExit, match="--fwhm: need BAND=VALUE"):
         tool["main"](arguments[:2] + ["--fwhm", "r:1.3"])
+    positions = tmp_path / "positions.csv"
+    Table({"ra": [150.0], "dec": [2.0], "z": [0.15]}).write(positions)
+    with pytest.raises(ValueError, match=f"clusters table {positions}: missing column\\(s\\) \\['richness'\\]"):
+        tool["main"](arguments[:2] + ["--positions", str(positions), "--no-progress"])

@@ -15,12 +15,10 @@ import argparse
 import logging
 import sys
 
-from astropy.coordinates import SkyCoord
-from astropy.table import Table
-
 from detectron2.utils.logger import setup_logger
 
 from deepcee_d2.config import load_config
+from deepcee_d2.io import read_positions
 from deepcee_d2.survey.run import ImagingSpec, find_clusters
 from deepcee_d2.survey.tiling import plan_folder_tiles, plan_position_tiles, plan_region_tiles, tile_geometry
 
@@ -52,16 +50,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def read_positions(path):
-    """Sky positions of a table (FITS, ECSV, CSV, VOTable; read by astropy, never unpickled) with ra, dec in deg."""
-    positions = Table.read(path)
-    missing = [name for name in ("ra", "dec") if name not in positions.colnames]
-    if missing:
-        raise ValueError(f"{path}: no column {' or '.join(missing)} (columns: {', '.join(positions.colnames)}); "
-                         "--positions needs ra and dec in degrees")
-    return SkyCoord(positions["ra"], positions["dec"], unit="deg")
-
-
 def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="deepcee_d2")
@@ -80,7 +68,7 @@ def main(argv=None):
         if args.region:
             tiles = plan_region_tiles(args.region[:2], args.region[2:], side, overlap)
         else:
-            tiles = plan_position_tiles(read_positions(args.positions))
+            tiles = plan_position_tiles(read_positions(args.positions, "--positions table"))
     result = find_clusters(cfg, tiles, imaging, args.output, problems=problems, scheduler=args.scheduler,
                            n_workers=args.workers, gallery_size=args.gallery,
                            crossmatch=args.crossmatch, processes=not args.threads,

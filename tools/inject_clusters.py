@@ -22,8 +22,7 @@ into the same folder are an error.
 import argparse
 import sys
 
-from astropy.table import Table
-
+from deepcee_d2.io import read_table
 from deepcee_d2.synthetic import BANDS
 from deepcee_d2.synthetic.clusters import add_cluster_arguments, cluster_spec_from_args
 from deepcee_d2.synthetic.field import DEFAULT_MAG_LIMIT
@@ -73,7 +72,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args.positions:
-        clusters = Table.read(args.positions, format="ascii.ecsv" if args.positions.endswith(".ecsv") else None)
+        clusters = read_table(args.positions, "--positions table")
     else:
         clusters = cluster_spec_from_args(args)
     truth, frames = inject_clusters(args.input, args.out, clusters=clusters, seed=args.seed,
@@ -88,5 +87,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # bad input: the message names the file and the problem
         sys.exit(f"error: {error}")

@@ -23,8 +23,8 @@ import sys
 
 import astropy.units as u
 from astropy.coordinates import SkyCoord
-from astropy.table import Table
 
+from deepcee_d2.io import read_positions
 from deepcee_d2.synthetic import BANDS, write_survey
 from deepcee_d2.synthetic.clusters import add_cluster_arguments, cluster_spec_from_args
 from deepcee_d2.synthetic.field import DEFAULT_MAG_LIMIT
@@ -58,22 +58,12 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def _centres(args):
-    if args.centres is None:
-        return None
-    table = Table.read(args.centres, format="ascii.ecsv" if args.centres.endswith(".ecsv") else None)
-    missing = [name for name in ("ra", "dec") if name not in table.colnames]
-    if missing:
-        raise SystemExit(f"{args.centres}: missing column(s) {missing}; need ra, dec in degrees")
-    return SkyCoord(table["ra"], table["dec"], unit=u.deg)
-
-
 def main(argv=None):
     args = parse_args(argv)
     if len(args.size) > 2:
         raise SystemExit(f"--size takes NX or NX NY, got {args.size}")
     nx, ny = args.size[0], args.size[-1]
-    centres = _centres(args)
+    centres = None if args.centres is None else read_positions(args.centres, "--centres table")
     n_fields = args.n_fields if args.n_fields is not None else (len(centres) if centres is not None else 1)
     if centres is None:
         from deepcee_d2.synthetic.survey import grid_centres
@@ -94,5 +84,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # bad input: the message names the file and the problem
         sys.exit(f"error: {error}")

@@ -25,6 +25,7 @@ from deepcee_d2.data.catalogs import CATALOGS, load_catalog, paper_selection, se
 from deepcee_d2.data.coco import SPLITS, DatasetSettings, build_dataset
 from deepcee_d2.data.resample import Resampling
 from deepcee_d2.data.sources import make_source
+from deepcee_d2.io import read_table
 
 
 def parse_args(argv=None):
@@ -101,19 +102,6 @@ PAPER_KEYS = {
 }
 
 
-def read_blank_targets(path):
-    """The ``--blank`` table, checked (`deepcee_d2.data.coco.check_blank_targets` does the rest)."""
-    from astropy.io.registry import IORegistryError
-    from astropy.table import Table
-
-    try:
-        table = Table.read(path)
-    except (OSError, ValueError, TypeError, IORegistryError) as error:
-        raise ValueError(f"{path}: --blank is not a readable table (FITS, ECSV or CSV with ra, dec): {error}") from None
-    table.meta["source"] = str(path)  # named in the errors of the checks
-    return table
-
-
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
@@ -134,7 +122,7 @@ def main(argv=None):
     if args.limit is not None:
         clusters = clusters[:args.limit]
     annotate_with = load_catalog(args.annotate, args.annotate_format) if args.annotate else None
-    blank_targets = read_blank_targets(args.blank) if args.blank else None
+    blank_targets = read_table(args.blank, "--blank table") if args.blank else None
     settings = DatasetSettings.from_cfg(cfg)
     imaging_root = args.imaging or (f"{args.out}/frames" if args.source == "sdss" else None)
     source = make_source(args.source, imaging_root, Resampling.from_cfg(cfg))

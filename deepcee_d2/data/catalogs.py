@@ -29,7 +29,7 @@ from astropy.coordinates import Angle, SkyCoord
 from astropy.table import MaskedColumn, Table, vstack
 
 from ..cosmology import DEFAULT_COSMOLOGY
-from ..io import atomic_output
+from ..io import atomic_output, read_table
 from ..sky import sky_pairs
 
 logger = logging.getLogger(__name__)
@@ -237,16 +237,9 @@ def read_catalog(path, catalog=None):
     ValueError
         The file cannot be read as a table, or its columns do not fit (see `to_cluster_schema`).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: catalogue file not found")
     if catalog is not None and catalog not in CATALOGS:
         raise ValueError(f"{path}: unknown catalogue {catalog!r}; choose one of {sorted(CATALOGS)}")
-    read_format = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv"}.get(path.suffix.lower())
-    try:
-        table = Table.read(path, format=read_format) if read_format else Table.read(path)
-    except Exception as error:  # astropy raises many types for unreadable files; name the file once
-        raise ValueError(f"{path}: cannot read as a table ({type(error).__name__}: {error})") from error
+    table = read_table(path, "catalogue file")
     if catalog is None:
         return check_cluster_table(table, str(path))
     return to_cluster_schema(table, catalog, str(path))

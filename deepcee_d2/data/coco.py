@@ -52,7 +52,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from PIL import Image
 
 from ..cosmology import DEFAULT_COSMOLOGY, angular_size
-from ..io import atomic_output
+from ..io import atomic_output, sky_positions
 from ..sky import cutout_grid, sky_to_box_xy
 from .cache import get_cutout
 from .catalogs import check_cluster_table, sky_coords, write_catalog
@@ -210,14 +210,7 @@ def check_blank_targets(blank_targets, clusters):
     if blank_targets is None:
         return Table({"id": np.zeros(0, str), "ra": np.zeros(0), "dec": np.zeros(0)})
     source = f"blank targets {blank_targets.meta['source']}" if blank_targets.meta.get("source") else "blank targets"
-    missing = [name for name in ("ra", "dec") if name not in blank_targets.colnames]
-    if missing:
-        raise ValueError(f"{source}: no {' or '.join(missing)} column (columns: {blank_targets.colnames}); "
-                         "a blank target is a position, ra and dec in degrees")
-    ra, dec = (np.asarray(u.Quantity(blank_targets[name], u.deg).value, float) for name in ("ra", "dec"))
-    bad = ~(np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90))
-    if bad.any():
-        raise ValueError(f"{source}: {bad.sum()} positions are not on the sky (rows {np.nonzero(bad)[0][:5].tolist()})")
+    positions = sky_positions(blank_targets, source)
     ids = ([str(i) for i in blank_targets["id"]] if "id" in blank_targets.colnames
            else [f"blank-{index:05d}" for index in range(len(blank_targets))])
     counts = Counter(_safe_name(i) for i in ids)  # names.count() per id would be quadratic in a survey's table
@@ -226,7 +219,7 @@ def check_blank_targets(blank_targets, clusters):
     if repeated:
         raise ValueError(f"{source}: ids {repeated[:5]} repeat, or are cluster ids too; each target needs its own "
                          "image names")
-    return Table({"id": ids, "ra": ra, "dec": dec}, dtype=[str, float, float])
+    return Table({"id": ids, "ra": positions.ra.deg, "dec": positions.dec.deg}, dtype=[str, float, float])
 
 
 def _json_number(value):

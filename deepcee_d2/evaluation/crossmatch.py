@@ -14,6 +14,7 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
 from ..cosmology import DEFAULT_COSMOLOGY
+from ..io import read_table
 from ..sky import sky_pairs
 
 KNOWN, NEW_CANDIDATE = "known", "new candidate"
@@ -60,14 +61,7 @@ def read_reference_catalog(source, name=None):
     else:
         path = Path(source)
         label = name or path.name.split(".")[0]
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: catalogue file not found")
-        try:
-            table = Table.read(path)
-        except Exception as error:  # astropy raises many kinds; the file is what the user needs to know
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise ValueError(f"{path}: cannot be read as a catalogue table (FITS, ECSV, CSV, VOTable): "
-                             f"{reason}") from error
+        table = read_table(path, "catalogue file")
         label = str(label)
     missing = [column for column in _REQUIRED if _column(table, column) is None]
     if missing:

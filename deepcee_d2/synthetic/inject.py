@@ -372,12 +372,13 @@ def place_clusters(rng, fields, spec):
 
 def _given_positions(fields, table):
     """Check a table of clusters to inject (ra, dec [deg], z, richness); ``[(field, SkyCoord), ...]``."""
+    source = f"clusters table {table.meta['source']}" if table.meta.get("source") else "clusters table"
     missing = [name for name in ("ra", "dec", "z", "richness") if name not in table.colnames]
     if missing:
-        raise InjectionError(f"clusters table: missing column(s) {missing}; need ra, dec (deg), z, richness")
-    check_redshifts(table["z"], "clusters table z")
+        raise InjectionError(f"{source}: missing column(s) {missing}; need ra, dec (deg), z, richness")
+    check_redshifts(table["z"], f"{source} z")
     if not np.all(np.asarray(table["richness"], dtype=float) > 0):
-        raise InjectionError("clusters table richness: must be positive")
+        raise InjectionError(f"{source} richness: must be positive")
     coords = SkyCoord(u.Quantity(table["ra"], table["ra"].unit or u.deg),
                       u.Quantity(table["dec"], table["dec"].unit or u.deg))
     inside = {name: _in_footprint(field, coords, 0 * u.arcsec) for name, field in fields.items()}
@@ -621,9 +622,9 @@ def inject_clusters(input_root, output_root, clusters=ClusterSpec(placement="ran
     _check_folders(input_root, output_root)
     output_root = Path(output_root)
     fields = read_frames(input_root, bands)
+    rows, members = plan_clusters(fields, clusters, seed, mag_limit, cosmology)  # checks a table of clusters
     settings = _settings(input_root, fields, clusters, seed, bands, fwhm, electrons_per_nmgy, noise, mag_limit,
                          compress, cosmology)
-    rows, members = plan_clusters(fields, clusters, seed, mag_limit, cosmology)
     frames_path, truth_path = output_root / FRAMES_FILE, output_root / TRUTH_FILE
     if frames_path.is_file():
         _check_same_settings(frames_path, settings)
