@@ -146,7 +146,8 @@ def add_deepcee_config(cfg):
     # they give all 8 orientations (vertical flips included), each equally likely; boxes turn exactly, so
     # labels stay centred on the BCG. Off: measured with the demo, it changed nothing on real SDSS frames (the
     # same false candidates, 19 against 20 of 32 injected clusters) and raised recall and false detections on
-    # the synthetic test split alike (BENCHMARKS.md, "Quarter turns in training").
+    # the synthetic test split alike (BENCHMARKS.md, "Quarter turns in training"). The CPU demo turns it on:
+    # its measured configuration (configs/deepcee_demo_cpu.yaml).
     _C.DEEPCEE.AUGMENT.ROTATE_90 = False
 
     # ---- Survey inference: tiles, merging ----

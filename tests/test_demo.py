@@ -113,3 +113,15 @@ def test_a_rerun_resumes_without_redoing_work(demo):
     assert evaluation_is_current(demo_config(plan), weights)
     other = dataclasses.replace(plan, config_opts=plan.config_opts + ("DEEPCEE.EVAL.MATCH_RADIUS_KPC", "150.0"))
     assert not evaluation_is_current(demo_config(other), weights)
+
+
+def test_auto_precision_is_bfloat16_only_where_the_cpu_computes_it(monkeypatch, tmp_path):
+    import torch
+
+    for avx512_bf16, amx, expected in ((False, False, "float32"), (True, False, "bfloat16"), (False, True, "bfloat16")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        assert demo_config(DemoPlan(work_dir=tmp_path)).MODEL.INCEPTION_V2.PRECISION == expected
+    assert demo_config(DemoPlan(work_dir=tmp_path, precision="float32")).MODEL.INCEPTION_V2.PRECISION == "float32"
+    overridden = DemoPlan(work_dir=tmp_path, config_opts=("MODEL.INCEPTION_V2.PRECISION", "float32"))
+    assert demo_config(overridden).MODEL.INCEPTION_V2.PRECISION == "float32"  # the plan's own options win

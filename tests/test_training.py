@@ -77,3 +77,19 @@ def test_eval_only_from_the_written_checkpoint_writes_the_report(trained, tmp_pa
         assert name in written, name
     assert set(summary["files"]) <= written
     assert len(summary["thresholds"]) == 11  # thresholds 0, 10, ..., 100 %
+
+
+def test_the_training_model_is_channels_last_on_cpu_with_the_same_features():
+    import copy
+
+    import torch
+
+    cfg = load_config(INSTANT)
+    model = Trainer.build_model(cfg)
+    weights = [p for p in model.parameters() if p.dim() == 4]
+    assert weights and all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+    assert not all(w.is_contiguous() for w in weights)  # not merely 1x1 kernels, which are both
+    contiguous = copy.deepcopy(model).to(memory_format=torch.contiguous_format).eval()
+    image = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval().backbone(image), contiguous.backbone(image), rtol=1e-4, atol=1e-4)

@@ -42,8 +42,11 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg):
+        """detectron2's model; on CPU with channels-last weights, oneDNN's faster layout (its convolutions then
+        give channels-last features: BENCHMARKS.md, "Training channels-last")."""
         check_compiled_ops(cfg)
-        return super().build_model(cfg)
+        model = super().build_model(cfg)
+        return model.to(memory_format=torch.channels_last) if cfg.MODEL.DEVICE == "cpu" else model
 
     def resume_or_load(self, resume=True):
         """detectron2's, with every file read by `SafeCheckpointer` (no pickle): the last checkpoint of

@@ -78,6 +78,13 @@ FEATURE_STRIDES = {"Conv2d_2c_3x3": 4, "MaxPool_3a_3x3": 8, "Mixed_3b": 8, "Mixe
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+def native_bfloat16():
+    """Whether this machine's CPU computes bfloat16 natively (AVX512-BF16 or AMX): there autocast's bfloat16
+    convolutions are faster than float32 ones, elsewhere oneDNN emulates them, slower."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's, private: absent means no
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def check_precision(precision):
     if precision not in PRECISIONS:
         raise ValueError(f"MODEL.INCEPTION_V2.PRECISION: unknown precision {precision!r}; use one of "
