@@ -70,7 +70,7 @@ from tqdm import tqdm
 from ..cosmology import DEFAULT_COSMOLOGY
 from ..data.catalogs import CLUSTER_COLUMNS, check_cluster_table
 from ..data.frames import ImagingError, open_fits, read_frame_header
-from ..io import atomic_output
+from ..io import atomic_output, sky_positions
 from . import render
 from .clusters import ClusterSpec, check_redshifts, realise_cluster, realise_from_spec
 from .field import CLUSTER_EXTRAS, DEFAULT_MAG_LIMIT, _empty_cluster_table
@@ -379,14 +379,13 @@ def _given_positions(fields, table):
     check_redshifts(table["z"], f"{source} z")
     if not np.all(np.asarray(table["richness"], dtype=float) > 0):
         raise InjectionError(f"{source} richness: must be positive")
-    coords = SkyCoord(u.Quantity(table["ra"], table["ra"].unit or u.deg),
-                      u.Quantity(table["dec"], table["dec"].unit or u.deg))
+    coords = sky_positions(table, source)
     inside = {name: _in_footprint(field, coords, 0 * u.arcsec) for name, field in fields.items()}
     placed = []
     for k, coord in enumerate(coords):
         holders = [name for name, flags in inside.items() if flags[k]]
         if not holders:
-            raise InjectionError(f"clusters table row {k}: {coord.to_string('decimal', precision=5)} lies in no "
+            raise InjectionError(f"{source} row {k}: {coord.to_string('decimal', precision=5)} lies in no "
                                  "field's common footprint")
         placed.append((holders[0], coord))
     return placed
