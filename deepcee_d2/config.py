@@ -215,7 +215,7 @@ def add_deepcee_config(cfg):
     _C.DEEPCEE.REDSHIFT.BACKGROUND_FILE = ""
     # Source detection on the r image: pixels above DETECT_NSIGMA x the sky noise after smoothing with a
     # Gaussian of SMOOTH_FWHM_PIXELS (about the seeing, 1.4" = 3.5 px), at least DETECT_NPIXELS connected;
-    # touching sources are split at the local maxima of the smoothed image (2 FWHM + 1 px apart at least).
+    # touching sources are split by Source Extractor's multi-threshold deblending (SEP, deepcee_d2.redsequence).
     _C.DEEPCEE.REDSHIFT.DETECT_NSIGMA = 1.5
     _C.DEEPCEE.REDSHIFT.DETECT_NPIXELS = 5
     _C.DEEPCEE.REDSHIFT.SMOOTH_FWHM_PIXELS = 3.0
@@ -264,9 +264,9 @@ def add_deepcee_config(cfg):
     # "Redshift and richness"). The z term carries the faint members lost to the depth at higher z and the
     # mean member luminosity's drift; the slope below 1 is regression dilution (N is noisy: most of r200 lies
     # outside a 1000 px image at z < 0.2).
-    _C.DEEPCEE.REDSHIFT.RICHNESS_INTERCEPT = 0.508
-    _C.DEEPCEE.REDSHIFT.RICHNESS_SLOPE = 0.726
-    _C.DEEPCEE.REDSHIFT.RICHNESS_Z_SLOPE = 0.985
+    _C.DEEPCEE.REDSHIFT.RICHNESS_INTERCEPT = 0.566
+    _C.DEEPCEE.REDSHIFT.RICHNESS_SLOPE = 0.693
+    _C.DEEPCEE.REDSHIFT.RICHNESS_Z_SLOPE = 0.613
     return cfg
 
 

@@ -4,8 +4,8 @@ A red-sequence estimator in the spirit of redMaPPer (Rykoff et al. 2014, ApJ 785
 Liu 2012, ApJS 199, 34), calibrated on the red-sequence model the simulator draws from
 (`deepcee_d2.synthetic.colours`: redMaPPer's SDSS DR8 ridge line, slope and scatter, and WHL12's L*):
 
-1. **Photometry** (`measure_photometry`): sources detected on the r image of a flux cutout (photutils
-   segmentation of the image smoothed to about the seeing); the colours ``g - r`` and ``r - i`` from one
+1. **Photometry** (`measure_photometry`): sources detected and deblended on the r image of a flux cutout
+   smoothed to about the seeing (Source Extractor's algorithms through SEP); the colours ``g - r`` and ``r - i`` from one
    circular aperture per source measured in all three bands, their errors from the sky noise; the total r
    magnitude from the Kron flux (AB, SDSS nanomaggies: ``m = 22.5 - 2.5 log10 f``), and ``i = r - (r - i)``.
 2. **Background** (`measure_background`): the surface densities of red-sequence-weighted galaxies and of
@@ -70,17 +70,15 @@ its accuracy on real SDSS clusters (BENCHMARKS.md, "Redshift and richness").
 """
 import logging
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import astropy.units as u
 import numpy as np
-from astropy.convolution import convolve
+from astropy.convolution import Gaussian2DKernel
 from astropy.coordinates import SkyCoord
-from astropy.stats import sigma_clipped_stats
+from astropy.stats import gaussian_fwhm_to_sigma, sigma_clipped_stats
 from astropy.table import Table
-from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs.utils import proj_plane_pixel_area, proj_plane_pixel_scales
 
 from .cosmology import cosmology_from_cfg
@@ -96,6 +94,12 @@ logger = logging.getLogger(__name__)
 BANDS = ("g", "r", "i")
 _MAG_PER_LN = 2.5 / np.log(10.0)  # magnitude error of a relative flux error
 _SKY_SUBSAMPLE = 2  # every 2nd pixel in x and y is plenty for the sky's median and noise
+# Kron photometry as Source Extractor's MAG_AUTO: the Kron radius measured within 6 times the source's ellipse,
+# the flux within 2.5 Kron radii, a circle of 1.75 px (3.5 px across) where that ellipse is smaller.
+_KRON_WINDOW, _KRON_FACTOR, _KRON_MIN_RADIUS = 6.0, 2.5, 1.75
+# SEP's buffers: active pixels of sources being extracted (at least its default), sub-objects a source may be
+# deblended into (a crowded field's big blends exceed the default 1024).
+_SEP_PIXSTACK, _SEP_SUB_OBJECTS = 300_000, 4096
 # Polar sample grid of the unit disc for the fraction of an aperture inside the image.
 _COVERAGE_RADII, _COVERAGE_ANGLES = 40, 72
 _REFINE_HALF_WIDTH, _REFINE_STEP = 0.04, 0.0005
@@ -106,6 +110,9 @@ _BACKGROUND_COLUMNS = ("z", "scan", "scan_squared", "members")
 # The settings a background depends on besides the z grid, kept in its meta and checked when it is read.
 _BACKGROUND_SETTINGS = ("bright_mag", "faint_mag", "richness_faint_mag", "colour_error_floor",
                         "richness_member_chi2")
+# Which photometry a background was measured with (its meta): another deblender finds other sources, so a
+# background of photutils' segmentation (before SEP; not recorded then) does not fit this photometry.
+PHOTOMETRY = "sep"
 # The richness / r200 fixed point (step 4): start at R_L* = 20 (r200 = 1 Mpc), stop when R moves by less than
 # the tolerance (dex) or after the most iterations.
 _RICHNESS_START, _RICHNESS_TOLERANCE, _RICHNESS_ITERATIONS = 20.0, 1e-3, 20
@@ -237,6 +244,12 @@ def _pixel_scale(wcs):
 def measure_photometry(images, wcs, settings, source="image", covered=None):
     """Detect sources on the r image and measure their AB magnitudes and g - r, r - i colours.
 
+    Source Extractor's algorithms through SEP (Barbary 2016, JOSS 1, 58): detection on the r image convolved
+    with a Gaussian of about the seeing, its multi-threshold deblending (cluster cores are crowded: without it
+    a BCG and its neighbours would be one source of mixed colour), Kron fluxes within 2.5 Kron radii (a circle
+    of `_KRON_MIN_RADIUS` where that ellipse is smaller) and exact circular apertures for the colours at each
+    source's barycentre.
+
     Parameters
     ----------
     images : dict of str -> (ny, nx) array
@@ -261,8 +274,7 @@ def measure_photometry(images, wcs, settings, source="image", covered=None):
     ValueError
         A band is missing, the images differ in shape, are not 2-D or hold NaN/inf pixels.
     """
-    from photutils.aperture import CircularAperture, aperture_photometry
-    from photutils.segmentation import SourceCatalog, detect_sources, make_2dgaussian_kernel
+    import sep
 
     images = dict(zip(BANDS, check_band_images(images, BANDS, source)))
     shape = images["r"].shape
@@ -279,31 +291,43 @@ def measure_photometry(images, wcs, settings, source="image", covered=None):
                                              sigma=3.0, maxiters=5)
         if not std > 0:
             raise ValueError(f"{source}: band {band} has no sky noise (a constant image?)")
-        images[band] = images[band] - median
+        # SEP reads C-ordered native float64; FITS data are big-endian.
+        images[band] = np.ascontiguousarray(images[band] - median, dtype=np.float64)
         noise[band] = float(std)
+    # Every pixel of the image may belong to a source being extracted (a crowded field, a bright star).
+    sep.set_extract_pixstack(max(_SEP_PIXSTACK, shape[0] * shape[1]))
+    sep.set_sub_object_limit(_SEP_SUB_OBJECTS)
     kernel_size = 2 * int(np.ceil(settings.smooth_fwhm_pixels)) + 1
-    smoothed = convolve(images["r"], make_2dgaussian_kernel(settings.smooth_fwhm_pixels, size=kernel_size))
-    segments = detect_sources(smoothed, settings.detect_nsigma * noise["r"], n_pixels=settings.detect_npixels,
-                              mask=None if covered is None else ~covered)
-    if segments is None:
+    kernel = Gaussian2DKernel(settings.smooth_fwhm_pixels * gaussian_fwhm_to_sigma, x_size=kernel_size,
+                              y_size=kernel_size).array
+    try:
+        objects = sep.extract(images["r"], settings.detect_nsigma, err=noise["r"],
+                              mask=None if covered is None else ~covered, minarea=settings.detect_npixels,
+                              filter_kernel=kernel, filter_type="conv")
+    except Exception as error:  # SEP raises a bare Exception for its buffer overflows
+        raise ValueError(f"{source}: source extraction failed: {error}") from error
+    if not len(objects):
         return Photometry(_empty_sources(), wcs, shape, covered)
-    xy, labels = _deblend(smoothed, segments, settings.detect_nsigma * noise["r"], kernel_size)
-    kron = np.full(len(xy), np.nan)
-    present = np.unique(labels.data)[1:]  # every peak labels at least its own pixel
-    kron[present - 1] = SourceCatalog(images["r"], labels, convolved_data=smoothed).kron_flux
-    aperture = CircularAperture(xy, r=settings.aperture_radius.to_value(u.arcsec) / _pixel_scale(wcs))
+    x, y, a, b, theta = (objects[name].astype(np.float64) for name in ("x", "y", "a", "b", "theta"))
+    kron_radius, _ = sep.kron_radius(images["r"], x, y, a, b, theta, _KRON_WINDOW)
+    kron, _, _ = sep.sum_ellipse(images["r"], x, y, a, b, theta, _KRON_FACTOR * kron_radius, subpix=1)
+    small = ~(kron_radius * np.sqrt(a * b) >= _KRON_MIN_RADIUS)  # NaN radii too
+    if small.any():
+        kron[small] = sep.sum_circle(images["r"], x[small], y[small], _KRON_MIN_RADIUS, subpix=1)[0]
+    radius = settings.aperture_radius.to_value(u.arcsec) / _pixel_scale(wcs)
+    area = np.pi * radius**2
     flux, error = {}, {}
     for band in BANDS:
-        flux[band] = np.asarray(aperture_photometry(images[band], aperture)["aperture_sum"], dtype=float)
-        error[band] = noise[band] * np.sqrt(aperture.area)
+        flux[band] = sep.sum_circle(images[band], x, y, radius, subpix=0)[0]
+        error[band] = noise[band] * np.sqrt(area)
         # A source fainter than its error gets its 1-sigma flux: a colour limit whose large error weights it down.
         flux[band] = np.maximum(flux[band], error[band])
     relative = {band: error[band] / flux[band] for band in BANDS}
     total_r = np.where(np.isfinite(kron) & (kron > flux["r"]), kron, flux["r"])
-    sky = wcs.pixel_to_world(xy[:, 0], xy[:, 1])
+    sky = wcs.pixel_to_world(x, y)
     r_i = -2.5 * np.log10(flux["r"] / flux["i"])
     sources = Table({
-        "x": xy[:, 0], "y": xy[:, 1], "ra": sky.ra.to(u.deg), "dec": sky.dec.to(u.deg),
+        "x": x, "y": y, "ra": sky.ra.to(u.deg), "dec": sky.dec.to(u.deg),
         "r_mag": nanomaggies_to_mag(total_r), "i_mag": nanomaggies_to_mag(total_r) - r_i,
         "g_r": -2.5 * np.log10(flux["g"] / flux["r"]), "r_i": r_i,
         "g_r_err": _MAG_PER_LN * np.hypot(relative["g"], relative["r"]),
@@ -313,49 +337,6 @@ def measure_photometry(images, wcs, settings, source="image", covered=None):
     for name in PHOTOMETRY_COLUMNS[4:]:
         sources[name].unit = u.mag
     return Photometry(sources, wcs, shape, covered)
-
-
-def _deblend(smoothed, segments, threshold, box_size):
-    """One source per local maximum of the smoothed image: peak positions and a segmentation split between them.
-
-    Cluster cores are crowded: without deblending a BCG and its neighbours are one source of mixed colour
-    whose centroid lies between them. photutils' own ``deblend_sources`` needs scikit-image; here each
-    detected pixel goes to the nearest peak of its own segment (scipy's Euclidean distance transform), and
-    each position is the peak refined by a quadratic fit (photutils), so the colour apertures sit on the
-    galaxies' cores however their light is split.
-
-    Returns
-    -------
-    xy : (n, 2) array
-        Positions (0-based x, y pixels), source k carrying label k + 1 in ``labels``.
-    labels : `~photutils.segmentation.SegmentationImage`
-    """
-    from photutils.centroids import centroid_quadratic, centroid_sources
-    from photutils.detection import find_peaks
-    from photutils.segmentation import SegmentationImage
-    from scipy.ndimage import distance_transform_edt
-
-    detected = segments.data > 0
-    peaks = find_peaks(smoothed, threshold, box_size=box_size, mask=~detected)
-    x_peak, y_peak = np.asarray(peaks["x_peak"]), np.asarray(peaks["y_peak"])
-    markers = np.zeros(smoothed.shape, dtype=np.int32)
-    markers[y_peak, x_peak] = np.arange(1, len(peaks) + 1)
-    _, (near_y, near_x) = distance_transform_edt(markers == 0, return_indices=True)
-    labels = markers[near_y, near_x]
-    # A pixel whose nearest peak lies in another segment goes to the first peak of its own segment.
-    first_peak = np.zeros(segments.data.max() + 1, dtype=np.int32)
-    segment_of_peak = segments.data[y_peak, x_peak]
-    first_peak[segment_of_peak[::-1]] = np.arange(len(peaks), 0, -1)
-    foreign = detected & (segments.data[near_y, near_x] != segments.data)
-    labels[foreign] = first_peak[segments.data[foreign]]
-    labels[~detected] = 0
-    with warnings.catch_warnings():  # photutils warns for every failed fit; those are handled just below
-        warnings.simplefilter("ignore", AstropyUserWarning)
-        x, y = centroid_sources(smoothed, x_peak, y_peak, box_size=5, centroid_func=centroid_quadratic)
-    # The quadratic fit can fail on a flat top (saturated cores); keep the peak there.
-    failed = ~(np.isfinite(x) & np.isfinite(y)) | (np.hypot(x - x_peak, y - y_peak) > 1.5)
-    xy = np.stack([np.where(failed, x_peak, x), np.where(failed, y_peak, y)], axis=1)
-    return xy, SegmentationImage(labels)
 
 
 def _empty_sources():
@@ -479,6 +460,7 @@ def measure_background(photometries, cosmology, settings):
         table[name].unit = u.arcmin**-2
     table.meta["area"] = area
     table.meta["settings"] = {name: getattr(settings, name) for name in _BACKGROUND_SETTINGS}
+    table.meta["photometry"] = PHOTOMETRY
     return table
 
 
@@ -506,7 +488,7 @@ def read_background(path, settings):
         The file is not such a table (or one written for an earlier richness, without the ``members``
         column), or was measured with other settings than ``settings`` (the redshift grid
         ``DEEPCEE.REDSHIFT.Z_GRID``, the magnitude window, the colour floor, the member chi^2), named with the
-        file.
+        file, or with another photometry (`PHOTOMETRY`).
     """
     path = Path(path)
     if not path.is_file():
@@ -528,6 +510,10 @@ def read_background(path, settings):
         raise ValueError(f"{path}: background measured on {len(z)} trial redshifts {z[:1]}..{z[-1:]}, not on "
                          f"DEEPCEE.REDSHIFT.Z_GRID ({len(settings.z_grid)} from {settings.z_grid[0]}); measure it "
                          "again with these settings (measure_background, write_background)")
+    photometry = table.meta.get("photometry", "photutils (not recorded)")
+    if photometry != PHOTOMETRY:
+        raise ValueError(f"{path}: background measured with the photometry {photometry!r}, not {PHOTOMETRY!r}; "
+                         "measure it again (measure_background, write_background)")
     measured_with = table.meta.get("settings", {})
     changed = [f"{name} {measured_with.get(name, 'not recorded')} (now {getattr(settings, name)})"
                for name in _BACKGROUND_SETTINGS

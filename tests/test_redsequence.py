@@ -133,23 +133,30 @@ def test_richness_members_are_red_sequence_galaxies_within_the_magnitude_window(
     assert not richness_members(blue, z, settings, DEFAULT_COSMOLOGY).any()
 
 
+def _photometry_of_stars(settings, stars, size, seed):
+    """The sources measured on a noisy empty field of ``size`` px with ``stars`` drawn in (1.3" seeing in every
+    band), and the distance (px) of every source (rows) to every star (columns)."""
+    seeing = {band: 1.3 for band in "gri"}
+    field = make_field(CENTRE, size, size, clusters=None, field_galaxies=False, stars=False, seeing=seeing,
+                       seed=seed)
+    images = {}
+    for band in "gri":
+        image = render.new_image(size, size)
+        render.draw_stars(image, stars, band, seeing[band])
+        images[band] = field.images[band] + image.array
+    sources = measure_photometry(images, field.wcs, settings).sources
+    return sources, np.hypot(sources["x"][:, None] - stars["x"][None, :], sources["y"][:, None] - stars["y"][None, :])
+
+
 def test_photometry_measures_injected_point_sources_in_ab_magnitudes(settings):
     """Stars of known magnitudes drawn on a noisy empty field come back at their AB magnitudes and colours."""
-    seeing = {band: 1.3 for band in "gri"}
-    field = make_field(CENTRE, 400, 400, clusters=None, field_galaxies=False, stars=False, seeing=seeing, seed=2)
     grid = np.arange(60.0, 400.0, 100.0)
     x, y = (value.ravel() for value in np.meshgrid(grid, grid))
     rng = np.random.default_rng(0)
     r_mag = rng.uniform(17.0, 20.0, len(x))
     stars = Table({"x": x, "y": y, "r_mag": r_mag, "g_mag": r_mag + rng.uniform(0.3, 1.4, len(x)),
                    "i_mag": r_mag - rng.uniform(0.1, 0.6, len(x))})
-    images = {}
-    for band in "gri":
-        image = render.new_image(400, 400)
-        render.draw_stars(image, stars, band, seeing[band])
-        images[band] = field.images[band] + image.array
-    sources = measure_photometry(images, field.wcs, settings).sources
-    distance = np.hypot(sources["x"][:, None] - stars["x"][None, :], sources["y"][:, None] - stars["y"][None, :])
+    sources, distance = _photometry_of_stars(settings, stars, size=400, seed=2)
     assert np.all(distance.min(axis=0) < 0.5)
     measured = sources[distance.argmin(axis=0)]
     # Kron fluxes hold ~95 % of a point source's light: 0.05 mag faint.
@@ -160,6 +167,18 @@ def test_photometry_measures_injected_point_sources_in_ab_magnitudes(settings):
     assert np.median(measured["g_r_err"]) < 0.05
     assert measured["i_mag"] == pytest.approx(stars["i_mag"], abs=0.15)
     assert sources["r_mag"].unit == u.mag
+
+
+def test_touching_sources_of_different_colours_are_measured_apart(settings):
+    """A red and a blue star 4" apart, one blended source above the detection threshold, come back as two
+    sources at their own positions with their own colours (deblending), as a BCG and its neighbours must."""
+    stars = Table({"x": [95.0, 105.0], "y": [100.0, 100.0], "r_mag": [17.5, 18.0], "g_mag": [19.1, 18.3],
+                   "i_mag": [17.0, 17.9]})
+    sources, distance = _photometry_of_stars(settings, stars, size=200, seed=4)
+    assert len(sources) == 2 and np.all(distance.min(axis=0) < 1.0)
+    measured = sources[distance.argmin(axis=0)]
+    assert measured["g_r"] == pytest.approx(stars["g_mag"] - stars["r_mag"], abs=0.05)
+    assert measured["r_i"] == pytest.approx(stars["r_mag"] - stars["i_mag"], abs=0.05)
 
 
 def test_extended_galaxies_keep_their_kron_magnitudes_down_to_the_red_sequence_limit(settings):
@@ -258,6 +277,13 @@ def test_background_file_round_trips_and_is_checked(settings, background, tmp_pa
     with pytest.raises(ValueError, match=r"background.ecsv: background measured with other DEEPCEE.REDSHIFT "
                                          r"settings: richness_faint_mag 0.94 \(now 1.5\)"):
         read_background(path, replace(settings, richness_faint_mag=1.5))
+    # And one made by the photometry before SEP, which recorded none (its deblender found other sources).
+    before = background.copy()
+    del before.meta["photometry"]
+    write_background(before, tmp_path / "photutils.ecsv")
+    with pytest.raises(ValueError, match="photutils.ecsv: background measured with the photometry 'photutils "
+                                         r"\(not recorded\)', not 'sep'; measure it again"):
+        read_background(tmp_path / "photutils.ecsv", settings)
     # The packaged background of the synthetic sky fits the default settings.
     packaged = RedSequenceEstimator.from_cfg(add_deepcee_config(get_cfg())).background
     assert np.all(np.asarray(packaged["scan"]) > 0) and packaged.meta["area"] > 500 * u.arcmin**2

@@ -340,7 +340,7 @@ class SurveyResult:
 def job_from_cfg(cfg, imaging, output_dir, detector=None):
     """The `SurveyJob` of a Deep-CEE config: tile size (`survey_tile_sizes`), colour and score threshold; the
     red-sequence estimator when ``DEEPCEE.REDSHIFT.IN_SURVEY``."""
-    from ..redsequence import RedSequenceEstimator  # imports galsim and photutils: not at module import
+    from ..redsequence import RedSequenceEstimator  # imports galsim and sep: not at module import
 
     tile_size, network_size = survey_tile_sizes(cfg)
     return SurveyJob(imaging=imaging, detector=detector or DetectorFactory(cfg),
