@@ -249,8 +249,8 @@ def add_deepcee_config(cfg):
     # detection and counts once; the other members count within RICHNESS_APERTURE_R200 x r200 (1: the radius
     # the catalogue's R_L* is measured in; r200 of the estimated richness, WHL12), background subtracted,
     # divided by the share of the members that the aperture's part inside the image holds (projected NFW).
-    # Changing the chi^2 or the magnitudes needs the background measured again (BACKGROUND_FILE; reading one
-    # measured otherwise is refused).
+    # Changing the detection, the colour aperture, the chi^2 or the magnitudes needs the background measured
+    # again (BACKGROUND_FILE; reading one measured otherwise is refused).
     _C.DEEPCEE.REDSHIFT.RICHNESS_FAINT_MAG = 0.94
     _C.DEEPCEE.REDSHIFT.RICHNESS_MEMBER_CHI2 = 9.21
     _C.DEEPCEE.REDSHIFT.RICHNESS_BCG_RADIUS_KPC = 100.0

@@ -108,8 +108,8 @@ _REFINE_ITERATIONS = 3
 DEFAULT_BACKGROUND_FILE = Path(__file__).resolve().parent / "synthetic" / "red_sequence_background.ecsv"
 _BACKGROUND_COLUMNS = ("z", "scan", "scan_squared", "members")
 # The settings a background depends on besides the z grid, kept in its meta and checked when it is read.
-_BACKGROUND_SETTINGS = ("bright_mag", "faint_mag", "richness_faint_mag", "colour_error_floor",
-                        "richness_member_chi2")
+_BACKGROUND_SETTINGS = ("detect_nsigma", "detect_npixels", "smooth_fwhm_pixels", "aperture_radius", "bright_mag",
+                        "faint_mag", "richness_faint_mag", "colour_error_floor", "richness_member_chi2")
 # Which photometry a background was measured with (its meta): another deblender finds other sources, so a
 # background of photutils' segmentation (before SEP; not recorded then) does not fit this photometry.
 PHOTOMETRY = "sep"
@@ -487,8 +487,8 @@ def read_background(path, settings):
     ValueError
         The file is not such a table (or one written for an earlier richness, without the ``members``
         column), or was measured with other settings than ``settings`` (the redshift grid
-        ``DEEPCEE.REDSHIFT.Z_GRID``, the magnitude window, the colour floor, the member chi^2), named with the
-        file, or with another photometry (`PHOTOMETRY`).
+        ``DEEPCEE.REDSHIFT.Z_GRID``, the detection and the colour aperture, the magnitude window, the colour
+        floor, the member chi^2), named with the file, or with another photometry (`PHOTOMETRY`).
     """
     path = Path(path)
     if not path.is_file():

@@ -277,6 +277,10 @@ def test_background_file_round_trips_and_is_checked(settings, background, tmp_pa
     with pytest.raises(ValueError, match=r"background.ecsv: background measured with other DEEPCEE.REDSHIFT "
                                          r"settings: richness_faint_mag 0.94 \(now 1.5\)"):
         read_background(path, replace(settings, richness_faint_mag=1.5))
+    # Or other sources: a background depends on the detection and the colour aperture too.
+    with pytest.raises(ValueError, match=r"other DEEPCEE.REDSHIFT settings: detect_nsigma 1.5 \(now 2.0\), "
+                                         r"aperture_radius 2.0 arcsec \(now 3.0 arcsec\)"):
+        read_background(path, replace(settings, detect_nsigma=2.0, aperture_radius=3.0 * u.arcsec))
     # And one made by the photometry before SEP, which recorded none (its deblender found other sources).
     before = background.copy()
     del before.meta["photometry"]
