@@ -261,9 +261,9 @@ def add_deepcee_config(cfg):
     # cluster at 0.1 < z < 0.2 with >= 20 members, 20 at 0.05 < z < 0.35, and 320 cutouts of the demo data
     # set's train split (1000 px, cluster up to 100" off centre: the evaluator's geometry)
     # (benchmarks/bench_redshift.py --calibrate --n-clusters 40 --dataset .../train.json) with SEP's
-    # photometry (BENCHMARKS.md, "SEP photometry adopted"; the method: "Redshift and richness"). The z term carries the faint members lost to the depth at higher z and the
-    # mean member luminosity's drift; the slope below 1 is regression dilution (N is noisy: most of r200 lies
-    # outside a 1000 px image at z < 0.2).
+    # photometry (BENCHMARKS.md, "SEP photometry adopted"; the method: "Redshift and richness"). The z term
+    # carries the faint members lost to the depth at higher z and the mean member luminosity's drift; the slope
+    # below 1 is regression dilution (N is noisy: most of r200 lies outside a 1000 px image at z < 0.2).
     _C.DEEPCEE.REDSHIFT.RICHNESS_INTERCEPT = 0.566
     _C.DEEPCEE.REDSHIFT.RICHNESS_SLOPE = 0.693
     _C.DEEPCEE.REDSHIFT.RICHNESS_Z_SLOPE = 0.613

@@ -5,9 +5,10 @@ Liu 2012, ApJS 199, 34), calibrated on the red-sequence model the simulator draw
 (`deepcee_d2.synthetic.colours`: redMaPPer's SDSS DR8 ridge line, slope and scatter, and WHL12's L*):
 
 1. **Photometry** (`measure_photometry`): sources detected and deblended on the r image of a flux cutout
-   smoothed to about the seeing (Source Extractor's algorithms through SEP); the colours ``g - r`` and ``r - i`` from one
-   circular aperture per source measured in all three bands, their errors from the sky noise; the total r
-   magnitude from the Kron flux (AB, SDSS nanomaggies: ``m = 22.5 - 2.5 log10 f``), and ``i = r - (r - i)``.
+   smoothed to about the seeing (Source Extractor's algorithms through SEP); the colours ``g - r`` and
+   ``r - i`` from one circular aperture per source measured in all three bands, their errors from the sky
+   noise; the total r magnitude from the Kron flux (AB, SDSS nanomaggies: ``m = 22.5 - 2.5 log10 f``), and
+   ``i = r - (r - i)``.
 2. **Background** (`measure_background`): the surface densities of red-sequence-weighted galaxies and of
    richness members (step 4) at every trial redshift, measured over whole fields (a
    survey's mean: clusters cover a small fraction of the sky). It is global, as redMaPPer's is, rather than
