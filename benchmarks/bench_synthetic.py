@@ -23,7 +23,10 @@ from astropy.table import Table  # noqa: E402
 from deepcee_d2.synthetic import BANDS, ClusterSpec, colours, galaxies, instrument, make_field, render  # noqa: E402
 
 CENTRE = SkyCoord(150.0 * u.deg, 2.0 * u.deg)
-MEDIAN_SEEING = {band: instrument.MEDIAN_SEEING_R * instrument.SEEING_RATIO[band] for band in BANDS}
+# The median seeing (effective width) in each band, as a round Moffat of the middle of the drawn beta range.
+_BETA = float(np.mean(instrument.MOFFAT_BETA_RANGE))
+MEDIAN_PSF = {band: instrument.PSF(instrument.effective_width_to_fwhm(
+    instrument.MEDIAN_SEEING_R * instrument.SEEING_RATIO[band], _BETA), _BETA) for band in BANDS}
 
 
 def speed(repeats, size):
@@ -42,15 +45,15 @@ def depth_and_completeness(seed=1):
     """5-sigma PSF depth from the measured noise, and the magnitude to which 95 % of injected point sources have
     a PSF-weighted S/N above 5 (forced photometry at their positions)."""
     size = 1024
-    noise_only = make_field(CENTRE, size, size, clusters=None, field_galaxies=False, stars=False,
-                            seeing=MEDIAN_SEEING, seed=seed)
+    noise_only = make_field(CENTRE, size, size, clusters=None, field_galaxies=False, stars=False, artefacts=False,
+                            seeing={band: MEDIAN_PSF[band].fwhm for band in BANDS}, seed=seed)
     rows = []
     rng = np.random.default_rng(seed)
     for band in BANDS:
         _, _, sigma = sigma_clipped_stats(noise_only.images[band])
         psf_image = render.new_image(41, 41)
         render.draw_stars(psf_image, Table({"x": [20.0], "y": [20.0], f"{band}_mag": [15.0]}), band,
-                          MEDIAN_SEEING[band])
+                          MEDIAN_PSF[band])
         weights = psf_image.array / psf_image.array.sum()
         depth = float(instrument.nanomaggies_to_mag(5 * sigma * np.sqrt(1.0 / np.sum(weights**2))))
         # Inject point sources (0.1 mag steps) into the noise, measure PSF-weighted S/N at their positions.
@@ -61,7 +64,7 @@ def depth_and_completeness(seed=1):
             xy = np.stack(np.meshgrid(np.arange(25, 400, 50.0), np.arange(25, 400, 50.0)), -1).reshape(-1, 2)
             xy = xy[:60] + rng.uniform(-0.5, 0.5, (60, 2))
             render.draw_stars(image, Table({"x": xy[:, 0], "y": xy[:, 1], f"{band}_mag": np.full(60, mag)}), band,
-                              MEDIAN_SEEING[band])
+                              MEDIAN_PSF[band])
             pixels = image.array.astype(np.float64)
             instrument.add_noise(pixels, band, int(rng.integers(2**31 - 1)))
             for x, y in np.round(xy).astype(int):
@@ -71,8 +74,8 @@ def depth_and_completeness(seed=1):
         found = np.array(found).reshape(-1, 60).mean(axis=1)
         grid = np.unique(mags)
         complete = grid[found >= 0.95]
-        rows.append((band, MEDIAN_SEEING[band], sigma, instrument.pixel_noise(band), depth,
-                     instrument.point_source_depth(band, MEDIAN_SEEING[band]), float(complete.max())))
+        rows.append((band, MEDIAN_PSF[band].fwhm, sigma, instrument.pixel_noise(band), depth,
+                     instrument.point_source_depth(band, MEDIAN_PSF[band]), float(complete.max())))
     return rows
 
 
@@ -84,8 +87,8 @@ def counts(n_fields, size=2048):
     found = {"noiseless": np.zeros(3), "noisy": np.zeros(3)}
     for seed in range(n_fields):
         for label, noise in (("noiseless", False), ("noisy", True)):
-            field = make_field(CENTRE, size, size, clusters=None, stars=False, noise=noise, bands=("r",),
-                               seed=100 + seed)
+            field = make_field(CENTRE, size, size, clusters=None, stars=False, noise=noise, artefacts=False,
+                               bands=("r",), seed=100 + seed)
             image, threshold = field.images["r"], 0.02
             if noise:  # SDSS-like detection: peaks above 5 sigma in the PSF-smoothed image
                 from astropy.convolution import Gaussian2DKernel, convolve
@@ -126,8 +129,8 @@ def red_sequence_colours():
 
 def seeing_distribution(n=4000):
     rng = np.random.default_rng(0)
-    draws = [instrument.draw_seeing(rng) for _ in range(n)]
-    return {band: np.percentile([d[band] for d in draws], [0, 25, 50, 75, 100]) for band in BANDS}
+    draws = [instrument.draw_psfs(rng) for _ in range(n)]
+    return {band: np.percentile([d[band].fwhm for d in draws], [0, 25, 50, 75, 100]) for band in BANDS}
 
 
 def main():

@@ -137,12 +137,12 @@ def _photometry_of_stars(settings, stars, size, seed):
     """The sources measured on a noisy empty field of ``size`` px with ``stars`` drawn in (1.3" seeing in every
     band), and the distance (px) of every source (rows) to every star (columns)."""
     seeing = {band: 1.3 for band in "gri"}
-    field = make_field(CENTRE, size, size, clusters=None, field_galaxies=False, stars=False, seeing=seeing,
-                       seed=seed)
+    field = make_field(CENTRE, size, size, clusters=None, field_galaxies=False, stars=False, artefacts=False,
+                       seeing=seeing, seed=seed)
     images = {}
     for band in "gri":
         image = render.new_image(size, size)
-        render.draw_stars(image, stars, band, seeing[band])
+        render.draw_stars(image, stars, band, field.psf[band])
         images[band] = field.images[band] + image.array
     sources = measure_photometry(images, field.wcs, settings).sources
     return sources, np.hypot(sources["x"][:, None] - stars["x"][None, :], sources["y"][:, None] - stars["y"][None, :])
@@ -202,7 +202,7 @@ def test_extended_galaxies_keep_their_kron_magnitudes_down_to_the_red_sequence_l
     images = {}
     for band in "gri":
         image = render.new_image(size, size)
-        render.draw_galaxies(image, galaxies, band, seeing[band])
+        render.draw_galaxies(image, galaxies, band, field.psf[band])
         images[band] = image.array + rng.normal(0.0, 0.002, (size, size)).astype(np.float32)  # a deep sky
     aperture = CircularAperture(np.transpose([x, y]), r=settings.aperture_radius.to_value(u.arcsec) / 0.396)
     aperture_mag = 22.5 - 2.5 * np.log10(np.asarray(aperture_photometry(images["r"], aperture)["aperture_sum"]))

@@ -45,12 +45,12 @@ def test_recovered_galaxy_counts_match_the_number_count_model():
 
 
 def test_five_sigma_depth_measured_from_the_noise_is_sdss_like():
-    field = make_field(CENTRE, 400, 400, clusters=None, field_galaxies=False, stars=False, seed=3)
+    field = make_field(CENTRE, 400, 400, clusters=None, field_galaxies=False, stars=False, artefacts=False, seed=3)
     for band in BANDS:
         _, _, sigma = sigma_clipped_stats(field.images[band])
         psf_image = render.new_image(65, 65)
         star = Table({"x": [32.0], "y": [32.0], f"{band}_mag": [15.0]})
-        render.draw_stars(psf_image, star, band, field.header(band)["SEEING"])
+        render.draw_stars(psf_image, star, band, instrument.PSF.from_header(field.header(band)))
         profile = psf_image.array / psf_image.array.sum()
         depth = instrument.nanomaggies_to_mag(5 * sigma * np.sqrt(1.0 / np.sum(profile**2)))
         assert depth == pytest.approx(field.depth(band), abs=0.03), band
@@ -105,7 +105,7 @@ def test_every_cluster_centre_round_trips_through_the_written_wcs(synthetic_surv
         others = Table.read(synthetic_survey / cluster["field"] / "galaxies.fits")
         others = others[~np.asarray(others["bcg"]) | (np.asarray(others["cluster_id"]).astype(str) != cluster["id"])]
         neighbours = render.new_image(image.shape[1], image.shape[0])
-        render.draw_galaxies(neighbours, others, "r", header["SEEING"])
+        render.draw_galaxies(neighbours, others, "r", instrument.PSF.from_header(header))
         alone = galsim.Image(np.ascontiguousarray(image - neighbours.array), xmin=0, ymin=0)
         x0, y0 = int(round(float(x))), int(round(float(y)))
         stamp = alone[galsim.BoundsI(x0 - 20, x0 + 20, y0 - 20, y0 + 20)]

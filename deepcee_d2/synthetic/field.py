@@ -1,9 +1,10 @@
 """One synthetic SDSS field in memory: g, r, i images in nanomaggies, their WCS and the truth.
 
 `make_field` draws, in this order and each from its own child of the seed (so changing one ingredient, e.g.
-switching stars off, leaves the others' draws unchanged): the seeing per band, the clusters (positions,
-then members), the field galaxies, the stars, and the noise of each band. It then renders every band with
-GalSim (`render`) and adds SDSS noise and saturation (`instrument`).
+switching stars off, leaves the others' draws unchanged): the PSF per band, the clusters (positions,
+then members), the field galaxies, the stars, the noise of each band, and the background structure and
+cosmic rays (`artefacts`). It then renders every band with GalSim (`render`), adds SDSS noise and saturation
+(`instrument`) and then the artefacts.
 """
 from dataclasses import dataclass, field as dataclass_field
 
@@ -19,6 +20,7 @@ from ..data.catalogs import CLUSTER_COLUMNS, COLUMN_UNITS, check_cluster_table
 from ..sky import cutout_grid
 from . import render
 from .clusters import ClusterSpec, check_redshifts, realise_cluster, realise_from_spec
+from . import artefacts as artefact_model
 from . import galaxies as galaxy_model
 from . import stars as star_model
 from .instrument import (
@@ -32,7 +34,7 @@ from .instrument import (
     ZERO_POINT,
     add_noise,
     check_bands,
-    draw_seeing,
+    draw_psfs,
     point_source_depth,
     sky_level,
 )
@@ -58,8 +60,8 @@ class SyntheticField:
         Sky-subtracted images in nanomaggies per pixel.
     wcs : `~astropy.wcs.WCS`
         Celestial TAN WCS shared by all bands (north up, east left).
-    seeing : dict of str -> float
-        PSF FWHM per band, arcsec.
+    psf : dict of str -> `~deepcee_d2.synthetic.instrument.PSF`
+        The PSF of each band.
     clusters : `~astropy.table.Table`
         Truth: the cluster schema (``CLUSTER_COLUMNS``) plus ``field``, the BCG pixel position ``x``, ``y``
         (0-based, astropy convention) and the simulator's extras.
@@ -72,18 +74,26 @@ class SyntheticField:
         The seed that made it.
     noise : bool
         Whether the images carry noise.
+    artefacts : bool
+        Whether the images carry background structure and cosmic rays.
     """
 
     name: str
     images: dict
     wcs: WCS
-    seeing: dict
+    psf: dict
     clusters: Table
     galaxies: Table
     stars: Table
     seed: int
     noise: bool = True
+    artefacts: bool = True
     bands: tuple = dataclass_field(default=BANDS)
+
+    @property
+    def seeing(self):
+        """PSF FWHM per band, arcsec."""
+        return {band: psf.fwhm for band, psf in self.psf.items()}
 
     def header(self, band):
         """FITS header of the band's frame: WCS and the SDSS-like keys (no date or other volatile value)."""
@@ -92,7 +102,10 @@ class SyntheticField:
             "FILTER": (band, "SDSS band"),
             "BUNIT": ("nanomaggy", "flux per pixel; m = 22.5 - 2.5 log10(flux)"),
             "PIXSCALE": (PIXEL_SCALE.to_value(u.arcsec), "arcsec per pixel"),
-            "SEEING": (self.seeing[band], "PSF FWHM, arcsec (Kolmogorov)"),
+            "SEEING": (self.psf[band].fwhm, "PSF FWHM, arcsec"),
+            "PSFBETA": (self.psf[band].beta, "PSF Moffat beta"),
+            "PSFELLIP": (self.psf[band].ellipticity, "PSF ellipticity 1 - b/a"),
+            "PSFPA": (self.psf[band].angle, "PSF major axis, deg east of north"),
             "SKYLEVEL": (round(sky_level(band), 6), "sky subtracted, nanomaggies per pixel"),
             "ZEROPT": (ZERO_POINT, "AB magnitude of 1 nanomaggy"),
             "EXPTIME": (EXPOSURE_TIME.to_value(u.s), "seconds"),
@@ -101,6 +114,7 @@ class SyntheticField:
             "DARKVAR": (DARK_VARIANCE[band], "dark variance, DN^2"),
             "SATURATE": (SATURATION_DN, "saturation, DN including the sky"),
             "NOISE": (self.noise, "sky Poisson and read noise added"),
+            "ARTEFACT": (self.artefacts, "background structure and cosmic rays added"),
             "FIELD": (self.name, "synthetic field name"),
             "SIMSEED": (int(self.seed), "seed of deepcee_d2.synthetic.make_field"),
             "ORIGIN": ("deepcee_d2.synthetic", "GalSim synthetic SDSS sky"),
@@ -115,7 +129,7 @@ class SyntheticField:
 
     def depth(self, band, nsigma=5.0):
         """Model ``nsigma`` point-source depth (AB mag) of the band at this field's seeing."""
-        return point_source_depth(band, self.seeing[band], nsigma)
+        return point_source_depth(band, self.psf[band], nsigma)
 
 
 def field_wcs(centre, nx, ny):
@@ -213,8 +227,8 @@ def _cluster_table(rows):
 
 
 def make_field(centre, nx=2048, ny=2048, clusters=ClusterSpec(), seed=0, bands=BANDS, name="synthetic",
-               field_galaxies=True, stars=True, noise=True, seeing=None, mag_limit=DEFAULT_MAG_LIMIT,
-               cosmology=DEFAULT_COSMOLOGY):
+               field_galaxies=True, stars=True, noise=True, artefacts=True, seeing=None,
+               mag_limit=DEFAULT_MAG_LIMIT, cosmology=DEFAULT_COSMOLOGY):
     """Make one synthetic SDSS field in memory.
 
     Parameters
@@ -237,8 +251,11 @@ def make_field(centre, nx=2048, ny=2048, clusters=ClusterSpec(), seed=0, bands=B
         Whether to draw field galaxies and stars (switch off to render clusters alone, e.g. in tests).
     noise : bool
         Whether to add sky, Poisson and read noise (and saturation).
+    artefacts : bool
+        Whether to add background structure and cosmic rays (`artefacts`).
     seeing : dict of str -> float, optional
-        PSF FWHM (arcsec) per band; by default drawn from the SDSS seeing distribution.
+        PSF FWHM (arcsec) per band; by default drawn from the SDSS seeing distribution. The PSF's shape
+        (Moffat beta, ellipticity, angle) is drawn either way.
     mag_limit : float
         Faintest r magnitude of the galaxies and stars drawn.
     cosmology : `~astropy.cosmology.FLRW`
@@ -260,10 +277,9 @@ def make_field(centre, nx=2048, ny=2048, clusters=ClusterSpec(), seed=0, bands=B
     if not 15.0 <= mag_limit <= 27.0:
         raise ValueError(f"mag_limit: {mag_limit} is outside 15-27")
     wcs = field_wcs(centre, nx, ny)
-    streams = [np.random.default_rng(child) for child in np.random.SeedSequence(int(seed)).spawn(6)]
-    seeing_rng, placement_rng, cluster_rng, galaxy_rng, star_rng, noise_rng = streams
-    drawn_seeing = draw_seeing(seeing_rng, BANDS)
-    seeing = _check_seeing(seeing, bands) if seeing is not None else {band: drawn_seeing[band] for band in bands}
+    streams = [np.random.default_rng(child) for child in np.random.SeedSequence(int(seed)).spawn(7)]
+    seeing_rng, placement_rng, cluster_rng, galaxy_rng, star_rng, noise_rng, artefact_rng = streams
+    psfs = draw_psfs(seeing_rng, bands, _check_seeing(seeing, bands) if seeing is not None else None)
 
     rows, members = [], []
     if isinstance(clusters, Table):
@@ -303,19 +319,24 @@ def make_field(centre, nx=2048, ny=2048, clusters=ClusterSpec(), seed=0, bands=B
     star_table = star_table[[c for c in star_model.STAR_COLUMNS if c in star_table.colnames]]
 
     noise_seeds = noise_rng.integers(0, 2**31 - 1, len(BANDS))
+    background = artefact_model.draw_background(artefact_rng, nx, ny, bands) if artefacts else None
+    cosmic_ray_rngs = dict(zip(BANDS, artefact_rng.spawn(len(BANDS))))
     images = {}
     for band in bands:
         image = render.new_image(nx, ny)
         if len(galaxies):
-            render.draw_galaxies(image, galaxies, band, seeing[band])
+            render.draw_galaxies(image, galaxies, band, psfs[band])
         if len(star_table):
-            render.draw_stars(image, star_table, band, seeing[band])
+            render.draw_stars(image, star_table, band, psfs[band])
         pixels = image.array.astype(np.float64)
         if noise:
             add_noise(pixels, band, noise_seeds[BANDS.index(band)])
+        if artefacts:
+            pixels += background[band] + artefact_model.draw_cosmic_rays(cosmic_ray_rngs[band], nx, ny, band)
         images[band] = pixels.astype(np.float32)
-    return SyntheticField(name=name, images=images, wcs=wcs, seeing=seeing, clusters=_cluster_table(rows),
-                          galaxies=galaxies, stars=star_table, seed=int(seed), noise=bool(noise), bands=bands)
+    return SyntheticField(name=name, images=images, wcs=wcs, psf=psfs, clusters=_cluster_table(rows),
+                          galaxies=galaxies, stars=star_table, seed=int(seed), noise=bool(noise),
+                          artefacts=bool(artefacts), bands=bands)
 
 
 def _scatter_positions(rng, table, wcs, nx, ny):

@@ -19,11 +19,12 @@ them into every frame they touch, then writes the injected frames and the truth.
 - **Shapes.** The GalSim image of a frame carries the frame's astropy WCS (`galsim.AstropyWCS`), so each
   galaxy is drawn through the local Jacobian of the WCS at its own position: a galaxy's shape and position
   angle on the sky are the same in every band whatever the frames' rotation, parity and pixel scale.
-- **PSF.** A Kolmogorov profile (`instrument.psf`) per frame, of a FWHM given per band or measured on the
-  frame (`measure_fwhm`: Gaussian fits to isolated bright round point-like sources, their stellar-locus
-  median, turned into the FWHM of the Kolmogorov profile whose pixelised image gives the same fit).
-  SDSS corrected frames do not record the seeing in their header. A real PSF is closer to a Moffat with
-  beta ~ 3.5 and slightly elliptical: the injected galaxies match its core width, not its wings or shape.
+- **PSF.** A round Moffat profile (`instrument.PSF`, beta = `instrument.INJECTION_BETA`, 3.1) per frame, of a
+  FWHM given per band or measured on the frame (`measure_fwhm`: Gaussian fits to isolated bright round
+  point-like sources, their stellar-locus median, turned into the FWHM of that Moffat whose pixelised image
+  gives the same fit). SDSS corrected frames do not record the seeing in their header. Real SDSS PSFs are
+  Moffat-like with beta 2.5-3.7 and ellipticities 0.02-0.07 (BENCHMARKS.md, "Real SDSS frames against the
+  simulator"): the injected galaxies match the core width, not the exact wings or the shape.
 - **Photon noise** of the injected light: the model image ``m`` (nanomaggies) becomes ``e = m k`` electrons,
   ``k`` = electrons per nanomaggy, and ``(Poisson(e) - e) / k`` is added with the model. The frame already
   holds the sky, read and source noise, and Poisson variances add, so this is exact for the extra light.
@@ -74,7 +75,7 @@ from ..io import atomic_output, sky_positions
 from . import render
 from .clusters import ClusterSpec, check_redshifts, realise_cluster, realise_from_spec
 from .field import CLUSTER_EXTRAS, DEFAULT_MAG_LIMIT, _empty_cluster_table
-from .instrument import BANDS, check_bands
+from .instrument import BANDS, PSF, check_bands
 
 logger = logging.getLogger(__name__)
 
@@ -216,15 +217,16 @@ def _gaussian_fit(stamp):
 
 
 @functools.lru_cache(maxsize=16)
-def _kolmogorov_sigma_table(pixel_scale_arcsec):
-    """Gaussian-fit sigma (pixels) of Kolmogorov PSFs of FWHM 1-20 pixels drawn at ``pixel_scale_arcsec``,
+def _psf_sigma_table(pixel_scale_arcsec):
+    """Gaussian-fit sigma (pixels) of the injection's Moffat PSFs of FWHM 1-20 pixels drawn at ``pixel_scale_arcsec``,
     averaged over sub-pixel centres, as stars fall anywhere in a pixel."""
     fwhm = np.geomspace(1.0, 20.0, 20) * pixel_scale_arcsec
     size = 2 * _STAMP_HALF + 1
     phases = [(0.0, 0.0), (0.5, 0.5), (0.25, -0.25), (-0.25, 0.5)]
-    sigma = [np.mean([_gaussian_fit(render.psf(float(value)).drawImage(nx=size, ny=size, scale=pixel_scale_arcsec,
-                                                                       offset=phase).array)[0]
-                      for phase in phases]) for value in fwhm]
+    profiles = [PSF(float(value)).profile() for value in fwhm]
+    sigma = [np.mean([_gaussian_fit(profile.drawImage(nx=size, ny=size, scale=pixel_scale_arcsec,
+                                                      offset=phase).array)[0]
+                      for phase in phases]) for profile in profiles]
     return np.array(sigma), fwhm
 
 
@@ -236,7 +238,7 @@ def measure_fwhm(image, wcs, source="image"):
     ellipticity below 0.2, give the sigma of a 2-D Gaussian fitted to their 25 x 25 px stamp. Stars share the
     smallest sigma (galaxies are wider, saturated cores flat-topped and wider): the stellar locus is found
     by starting at the median of the smallest third and keeping the sources within 10 % of the running
-    median. That median becomes the FWHM of the Kolmogorov profile (the one the injection draws) whose image
+    median. That median becomes the FWHM of the Moffat profile (the one the injection draws) whose image
     at the frame's pixel scale gives the same fitted sigma, averaged over sub-pixel centres: the fit's
     pixelisation and the profile's non-Gaussian shape cancel, down to undersampled 1-pixel FWHMs.
 
@@ -296,7 +298,7 @@ def measure_fwhm(image, wcs, source="image"):
     if len(members) < MIN_STARS:
         raise InjectionError(f"{source}: only {len(members)} stars on the stellar locus (need {MIN_STARS}); "
                              "give the FWHM of this band")
-    table_sigma, table_fwhm = _kolmogorov_sigma_table(round(scale, 6))
+    table_sigma, table_fwhm = _psf_sigma_table(round(scale, 6))
     if not table_sigma[0] <= locus <= table_sigma[-1]:
         raise InjectionError(f"{source}: measured PSF sigma {locus:.2f} px is outside 1-20 px FWHM; "
                              "give the FWHM of this band")
@@ -460,7 +462,7 @@ def _frame_members(frame, members):
 
 def render_clusters(frame, members, fwhm):
     """Noiseless image (nanomaggies per pixel, float64, the frame's shape) of the members drawn into ``frame``
-    through its WCS with a Kolmogorov PSF of ``fwhm`` arcsec; and the number of galaxies drawn."""
+    through its WCS with the round Moffat PSF of ``fwhm`` arcsec; and the number of galaxies drawn."""
     height, width = frame.shape
     model = np.zeros((height, width), dtype=np.float64)
     # GalSim's FITS-based WCSs count pixels from 1; origin (-1, -1) makes them astropy's 0-based pixels.
@@ -468,7 +470,7 @@ def render_clusters(frame, members, fwhm):
                          wcs=galsim.AstropyWCS(wcs=frame.wcs, origin=galsim.PositionD(-1.0, -1.0)))
     drawn = 0
     for table in members:
-        drawn += render.draw_galaxies(image, table, frame.band, fwhm)
+        drawn += render.draw_galaxies(image, table, frame.band, PSF(fwhm))
     return model, drawn
 
 

@@ -14,28 +14,35 @@ real corrected frame (``frame-{band}-RRRRRR-C-FFFF.fits``, DR8 and later):
 - Sky: the median r-band sky of the survey is 20.86 mag/arcsec^2 (quartiles 20.70 / 21.03; SDSS DR7
   "Seeing and sky brightness"). The g and i skies follow from the sky colours measured on the shared frame
   (its ``ALLSKY`` sky image times ``NMGY``: g - r = 0.88, r - i = 0.60 mag/arcsec^2), giving 21.74 and 20.26.
-- Seeing: the r-band PSF width has median 1.43" with quartiles 1.30" and 1.58" (same DR7 page). Each field
-  draws r from the log-normal with that median and inter-quartile range (sigma_ln = 0.145), kept within
-  1.05-1.70"; g and i scale as lambda^-0.2 (Kolmogorov turbulence) with the effective wavelengths 4686,
-  6166, 7480 A (Fukugita et al. 1996): g = 1.056 r, i = 0.962 r, each with an independent 3 % jitter, and
-  kept within 1.0-1.8".
-- PSF: a Kolmogorov profile of that FWHM (GalSim ``Kolmogorov``), whose r^-11/3 wings resemble the extended
-  wings of SDSS PSFs better than a Gaussian.
+- Seeing: SDSS's "seeing" is the PSF's *effective width*, ``w = 0.6643 sqrt(NEA)`` (the FWHM of the Gaussian
+  with the same noise-equivalent area ``NEA = (sum p)^2 / sum p^2``; EDR paper section 4.3), not a FWHM. Its
+  r-band median is 1.43" with quartiles 1.30" and 1.58" (same DR7 page). Each field draws the r width from the
+  log-normal with that median and inter-quartile range (sigma_ln = 0.145), kept within 1.05-1.70"; g and i
+  scale as lambda^-0.3, the exponent SDSS PSFs follow (Xin et al. 2018, arXiv:1805.02845; -0.2 for pure
+  Kolmogorov turbulence), with the effective wavelengths 4686, 6166, 7480 A (Fukugita et al. 1996):
+  g = 1.086 r, i = 0.944 r, each with an independent 6 % jitter, kept within 1.0-1.8".
+- PSF: a Moffat profile (`PSF`), ``(1 + r^2 / alpha^2)^-beta``, with beta drawn per field uniform in 2.5-3.7
+  and sheared to an axis ratio ``1 - e`` with e uniform in 0.02-0.07 at one position angle for all bands: the
+  range of beta and ellipticity fitted to isolated stars on the shared SDSS frames (BENCHMARKS.md, "Real SDSS
+  frames against the simulator"). Its FWHM is the one whose effective width is the drawn seeing
+  (`effective_width_to_fwhm`): 1.11" at the median seeing for beta = 3, since a Moffat's wings widen its
+  effective width by ~1.3x its FWHM. The frame header's ``SEEING`` is this FWHM.
 - Noise: GalSim's ``CCDNoise`` on the image in DN with the sky added: Poisson noise in electrons and a
   Gaussian "read" noise of ``sqrt(dark_variance) * gain`` electrons; the sky is then subtracted again, as in
   the sky-subtracted corrected frames.
-- Saturation: SDSS point sources saturate at r ~ 14 (Stoughton et al. 2002). ``SATURATION_DN`` is the peak
-  (sky included) that a 14.0 mag star reaches in the median 1.43" r-band seeing, rounded: 25,000 DN
-  (the star's central pixel holds 5.5 % of its 4.6e5 DN). Charge
-  above it bleeds along the CCD column (the drift-scan direction, image y), conserving the total, which
-  makes the flat-topped cores and bleed trails of bright stars.
+- Saturation: SDSS point sources saturate at r ~ 14 (Stoughton et al. 2002). ``SATURATION_DN`` is 25,000 DN
+  (sky included), the peak a 14.0 mag star reached in the median seeing of an earlier Kolmogorov PSF; with
+  the Moffat PSF at the median seeing a point source saturates at r = 14.4 (its central pixel holds 7.9 % of
+  its light). Charge above it bleeds along the CCD column (the drift-scan direction, image y), conserving the
+  total, which makes the flat-topped cores and bleed trails of bright stars.
 
-With these numbers the 5-sigma PSF-weighted point-source depth (`point_source_depth`) is g = 22.9, r = 22.6,
-i = 22.2 for the median sky and seeing. The often-quoted SDSS limit r = 22.2 (York et al. 2000) is the 95 %
-*completeness* for point sources; 95 % of point sources have S/N > 5 down to r = 22.2 in the simulator too
-(measured in BENCHMARKS.md, "Synthetic sky"; compared in docs/synthetic_sky.md).
+The 5-sigma PSF-weighted point-source depth (`point_source_depth`) depends on the seeing through the NEA
+only: at the median effective width it is g = 23.06, r = 22.72, i = 22.36 whatever beta. The often-quoted SDSS
+limit r = 22.2 (York et al. 2000) is the 95 % *completeness* for point sources (the simulator's: BENCHMARKS.md,
+"Synthetic sky"; compared in docs/synthetic_sky.md).
 """
 import functools
+from dataclasses import dataclass
 
 import astropy.units as u
 import galsim
@@ -50,13 +57,93 @@ GAIN = {"g": 3.845, "r": 4.72, "i": 4.86}  # electrons per DN
 DARK_VARIANCE = {"g": 1.3225, "r": 1.3225, "i": 4.6225}  # DN^2
 SKY_BRIGHTNESS = {"g": 21.74, "r": 20.86, "i": 20.26}  # mag / arcsec^2
 SATURATION_DN = 25000.0
-MEDIAN_SEEING_R = 1.43  # arcsec FWHM
+MEDIAN_SEEING_R = 1.43  # arcsec, effective width
 _SEEING_SIGMA_LN = 0.145
 _SEEING_LIMITS_R = (1.05, 1.70)
 SEEING_LIMITS = (1.0, 1.8)  # every band, arcsec
-# Seeing relative to r, (lambda / lambda_r)^-0.2 with Fukugita et al. (1996) effective wavelengths.
-SEEING_RATIO = {"g": (4686.0 / 6166.0) ** -0.2, "r": 1.0, "i": (7480.0 / 6166.0) ** -0.2}
-_SEEING_JITTER = 0.03
+SEEING_EXPONENT = -0.3  # FWHM ~ lambda^-0.3 (Xin et al. 2018)
+# Seeing relative to r, (lambda / lambda_r)^-0.3 with Fukugita et al. (1996) effective wavelengths.
+SEEING_RATIO = {band: (wavelength / 6166.0) ** SEEING_EXPONENT
+                for band, wavelength in (("g", 4686.0), ("r", 6166.0), ("i", 7480.0))}
+_SEEING_JITTER = 0.06
+MOFFAT_BETA_RANGE = (2.5, 3.7)
+INJECTION_BETA = 3.1  # the middle of that range: clusters injected into real frames get a Moffat of this beta
+PSF_ELLIPTICITY_RANGE = (0.02, 0.07)  # 1 - b/a
+# The Moffat is drawn once per PSF on this grid and interpolated (galsim.InterpolatedImage): GalSim's Moffat of
+# a general beta evaluates its Fourier transform numerically for every galaxy it is convolved with (6.7 ms
+# against 1.1 ms per convolved 40 px galaxy, measured). On half the SDSS pixel the interpolated one costs what
+# GalSim's analytic Kolmogorov does (0.1" costs 1.7x); drawn galaxies differ from the exact Moffat's by 1e-4 of
+# their peak.
+_PSF_GRID_SCALE = 0.198  # arcsec
+_PSF_GRID_SIZE = 128  # pixels: 25.3"; beyond 12.7" a beta = 2.5 Moffat holds < 0.1 % of its light
+# FWHM of the Gaussian of noise-equivalent area NEA: 2 sqrt(2 ln 2) / sqrt(4 pi) sqrt(NEA).
+_EFFECTIVE_WIDTH_PER_ROOT_NEA = 2.0 * np.sqrt(2.0 * np.log(2.0)) / np.sqrt(4.0 * np.pi)
+
+
+@dataclass(frozen=True)
+class PSF:
+    """The PSF of one band of a frame.
+
+    Attributes
+    ----------
+    fwhm : float
+        FWHM in arcsec (of the round profile before the shear, which keeps the area).
+    beta : float
+        Moffat index; by default `INJECTION_BETA`, the middle of the range fields draw.
+    ellipticity : float
+        ``1 - b/a``.
+    angle : float
+        Position angle of the major axis, degrees east of north on a north-up, east-left image.
+    """
+
+    fwhm: float
+    beta: float = INJECTION_BETA
+    ellipticity: float = 0.0
+    angle: float = 0.0
+
+    def __post_init__(self):
+        if not self.fwhm > 0:
+            raise ValueError(f"seeing: FWHM must be positive, got {self.fwhm}")
+        if not self.beta > 1.5:
+            raise ValueError(f"PSF: Moffat beta must be above 1.5 (finite second moment), got {self.beta}")
+        if not 0.0 <= self.ellipticity < 1.0:
+            raise ValueError(f"PSF: ellipticity 1 - b/a must lie in [0, 1), got {self.ellipticity}")
+
+    @classmethod
+    def from_header(cls, header):
+        """The PSF a synthetic frame's header records (``SEEING``, ``PSFBETA``, ``PSFELLIP``, ``PSFPA``)."""
+        return cls(float(header["SEEING"]), float(header["PSFBETA"]), float(header["PSFELLIP"]),
+                   float(header["PSFPA"]))
+
+    def profile(self):
+        """The unit-flux GalSim profile (cached)."""
+        return _psf_profile(self)
+
+    def effective_width(self):
+        """The effective width (arcsec): the FWHM of the Gaussian of the same noise-equivalent area."""
+        return _EFFECTIVE_WIDTH_PER_ROOT_NEA * self.fwhm * np.sqrt(_unit_nea(self.beta))
+
+
+def _unit_nea(beta):
+    """Noise-equivalent area (arcsec^2, continuous) of the round Moffat of FWHM 1"."""
+    # Moffat (1 + r^2/alpha^2)^-beta: NEA = pi alpha^2 (2 beta - 1) / (beta - 1)^2.
+    alpha = 0.5 / np.sqrt(2.0 ** (1.0 / beta) - 1.0)
+    return float(np.pi * alpha**2 * (2.0 * beta - 1.0) / (beta - 1.0) ** 2)
+
+
+def effective_width_to_fwhm(width, beta):
+    """FWHM (arcsec) of the Moffat of index ``beta`` whose effective width is ``width`` (module docstring)."""
+    return float(width / (_EFFECTIVE_WIDTH_PER_ROOT_NEA * np.sqrt(_unit_nea(beta))))
+
+
+@functools.lru_cache(maxsize=256)
+def _psf_profile(psf):
+    profile = galsim.Moffat(beta=float(psf.beta), fwhm=float(psf.fwhm))
+    if psf.ellipticity:
+        # GalSim's beta is measured from +x (east is -x, north +y): beta = 90 deg + position angle.
+        profile = profile.shear(q=1.0 - psf.ellipticity, beta=(90.0 + psf.angle) * galsim.degrees)
+    grid = profile.drawImage(nx=_PSF_GRID_SIZE, ny=_PSF_GRID_SIZE, scale=_PSF_GRID_SCALE, method="no_pixel")
+    return galsim.InterpolatedImage(grid, normalization="flux", flux=1.0)
 
 
 def check_bands(bands):
@@ -101,44 +188,48 @@ def pixel_noise(band, extra_nanomaggies=0.0):
     return float(np.sqrt(counts / GAIN[band] + DARK_VARIANCE[band]) * NMGY_PER_COUNT[band])
 
 
-def draw_seeing(rng, bands=BANDS):
-    """Seeing FWHM (arcsec) of one field in each band, drawn as described in the module docstring."""
-    seeing_r = float(np.clip(MEDIAN_SEEING_R * np.exp(_SEEING_SIGMA_LN * rng.standard_normal()),
-                             *_SEEING_LIMITS_R))
+def draw_psfs(rng, bands=BANDS, seeing=None):
+    """The PSF of one field in each band, drawn as the module docstring says.
+
+    ``seeing`` (arcsec FWHM per band) fixes the FWHMs; the shape (beta, ellipticity, angle) is drawn either way.
+    """
+    width_r = float(np.clip(MEDIAN_SEEING_R * np.exp(_SEEING_SIGMA_LN * rng.standard_normal()),
+                            *_SEEING_LIMITS_R))
     jitter = {band: float(np.exp(_SEEING_JITTER * rng.standard_normal())) for band in BANDS}
-    return {band: round(float(np.clip(seeing_r * SEEING_RATIO[band] * (1.0 if band == "r" else jitter[band]),
-                                      *SEEING_LIMITS)), 4)
-            for band in bands}
+    beta = round(float(rng.uniform(*MOFFAT_BETA_RANGE)), 3)
+    ellipticity = round(float(rng.uniform(*PSF_ELLIPTICITY_RANGE)), 4)
+    angle = round(float(rng.uniform(0.0, 180.0)), 2)
+    psfs = {}
+    for band in bands:
+        if seeing is not None:
+            fwhm = float(seeing[band])
+        else:
+            width = np.clip(width_r * SEEING_RATIO[band] * (1.0 if band == "r" else jitter[band]), *SEEING_LIMITS)
+            fwhm = round(effective_width_to_fwhm(width, beta), 4)
+        psfs[band] = PSF(fwhm, beta, ellipticity, angle)
+    return psfs
 
 
-@functools.lru_cache(maxsize=64)
-def psf(fwhm):
-    """The PSF of seeing ``fwhm`` (arcsec): a GalSim Kolmogorov profile of unit flux (cached per FWHM)."""
-    if not fwhm > 0:
-        raise ValueError(f"seeing: FWHM must be positive, got {fwhm}")
-    return galsim.Kolmogorov(fwhm=float(fwhm))
-
-
-def noise_equivalent_area(fwhm):
-    """Noise-equivalent area ``1 / sum(p_i^2)`` (pixels) of the PSF of ``fwhm`` arcsec, sampled at 0.396".
+def noise_equivalent_area(psf):
+    """Noise-equivalent area ``1 / sum(p_i^2)`` (pixels) of `PSF` ``psf`` sampled at 0.396".
 
     A PSF-weighted flux measured on a background of pixel noise sigma has error ``sigma * sqrt(NEA)``.
     """
     scale = PIXEL_SCALE.to_value(u.arcsec)
-    image = psf(fwhm).drawImage(nx=101, ny=101, scale=scale).array
+    image = psf.profile().drawImage(nx=101, ny=101, scale=scale).array
     image = image / image.sum()
     return float(1.0 / np.sum(image**2))
 
 
-def point_source_depth(band, fwhm, nsigma=5.0):
+def point_source_depth(band, psf, nsigma=5.0):
     """Magnitude of a point source detected at ``nsigma`` by PSF-weighted photometry on the sky noise.
 
     Parameters
     ----------
     band : str
         One of `BANDS`.
-    fwhm : float
-        Seeing FWHM in arcsec.
+    psf : PSF
+        The band's PSF.
     nsigma : float
         Signal-to-noise ratio that defines the limit.
 
@@ -147,7 +238,7 @@ def point_source_depth(band, fwhm, nsigma=5.0):
     float
         AB magnitude.
     """
-    return float(nanomaggies_to_mag(nsigma * pixel_noise(band) * np.sqrt(noise_equivalent_area(fwhm))))
+    return float(nanomaggies_to_mag(nsigma * pixel_noise(band) * np.sqrt(noise_equivalent_area(psf))))
 
 
 def add_noise(image_nmgy, band, seed):

@@ -23,7 +23,7 @@ import astropy.units as u
 import galsim
 import numpy as np
 
-from .instrument import PIXEL_SCALE, mag_to_nanomaggies, psf
+from .instrument import PIXEL_SCALE, mag_to_nanomaggies
 
 MIN_HALF_WIDTH = 8
 MAX_HALF_WIDTH = 512
@@ -63,19 +63,20 @@ def _window(image, x, y, half):
     return image[bounds] if bounds.isDefined() else None
 
 
-def draw_galaxies(image, galaxies, band, fwhm):
+def draw_galaxies(image, galaxies, band, psf):
     """Add galaxies (table rows with x, y, ``{band}_mag``, sersic_n, half_light_radius [arcsec],
-    axis_ratio, position_angle [deg]) convolved with the PSF of ``fwhm`` arcsec to ``image`` (nanomaggies).
+    axis_ratio, position_angle [deg]) convolved with ``psf`` (`~deepcee_d2.synthetic.instrument.PSF`) to
+    ``image`` (nanomaggies).
 
     Returns the number of galaxies drawn (those whose window overlaps the image).
     """
-    point_spread = psf(fwhm)
+    point_spread = psf.profile()
     mags = np.asarray(galaxies[f"{band}_mag"], dtype=float)
     flux = mag_to_nanomaggies(mags)
     radius = np.asarray(galaxies["half_light_radius"], dtype=float)
     index = np.asarray(galaxies["sersic_n"], dtype=float)
     # The image's own pixel scale: injection draws into real frames of any scale (smallest side, widest window).
-    half = half_widths(mags, radius, index, fwhm, image.wcs.minLinearScale(image_pos=image.true_center))
+    half = half_widths(mags, radius, index, psf.fwhm, image.wcs.minLinearScale(image_pos=image.true_center))
     drawn = 0
     for k, (x, y) in enumerate(zip(np.asarray(galaxies["x"], float), np.asarray(galaxies["y"], float))):
         window = _window(image, x, y, half[k])
@@ -89,12 +90,13 @@ def draw_galaxies(image, galaxies, band, fwhm):
     return drawn
 
 
-def draw_stars(image, stars, band, fwhm):
-    """Add point sources (rows with x, y, ``{band}_mag``) with the PSF of ``fwhm`` arcsec to ``image``."""
-    point_spread = psf(fwhm)
+def draw_stars(image, stars, band, psf):
+    """Add point sources (rows with x, y, ``{band}_mag``) with ``psf`` (`~deepcee_d2.synthetic.instrument.PSF`)
+    to ``image``."""
+    point_spread = psf.profile()
     mags = np.asarray(stars[f"{band}_mag"], dtype=float)
     flux = mag_to_nanomaggies(mags)
-    half = half_widths(mags, np.zeros(len(mags)), np.ones(len(mags)), fwhm)
+    half = half_widths(mags, np.zeros(len(mags)), np.ones(len(mags)), psf.fwhm)
     drawn = 0
     for k, (x, y) in enumerate(zip(np.asarray(stars["x"], float), np.asarray(stars["y"], float))):
         window = _window(image, x, y, half[k])

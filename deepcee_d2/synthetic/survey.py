@@ -4,7 +4,8 @@
 
     <root>/survey.json            the settings every field is made with (a rerun with others is refused)
     <root>/clusters.fits          truth of every cluster: cluster schema + field + simulator extras
-    <root>/fields.ecsv            one row per field: field, ra, dec, nx, ny, seed, seeing_*, sky_*, depth_*, ...
+    <root>/fields.ecsv            one row per field: field, ra, dec, nx, ny, seed, seeing_* (PSF FWHM), psf_beta,
+                                  psf_ellipticity, psf_angle, sky_*, depth_*, ...
     <root>/<field>/frame-g.fits   float32 nanomaggies, TAN WCS, FILTER, PIXSCALE, SEEING, SKYLEVEL, BUNIT
     <root>/<field>/frame-r.fits
     <root>/<field>/frame-i.fits
@@ -36,6 +37,9 @@ from .instrument import BANDS, PIXEL_SCALE, check_bands, sky_level
 FIELD_PREFIX = "f"
 _GRID_ORIGIN = SkyCoord(150.0 * u.deg, 20.0 * u.deg)
 _GRID_GAP = 1.25  # grid spacing in units of the field size, so neighbouring fields never overlap
+# Recorded in survey.json, so that resuming a survey made by an older simulator is refused rather than mixed:
+# 2 = Moffat PSFs with ellipticity, background structure and cosmic rays (issue 15).
+SIMULATOR_VERSION = 2
 
 
 def field_names(n_fields):
@@ -83,6 +87,8 @@ def _field_row(name, centre, nx, ny, seed, synthetic_field=None, n_clusters=0):
     if synthetic_field is not None:
         for band in BANDS:
             row[f"seeing_{band}"] = synthetic_field.seeing.get(band, np.nan)
+        shape = next(iter(synthetic_field.psf.values()))  # one shape for every band
+        row.update(psf_beta=shape.beta, psf_ellipticity=shape.ellipticity, psf_angle=shape.angle)
         for band in BANDS:
             row[f"sky_{band}"] = round(sky_level(band), 6)
         for band in BANDS:
@@ -227,7 +233,8 @@ def write_survey(root, n_fields, nx=2048, ny=2048, centres=None, clusters=Cluste
         raise ValueError(f"centres: need a SkyCoord array of {n_fields} positions (one per field)")
     root.mkdir(parents=True, exist_ok=True)
     _check_survey_settings(root, {
-        "nx": int(nx), "ny": int(ny), "seed": int(seed), "bands": "".join(bands), "clusters": _spec_settings(clusters),
+        "simulator": SIMULATOR_VERSION, "nx": int(nx), "ny": int(ny), "seed": int(seed), "bands": "".join(bands),
+        "clusters": _spec_settings(clusters),
         "source_lists": bool(source_lists), "field_galaxies": bool(field_galaxies), "stars": bool(stars),
         "noise": bool(noise), "mag_limit": float(mag_limit),
         "cosmology": {"name": str(cosmology.name), "H0": cosmology.H0.to_value(u.km / u.s / u.Mpc),
