@@ -425,27 +425,31 @@ def measure_field(name, frames, settings):
     return values
 
 
-# key, label, format, fields (galaxy rows leave the crowded field out; "crowded": that field alone).
+# key, label, format, fields (galaxy rows leave the crowded field out; "crowded": that field alone), tolerance on
+# the synthetic median against the real one: ("diff", d) |synthetic - real| <= d, ("factor", f) within a factor f.
+# Why these widths: docs/synthetic_sky.md, "Tolerances".
 ROWS = (
-    ("counts 18-19", "galaxies per deg^2 per mag, r 18-19", "{:.0f}", "high"),
-    ("counts 19-20", "galaxies per deg^2 per mag, r 19-20", "{:.0f}", "high"),
-    ("counts 20-21", "galaxies per deg^2 per mag, r 20-21", "{:.0f}", "high"),
-    ("g_r", "galaxy median g - r (r < 21)", "{:.2f}", "high"),
-    ("r_i", "galaxy median r - i (r < 21)", "{:.2f}", "high"),
-    ("cells", "counts in 2' cells, variance / mean (r < 21 galaxies)", "{:.2f}", "high"),
-    ("fwhm r", "r PSF FWHM (Moffat, arcsec)", "{:.2f}", "all"),
-    ("beta r", "r PSF Moffat beta", "{:.2f}", "all"),
-    ("ellipticity r", "r PSF ellipticity 1 - b/a", "{:.3f}", "all"),
-    ("g/r", "FWHM ratio g / r", "{:.3f}", "all"),
-    ("i/r", "FWHM ratio i / r", "{:.3f}", "all"),
-    ("depth g", "5-sigma point-source depth g (mag)", "{:.2f}", "all"),
-    ("depth r", "5-sigma point-source depth r (mag)", "{:.2f}", "all"),
-    ("depth i", "5-sigma point-source depth i (mag)", "{:.2f}", "all"),
-    ("red stars", "red-sequence-coloured point sources per deg^2, z 0.1-0.2 (high latitude)", "{:.0f}", "high"),
-    ("red stars", "red-sequence-coloured point sources per deg^2, z 0.1-0.2 (crowded field)", "{:.0f}", "crowded"),
-    ("background g", "background block-median range g (nmgy / px)", "{:.4f}", "all"),
-    ("background r", "background block-median range r (nmgy / px)", "{:.4f}", "all"),
-    ("background i", "background block-median range i (nmgy / px)", "{:.4f}", "all"),
+    ("counts 18-19", "galaxies per deg^2 per mag, r 18-19", "{:.0f}", "high", ("factor", 1.3)),
+    ("counts 19-20", "galaxies per deg^2 per mag, r 19-20", "{:.0f}", "high", ("factor", 1.3)),
+    ("counts 20-21", "galaxies per deg^2 per mag, r 20-21", "{:.0f}", "high", ("factor", 1.3)),
+    ("g_r", "galaxy median g - r (r < 21)", "{:.2f}", "high", ("diff", 0.05)),
+    ("r_i", "galaxy median r - i (r < 21)", "{:.2f}", "high", ("diff", 0.05)),
+    ("cells", "counts in 2' cells, variance / mean (r < 21 galaxies)", "{:.2f}", "high", ("diff", 0.5)),
+    ("fwhm r", "r PSF FWHM (Moffat, arcsec)", "{:.2f}", "all", ("diff", 0.25)),
+    ("beta r", "r PSF Moffat beta", "{:.2f}", "all", ("diff", 0.5)),
+    ("ellipticity r", "r PSF ellipticity 1 - b/a", "{:.3f}", "all", ("diff", 0.02)),
+    ("g/r", "FWHM ratio g / r", "{:.3f}", "all", ("diff", 0.1)),
+    ("i/r", "FWHM ratio i / r", "{:.3f}", "all", ("diff", 0.1)),
+    ("depth g", "5-sigma point-source depth g (mag)", "{:.2f}", "all", ("diff", 0.3)),
+    ("depth r", "5-sigma point-source depth r (mag)", "{:.2f}", "all", ("diff", 0.3)),
+    ("depth i", "5-sigma point-source depth i (mag)", "{:.2f}", "all", ("diff", 0.3)),
+    ("red stars", "red-sequence-coloured point sources per deg^2, z 0.1-0.2 (high latitude)", "{:.0f}", "high",
+     ("factor", 2.0)),
+    ("red stars", "red-sequence-coloured point sources per deg^2, z 0.1-0.2 (crowded field)", "{:.0f}", "crowded",
+     ("factor", 2.0)),
+    ("background g", "background block-median range g (nmgy / px)", "{:.4f}", "all", ("factor", 2.0)),
+    ("background r", "background block-median range r (nmgy / px)", "{:.4f}", "all", ("factor", 2.0)),
+    ("background i", "background block-median range i (nmgy / px)", "{:.4f}", "all", ("factor", 2.0)),
 )
 
 
@@ -461,6 +465,25 @@ def summary(values, form):
     if len(measured) < len(values):
         text += f", {len(values) - len(measured)} field(s) unmeasured"
     return text
+
+
+def within_tolerance(real, synthetic, tolerance):
+    """Whether the median of ``synthetic`` per-field values lies within ``tolerance`` of the median of ``real``
+    (`ROWS`); None when either has no measured field."""
+    real, synthetic = (np.asarray(values, dtype=float) for values in (real, synthetic))
+    real, synthetic = real[np.isfinite(real)], synthetic[np.isfinite(synthetic)]
+    if not len(real) or not len(synthetic):
+        return None
+    kind, width = tolerance
+    a, b = float(np.median(real)), float(np.median(synthetic))
+    if kind == "diff":
+        return abs(b - a) <= width
+    return a > 0 and b > 0 and max(a / b, b / a) <= width
+
+
+def tolerance_text(tolerance, form):
+    kind, width = tolerance
+    return f"+- {form.format(width)}" if kind == "diff" else f"x {width:g}"
 
 
 def pair_twins(real, twins, real_centres, twin_centres):
@@ -515,15 +538,21 @@ def main(argv=None):
     print(f"Real SDSS frames ({args.real}: {len(real)} fields) against their synthetic twins ({args.synthetic}: "
           f"{', '.join(f'{name} -> {real[k][0]}' for (name, _), k in zip(twins, twin_of))}); crowded field "
           f"{', '.join(real[k][0] for k in crowded_real) or 'none'}. Per-field values, median (min-max).\n")
-    print("| statistic | real SDSS | synthetic |")
-    print("|---|---:|---:|")
-    for key, label, form, which in ROWS:
-        cells = []
+    print("| statistic | real SDSS | synthetic | tolerance | within |")
+    print("|---|---:|---:|---:|---|")
+    met = 0
+    for key, label, form, which, tolerance in ROWS:
+        cells, values = [], []
         for sky in ("real", "synthetic"):
             chosen = [k for k in range(len(measured[sky]))
                       if which == "all" or (k in crowded[sky]) == (which == "crowded")]
-            cells.append(summary([measured[sky][k][key] for k in chosen], form) + f" [{len(chosen)}]")
-        print(f"| {label} | {cells[0]} | {cells[1]} |")
+            values.append([measured[sky][k][key] for k in chosen])
+            cells.append(summary(values[-1], form) + f" [{len(chosen)}]")
+        within = within_tolerance(*values, tolerance)
+        met += bool(within)
+        print(f"| {label} | {cells[0]} | {cells[1]} | {tolerance_text(tolerance, form)} | "
+              f"{'n/a' if within is None else 'yes' if within else 'NO'} |")
+    print(f"\n{met} of {len(ROWS)} rows within their tolerance (medians compared).")
     (gr_low, gr_high), (ri_low, ri_high) = red_sequence_box(settings)
     print(f"\n[n]: fields. Red-sequence colours of 0.1 < z < 0.2 (row 'red-sequence-coloured'): within "
           f"g - r {gr_low:.2f}-{gr_high:.2f} and r - i {ri_low:.2f}-{ri_high:.2f} at the pivot i magnitude "

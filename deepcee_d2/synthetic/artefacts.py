@@ -5,9 +5,10 @@
   pixel in g / r / i (medians over the shared frames, 0.0052-0.0227 in r; BENCHMARKS.md, "Real SDSS frames
   against the simulator"). Each field draws one shape for all bands, a plane of random direction plus
   Poisson(1) Gaussian glows (sigma 120-300 px, 0.8-2', centred anywhere within a quarter field of the
-  frame, relative heights 0.5-1.5), scaled so that its range in r is log-normal about 0.0057 nanomaggies
-  (sigma_ln 0.5) and in g and i by the square root of their sky relative to r (0.66 and 1.32, close to the
-  measured 0.72 and 1.42), each band with a 20 % jitter; its median is zero, as the frames' is.
+  frame, relative heights 0.5-1.5), scaled so that the range of its 256 x 256 px block means (the
+  measurement's blocks) in r is log-normal about 0.0057 nanomaggies (sigma_ln 0.5) and in g and i by the
+  square root of their sky relative to r (0.66 and 1.32, close to the measured 0.72 and 1.42), each band with
+  a 20 % jitter; its median is zero, as the frames' is.
 - **Cosmic rays.** SDSS's ``photo`` interpolates over the cosmic rays it finds, but a few per frame remain
   (~4 in a 2048 x 1489 frame, issue 15's count on real frames): straight tracks 1-8 px long at any angle,
   one pixel wide and not blurred by the PSF, independent in each band (each CCD is hit on its own), peaking at
@@ -19,6 +20,7 @@ import numpy as np
 from .instrument import BANDS, pixel_noise, sky_level
 
 BACKGROUND_RANGE_R = 0.0057  # nanomaggies per pixel, median range of block medians on real r frames
+_BLOCK_PX = 256
 _BACKGROUND_SIGMA_LN = 0.5
 _BAND_JITTER_LN = 0.2
 _GLOW_SIGMA_PX = (120.0, 300.0)
@@ -43,7 +45,8 @@ def draw_background(rng, nx, ny, bands=BANDS):
         centre_y = rng.uniform(-0.25 * ny, 1.25 * ny)
         sigma = rng.uniform(*_GLOW_SIGMA_PX)
         shape += rng.uniform(*_GLOW_HEIGHT) * np.exp(-0.5 * ((x - centre_x) ** 2 + (y - centre_y) ** 2) / sigma**2)
-    span = np.ptp(shape)
+    blocks = cv2.resize(shape, (max(nx // _BLOCK_PX, 1), max(ny // _BLOCK_PX, 1)), interpolation=cv2.INTER_AREA)
+    span = np.ptp(blocks)
     shape = (shape - np.median(shape)) / span if span > 0 else np.zeros_like(shape)
     range_r = BACKGROUND_RANGE_R * np.exp(_BACKGROUND_SIGMA_LN * rng.standard_normal())
     jitter = {band: np.exp(_BAND_JITTER_LN * rng.standard_normal()) for band in BANDS}
