@@ -28,7 +28,8 @@ def test_recovered_galaxy_counts_match_the_number_count_model():
     from photutils.segmentation import SourceCatalog, detect_sources
 
     size = 1600
-    field = make_field(CENTRE, size, size, clusters=None, stars=False, noise=False, bands=("r",), seed=11)
+    field = make_field(CENTRE, size, size, clusters=None, stars=False, noise=False, artefacts=False, bands=("r",),
+                       seed=11)
     image = field.images["r"]
     segments = detect_sources(image, threshold=0.02, n_pixels=5)
     mags = instrument.nanomaggies_to_mag(SourceCatalog(image, segments).kron_flux)
@@ -174,7 +175,7 @@ def test_two_worker_processes_write_the_same_bytes(tmp_path):
         root = tmp_path / f"workers{workers}"
         write_survey(root, 3, 160, 160, clusters=spec, seed=6, workers=workers, progress=False)
         files.append({path.relative_to(root): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()})
-    assert len(files[0]) == 3 * 7 + 3 and files[0] == files[1]  # + clusters.fits, fields.ecsv, survey.json
+    assert len(files[0]) == 3 * 8 + 3 and files[0] == files[1]  # + clusters.fits, fields.ecsv, survey.json
     with pytest.raises(ValueError, match="workers"):
         write_survey(tmp_path / "bad", 1, 160, 160, workers=0)
 

@@ -2,8 +2,8 @@
 
 `make_field` draws, in this order and each from its own child of the seed (so changing one ingredient, e.g.
 switching stars off, leaves the others' draws unchanged): the PSF per band, the clusters (positions,
-then members), the field galaxies, the stars, the noise of each band, and the background structure and
-cosmic rays (`artefacts`). It then renders every band with GalSim (`render`), adds SDSS noise and saturation
+then members), the field galaxies, the stars, the noise of each band, the background structure and
+cosmic rays (`artefacts`), and the groups below the clusters' cut (`groups`). It then renders every band with GalSim (`render`), adds SDSS noise and saturation
 (`instrument`) and then the artefacts.
 """
 from dataclasses import dataclass, field as dataclass_field
@@ -22,6 +22,7 @@ from . import render
 from .clusters import ClusterSpec, check_redshifts, realise_cluster, realise_from_spec
 from . import artefacts as artefact_model
 from . import galaxies as galaxy_model
+from . import groups as group_model
 from . import stars as star_model
 from .instrument import (
     BANDS,
@@ -44,6 +45,8 @@ _EDGE_PAD = 16  # pixels: sources centred this far outside the field still spill
 _PLACEMENT_ATTEMPTS = 2000
 # Extra truth columns written after the cluster schema (see clusters.realise_cluster).
 GALAXY_TABLE_COLUMNS = galaxy_model.GALAXY_COLUMNS + ("bcg", "distance_r200")
+GROUP_COLUMNS = ("id", "ra", "dec", "z", "richness", "n_members", "bcg_rmag", "r200", "richness_target",
+                 "n_galaxies", "r200_arcsec")
 CLUSTER_EXTRAS = ("field", "x", "y", "richness_target", "n_galaxies", "r200_arcsec", "m_star_r", "halo_ra",
                   "halo_dec", "concentration", "axis_ratio", "position_angle", "blue_fraction")
 
@@ -66,8 +69,10 @@ class SyntheticField:
         Truth: the cluster schema (``CLUSTER_COLUMNS``) plus ``field``, the BCG pixel position ``x``, ``y``
         (0-based, astropy convention) and the simulator's extras.
     galaxies : `~astropy.table.Table`
-        Every galaxy drawn (field galaxies and cluster members, ``cluster_id`` empty for the field), with
-        ``x``, ``y`` pixel positions.
+        Every galaxy drawn (field galaxies, cluster and group members; ``cluster_id`` empty for the field,
+        the cluster's or group's id for members), with ``x``, ``y`` pixel positions.
+    groups : `~astropy.table.Table`
+        Truth of the unlabelled groups (`groups`), ``GROUP_COLUMNS``.
     stars : `~astropy.table.Table`
         Every star drawn.
     seed : int
@@ -85,6 +90,7 @@ class SyntheticField:
     clusters: Table
     galaxies: Table
     stars: Table
+    groups: Table
     seed: int
     noise: bool = True
     artefacts: bool = True
@@ -248,7 +254,9 @@ def make_field(centre, nx=2048, ny=2048, clusters=ClusterSpec(), seed=0, bands=B
     name : str
         Field name; cluster ids are ``"<name>-c<k>"``.
     field_galaxies, stars : bool
-        Whether to draw field galaxies and stars (switch off to render clusters alone, e.g. in tests).
+        Whether to draw field galaxies (with the groups below the clusters' cut, `groups`) and stars (switch
+        off to render clusters alone, e.g. in tests). Groups have fewer members (N200) than the spec's
+        ``min_members``, or than WHL12's catalogue cut of 8 when the spec sets none or a table is given.
     noise : bool
         Whether to add sky, Poisson and read noise (and saturation).
     artefacts : bool
@@ -277,8 +285,8 @@ def make_field(centre, nx=2048, ny=2048, clusters=ClusterSpec(), seed=0, bands=B
     if not 15.0 <= mag_limit <= 27.0:
         raise ValueError(f"mag_limit: {mag_limit} is outside 15-27")
     wcs = field_wcs(centre, nx, ny)
-    streams = [np.random.default_rng(child) for child in np.random.SeedSequence(int(seed)).spawn(7)]
-    seeing_rng, placement_rng, cluster_rng, galaxy_rng, star_rng, noise_rng, artefact_rng = streams
+    streams = [np.random.default_rng(child) for child in np.random.SeedSequence(int(seed)).spawn(8)]
+    seeing_rng, placement_rng, cluster_rng, galaxy_rng, star_rng, noise_rng, artefact_rng, group_rng = streams
     psfs = draw_psfs(seeing_rng, bands, _check_seeing(seeing, bands) if seeing is not None else None)
 
     rows, members = [], []
@@ -307,6 +315,18 @@ def make_field(centre, nx=2048, ny=2048, clusters=ClusterSpec(), seed=0, bands=B
     galaxies["cluster_id"] = np.full(len(galaxies), "", dtype="U32")
     galaxies["bcg"] = np.zeros(len(galaxies), dtype=bool)
     galaxies["distance_r200"] = np.full(len(galaxies), np.nan)
+    group_truths = []
+    if field_galaxies:
+        max_members = (clusters.min_members if isinstance(clusters, ClusterSpec) and clusters.min_members > 0
+                       else group_model.WHL12_MIN_MEMBERS)
+
+        def uniform_positions(n):
+            return wcs.pixel_to_world(group_rng.uniform(-0.5 - _EDGE_PAD, nx - 0.5 + _EDGE_PAD, n),
+                                      group_rng.uniform(-0.5 - _EDGE_PAD, ny - 0.5 + _EDGE_PAD, n))
+
+        group_truths, group_members = group_model.field_groups(group_rng, uniform_positions, padded_area, mag_limit,
+                                                               max_members, name, cosmology)
+        members = members + group_members
     for table in members:
         table["x"], table["y"] = wcs.world_to_pixel(SkyCoord(table["ra"], table["dec"]))
     galaxies = _stack(([galaxies] if len(galaxies) else []) + members)
@@ -335,7 +355,9 @@ def make_field(centre, nx=2048, ny=2048, clusters=ClusterSpec(), seed=0, bands=B
             pixels += background[band] + artefact_model.draw_cosmic_rays(cosmic_ray_rngs[band], nx, ny, band)
         images[band] = pixels.astype(np.float32)
     return SyntheticField(name=name, images=images, wcs=wcs, psf=psfs, clusters=_cluster_table(rows),
-                          galaxies=galaxies, stars=star_table, seed=int(seed), noise=bool(noise),
+                          galaxies=galaxies, stars=star_table,
+                          groups=group_model.group_table(group_truths, GROUP_COLUMNS), seed=int(seed),
+                          noise=bool(noise),
                           artefacts=bool(artefacts), bands=bands)
 
 

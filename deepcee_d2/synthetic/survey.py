@@ -9,7 +9,8 @@
     <root>/<field>/frame-g.fits   float32 nanomaggies, TAN WCS, FILTER, PIXSCALE, SEEING, SKYLEVEL, BUNIT
     <root>/<field>/frame-r.fits
     <root>/<field>/frame-i.fits
-    <root>/<field>/galaxies.fits  every galaxy drawn (optional), stars.fits every star drawn (optional)
+    <root>/<field>/galaxies.fits  every galaxy drawn (optional), stars.fits every star drawn and groups.fits the
+                                  unlabelled groups (optional)
     <root>/<field>/clusters.fits  this field's truth rows, field.ecsv its row of fields.ecsv
 
 Every file is written to a temporary name in its folder and renamed into place. A field's own
@@ -38,7 +39,7 @@ FIELD_PREFIX = "f"
 _GRID_ORIGIN = SkyCoord(150.0 * u.deg, 20.0 * u.deg)
 _GRID_GAP = 1.25  # grid spacing in units of the field size, so neighbouring fields never overlap
 # Recorded in survey.json, so that resuming a survey made by an older simulator is refused rather than mixed:
-# 2 = Moffat PSFs with ellipticity, background structure and cosmic rays (issue 15).
+# 2 = Moffat PSFs with ellipticity, background structure, cosmic rays and groups (issue 15).
 SIMULATOR_VERSION = 2
 
 
@@ -94,7 +95,8 @@ def _field_row(name, centre, nx, ny, seed, synthetic_field=None, n_clusters=0):
         for band in BANDS:
             row[f"depth_{band}"] = (round(synthetic_field.depth(band), 4) if band in synthetic_field.seeing
                                     else np.nan)
-        row.update(n_clusters=int(n_clusters), n_galaxies=len(synthetic_field.galaxies),
+        row.update(n_clusters=int(n_clusters), n_groups=len(synthetic_field.groups),
+                   n_galaxies=len(synthetic_field.galaxies),
                    n_stars=len(synthetic_field.stars), noise=bool(synthetic_field.noise),
                    bands="".join(synthetic_field.bands))
     return row
@@ -169,6 +171,7 @@ def _make_or_read_field(root, name, centre, nx, ny, seed, bands, clusters, sourc
     if source_lists:
         _write_fits_table(made.galaxies, folder / "galaxies.fits")
         _write_fits_table(made.stars, folder / "stars.fits")
+        _write_fits_table(made.groups, folder / "groups.fits")
     row = _field_row(name, centre, nx, ny, seed, made, len(made.clusters))
     _write_fits_table(made.clusters, folder / "clusters.fits")
     _write_ecsv(Table(rows=[row], names=list(row)), folder / "field.ecsv")
