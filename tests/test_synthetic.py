@@ -250,3 +250,102 @@ def test_command_line_writes_a_survey_and_reports_bad_input(tmp_path, capsys):
         tool["main"]([str(tmp_path / "bad"), "--z-range", "0.01", "0.3"])
     with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'centres.csv'}: --centres table not found"):
         tool["main"]([str(tmp_path / "bad"), "--centres", str(tmp_path / "centres.csv")])
+
+
+@pytest.mark.parametrize("beta", [2.5, 3.7])
+def test_psf_fwhm_follows_from_the_effective_width_and_the_star_has_the_drawn_shape(beta):
+    """The seeing drawn is SDSS's effective width (Gaussian FWHM of the same noise-equivalent area): the NEA of
+    the Moffat drawn finely gives it back; a star rendered with the PSF has the Moffat FWHM and beta (astropy
+    fit) and the ellipticity and angle (second moments) drawn."""
+    from astropy.modeling import fitting, models
+
+    fwhm = instrument.effective_width_to_fwhm(1.43, beta)
+    psf = instrument.PSF(fwhm, beta, ellipticity=0.06, angle=30.0)
+    fine = instrument.PSF(fwhm, beta).profile().drawImage(nx=512, ny=512, scale=0.05, method="no_pixel").array
+    nea = fine.sum() ** 2 / np.sum(fine**2) * 0.05**2
+    assert 2.3548 / np.sqrt(4 * np.pi) * np.sqrt(nea) == pytest.approx(1.43, rel=0.01)
+    assert fwhm < 1.43 * 0.85  # the wings widen the effective width beyond the FWHM
+
+    size, scale = 201, 0.099  # a quarter of an SDSS pixel: the fit sees the profile, not the pixel
+    image = psf.profile().drawImage(nx=size, ny=size, scale=scale, method="no_pixel").array
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2
+    round_image = instrument.PSF(fwhm, beta).profile().drawImage(nx=size, ny=size, scale=scale,
+                                                                 method="no_pixel").array
+    fit = fitting.LMLSQFitter()(models.Moffat2D(round_image.max(), 0, 0, 4.0, 3.0), x, y, round_image)
+    assert fit.fwhm * scale == pytest.approx(fwhm, rel=0.02) and fit.alpha.value == pytest.approx(beta, rel=0.02)
+    inner = image * (np.hypot(x, y) < 3 * fwhm / scale)
+    xx, yy, xy = (np.sum(inner * term) / inner.sum() for term in (x * x, y * y, x * y))
+    major, minor = np.sqrt(np.linalg.eigvalsh([[xx, xy], [xy, yy]])[::-1])
+    assert 1 - minor / major == pytest.approx(0.06, abs=0.01)
+    # North up, east left (-x): position angle 30 deg east of north puts the major axis at x < 0, y > 0.
+    axis = np.degrees(0.5 * np.arctan2(2 * xy, xx - yy))  # from +x, modulo 180
+    assert (axis - (90.0 + 30.0) + 90.0) % 180.0 - 90.0 == pytest.approx(0.0, abs=2.0)
+
+
+def test_drawn_psfs_span_the_stated_ranges_and_scale_with_wavelength():
+    rng = np.random.default_rng(2)
+    draws = [instrument.draw_psfs(rng) for _ in range(400)]
+    beta = np.array([d["r"].beta for d in draws])
+    ellipticity = np.array([d["r"].ellipticity for d in draws])
+    assert instrument.MOFFAT_BETA_RANGE[0] <= beta.min() and beta.max() <= instrument.MOFFAT_BETA_RANGE[1]
+    assert instrument.PSF_ELLIPTICITY_RANGE[0] <= ellipticity.min() <= ellipticity.max() <= 0.07
+    assert all(d["g"].beta == d["r"].beta == d["i"].beta and d["g"].angle == d["i"].angle for d in draws)
+    width = np.array([d["r"].effective_width() for d in draws])
+    assert np.median(width) == pytest.approx(instrument.MEDIAN_SEEING_R, abs=0.03)
+    ratio = np.median([d["g"].effective_width() / d["r"].effective_width() for d in draws])
+    assert ratio == pytest.approx(instrument.SEEING_RATIO["g"], abs=0.02) and ratio > 1.05
+    given = instrument.draw_psfs(np.random.default_rng(2), seeing={"g": 1.5, "r": 1.2, "i": 1.1})
+    assert {band: psf.fwhm for band, psf in given.items()} == {"g": 1.5, "r": 1.2, "i": 1.1}
+    with pytest.raises(ValueError, match="beta"):
+        instrument.PSF(1.0, beta=1.2)
+
+
+def test_background_structure_and_cosmic_rays():
+    """One smooth shape for every band, with the drawn range of 256 px block means and a zero median; cosmic
+    rays: a few sharp tracks per SDSS frame, independent per band."""
+    import cv2
+
+    from deepcee_d2.synthetic import artefacts
+
+    ranges = []
+    for seed in range(12):
+        background = artefacts.draw_background(np.random.default_rng(seed), 1024, 768)
+        blocks = {band: cv2.resize(image, (4, 3), interpolation=cv2.INTER_AREA) for band, image in background.items()}
+        ranges.append(np.ptp(blocks["r"]))
+        assert abs(np.median(background["r"])) < 1e-12
+        assert np.corrcoef(background["g"].ravel(), background["i"].ravel())[0, 1] > 0.999
+        assert np.ptp(background["i"]) > np.ptp(background["g"])  # scales with the square root of the sky
+    assert 0.002 < np.median(ranges) < 0.015
+    tracks = [artefacts.draw_cosmic_rays(np.random.default_rng(seed), 2048, 1489, "r") for seed in range(50)]
+    counts = [cv2.connectedComponents((image > 0).astype(np.uint8))[0] - 1 for image in tracks]  # less background
+    assert 3.0 < np.mean(counts) < 5.0
+    lit = np.concatenate([image[image > 0] for image in tracks])
+    assert lit.min() >= 5 * instrument.pixel_noise("r") * 0.999
+    assert np.median([np.count_nonzero(image) for image in tracks]) < 40  # a few pixels each
+    field = make_field(CENTRE, 300, 300, clusters=None, field_galaxies=False, stars=False, noise=False, seed=4)
+    quiet = make_field(CENTRE, 300, 300, clusters=None, field_galaxies=False, stars=False, noise=False, seed=4,
+                       artefacts=False)
+    assert np.all(quiet.images["r"] == 0) and np.ptp(field.images["r"]) > 0
+    assert field.header("r")["ARTEFACT"] and not quiet.header("r")["ARTEFACT"]
+
+
+def test_every_field_holds_unlabelled_groups_below_the_cut():
+    from deepcee_d2.synthetic import groups
+
+    area = (3000 * instrument.PIXEL_SCALE) ** 2
+    expected = groups.expected_groups(area)
+    assert 52 * area.to_value(u.deg**2) == pytest.approx(expected, rel=0.02)
+    spec = ClusterSpec(per_field=1, z_range=(0.1, 0.2), richness_range=(40, 60), min_members=20)
+    field = make_field(CENTRE, 3000, 3000, clusters=spec, stars=False, noise=False, artefacts=False,
+                       bands=("r",), seed=8)
+    assert len(field.clusters) == 1 and len(field.groups) > 0
+    assert np.all(field.groups["n_members"] < 20) and np.all(field.groups["richness"] > 0)
+    ids = np.asarray(field.galaxies["cluster_id"]).astype(str)
+    for group in field.groups:
+        assert group["id"].startswith("synthetic-grp") and np.count_nonzero(ids == group["id"]) == group["n_galaxies"]
+    default = make_field(CENTRE, 3000, 3000, clusters=None, stars=False, noise=False, artefacts=False,
+                         bands=("r",), seed=8)
+    assert np.all(default.groups["n_members"] < groups.WHL12_MIN_MEMBERS)
+    alone = make_field(CENTRE, 3000, 3000, clusters=spec, field_galaxies=False, stars=False, noise=False,
+                       artefacts=False, bands=("r",), seed=8)
+    assert len(alone.groups) == 0 and set(np.asarray(alone.galaxies["cluster_id"]).astype(str)) == {"synthetic-c0"}

@@ -45,7 +45,7 @@ def draw_background(rng, nx, ny, bands=BANDS):
         centre_y = rng.uniform(-0.25 * ny, 1.25 * ny)
         sigma = rng.uniform(*_GLOW_SIGMA_PX)
         shape += rng.uniform(*_GLOW_HEIGHT) * np.exp(-0.5 * ((x - centre_x) ** 2 + (y - centre_y) ** 2) / sigma**2)
-    blocks = cv2.resize(shape, (max(nx // _BLOCK_PX, 1), max(ny // _BLOCK_PX, 1)), interpolation=cv2.INTER_AREA)
+    blocks = cv2.resize(shape, (max(nx // _BLOCK_PX, 2), max(ny // _BLOCK_PX, 2)), interpolation=cv2.INTER_AREA)
     span = np.ptp(blocks)
     shape = (shape - np.median(shape)) / span if span > 0 else np.zeros_like(shape)
     range_r = BACKGROUND_RANGE_R * np.exp(_BACKGROUND_SIGMA_LN * rng.standard_normal())
