@@ -5,7 +5,8 @@ writes many fields and their truth in the layout the data and survey code read (
 ``<root>/fields.ecsv``, ``<root>/<field>/frame-{g,r,i}.fits``), resumably. The physics and its sources are
 documented in each module: `instrument` (SDSS calibration, sky, seeing, PSF, noise), `colours` (red
 sequence, templates, K-corrections, L*), `galaxies` (counts, redshifts, sizes, shapes), `stars`, `clusters`
-(richness, r200, luminosity function, NFW profile, blue fraction) and `render` (GalSim drawing).
+(richness, r200, luminosity function, NFW profile, blue fraction), `groups` (the unlabelled poor systems below
+the clusters' cut), `artefacts` (background structure, cosmic rays) and `render` (GalSim drawing).
 """
 from .clusters import ClusterSpec
 from .field import SyntheticField, make_field
