@@ -337,15 +337,15 @@ def test_every_field_holds_unlabelled_groups_below_the_cut():
     assert 52 * area.to_value(u.deg**2) == pytest.approx(expected, rel=0.02)
     spec = ClusterSpec(per_field=1, z_range=(0.1, 0.2), richness_range=(40, 60), min_members=20)
     field = make_field(CENTRE, 3000, 3000, clusters=spec, stars=False, noise=False, artefacts=False,
-                       bands=("r",), seed=8)
+                       bands=("r",), mag_limit=20.0, seed=8)
     assert len(field.clusters) == 1 and len(field.groups) > 0
     assert np.all(field.groups["n_members"] < 20) and np.all(field.groups["richness"] > 0)
     ids = np.asarray(field.galaxies["cluster_id"]).astype(str)
     for group in field.groups:
         assert group["id"].startswith("synthetic-grp") and np.count_nonzero(ids == group["id"]) == group["n_galaxies"]
     default = make_field(CENTRE, 3000, 3000, clusters=None, stars=False, noise=False, artefacts=False,
-                         bands=("r",), seed=8)
+                         bands=("r",), mag_limit=20.0, seed=8)
     assert np.all(default.groups["n_members"] < groups.WHL12_MIN_MEMBERS)
     alone = make_field(CENTRE, 3000, 3000, clusters=spec, field_galaxies=False, stars=False, noise=False,
-                       artefacts=False, bands=("r",), seed=8)
+                       artefacts=False, bands=("r",), mag_limit=20.0, seed=8)
     assert len(alone.groups) == 0 and set(np.asarray(alone.galaxies["cluster_id"]).astype(str)) == {"synthetic-c0"}
