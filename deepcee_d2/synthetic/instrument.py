@@ -104,8 +104,8 @@ class PSF:
     def __post_init__(self):
         if not self.fwhm > 0:
             raise ValueError(f"seeing: FWHM must be positive, got {self.fwhm}")
-        if not self.beta > 1.5:
-            raise ValueError(f"PSF: Moffat beta must be above 1.5 (finite second moment), got {self.beta}")
+        if not self.beta > 1.1:
+            raise ValueError(f"PSF: Moffat beta must be above 1.1 (GalSim's untruncated Moffat), got {self.beta}")
         if not 0.0 <= self.ellipticity < 1.0:
             raise ValueError(f"PSF: ellipticity 1 - b/a must lie in [0, 1), got {self.ellipticity}")
 
