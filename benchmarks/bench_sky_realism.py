@@ -56,6 +56,13 @@ Rows (per-frame or per-field values, summarised over the fields of each sky as m
 8. Background structure per band: max - min of the 256 x 256 px block medians (photutils `Background2D`,
    3-sigma clipped, sources masked; a block more than 75 % masked takes photutils' interpolation of its
    neighbours), nanomaggies per pixel.
+9. The r PSF's aureole: of the light of bright stars within 12" (30 SDSS pixels) of their centres, the
+   fraction at 3.2-12" (8-30 px), where a Moffat core of beta ~3 holds a few per mille and the aureole most
+   of it; summed over the point sources of 13.5 < r < 17.5 (Kron) with no other source within 12" and a
+   peak below half the saturation level (so the brightest weigh most, as their rings are the least noisy), at
+   least 3 needed. Light in 1 px rings: 2.5-sigma clipped means (a
+   neighbour's light is clipped), the star's local sky the clipped median of the ring at 18-24" (45-60 px);
+   high-latitude fields only (the crowded field's rings are full of neighbours).
 
 Photometry settings are the package defaults (`deepcee_d2.config.load_config`). About 2.5 minutes on one core for
 four fields per sky (the crowded field takes longest). A field whose stellar locus is wider than 0.1 mag (the
@@ -84,7 +91,8 @@ from deepcee_d2.redsequence import RedSequenceSettings, measure_photometry, rich
 from deepcee_d2.sky import centre_and_radius
 from deepcee_d2.survey.tiling import group_fields
 from deepcee_d2.synthetic.colours import red_sequence, red_sequence_scatter
-from deepcee_d2.synthetic.instrument import BANDS, SATURATION_DN, ZERO_POINT
+from deepcee_d2.synthetic.instrument import (BANDS, PIXEL_SCALE, SATURATION_DN, WING_BETA, WING_FRACTION,
+                                             WING_SCALE_RADIUS, ZERO_POINT)
 
 REPO = Path(__file__).resolve().parents[1]
 TWIN_MATCH = 10 * u.arcsec  # twins are centred on their real field's r frame
@@ -119,6 +127,16 @@ OPTIMAL_RADIUS_SIGMA = 1.5852
 OPTIMAL_FRACTION = 1.0 - np.exp(-0.5 * OPTIMAL_RADIUS_SIGMA**2)
 DEPTH_NSIGMA = 5.0
 MAG_PER_LN = 2.5 / np.log(10.0)  # magnitude error of a relative flux error
+# Row 9: the PSF's aureole (radii in arcsec).
+AUREOLE_R_RANGE = (13.5, 17.5)
+AUREOLE_RADII = (3.2, 12.0)
+AUREOLE_SKY_RADII = (18.0, 24.0)
+AUREOLE_ISOLATION = 12 * u.arcsec
+AUREOLE_CLIP_SIGMA = 2.5
+AUREOLE_MIN_STARS = 3  # a 13 x 9' field holds 3-9 such stars at high latitude
+PIXEL_SCALE_ARCSEC = PIXEL_SCALE.to_value(u.arcsec)  # the rings' pixels (SDSS frames and their twins)
+AUREOLE_FIT_RADII = (3.2, 10.0)  # arcsec: inside, the core's shape rules; beyond, the rings are sky noise
+AUREOLE_PRINT_PX = (8, 10, 12, 15, 18, 21, 25)
 # Row 7.
 RED_SEQUENCE_Z = np.round(np.arange(0.10, 0.20 + 1e-9, 0.005), 3)
 RED_STAR_R_MIN = 15.0  # SDSS point sources saturate at r ~ 14
@@ -345,6 +363,77 @@ def psf_stars(frame, stars):
     return Table(rows=fits, names=("fwhm", "beta", "ellipticity"), dtype=(float, float, float))
 
 
+def aureole_rings(frame, stars):
+    """Light (nanomaggies) and pixels in the 1 px rings of radius 0 to the outer of `AUREOLE_RADII`, summed over
+    ``stars`` (bright isolated point sources) in ``frame`` (module docstring, row 9), and how many stars."""
+    inner, outer = (frame.pixels(radius * u.arcsec) for radius in AUREOLE_RADII)
+    sky_inner, sky_outer = (frame.pixels(radius * u.arcsec) for radius in AUREOLE_SKY_RADII)
+    half = int(np.ceil(sky_outer)) + 1
+    ny, nx = frame.image.shape
+    ceiling = UNSATURATED_DN * frame.nmgy_per_dn
+    light, pixels, n_stars = np.zeros(int(np.ceil(outer))), np.zeros(int(np.ceil(outer))), 0
+    for x_star, y_star in zip(*frame.wcs.world_to_pixel(SkyCoord(stars["ra"], stars["dec"], unit=u.deg))):
+        x0, y0 = int(round(x_star)), int(round(y_star))
+        if not (half <= x0 < nx - half and half <= y0 < ny - half):
+            continue
+        stamp = frame.image[y0 - half:y0 + half + 1, x0 - half:x0 + half + 1].astype(np.float64)
+        if stamp[half - 1:half + 2, half - 1:half + 2].max() >= ceiling:
+            continue
+        rows, columns = np.indices(stamp.shape)
+        radius = np.hypot(columns - (x_star - x0 + half), rows - (y_star - y0 + half))
+        _, sky, _ = sigma_clipped_stats(stamp[(radius >= sky_inner) & (radius < sky_outer)], sigma=3.0)
+        stamp -= sky
+        ring = np.floor(radius).astype(int)
+        for k in range(len(light)):
+            values = stamp[ring == k]
+            # The core's rings are the star's own steep profile: plain sums; beyond, clip the neighbours.
+            mean = values.mean() if k < inner else sigma_clipped_stats(values, sigma=AUREOLE_CLIP_SIGMA)[0]
+            light[k] += mean * len(values)
+            pixels[k] += len(values)
+        n_stars += 1
+    return light, pixels, n_stars
+
+
+def aureole_fraction(rings, scale):
+    """Row 9 from `aureole_rings`: the light at `AUREOLE_RADII` over the light within the outer one, on pixels
+    of ``scale`` arcsec; NaN with fewer than `AUREOLE_MIN_STARS` stars."""
+    light, _, n_stars = rings
+    if n_stars < AUREOLE_MIN_STARS or not light.sum() > 0:
+        return np.nan
+    return float(light[int(np.floor(AUREOLE_RADII[0] / scale)):].sum() / light.sum())
+
+
+def aureole_profile(rings):
+    """Surface brightness per pixel of the summed rings of several fields, per unit of their light within the
+    outer radius, at the rings' mid radii (pixels): ``(radii, profile)``."""
+    light = np.sum([ring[0] for ring in rings], axis=0)
+    pixels = np.sum([ring[1] for ring in rings], axis=0)
+    stars = sum(ring[2] for ring in rings)
+    return np.arange(len(light)) + 0.5, light / (pixels / stars) / light.sum()
+
+
+def fit_aureole(radii, profile, core_fwhm, core_beta, scale):
+    """Least-squares fit in log of ``(1 - f) core + f aureole`` to ``profile`` at `AUREOLE_FIT_RADII`: the core a
+    round Moffat of ``core_fwhm`` (arcsec) and ``core_beta``, the aureole a Moffat of index
+    `~deepcee_d2.synthetic.instrument.WING_BETA`; ``(f, scale radius arcsec, rms residual dex)``."""
+    from scipy import optimize
+
+    def moffat(r, beta, alpha):
+        return (beta - 1.0) / (np.pi * alpha**2) * (1.0 + (r / alpha) ** 2) ** -beta
+
+    core_alpha = core_fwhm / scale / (2.0 * np.sqrt(2.0 ** (1.0 / core_beta) - 1.0))
+    chosen = (radii * scale >= AUREOLE_FIT_RADII[0]) & (radii * scale <= AUREOLE_FIT_RADII[1]) & (profile > 0)
+    r, measured = radii[chosen], profile[chosen]
+
+    def residual(params):
+        share, alpha = params
+        model = (1.0 - share) * moffat(r, core_beta, core_alpha) + share * moffat(r, WING_BETA, alpha)
+        return np.log10(model) - np.log10(measured)
+
+    fit = optimize.least_squares(residual, [0.05, 5.0], bounds=([1e-4, 0.5], [0.5, 50.0]))
+    return float(fit.x[0]), float(fit.x[1] * scale), float(np.sqrt(np.mean(fit.fun**2)))
+
+
 def isolated(sources, radius):
     """Whether each source has no other within ``radius`` (angle)."""
     coords = SkyCoord(sources["ra"], sources["dec"], unit=u.deg)
@@ -408,6 +497,10 @@ def measure_field(name, frames, settings):
         values[f"depth {band}"] = point_source_depth(sky[band].noise, fwhm[band], sky[band].scale)
         values[f"background {band}"] = sky[band].block_range
 
+    aureole_stars = point & (r_mag > AUREOLE_R_RANGE[0]) & (r_mag < AUREOLE_R_RANGE[1])
+    values["aureole rings"] = aureole_rings(sky["r"], sources[aureole_stars & isolated(sources, AUREOLE_ISOLATION)])
+    values["aureole r"] = aureole_fraction(values["aureole rings"], sky["r"].scale)
+
     members = richness_members(sources, RED_SEQUENCE_Z, settings, DEFAULT_COSMOLOGY).any(axis=1)
     values["red stars"] = np.count_nonzero(point & (r_mag > RED_STAR_R_MIN) & members) * per_deg2
     values["locus width"] = width
@@ -438,6 +531,8 @@ ROWS = (
     ("fwhm r", "r PSF FWHM (Moffat, arcsec)", "{:.2f}", "all", ("diff", 0.25)),
     ("beta r", "r PSF Moffat beta", "{:.2f}", "all", ("diff", 0.5)),
     ("ellipticity r", "r PSF ellipticity 1 - b/a", "{:.3f}", "all", ("diff", 0.02)),
+    ("aureole r", "r PSF aureole: light at 3.2-12\" / within 12\" (r 13.5-17.5 stars)", "{:.3f}", "high",
+     ("factor", 2.0)),
     ("g/r", "FWHM ratio g / r", "{:.3f}", "all", ("diff", 0.1)),
     ("i/r", "FWHM ratio i / r", "{:.3f}", "all", ("diff", 0.1)),
     ("depth g", "5-sigma point-source depth g (mag)", "{:.2f}", "all", ("diff", 0.3)),
@@ -509,6 +604,26 @@ def red_sequence_box(settings):
     return [(float(np.min(line - width)), float(np.max(line + width))) for line, width in zip(ridge, half)]
 
 
+def print_aureole(measured, crowded):
+    """Row 9's rings summed over each sky's high-latitude fields, and the aureole fitted to the real ones (the
+    core: the real fields' median r Moffat)."""
+    print(f"\nr PSF ring profile of the aureole stars (row 9), per pixel per 1e6 of their light within "
+          f"{AUREOLE_RADII[1]:g}\", summed over the high-latitude fields, at radii (px) "
+          f"{', '.join(str(k) for k in AUREOLE_PRINT_PX)}:")
+    for sky in ("real", "synthetic"):
+        fields = [values for k, values in enumerate(measured[sky]) if k not in crowded[sky]]
+        radii, profile = aureole_profile([values["aureole rings"] for values in fields])
+        stars = sum(values["aureole rings"][2] for values in fields)
+        print(f"- {sky} ({stars} stars): {', '.join(f'{profile[k] * 1e6:.1f}' for k in AUREOLE_PRINT_PX)}")
+        if sky == "real":
+            fwhm, beta = (float(np.nanmedian([values[key] for values in fields])) for key in ("fwhm r", "beta r"))
+            share, scale_radius, rms = fit_aureole(radii, profile, fwhm, beta, PIXEL_SCALE_ARCSEC)
+            print(f"  fit at {AUREOLE_FIT_RADII[0]:g}-{AUREOLE_FIT_RADII[1]:g}\" (core: Moffat FWHM {fwhm:.2f}\", "
+                  f"beta {beta:.2f}; aureole beta {WING_BETA:g}): {share:.3f} of the light, scale radius "
+                  f"{scale_radius:.2f}\", rms {rms:.3f} dex (the simulator: {WING_FRACTION:g}, "
+                  f"{WING_SCALE_RADIUS:g}\")")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real", type=Path, default=REPO.parent / "shared" / "data" / "sdss")
@@ -558,6 +673,7 @@ def main(argv=None):
           f"g - r {gr_low:.2f}-{gr_high:.2f} and r - i {ri_low:.2f}-{ri_high:.2f} at the pivot i magnitude "
           f"(chi^2 <= {settings.richness_member_chi2:g} against the ridge line, tilted with i). "
           f"{time.perf_counter() - start:.0f} s.")
+    print_aureole(measured, crowded)
     unreliable = [name for sky, fields in (("real", real), ("synthetic", twins))
                   for (name, _), values in zip(fields, measured[sky]) if values["locus width"] > LOCUS_MAX_WIDTH]
     if unreliable:

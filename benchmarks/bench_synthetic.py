@@ -51,10 +51,12 @@ def depth_and_completeness(seed=1):
     rng = np.random.default_rng(seed)
     for band in BANDS:
         _, _, sigma = sigma_clipped_stats(noise_only.images[band])
-        psf_image = render.new_image(41, 41)
-        render.draw_stars(psf_image, Table({"x": [20.0], "y": [20.0], f"{band}_mag": [15.0]}), band,
+        # The PSF with its aureole; the weights are its central 41 x 41 px, as fractions of all its light.
+        psf_image = render.new_image(301, 301)
+        render.draw_stars(psf_image, Table({"x": [150.0], "y": [150.0], f"{band}_mag": [15.0]}), band,
                           MEDIAN_PSF[band])
-        weights = psf_image.array / psf_image.array.sum()
+        whole = render.add_psf_wing(psf_image.array.astype(np.float64), MEDIAN_PSF[band])
+        weights = whole[130:171, 130:171] / whole.sum()
         depth = float(instrument.nanomaggies_to_mag(5 * sigma * np.sqrt(1.0 / np.sum(weights**2))))
         # Inject point sources (0.1 mag steps) into the noise, measure PSF-weighted S/N at their positions.
         mags = np.repeat(np.arange(depth - 1.2, depth + 0.61, 0.1), 60)
@@ -65,7 +67,7 @@ def depth_and_completeness(seed=1):
             xy = xy[:60] + rng.uniform(-0.5, 0.5, (60, 2))
             render.draw_stars(image, Table({"x": xy[:, 0], "y": xy[:, 1], f"{band}_mag": np.full(60, mag)}), band,
                               MEDIAN_PSF[band])
-            pixels = image.array.astype(np.float64)
+            pixels = render.add_psf_wing(image.array.astype(np.float64), MEDIAN_PSF[band])
             instrument.add_noise(pixels, band, int(rng.integers(2**31 - 1)))
             for x, y in np.round(xy).astype(int):
                 cut = pixels[y - 20:y + 21, x - 20:x + 21]

@@ -3,12 +3,14 @@ import runpy
 from pathlib import Path
 
 import astropy.units as u
+import galsim
 import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 from astropy.table import Table
+from scipy import signal
 
 from deepcee_d2.data.catalogs import CLUSTER_COLUMNS, read_catalog
 from deepcee_d2.data.frames import LocalFITSSource
@@ -49,10 +51,12 @@ def test_five_sigma_depth_measured_from_the_noise_is_sdss_like():
     field = make_field(CENTRE, 400, 400, clusters=None, field_galaxies=False, stars=False, artefacts=False, seed=3)
     for band in BANDS:
         _, _, sigma = sigma_clipped_stats(field.images[band])
-        psf_image = render.new_image(65, 65)
-        star = Table({"x": [32.0], "y": [32.0], f"{band}_mag": [15.0]})
-        render.draw_stars(psf_image, star, band, instrument.PSF.from_header(field.header(band)))
-        profile = psf_image.array / psf_image.array.sum()
+        psf_image = render.new_image(301, 301)  # the aureole reaches 128 px
+        star = Table({"x": [150.0], "y": [150.0], f"{band}_mag": [15.0]})
+        psf = instrument.PSF.from_header(field.header(band))
+        render.draw_stars(psf_image, star, band, psf)
+        profile = render.add_psf_wing(psf_image.array.astype(np.float64), psf)
+        profile = profile / profile.sum()
         depth = instrument.nanomaggies_to_mag(5 * sigma * np.sqrt(1.0 / np.sum(profile**2)))
         assert depth == pytest.approx(field.depth(band), abs=0.03), band
     assert 22.2 < field.depth("r") < 23.0
@@ -261,10 +265,13 @@ def test_psf_fwhm_follows_from_the_effective_width_and_the_star_has_the_drawn_sh
 
     fwhm = instrument.effective_width_to_fwhm(1.43, beta)
     psf = instrument.PSF(fwhm, beta, ellipticity=0.06, angle=30.0)
-    fine = instrument.PSF(fwhm, beta).profile().drawImage(nx=512, ny=512, scale=0.05, method="no_pixel").array
-    nea = fine.sum() ** 2 / np.sum(fine**2) * 0.05**2
+    core = instrument.PSF(fwhm, beta).profile().drawImage(nx=1024, ny=1024, scale=0.05, method="no_pixel").array
+    aureole = galsim.Moffat(beta=instrument.WING_BETA, scale_radius=instrument.WING_SCALE_RADIUS).drawImage(
+        nx=1024, ny=1024, scale=0.05, method="no_pixel").array
+    whole = (1 - instrument.WING_FRACTION) * core / core.sum() + instrument.WING_FRACTION * aureole
+    nea = 1.0 / np.sum(whole**2) * 0.05**2  # unit flux; the aureole beyond the grid adds nothing to sum(p^2)
     assert 2.3548 / np.sqrt(4 * np.pi) * np.sqrt(nea) == pytest.approx(1.43, rel=0.01)
-    assert fwhm < 1.43 * 0.85  # the wings widen the effective width beyond the FWHM
+    assert fwhm < 1.43 * 0.8  # the Moffat's wings and the aureole widen the effective width beyond the FWHM
 
     size, scale = 201, 0.099  # a quarter of an SDSS pixel: the fit sees the profile, not the pixel
     image = psf.profile().drawImage(nx=size, ny=size, scale=scale, method="no_pixel").array
@@ -280,6 +287,33 @@ def test_psf_fwhm_follows_from_the_effective_width_and_the_star_has_the_drawn_sh
     # North up, east left (-x): position angle 30 deg east of north puts the major axis at x < 0, y > 0.
     axis = np.degrees(0.5 * np.arctan2(2 * xy, xx - yy))  # from +x, modulo 180
     assert (axis - (90.0 + 30.0) + 90.0) % 180.0 - 90.0 == pytest.approx(0.0, abs=2.0)
+
+
+def test_the_aureole_moves_its_share_of_the_light_outwards_and_keeps_the_flux():
+    """A star drawn with the core and spread by `render.add_psf_wing`: the same total, WING_FRACTION of it in the
+    aureole's profile far from the core (beyond 6", where the core holds < 0.2 %), none moved without one."""
+    image = render.new_image(401, 401)
+    psf = instrument.PSF(1.1, 3.0)
+    render.draw_stars(image, Table({"x": [200.0], "y": [200.0], "r_mag": [15.0]}), "r", psf)
+    core = image.array.astype(np.float64)
+    bare = render.add_psf_wing(core.copy(), instrument.PSF(1.1, 3.0, wing=0.0))
+    spread = render.add_psf_wing(core.copy(), psf)
+    assert np.array_equal(bare, core)
+    assert spread.sum() == pytest.approx(core.sum(), rel=1e-6)
+    y, x = np.indices(core.shape) - 200
+    outside = np.hypot(x, y) * 0.396 > 6.0
+    assert core[outside].sum() < 2e-3 * core.sum()
+    kernel = instrument.wing_kernel()
+    share = instrument.WING_FRACTION
+    expected = (1 - share) * core + share * signal.fftconvolve(core, kernel, mode="same")  # centred, not shifted
+    assert np.allclose(spread, expected, rtol=0, atol=1e-9 * core.max())
+    ky, kx = np.indices(kernel.shape) - len(kernel) // 2
+    aureole = share * kernel[np.hypot(kx, ky) * 0.396 > 6.0].sum()
+    assert 0.1 * share < aureole < 0.5 * share
+    # Beyond 6" the light is the aureole's (the core's own width carries a little more of it out).
+    assert spread[outside].sum() / spread.sum() == pytest.approx(aureole, rel=0.2)
+    with pytest.raises(ValueError, match="aureole"):
+        instrument.PSF(1.0, wing=1.0)
 
 
 def test_drawn_psfs_span_the_stated_ranges_and_scale_with_wavelength():

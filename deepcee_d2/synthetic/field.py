@@ -108,10 +108,11 @@ class SyntheticField:
             "FILTER": (band, "SDSS band"),
             "BUNIT": ("nanomaggy", "flux per pixel; m = 22.5 - 2.5 log10(flux)"),
             "PIXSCALE": (PIXEL_SCALE.to_value(u.arcsec), "arcsec per pixel"),
-            "SEEING": (self.psf[band].fwhm, "PSF FWHM, arcsec"),
+            "SEEING": (self.psf[band].fwhm, "PSF core FWHM, arcsec"),
             "PSFBETA": (self.psf[band].beta, "PSF Moffat beta"),
             "PSFELLIP": (self.psf[band].ellipticity, "PSF ellipticity 1 - b/a"),
             "PSFPA": (self.psf[band].angle, "PSF major axis, deg east of north"),
+            "PSFWING": (self.psf[band].wing, "fraction of the light in the PSF aureole"),
             "SKYLEVEL": (round(sky_level(band), 6), "sky subtracted, nanomaggies per pixel"),
             "ZEROPT": (ZERO_POINT, "AB magnitude of 1 nanomaggy"),
             "EXPTIME": (EXPOSURE_TIME.to_value(u.s), "seconds"),
@@ -348,7 +349,7 @@ def make_field(centre, nx=2048, ny=2048, clusters=ClusterSpec(), seed=0, bands=B
             render.draw_galaxies(image, galaxies, band, psfs[band])
         if len(star_table):
             render.draw_stars(image, star_table, band, psfs[band])
-        pixels = image.array.astype(np.float64)
+        pixels = render.add_psf_wing(image.array.astype(np.float64), psfs[band])
         if noise:
             add_noise(pixels, band, noise_seeds[BANDS.index(band)])
         if artefacts:

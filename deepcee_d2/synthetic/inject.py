@@ -75,7 +75,7 @@ from ..io import atomic_output, sky_positions
 from . import render
 from .clusters import ClusterSpec, check_redshifts, realise_cluster, realise_from_spec
 from .field import CLUSTER_EXTRAS, DEFAULT_MAG_LIMIT, _empty_cluster_table
-from .instrument import BANDS, PSF, check_bands
+from .instrument import BANDS, PSF, WING_FRACTION, check_bands
 
 logger = logging.getLogger(__name__)
 
@@ -223,10 +223,10 @@ def _psf_sigma_table(pixel_scale_arcsec):
     fwhm = np.geomspace(1.0, 20.0, 20) * pixel_scale_arcsec
     size = 2 * _STAMP_HALF + 1
     phases = [(0.0, 0.0), (0.5, 0.5), (0.25, -0.25), (-0.25, 0.5)]
-    profiles = [PSF(float(value)).profile() for value in fwhm]
-    sigma = [np.mean([_gaussian_fit(profile.drawImage(nx=size, ny=size, scale=pixel_scale_arcsec,
-                                                      offset=phase).array)[0]
-                      for phase in phases]) for profile in profiles]
+    psfs = [PSF(float(value)) for value in fwhm]  # with the aureole, as the frame's stars have it
+    sigma = [np.mean([_gaussian_fit(render.add_psf_wing(
+        psf.profile().drawImage(nx=size, ny=size, scale=pixel_scale_arcsec, offset=phase).array.astype(np.float64),
+        psf, pixel_scale_arcsec))[0] for phase in phases]) for psf in psfs]
     return np.array(sigma), fwhm
 
 
@@ -462,15 +462,18 @@ def _frame_members(frame, members):
 
 def render_clusters(frame, members, fwhm):
     """Noiseless image (nanomaggies per pixel, float64, the frame's shape) of the members drawn into ``frame``
-    through its WCS with the round Moffat PSF of ``fwhm`` arcsec; and the number of galaxies drawn."""
+    through its WCS with the round Moffat PSF of ``fwhm`` arcsec and the simulator's aureole (real SDSS stars
+    have it); and the number of galaxies drawn."""
     height, width = frame.shape
     model = np.zeros((height, width), dtype=np.float64)
     # GalSim's FITS-based WCSs count pixels from 1; origin (-1, -1) makes them astropy's 0-based pixels.
     image = galsim.Image(model, xmin=0, ymin=0,
                          wcs=galsim.AstropyWCS(wcs=frame.wcs, origin=galsim.PositionD(-1.0, -1.0)))
     drawn = 0
+    psf = PSF(fwhm)
     for table in members:
-        drawn += render.draw_galaxies(image, table, frame.band, PSF(fwhm))
+        drawn += render.draw_galaxies(image, table, frame.band, psf)
+    render.add_psf_wing(model, psf, frame.pixel_scale().to_value(u.arcsec))
     return model, drawn
 
 
@@ -493,7 +496,8 @@ def _settings(input_root, fields, clusters, seed, bands, fwhm, electrons, noise,
     else:
         described = {"table": [[float(row[name]) for name in ("ra", "dec", "z", "richness")] for row in clusters]}
     settings = {"input": str(Path(input_root).resolve()), "seed": int(seed), "bands": "".join(bands),
-                "clusters": described, "fwhm": dict(fwhm or {}), "electrons_per_nmgy": dict(electrons or {}),
+                "clusters": described, "fwhm": dict(fwhm or {}), "psf_wing": WING_FRACTION,
+                "electrons_per_nmgy": dict(electrons or {}),
                 "noise": bool(noise), "mag_limit": float(mag_limit), "compress": bool(compress),
                 "cosmology": repr(cosmology),
                 "frames": [frame.relative for field in fields.values() for frame in field.values()]}

@@ -25,8 +25,16 @@ real corrected frame (``frame-{band}-RRRRRR-C-FFFF.fits``, DR8 and later):
   and sheared to an axis ratio ``1 - e`` with e uniform in 0.02-0.07 at one position angle for all bands: the
   range of beta and ellipticity fitted to isolated stars on the shared SDSS frames (BENCHMARKS.md, "Real SDSS
   frames against the simulator"). Its FWHM is the one whose effective width is the drawn seeing
-  (`effective_width_to_fwhm`): 1.11" at the median seeing for beta = 3, since a Moffat's wings widen its
-  effective width by ~1.3x its FWHM. The frame header's ``SEEING`` is this FWHM.
+  (`effective_width_to_fwhm`): 1.04" at the median seeing for beta = 3, since a Moffat's wings and the
+  aureole below widen the effective width by ~1.4x the core's FWHM. The frame header's ``SEEING`` is this FWHM.
+- The PSF's aureole: SDSS stars hold far more light 3-10" from their centre than a Moffat core does (2x at
+  3.2", 30x at 10"). `WING_FRACTION` = 7 % of every source's light goes into a wide Moffat of beta 2 and scale
+  radius 3.2", the same in g, r and i: the least-squares fit (in log) of core plus aureole to the flux-weighted
+  ring profile of the isolated r = 13.5-17.5 stars of the three high-latitude shared frames at 3.2-10" (the
+  core there their median r Moffat, FWHM 0.91" and beta 2.90), which `benchmarks/bench_sky_realism.py` prints.
+  Sources are drawn with the core and the whole noiseless image is then convolved with the aureole
+  (`render.add_psf_wing`): one FFT per band instead of a wide FFT per source. Its kernel is cut at 50.6" (128
+  SDSS pixels) and renormalised: the 0.3 % of the aureole's light beyond lands inside.
 - Noise: GalSim's ``CCDNoise`` on the image in DN with the sky added: Poisson noise in electrons and a
   Gaussian "read" noise of ``sqrt(dark_variance) * gain`` electrons; the sky is then subtracted again, as in
   the sky-subtracted corrected frames.
@@ -47,6 +55,7 @@ from dataclasses import dataclass
 import astropy.units as u
 import galsim
 import numpy as np
+from scipy import integrate, optimize
 
 BANDS = ("g", "r", "i")
 PIXEL_SCALE = 0.396 * u.arcsec
@@ -76,6 +85,11 @@ PSF_ELLIPTICITY_RANGE = (0.02, 0.07)  # 1 - b/a
 # their peak.
 _PSF_GRID_SCALE = 0.198  # arcsec
 _PSF_GRID_SIZE = 128  # pixels: 25.3"; beyond 12.7" a beta = 2.5 Moffat holds < 0.1 % of its light
+# The aureole (module docstring): light fraction, Moffat beta, scale radius and the kernel's reach (arcsec).
+WING_FRACTION = 0.07
+WING_BETA = 2.0
+WING_SCALE_RADIUS = 3.2
+WING_RADIUS = 50.6  # 128 SDSS pixels
 # FWHM of the Gaussian of noise-equivalent area NEA: 2 sqrt(2 ln 2) / sqrt(4 pi) sqrt(NEA).
 _EFFECTIVE_WIDTH_PER_ROOT_NEA = 2.0 * np.sqrt(2.0 * np.log(2.0)) / np.sqrt(4.0 * np.pi)
 
@@ -94,12 +108,15 @@ class PSF:
         ``1 - b/a``.
     angle : float
         Position angle of the major axis, degrees east of north on a north-up, east-left image.
+    wing : float
+        Fraction of the light in the aureole (`WING_FRACTION` by default; 0 for a bare Moffat).
     """
 
     fwhm: float
     beta: float = INJECTION_BETA
     ellipticity: float = 0.0
     angle: float = 0.0
+    wing: float = WING_FRACTION
 
     def __post_init__(self):
         if not self.fwhm > 0:
@@ -108,32 +125,60 @@ class PSF:
             raise ValueError(f"PSF: Moffat beta must be above 1.1 (GalSim's untruncated Moffat), got {self.beta}")
         if not 0.0 <= self.ellipticity < 1.0:
             raise ValueError(f"PSF: ellipticity 1 - b/a must lie in [0, 1), got {self.ellipticity}")
+        if not 0.0 <= self.wing < 1.0:
+            raise ValueError(f"PSF: the aureole's light fraction must lie in [0, 1), got {self.wing}")
 
     @classmethod
     def from_header(cls, header):
-        """The PSF a synthetic frame's header records (``SEEING``, ``PSFBETA``, ``PSFELLIP``, ``PSFPA``)."""
+        """The PSF a synthetic frame's header records (``SEEING``, ``PSFBETA``, ``PSFELLIP``, ``PSFPA``,
+        ``PSFWING``; frames of simulators before the aureole have no ``PSFWING``: none)."""
         return cls(float(header["SEEING"]), float(header["PSFBETA"]), float(header["PSFELLIP"]),
-                   float(header["PSFPA"]))
+                   float(header["PSFPA"]), float(header.get("PSFWING", 0.0)))
 
     def profile(self):
-        """The unit-flux GalSim profile (cached)."""
+        """The core: the unit-flux GalSim Moffat (cached), without the aureole (`render.add_psf_wing`)."""
         return _psf_profile(self)
 
     def effective_width(self):
-        """The effective width (arcsec): the FWHM of the Gaussian of the same noise-equivalent area."""
-        return _EFFECTIVE_WIDTH_PER_ROOT_NEA * self.fwhm * np.sqrt(_unit_nea(self.beta))
+        """The effective width (arcsec) of core and aureole: the FWHM of the Gaussian of the same noise-equivalent
+        area (of the round profile: the shear keeps the core's)."""
+        return _EFFECTIVE_WIDTH_PER_ROOT_NEA * np.sqrt(_continuous_nea(self.fwhm, self.beta, self.wing))
 
 
-def _unit_nea(beta):
-    """Noise-equivalent area (arcsec^2, continuous) of the round Moffat of FWHM 1"."""
-    # Moffat (1 + r^2/alpha^2)^-beta: NEA = pi alpha^2 (2 beta - 1) / (beta - 1)^2.
-    alpha = 0.5 / np.sqrt(2.0 ** (1.0 / beta) - 1.0)
-    return float(np.pi * alpha**2 * (2.0 * beta - 1.0) / (beta - 1.0) ** 2)
+def _moffat(r, beta, alpha):
+    """Unit-flux round Moffat surface brightness at radius ``r`` (units of ``alpha``^-2)."""
+    return (beta - 1.0) / (np.pi * alpha**2) * (1.0 + (r / alpha) ** 2) ** -beta
 
 
-def effective_width_to_fwhm(width, beta):
-    """FWHM (arcsec) of the Moffat of index ``beta`` whose effective width is ``width`` (module docstring)."""
-    return float(width / (_EFFECTIVE_WIDTH_PER_ROOT_NEA * np.sqrt(_unit_nea(beta))))
+def _continuous_nea(fwhm, beta, wing):
+    """Noise-equivalent area ``1 / integral(p^2)`` (arcsec^2) of the round PSF ``(1 - wing) core + wing aureole``."""
+    alpha = fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    # Moffat (1 + r^2/alpha^2)^-beta: integral(p^2) = (beta - 1)^2 / (pi alpha^2 (2 beta - 1)).
+    core = (beta - 1.0) ** 2 / (np.pi * alpha**2 * (2.0 * beta - 1.0))
+    if not wing:
+        return float(1.0 / core)
+    aureole = (WING_BETA - 1.0) ** 2 / (np.pi * WING_SCALE_RADIUS**2 * (2.0 * WING_BETA - 1.0))
+    cross, _ = integrate.quad(lambda r: 2.0 * np.pi * r * _moffat(r, beta, alpha)
+                              * _moffat(r, WING_BETA, WING_SCALE_RADIUS), 0.0, np.inf, limit=200)
+    return float(1.0 / ((1.0 - wing) ** 2 * core + wing**2 * aureole + 2.0 * wing * (1.0 - wing) * cross))
+
+
+def effective_width_to_fwhm(width, beta, wing=WING_FRACTION):
+    """FWHM (arcsec) of the Moffat core of index ``beta`` whose PSF, with ``wing`` of the light in the aureole,
+    has the effective width ``width`` (module docstring)."""
+    def excess(fwhm):
+        return _EFFECTIVE_WIDTH_PER_ROOT_NEA * np.sqrt(_continuous_nea(fwhm, beta, wing)) - width
+
+    return float(optimize.brentq(excess, 0.05 * width, 2.0 * width, xtol=1e-6))
+
+
+@functools.lru_cache(maxsize=8)
+def wing_kernel(pixel_scale=PIXEL_SCALE.to_value(u.arcsec)):
+    """The aureole on pixels of ``pixel_scale`` arcsec: a unit-sum float64 image reaching `WING_RADIUS`, centred."""
+    size = 2 * int(np.ceil(WING_RADIUS / pixel_scale)) + 1
+    aureole = galsim.Moffat(beta=WING_BETA, scale_radius=WING_SCALE_RADIUS)
+    kernel = aureole.drawImage(nx=size, ny=size, scale=pixel_scale, method="no_pixel").array.astype(np.float64)
+    return kernel / kernel.sum()
 
 
 @functools.lru_cache(maxsize=256)
@@ -205,8 +250,8 @@ def draw_psfs(rng, bands=BANDS, seeing=None):
             fwhm = float(seeing[band])
         else:
             width = np.clip(width_r * SEEING_RATIO[band] * (1.0 if band == "r" else jitter[band]), *SEEING_LIMITS)
-            fwhm = round(effective_width_to_fwhm(width, beta), 4)
-        psfs[band] = PSF(fwhm, beta, ellipticity, angle)
+            fwhm = round(effective_width_to_fwhm(width, beta, WING_FRACTION), 4)
+        psfs[band] = PSF(fwhm, beta, ellipticity, angle, WING_FRACTION)
     return psfs
 
 
@@ -215,9 +260,9 @@ def noise_equivalent_area(psf):
 
     A PSF-weighted flux measured on a background of pixel noise sigma has error ``sigma * sqrt(NEA)``.
     """
-    scale = PIXEL_SCALE.to_value(u.arcsec)
-    image = psf.profile().drawImage(nx=101, ny=101, scale=scale).array
-    image = image / image.sum()
+    kernel = wing_kernel()
+    image = psf.profile().drawImage(nx=len(kernel), ny=len(kernel), scale=PIXEL_SCALE.to_value(u.arcsec)).array
+    image = (1.0 - psf.wing) * image / image.sum() + psf.wing * kernel
     return float(1.0 / np.sum(image**2))
 
 

@@ -9,6 +9,9 @@ add_to_image=True, center=...)``), so no per-object stamp is allocated or copied
   their axis ratio and position angle;
 - stars: the PSF itself.
 
+The PSF's core is drawn with each source; its aureole (`~deepcee_d2.synthetic.instrument.WING_FRACTION` of the
+light) is added afterwards to the whole noiseless image by `add_psf_wing`, one FFT convolution per band.
+
 Windows are sized to the source: ``half-width = k * sqrt(r_half^2 + (FWHM / 2)^2) / pixel`` with k = 5 for
 exponential and point sources and k = 10 for de Vaucouleurs profiles, grown by 30 % per magnitude brighter
 than r = 21 (bright sources show their wings above the noise further out) and kept within 8-512 pixels.
@@ -20,10 +23,11 @@ its origin at (0, 0), so a source drawn at ``center=(x, y)`` lands where ``wcs.w
 Position angles are degrees east of north on a north-up, east-left image.
 """
 import astropy.units as u
+import cv2
 import galsim
 import numpy as np
 
-from .instrument import PIXEL_SCALE, mag_to_nanomaggies
+from .instrument import PIXEL_SCALE, mag_to_nanomaggies, wing_kernel
 
 MIN_HALF_WIDTH = 8
 MAX_HALF_WIDTH = 512
@@ -105,3 +109,16 @@ def draw_stars(image, stars, band, psf):
         point_spread.withFlux(flux[k]).drawImage(image=window, add_to_image=True, center=galsim.PositionD(x, y))
         drawn += 1
     return drawn
+
+
+def add_psf_wing(pixels, psf, pixel_scale=PIXEL_SCALE.to_value(u.arcsec)):
+    """Move ``psf.wing`` of the light of a noiseless image (2-D float64 array of ``pixel_scale`` arcsec pixels,
+    drawn with the PSF's core) into the PSF's aureole, in place: ``(1 - w) image + w image * aureole``; returns
+    it. Light the aureole would spread from outside the image is missing, as from sources never drawn there."""
+    if psf.wing:
+        # filter2D correlates; the round kernel makes that the convolution. It switches to a DFT for big kernels.
+        spread = cv2.filter2D(pixels, cv2.CV_64F, wing_kernel(round(float(pixel_scale), 6)),
+                              borderType=cv2.BORDER_CONSTANT)
+        pixels *= 1.0 - psf.wing
+        pixels += psf.wing * spread
+    return pixels

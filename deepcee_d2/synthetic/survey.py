@@ -4,8 +4,8 @@
 
     <root>/survey.json            the settings every field is made with (a rerun with others is refused)
     <root>/clusters.fits          truth of every cluster: cluster schema + field + simulator extras
-    <root>/fields.ecsv            one row per field: field, ra, dec, nx, ny, seed, seeing_* (PSF FWHM), psf_beta,
-                                  psf_ellipticity, psf_angle, sky_*, depth_*, ...
+    <root>/fields.ecsv            one row per field: field, ra, dec, nx, ny, seed, seeing_* (PSF core FWHM), psf_beta,
+                                  psf_ellipticity, psf_angle, psf_wing, sky_*, depth_*, ...
     <root>/<field>/frame-g.fits   float32 nanomaggies, TAN WCS, FILTER, PIXSCALE, SEEING, SKYLEVEL, BUNIT
     <root>/<field>/frame-r.fits
     <root>/<field>/frame-i.fits
@@ -39,8 +39,8 @@ FIELD_PREFIX = "f"
 _GRID_ORIGIN = SkyCoord(150.0 * u.deg, 20.0 * u.deg)
 _GRID_GAP = 1.25  # grid spacing in units of the field size, so neighbouring fields never overlap
 # Recorded in survey.json, so that resuming a survey made by an older simulator is refused rather than mixed:
-# 2 = Moffat PSFs with ellipticity, background structure, cosmic rays and groups (issue 15).
-SIMULATOR_VERSION = 2
+# 2 = Moffat PSFs with ellipticity, background structure, cosmic rays and groups (issue 15); 3 = the PSF's aureole.
+SIMULATOR_VERSION = 3
 
 
 def field_names(n_fields):
@@ -89,7 +89,7 @@ def _field_row(name, centre, nx, ny, seed, synthetic_field=None, n_clusters=0):
         for band in BANDS:
             row[f"seeing_{band}"] = synthetic_field.seeing.get(band, np.nan)
         shape = next(iter(synthetic_field.psf.values()))  # one shape for every band
-        row.update(psf_beta=shape.beta, psf_ellipticity=shape.ellipticity, psf_angle=shape.angle)
+        row.update(psf_beta=shape.beta, psf_ellipticity=shape.ellipticity, psf_angle=shape.angle, psf_wing=shape.wing)
         for band in BANDS:
             row[f"sky_{band}"] = round(sky_level(band), 6)
         for band in BANDS:
