@@ -60,9 +60,9 @@ Rows (per-frame or per-field values, summarised over the fields of each sky as m
    fraction at 3.2-12" (8-30 px), where a Moffat core of beta ~3 holds a few per mille and the aureole most
    of it; summed over the point sources of 13.5 < r < 17.5 (Kron) with no other source within 12" and a
    peak below half the saturation level (so the brightest weigh most, as their rings are the least noisy), at
-   least 3 needed. Light in 1 px rings: 2.5-sigma clipped means (a
-   neighbour's light is clipped), the star's local sky the clipped median of the ring at 18-24" (45-60 px);
-   high-latitude fields only (the crowded field's rings are full of neighbours).
+   least 3 needed. Light in 1 px rings: 2.5-sigma clipped means (a neighbour's light is clipped), the star's
+   local sky the clipped median of the ring at 18-24" (45-60 px); high-latitude fields only (the crowded
+   field's rings are full of neighbours).
 
 Photometry settings are the package defaults (`deepcee_d2.config.load_config`). About 2.5 minutes on one core for
 four fields per sky (the crowded field takes longest). A field whose stellar locus is wider than 0.1 mag (the
@@ -92,7 +92,7 @@ from deepcee_d2.sky import centre_and_radius
 from deepcee_d2.survey.tiling import group_fields
 from deepcee_d2.synthetic.colours import red_sequence, red_sequence_scatter
 from deepcee_d2.synthetic.instrument import (BANDS, PIXEL_SCALE, SATURATION_DN, WING_BETA, WING_FRACTION,
-                                             WING_SCALE_RADIUS, ZERO_POINT)
+                                             WING_SCALE_RADIUS, ZERO_POINT, moffat, moffat_scale_radius)
 
 REPO = Path(__file__).resolve().parents[1]
 TWIN_MATCH = 10 * u.arcsec  # twins are centred on their real field's r frame
@@ -418,10 +418,7 @@ def fit_aureole(radii, profile, core_fwhm, core_beta, scale):
     `~deepcee_d2.synthetic.instrument.WING_BETA`; ``(f, scale radius arcsec, rms residual dex)``."""
     from scipy import optimize
 
-    def moffat(r, beta, alpha):
-        return (beta - 1.0) / (np.pi * alpha**2) * (1.0 + (r / alpha) ** 2) ** -beta
-
-    core_alpha = core_fwhm / scale / (2.0 * np.sqrt(2.0 ** (1.0 / core_beta) - 1.0))
+    core_alpha = moffat_scale_radius(core_fwhm / scale, core_beta)
     chosen = (radii * scale >= AUREOLE_FIT_RADII[0]) & (radii * scale <= AUREOLE_FIT_RADII[1]) & (profile > 0)
     r, measured = radii[chosen], profile[chosen]
 

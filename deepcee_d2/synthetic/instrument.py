@@ -145,21 +145,26 @@ class PSF:
         return _EFFECTIVE_WIDTH_PER_ROOT_NEA * np.sqrt(_continuous_nea(self.fwhm, self.beta, self.wing))
 
 
-def _moffat(r, beta, alpha):
+def moffat(r, beta, alpha):
     """Unit-flux round Moffat surface brightness at radius ``r`` (units of ``alpha``^-2)."""
     return (beta - 1.0) / (np.pi * alpha**2) * (1.0 + (r / alpha) ** 2) ** -beta
 
 
+def moffat_scale_radius(fwhm, beta):
+    """The scale radius alpha of the Moffat of index ``beta`` and FWHM ``fwhm`` (same units)."""
+    return fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+
+
 def _continuous_nea(fwhm, beta, wing):
     """Noise-equivalent area ``1 / integral(p^2)`` (arcsec^2) of the round PSF ``(1 - wing) core + wing aureole``."""
-    alpha = fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    alpha = moffat_scale_radius(fwhm, beta)
     # Moffat (1 + r^2/alpha^2)^-beta: integral(p^2) = (beta - 1)^2 / (pi alpha^2 (2 beta - 1)).
     core = (beta - 1.0) ** 2 / (np.pi * alpha**2 * (2.0 * beta - 1.0))
     if not wing:
         return float(1.0 / core)
     aureole = (WING_BETA - 1.0) ** 2 / (np.pi * WING_SCALE_RADIUS**2 * (2.0 * WING_BETA - 1.0))
-    cross, _ = integrate.quad(lambda r: 2.0 * np.pi * r * _moffat(r, beta, alpha)
-                              * _moffat(r, WING_BETA, WING_SCALE_RADIUS), 0.0, np.inf, limit=200)
+    cross, _ = integrate.quad(lambda r: 2.0 * np.pi * r * moffat(r, beta, alpha)
+                              * moffat(r, WING_BETA, WING_SCALE_RADIUS), 0.0, np.inf, limit=200)
     return float(1.0 / ((1.0 - wing) ** 2 * core + wing**2 * aureole + 2.0 * wing * (1.0 - wing) * cross))
 
 
