@@ -2,7 +2,8 @@
 
 1. **Sky**: synthetic SDSS fields, one cluster (0.1 < z < 0.2, >= 20 members: the paper's regime) at the
    centre of each, big enough for the training cutouts and their offsets; on request (`DemoPlan`, off by
-   default) fields without such a cluster: empty ones, and ones with an unlabelled group below the richness cut.
+   default) more clusters at random in each field, and fields without such a cluster: empty ones, and ones
+   with an unlabelled group below the richness cut.
 2. **Data set**: each cluster 4 times at random offsets, colour images at the config's sizes, split by
    cluster into train and test; each cluster-free field 4 times as blank images, split on their own;
    registered as ``deepcee_synthetic_train`` / ``_test``.
@@ -59,6 +60,11 @@ class DemoPlan:
     n_empty_fields: int = 0
     n_group_fields: int = 0
     group_richness_range: tuple = (4.0, 10.0)
+    # Clusters of the same cut in each training field besides the centred one, placed at random (edges
+    # included) no closer to it or to each other than DEEPCEE.SURVEY.MERGE_RADIUS_KPC at the lowest redshift
+    # (closer, the survey would merge them): they fall into some of its images, often cut by their edges, and
+    # are annotated there (images with several clusters). They get no images of their own.
+    neighbours_per_field: int = 0
     field_size: int = 1520
     z_range: tuple = (0.1, 0.2)
     min_members: int = 20
@@ -106,9 +112,11 @@ def demo_config(plan, weights=None):
 
 
 def make_training_sky(plan, cfg):
-    """Step 1: fields with one cluster at the centre of each (`deepcee_d2.synthetic.write_survey`) under
-    ``sky/``, and the cluster-free fields (`make_blank_sky`) beside them under ``sky/blank`` and ``sky/groups``;
-    returns the clusters and the blank targets (the cluster-free fields' centres)."""
+    """Step 1: fields with one cluster at the centre of each, and ``plan.neighbours_per_field`` more at random
+    (`deepcee_d2.synthetic.write_survey`), under ``sky/``, and the cluster-free fields (`make_blank_sky`)
+    beside them under ``sky/blank`` and ``sky/groups``; returns all the clusters and the blank targets (the
+    cluster-free fields' centres)."""
+    from .cosmology import angular_size, cosmology_from_cfg
     from .synthetic import ClusterSpec, write_survey
 
     colour, max_offset = cfg.DEEPCEE.COLOUR, cfg.DEEPCEE.DATA.MAX_OFFSET_ARCSEC
@@ -116,11 +124,19 @@ def make_training_sky(plan, cfg):
     if plan.field_size < needed:
         raise ValueError(f"demo plan: field_size {plan.field_size} px cannot hold {colour.CUTOUT_SIZE} px cutouts "
                          f"offset by {max_offset} arcsec; need {needed:.0f} px")
-    spec = ClusterSpec(per_field=1, z_range=plan.z_range, min_members=plan.min_members, placement="centre")
+    separation = angular_size(cfg.DEEPCEE.SURVEY.MERGE_RADIUS_KPC * u.kpc, plan.z_range[0], cosmology_from_cfg(cfg))
+    spec = ClusterSpec(per_field=1 + plan.neighbours_per_field, z_range=plan.z_range, min_members=plan.min_members,
+                       placement="centre", min_separation=separation)
     clusters, _ = write_survey(plan.work_dir / "sky", plan.n_train_fields, plan.field_size, plan.field_size,
                                clusters=spec, seed=plan.seed, source_lists=False, workers=plan.workers,
                                progress=plan.progress)
     return clusters, make_blank_sky(plan)
+
+
+def centred_clusters(clusters):
+    """The clusters at the training fields' centres (ids ``<field>-c0``, `ClusterSpec` "centre"): the targets
+    the data set makes images around; the neighbours are only annotated where those images hold them."""
+    return clusters[[str(identifier).endswith("-c0") for identifier in clusters["id"]]]
 
 
 # Where the cluster-free training fields lie: apart from the training grid (from RA 150, Dec 20) and the
@@ -161,9 +177,9 @@ def make_dataset(plan, cfg, clusters, blank_targets=None):
     from .data.resample import Resampling
 
     settings = DatasetSettings.from_cfg(cfg, seed=plan.seed)
-    return build_dataset(clusters, LocalFITSSource(plan.work_dir / "sky", Resampling.from_cfg(cfg)), plan.work_dir / "datasets" / "synthetic",
-                         settings, blank_targets=blank_targets, cosmology=cosmology_from_cfg(cfg),
-                         progress=plan.progress)
+    return build_dataset(centred_clusters(clusters), LocalFITSSource(plan.work_dir / "sky", Resampling.from_cfg(cfg)),
+                         plan.work_dir / "datasets" / "synthetic", settings, annotate_with=clusters,
+                         blank_targets=blank_targets, cosmology=cosmology_from_cfg(cfg), progress=plan.progress)
 
 
 # In the test split's report folder: the weights and config its evaluation.json was made with, so that a rerun
@@ -266,7 +282,8 @@ def run_demo(plan=DemoPlan()):
     cfg = demo_config(plan)
     logger.info("[1/4] synthetic training sky: %d fields in %s", plan.n_train_fields, work / "sky")
     clusters, blank_targets = make_training_sky(plan, cfg)
-    logger.info("[2/4] data set: %d clusters and %d cluster-free fields x %d offsets", len(clusters),
+    logger.info("[2/4] data set: %d clusters (and %d neighbours) and %d cluster-free fields x %d offsets",
+                len(centred_clusters(clusters)), len(clusters) - len(centred_clusters(clusters)),
                 0 if blank_targets is None else len(blank_targets), cfg.DEEPCEE.DATA.N_OFFSETS)
     make_dataset(plan, cfg, clusters, blank_targets)
     logger.info("[3/4] training and evaluating %s in %s", plan.config_file, cfg.MODEL.INCEPTION_V2.PRECISION)

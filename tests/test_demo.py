@@ -18,21 +18,26 @@ TOY_OPTS = ("MODEL.INCEPTION_V2.DEPTH_MULTIPLIER", "0.25", "DEEPCEE.COLOUR.CUTOU
             "SOLVER.IMS_PER_BATCH", "1", "SOLVER.WARMUP_ITERS", "0", "SOLVER.STEPS", "()",
             "DATALOADER.NUM_WORKERS", "0", "DEEPCEE.SURVEY.SCORE_THRESHOLD", "0.0", "DEEPCEE.DATA.N_OFFSETS", "2",
             "DEEPCEE.DATA.MAX_OFFSET_ARCSEC", "20.0", "DEEPCEE.DATA.TEST_FRACTION", "0.5",
-            "DEEPCEE.DATA.BOX_SIZE_KPC", "40.0")
+            "DEEPCEE.DATA.BOX_SIZE_KPC", "40.0", "DEEPCEE.SURVEY.MERGE_RADIUS_KPC", "40.0")
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     plan = DemoPlan(work_dir=tmp_path_factory.mktemp("demo"), config_opts=TOY_OPTS, n_train_fields=4,
-                    n_empty_fields=1, n_group_fields=1, field_size=320, n_survey_fields=1, survey_field_size=500, survey_clusters_per_field=1, workers=1,
-                    progress=False)
+                    n_empty_fields=1, n_group_fields=1, neighbours_per_field=1, field_size=320, n_survey_fields=1,
+                    survey_field_size=500, survey_clusters_per_field=1, workers=1, progress=False)
     return plan, run_demo(plan)
 
 
 def test_every_output_of_the_demo_exists_and_parses(demo):
     plan, result = demo
     work = Path(plan.work_dir)
-    assert len(Table.read(work / "sky" / "clusters.fits")) == 4
+    # 4 fields, each with a cluster at its centre (the data set's targets) and a neighbour at least the
+    # survey's merging radius (40 kpc: 22" at z = 0.1) from it, annotated in the centre's images that hold it.
+    sky = Table.read(work / "sky" / "clusters.fits")
+    assert len(sky) == 8 and sorted(Table.read(work / "datasets" / "synthetic" / "clusters.ecsv")["id"]) == sorted(
+        f"f{k:03d}-c0" for k in range(4))
+    annotated = set()
     # The cluster-free fields: one empty, one with a group below the cut (in the sky, not labelled).
     assert len(Table.read(work / "sky" / "blank" / "clusters.fits")) == 0
     group = Table.read(work / "sky" / "groups" / "clusters.fits")
@@ -43,9 +48,15 @@ def test_every_output_of_the_demo_exists_and_parses(demo):
                                                  for image in coco["images"])
         blank = {image["id"] for image in coco["images"] if image["blank"]}
         assert len(blank) == 2 and not any(a["image_id"] in blank for a in coco["annotations"])
+        for image in coco["images"]:  # each cluster image holds its target, sometimes its neighbour too
+            ids = {a["cluster_id"] for a in coco["annotations"] if a["image_id"] == image["id"]}
+            assert image["blank"] or image["target_id"] in ids
+            annotated |= ids
+        n_annotations = len(coco["annotations"])  # of the test split, after the loop
+    assert {identifier for identifier in annotated if identifier.endswith("-c1")}
     assert (work / "train" / "model_final.pth").is_file()
     summary = json.loads((result.report_dir / "evaluation.json").read_text())
-    assert summary["n_true"] == 4 and len(summary["thresholds"]) == 11
+    assert summary["n_true"] == n_annotations and len(summary["thresholds"]) == 11
     assert summary["blank_images"]["n_images"] == 2 and len(summary["blank_images"]["rates"]) == 11
     for name in summary["files"]:
         assert (result.report_dir / name).stat().st_size > 0, name

@@ -216,8 +216,6 @@ def test_impossible_inputs_raise_errors_naming_the_parameter():
         make_field(CENTRE, 100, 100, bands=("g", "u"))
     with pytest.raises(ValueError, match="outside"):
         make_field(CENTRE, 100, 100, clusters=Table({"ra": [151.0], "dec": [2.0], "z": [0.2], "richness": [30.0]}))
-    with pytest.raises(ValueError, match="placement 'centre'"):
-        ClusterSpec(per_field=2, placement="centre")
     with pytest.raises(ValueError, match="min_separation"):
         make_field(CENTRE, 200, 200, clusters=ClusterSpec(per_field=3, placement="random"))
 
@@ -234,6 +232,22 @@ def test_random_placement_keeps_clusters_apart_and_allows_edges():
     centred = make_field(CENTRE, 301, 201, clusters=ClusterSpec(), field_galaxies=False, stars=False,
                          noise=False, bands=("r",), seed=2)
     assert (centred.clusters["x"][0], centred.clusters["y"][0]) == pytest.approx((150.0, 100.0), abs=1e-6)
+
+
+def test_centre_placement_puts_the_first_cluster_at_the_centre_and_its_neighbours_apart():
+    spec = ClusterSpec(per_field=3, placement="centre", min_separation=120 * u.arcsec, z_range=(0.3, 0.4),
+                       richness_range=(20, 25), edge_margin=20 * u.arcsec)
+    field = make_field(CENTRE, 1001, 901, clusters=spec, field_galaxies=False, stars=False, noise=False,
+                       bands=("r",), seed=4)
+    xy = np.stack([field.clusters["x"], field.clusters["y"]], axis=1)
+    assert list(field.clusters["id"]) == ["synthetic-c0", "synthetic-c1", "synthetic-c2"]
+    assert tuple(xy[0]) == pytest.approx((500.0, 450.0), abs=1e-6)
+    separation = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))[np.triu_indices(3, 1)]
+    assert separation.min() * 0.396 >= 120
+    assert np.all((xy[1:] >= 20 / 0.396 - 1e-6) & (xy[1:] <= np.array([1000, 900]) - 20 / 0.396 + 1e-6))
+    with pytest.raises(ValueError, match="min_separation"):
+        make_field(CENTRE, 301, 301, clusters=ClusterSpec(per_field=2, placement="centre"), field_galaxies=False,
+                   stars=False, noise=False, bands=("r",))
 
 
 def test_saturation_clips_and_bleeds_along_the_column_conserving_charge():

@@ -27,6 +27,7 @@ from deepcee_d2.synthetic.inject import (
     inject_clusters,
     measure_fwhm,
     output_name,
+    place_clusters,
     plan_clusters,
     read_frames,
 )
@@ -233,6 +234,24 @@ def test_frame_without_wcs_is_an_error_naming_the_file(tmp_path):
 def test_output_inside_the_input_folder_is_refused(real_frames):
     with pytest.raises(InjectionError, match="outside the input folder"):
         inject_clusters(real_frames, real_frames / "injected", fwhm=FWHM, progress=False)
+
+
+def test_centre_placement_puts_the_first_cluster_at_the_field_centre_and_its_neighbours_apart(real_frames):
+    fields = read_frames(real_frames, ("g", "r", "i"))
+    spec = ClusterSpec(per_field=3, placement="centre", min_separation=60 * u.arcsec, edge_margin=20 * u.arcsec)
+    placed = place_clusters(np.random.default_rng(3), fields, spec)
+    (name, reference), = ((name, field["r"]) for name, field in fields.items())
+    positions = SkyCoord([position for _, position in placed])
+    assert [field for field, _ in placed] == [name] * 3
+    x, y = reference.wcs.world_to_pixel(positions)
+    assert (float(x[0]), float(y[0])) == pytest.approx(((CUT - 1) / 2, (CUT - 1) / 2), abs=1e-6)
+    separations = [positions[i].separation(positions[j]).arcsec for i in range(3) for j in range(i + 1, 3)]
+    assert min(separations) >= 60
+    for frame in fields[name].values():  # the neighbours lie 20" inside every band's frame
+        fx, fy = frame.wcs.world_to_pixel(positions[1:])
+        assert np.all(frame.contains(fx, fy, (20 * u.arcsec / frame.pixel_scale()).to_value(u.one)))
+    alone = place_clusters(np.random.default_rng(3), fields, ClusterSpec(per_field=1, placement="centre"))
+    assert len(alone) == 1 and alone[0][1].separation(positions[0]).arcsec < 1e-6
 
 
 def test_galaxy_shapes_on_the_sky_agree_between_rotated_frames(tmp_path):

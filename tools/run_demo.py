@@ -18,11 +18,14 @@ def main(argv=None):
                         help="training fields without clusters, 4 blank images each (experiments; see DemoPlan)")
     parser.add_argument("--group-fields", type=int, default=DemoPlan.n_group_fields,
                         help="training fields with an unlabelled group below the richness cut, 4 images each")
+    parser.add_argument("--neighbours", type=int, default=DemoPlan.neighbours_per_field,
+                        help="more clusters at random in each training field, annotated where its images hold them")
     parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default=DemoPlan.precision,
                         help="MODEL.INCEPTION_V2.PRECISION; auto: bfloat16 where the CPU computes it natively")
     args = parser.parse_args(argv)
     result = run_demo(DemoPlan(work_dir=args.work_dir, workers=args.workers, n_empty_fields=args.empty_fields,
-                               n_group_fields=args.group_fields, precision=args.precision))
+                               n_group_fields=args.group_fields, neighbours_per_field=args.neighbours,
+                               precision=args.precision))
     print(summary_text(result))
     return result
 

@@ -68,7 +68,7 @@ class ClusterSpec:
     Parameters
     ----------
     per_field : int
-        Clusters per field (``placement="centre"`` needs exactly 1).
+        Clusters per field.
     z_range : tuple of float
         Redshifts are uniform in this range, within 0.05-0.6 (the calibrated red sequence).
     richness_range : tuple of float
@@ -76,9 +76,10 @@ class ClusterSpec:
     min_members : int
         Clusters whose realised N200 (`n_members`) falls below this are drawn again (new z and richness).
     placement : str
-        ``"centre"``: the BCG at the field centre (for training cutouts with offsets around the cluster).
-        ``"random"``: BCGs uniform over the field, anywhere including near the edges (see ``edge_margin``),
-        no two closer than ``min_separation``.
+        ``"centre"``: the first cluster's BCG at the field centre (for training cutouts with offsets around
+        it), the others (neighbours that may fall inside those cutouts, also near their edges) placed as
+        ``"random"`` places them: uniform over the field within ``edge_margin`` of the edges, no two
+        closer than ``min_separation``. The centre cluster is the first row (id ``<field>-c0``).
     min_separation : `~astropy.units.Quantity` [angle]
         Smallest separation between BCGs of one field (``"random"``).
     edge_margin : `~astropy.units.Quantity` [angle]
@@ -110,9 +111,6 @@ class ClusterSpec:
             raise ValueError(f"min_members must be >= 0, got {self.min_members}")
         if self.placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
-        if self.placement == "centre" and self.per_field > 1:
-            raise ValueError(f"placement 'centre' puts one cluster per field; got per_field={self.per_field} "
-                             "(use placement 'random' for several)")
         if self.min_separation < 0 or self.edge_margin < 0:
             raise ValueError("min_separation and edge_margin must be >= 0")
 

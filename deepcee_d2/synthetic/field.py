@@ -174,24 +174,23 @@ def _check_seeing(seeing, bands):
 
 
 def _place_clusters(rng, spec, wcs, nx, ny):
-    """BCG positions (SkyCoord) for ``spec``: the field centre, or random with separation and margin."""
+    """BCG positions (SkyCoord) for ``spec``: random with separation and margin, the first at the field centre
+    for ``"centre"`` (then one centred cluster draws nothing from ``rng``)."""
     if spec.per_field == 0:
         return SkyCoord([] * u.deg, [] * u.deg)
-    if spec.placement == "centre":
-        return wcs.pixel_to_world([(nx - 1) / 2], [(ny - 1) / 2])
     margin = (spec.edge_margin / PIXEL_SCALE).to_value(u.dimensionless_unscaled)
     separation = (spec.min_separation / PIXEL_SCALE).to_value(u.dimensionless_unscaled)
-    if 2 * margin >= min(nx, ny) - 1:
+    placed = [((nx - 1) / 2, (ny - 1) / 2)] if spec.placement == "centre" else []
+    if len(placed) < spec.per_field and 2 * margin >= min(nx, ny) - 1:
         raise ValueError(f"edge_margin: {spec.edge_margin} leaves no room in a {nx} x {ny} field")
-    placed = []
     for _ in range(_PLACEMENT_ATTEMPTS):
+        if len(placed) == spec.per_field:
+            xy = np.array(placed)
+            return wcs.pixel_to_world(xy[:, 0], xy[:, 1])
         x = rng.uniform(margin, nx - 1 - margin)
         y = rng.uniform(margin, ny - 1 - margin)
         if all(np.hypot(x - px, y - py) >= separation for px, py in placed):
             placed.append((x, y))
-            if len(placed) == spec.per_field:
-                xy = np.array(placed)
-                return wcs.pixel_to_world(xy[:, 0], xy[:, 1])
     raise ValueError(f"cannot place {spec.per_field} clusters at least {spec.min_separation} apart "
                      f"(edge margin {spec.edge_margin}) in a {nx} x {ny} px field; lower min_separation")
 

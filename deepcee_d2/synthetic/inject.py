@@ -12,10 +12,11 @@ them into every frame they touch, then writes the injected frames and the truth.
   and rotated by 90 degrees against north.
 - **Positions.** Clusters are placed per field, uniform on the sky within the field's *common footprint*
   (a pixel of the reference band, r, accepted when it lies inside every band's frame, ``edge_margin`` from
-  each edge) and at least ``min_separation`` from every cluster already placed in any field; or at the field
-  centre (``placement="centre"``); or at positions the user gives. Each member's sky position goes through
-  each band's own astropy WCS to that frame's pixels; a cluster is drawn into every frame its members
-  touch, also those of neighbouring fields (SDSS fields overlap), so overlapping frames agree.
+  each edge) and at least ``min_separation`` from every cluster already placed in any field; or the first
+  at the field centre and any others as above (``placement="centre"``); or at positions the user gives.
+  Each member's sky position goes through each band's own astropy WCS to that frame's pixels; a cluster is
+  drawn into every frame its members touch, also those of neighbouring fields (SDSS fields overlap), so
+  overlapping frames agree.
 - **Shapes.** The GalSim image of a frame carries the frame's astropy WCS (`galsim.AstropyWCS`), so each
   galaxy is drawn through the local Jacobian of the WCS at its own position: a galaxy's shape and position
   angle on the sky are the same in every band whatever the frames' rotation, parity and pixel scale.
@@ -350,9 +351,11 @@ def place_clusters(rng, fields, spec):
     for name, field in fields.items():
         reference = _reference(field)
         height, width = reference.shape
-        if spec.placement == "centre":
-            centre = reference.wcs.pixel_to_world((width - 1) / 2, (height - 1) / 2)
-            placed += [(name, centre)] * spec.per_field
+        n_random = spec.per_field
+        if spec.placement == "centre" and spec.per_field:
+            placed.append((name, reference.wcs.pixel_to_world((width - 1) / 2, (height - 1) / 2)))
+            n_random -= 1
+        if not n_random:  # one centred cluster draws nothing, as in synthetic fields
             continue
         # Candidates uniform over the reference frame, kept inside every band's frame; each cluster placed
         # removes the candidates too close to it (also those of later fields).
@@ -361,7 +364,7 @@ def place_clusters(rng, fields, spec):
         free = _in_footprint(field, candidates, spec.edge_margin)
         for _, position in placed:
             free &= candidates.separation(position) >= spec.min_separation
-        for _ in range(spec.per_field):
+        for _ in range(n_random):
             if not free.any():
                 raise InjectionError(f"field {name}: cannot place {spec.per_field} clusters at least "
                                      f"{spec.min_separation} apart and {spec.edge_margin} from the edges of its "
