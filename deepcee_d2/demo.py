@@ -329,6 +329,7 @@ def summary_text(result):
         f"best threshold: {100 * best['threshold']:.0f} %  precision {best['precision']:.3f}  recall "
         f"{best['recall']:.3f}  F1 {best['f1']:.3f}  (TP {best['tp']}, FP {best['fp']}, FN {best['fn']})",
         f"centring error (standard error of TP centres): {centring_error_kpc:.1f} kpc",
+        *([_survey_merged_line(result.evaluation["survey_merged"])] if "survey_merged" in result.evaluation else []),
         *([f"test images without a cluster: {blank_images_text(result.evaluation['blank_images'])}"]
           if "blank_images" in result.evaluation else []),
         f"report (Markdown with the plots): {result.report_dir / 'report.md'}",
@@ -340,6 +341,14 @@ def summary_text(result):
         f"gallery: {result.paths['gallery']}",
     ]
     return "\n".join(lines)
+
+
+def _survey_merged_line(merged):
+    """The test split counted as the survey lists candidates: each image's detections merged first."""
+    best = merged["best"]
+    return (f"as the survey lists them (each image's detections merged within {merged['merge_radius_kpc']:g} kpc): "
+            f"best threshold {100 * best['threshold']:.0f} %  precision {best['precision']:.3f}  recall "
+            f"{best['recall']:.3f}  F1 {best['f1']:.3f}  (TP {best['tp']}, FP {best['fp']}, FN {best['fn']})")
 
 
 def _purity_lines(result):

@@ -149,6 +149,31 @@ def test_options_come_from_the_config_and_explicit_arguments_win(sky_dataset):
     assert run(explicit, wcs_of, predictions) == run(DeepCEEEvaluator(cfg, name), wcs_of, predictions)
 
 
+def test_the_split_is_also_counted_as_the_survey_merges_each_image(tmp_path, sky_dataset):
+    name, wcs_of, predictions = sky_dataset
+    cfg = load_config()
+
+    def merged(radius_kpc):
+        evaluator = DeepCEEEvaluator(cfg, name, output_dir=tmp_path / f"r{radius_kpc}", redshifts=None,
+                                     merge_radius=radius_kpc * u.kpc, merge_min_redshift=0.1)
+        metrics = run(evaluator, wcs_of, predictions)["deepcee"]
+        summary = json.loads((tmp_path / f"r{radius_kpc}" / "evaluation.json").read_text())
+        return metrics, summary["survey_merged"]
+
+    # 100 kpc at z = 0.1: A's duplicate (~90 kpc from A's best detection) is absorbed, B1 and B2 (70", 128 kpc
+    # apart) stay two: at 0 % TP 3, FP 1 (C), FN 1, the raw table's best row; the headline is unchanged.
+    metrics, survey = merged(100)
+    assert (metrics["tp"], metrics["fp"], metrics["fn"], metrics["best_threshold"]) == (3, 1, 1, pytest.approx(0.4))
+    first = survey["thresholds"][0]
+    assert (first["threshold"], first["tp"], first["fp"], first["fn"]) == (0.0, 3, 1, 1)
+    assert survey["n_predictions"] == 4 and survey["merge_radius_kpc"] == 100
+    assert metrics["survey_merged_f1"] == pytest.approx(0.75) and metrics["survey_merged_threshold"] == 0.0
+    # The survey's 500 kpc also merges B2 (0.7) into B1 (0.8): a close pair is one candidate.
+    _, survey = merged(500)
+    first = survey["thresholds"][0]
+    assert (first["tp"], first["fp"], first["fn"]) == (2, 1, 2) and survey["n_predictions"] == 3
+
+
 def test_empty_outputs_and_images_without_clusters(tmp_path, sky_dataset):
     name, wcs_of, _ = sky_dataset
     results = run(DeepCEEEvaluator(load_config(), name, output_dir=tmp_path), wcs_of, {"C": [], "D": []})

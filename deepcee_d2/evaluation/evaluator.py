@@ -59,6 +59,26 @@ def _truth_table(dataset_name, records):
     return table
 
 
+def survey_merged_predictions(predictions, radius, min_redshift, cosmology):
+    """Each image's predictions merged as the survey merges a tile's detections
+    (`deepcee_d2.survey.tiling.merge_detections`: in descending score, each absorbs the others within the
+    proper ``radius`` at its z_est, else at ``min_redshift``); images apart, since a cluster's offset images
+    overlap on the sky."""
+    from astropy.table import vstack
+
+    from ..survey.tiling import merge_detections
+
+    image_ids = np.asarray(predictions["image_id"])
+    merged = []
+    for image_id in np.unique(image_ids):
+        mine = Table(predictions[image_ids == image_id], copy=True)
+        mine["tile"] = str(image_id)
+        merged.append(merge_detections(mine, radius, min_redshift, cosmology))
+    if not merged:
+        return predictions[:0]
+    return vstack(merged, metadata_conflicts="silent")[predictions.colnames]
+
+
 class DeepCEEEvaluator(DatasetEvaluator):
     """Evaluate cluster detections by the proper distance of their centres from the true centres.
 
@@ -95,16 +115,23 @@ class DeepCEEEvaluator(DatasetEvaluator):
     redshifts : `~deepcee_d2.evaluation.redshifts.RedshiftEvaluation`, optional
         Estimate z and richness of the predictions and report their accuracy (``REDSHIFTS`` and the keys
         beside it); None: no estimates.
+    merge_radius : `~astropy.units.Quantity` [length], optional
+        The survey's merging radius (``DEEPCEE.SURVEY.MERGE_RADIUS_KPC``, at ``merge_min_redshift``,
+        ``DEEPCEE.SURVEY.MIN_REDSHIFT``, where a prediction has no z_est). When given, the table is also made
+        of each image's predictions merged as the survey merges a tile's (`survey_merged_predictions`), and
+        written as ``survey_merged``: the precision of the candidates a survey would list. The headline stays
+        the paper's count of every detection.
     """
 
     @configurable
     def __init__(self, dataset_name, output_dir=None, distributed=True, *, match_radius, thresholds,
                  histogram_radius, ks_alpha, cosmology, crossmatch_catalogs, crossmatch_radius, crossmatch_z_range,
-                 redshifts=None):
+                 redshifts=None, merge_radius=None, merge_min_redshift=None):
         self._settings = {"match_radius": match_radius, "thresholds": tuple(thresholds),
                           "histogram_radius": histogram_radius, "ks_alpha": ks_alpha, "cosmology": cosmology,
                           "crossmatch_catalogs": crossmatch_catalogs, "crossmatch_radius": crossmatch_radius,
-                          "crossmatch_z_range": tuple(crossmatch_z_range), "redshifts": redshifts}
+                          "crossmatch_z_range": tuple(crossmatch_z_range), "redshifts": redshifts,
+                          "merge_radius": merge_radius, "merge_min_redshift": merge_min_redshift}
         self._dataset_name = dataset_name
         self._output_dir = output_dir
         self._distributed = distributed
@@ -128,7 +155,9 @@ class DeepCEEEvaluator(DatasetEvaluator):
                 "cosmology": cosmology_from_cfg(cfg), "crossmatch_catalogs": list(options.CROSSMATCH_CATALOGS),
                 "crossmatch_radius": options.CROSSMATCH_RADIUS_KPC * u.kpc,
                 "crossmatch_z_range": tuple(options.CROSSMATCH_Z_RANGE),
-                "redshifts": RedshiftEvaluation.from_cfg(cfg)}
+                "redshifts": RedshiftEvaluation.from_cfg(cfg),
+                "merge_radius": cfg.DEEPCEE.SURVEY.MERGE_RADIUS_KPC * u.kpc,
+                "merge_min_redshift": cfg.DEEPCEE.SURVEY.MIN_REDSHIFT}
 
     def reset(self):
         self._predictions = []
@@ -204,12 +233,14 @@ class DeepCEEEvaluator(DatasetEvaluator):
                                                        settings["match_radius"], settings["cosmology"],
                                                        self._dataset_name)
             predictions, redshifts = (predictions, None) if estimated is None else (estimated, redshifts)
-        evaluation = evaluate_detections(predictions, self._truths[evaluated], thresholds=settings["thresholds"],
-                                         match_radius=settings["match_radius"],
-                                         histogram_radius=settings["histogram_radius"],
-                                         cosmology=settings["cosmology"],
-                                         redshift_tolerance=redshifts.outlier if redshifts and redshifts.require_match
-                                         else None)
+        def evaluate(predictions):
+            return evaluate_detections(predictions, self._truths[evaluated], thresholds=settings["thresholds"],
+                                       match_radius=settings["match_radius"],
+                                       histogram_radius=settings["histogram_radius"], cosmology=settings["cosmology"],
+                                       redshift_tolerance=redshifts.outlier if redshifts and redshifts.require_match
+                                       else None)
+
+        evaluation = evaluate(predictions)
         crossmatch = None
         if settings["crossmatch_catalogs"]:
             false_positives = evaluation.predictions[evaluation.predictions["status"] == FALSE_POSITIVE]
@@ -222,6 +253,15 @@ class DeepCEEEvaluator(DatasetEvaluator):
                                         settings["thresholds"])
         if blank is not None:  # the split's images without a cluster: purity on sky without clusters
             metadata["blank_images"] = blank
+        if settings["merge_radius"] is not None:
+            merged = evaluate(survey_merged_predictions(predictions, settings["merge_radius"],
+                                                        settings["merge_min_redshift"], settings["cosmology"]))
+            metadata["survey_merged"] = {"merge_radius_kpc": settings["merge_radius"].to_value(u.kpc),
+                                         "n_predictions": len(merged.predictions),
+                                         "thresholds": [{name: row[name] for name in merged.table.colnames}
+                                                        for row in merged.table],
+                                         "best": {name: merged.table[merged.best_index][name]
+                                                  for name in merged.table.colnames}}
         report = None if redshifts is None else {"outlier": redshifts.outlier, "problems": problems}
         if self._output_dir:
             summary = write_report(evaluation, self._output_dir, settings["ks_alpha"], crossmatch, metadata, report)
