@@ -11,7 +11,7 @@ at or under DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2, and the model's test split at 
 - The sky: ``--fields`` fields of ``--field-size`` px squared (10 x 3000^2 px = 1.09 deg^2) on a grid at RA 220,
   Dec 35 (high Galactic latitude; apart from the demo's training sky and held-out region), drawn by
   `write_survey` without clusters: field galaxies, stars, artefacts and groups (N200 below the cut) as always.
-- The survey: ``find_clusters`` with the config's tiles and merging; every candidate is false. The tile files keep
+- The survey: ``find_clusters_in_folder`` with the config's tiles and merging; every candidate is false. The tile files keep
   detections down to KEEP_SCORE_FLOOR, so the rate is tabulated from there up in steps of 0.01.
 - The test split: the report folder's predictions.ecsv and true_clusters.ecsv (written by the evaluator)
   matched again (`evaluate_detections`, the config's 100 kpc) at the chosen threshold and the usual ones.
@@ -31,8 +31,7 @@ from deepcee_d2.cosmology import cosmology_from_cfg
 from deepcee_d2.evaluation.matching import evaluate_detections
 from deepcee_d2.evaluation.purity import choose_score_threshold, read_tile_detections, survey_false_rates
 from deepcee_d2.evaluation.report import PREDICTIONS_NAME, TRUTHS_NAME
-from deepcee_d2.survey.run import ImagingSpec, find_clusters
-from deepcee_d2.survey.tiling import plan_folder_tiles, tile_geometry
+from deepcee_d2.survey.run import find_clusters_in_folder
 from deepcee_d2.synthetic import write_survey
 from deepcee_d2.synthetic.survey import grid_centres
 
@@ -70,10 +69,7 @@ def main(argv=None):
     centres = grid_centres(args.fields, args.field_size, args.field_size, origin=ORIGIN)
     _, fields = write_survey(sky, args.fields, args.field_size, args.field_size, centres=centres, clusters=None,
                              seed=args.seed, source_lists=False, workers=args.workers)
-    imaging = ImagingSpec.from_cfg(cfg, "fits", sky)
-    side, overlap = tile_geometry(cfg)
-    tiles, problems = plan_folder_tiles(imaging.source(), side, overlap)
-    find_clusters(cfg, tiles, imaging, output, problems=problems, n_workers=args.workers)
+    find_clusters_in_folder(cfg, sky, output, n_workers=args.workers)
 
     _, floor = read_tile_detections(output)
     thresholds = np.round(np.arange(floor, 1.005, 0.01), 6)

@@ -15,8 +15,8 @@ backgrounds").
   (`deepcee_d2.synthetic.inject.plan_clusters`), so the k-th cluster of each field is the same cluster (z,
   richness, members and their offsets from the BCG) on both backgrounds; only its position differs, drawn in
   each field's own footprint. The script checks that z, richness and N200 agree.
-- Each injected folder, and both skies without injection, is searched with ``find_clusters`` (the config's tiles,
-  merging and thresholds); the tile files are re-merged at each threshold (`survey_false_rates`).
+- Each injected folder, and both skies without injection, is searched with ``find_clusters_in_folder`` (the
+  config's tiles, merging and thresholds); the tile files are re-merged at each threshold (`survey_false_rates`).
 
 Everything is kept under ``--work`` and a rerun resumes (injection and survey runs refuse other settings).
 """
@@ -32,8 +32,7 @@ from deepcee_d2.config import load_config
 from deepcee_d2.data.frames import LocalFITSSource
 from deepcee_d2.evaluation.purity import survey_false_rates
 from deepcee_d2.sky import centre_and_radius
-from deepcee_d2.survey.run import ImagingSpec, find_clusters
-from deepcee_d2.survey.tiling import plan_folder_tiles, tile_geometry
+from deepcee_d2.survey.run import find_clusters_in_folder
 from deepcee_d2.synthetic import ClusterSpec, write_survey
 from deepcee_d2.synthetic.inject import inject_clusters
 
@@ -61,14 +60,6 @@ def make_twins(frames_root, root, seed=1, workers=2):
     write_survey(root, len(centres), nx, ny, centres=centres, clusters=None, seed=seed, source_lists=False,
                  workers=workers)
     return Path(root), centres
-
-
-def survey(cfg, frames_root, output, workers):
-    """``find_clusters`` over every frame of ``frames_root`` into ``output`` (resumes)."""
-    imaging = ImagingSpec.from_cfg(cfg, "fits", frames_root)
-    side, overlap = tile_geometry(cfg)
-    tiles, problems = plan_folder_tiles(imaging.source(), side, overlap)
-    find_clusters(cfg, tiles, imaging, output, problems=problems, n_workers=workers)
 
 
 def rates(cfg, output, frames_root, truth=None):
@@ -126,7 +117,7 @@ def main(argv=None):
 
     blank = {}
     for name, root in skies.items():
-        survey(cfg, root, work / f"{name}_blank_survey", args.workers)
+        find_clusters_in_folder(cfg, root, work / f"{name}_blank_survey", n_workers=args.workers)
         blank[name] = rates(cfg, work / f"{name}_blank_survey", root)
 
     injected = {name: [] for name in skies}
@@ -136,7 +127,7 @@ def main(argv=None):
         for name, root in skies.items():
             folder = work / f"{name}_injected_{k}"
             truths[name], _ = inject_clusters(root, folder, clusters=spec, seed=args.seed + k)
-            survey(cfg, folder, work / f"{name}_injected_{k}_survey", args.workers)
+            find_clusters_in_folder(cfg, folder, work / f"{name}_injected_{k}_survey", n_workers=args.workers)
             injected[name].append(rates(cfg, work / f"{name}_injected_{k}_survey", folder, truth=truths[name]))
         check_same_clusters(truths["real"], truths["synthetic"])
         for index, row in enumerate(truths["real"]):

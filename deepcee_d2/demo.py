@@ -257,16 +257,12 @@ def make_survey_sky(plan):
 
 def run_survey(plan, cfg, truth_path):
     """Step 4b: the candidate catalogue of the held-out region (`deepcee_d2.survey`)."""
-    from .survey.run import ImagingSpec, find_clusters
-    from .survey.tiling import plan_folder_tiles, tile_geometry
+    from .survey.run import find_clusters_in_folder
 
-    imaging = ImagingSpec.from_cfg(cfg, "fits", plan.work_dir / "survey_sky")
-    side, overlap = tile_geometry(cfg)
-    tiles, problems = plan_folder_tiles(imaging.source(), side, overlap)
     # One worker runs in this process: a worker process would only add its start (~10 s of imports).
-    return find_clusters(cfg, tiles, imaging, plan.work_dir / "survey", problems=problems, n_workers=plan.workers,
-                         processes=plan.workers > 1,
-                         crossmatch={"synthetic truth": str(truth_path)}, progress=plan.progress)
+    return find_clusters_in_folder(cfg, plan.work_dir / "survey_sky", plan.work_dir / "survey", n_workers=plan.workers,
+                                   processes=plan.workers > 1, crossmatch={"synthetic truth": str(truth_path)},
+                                   progress=plan.progress)
 
 
 def run_demo(plan=DemoPlan()):
@@ -282,8 +278,9 @@ def run_demo(plan=DemoPlan()):
     cfg = demo_config(plan)
     logger.info("[1/4] synthetic training sky: %d fields in %s", plan.n_train_fields, work / "sky")
     clusters, blank_targets = make_training_sky(plan, cfg)
+    n_targets = len(centred_clusters(clusters))
     logger.info("[2/4] data set: %d clusters (and %d neighbours) and %d cluster-free fields x %d offsets",
-                len(centred_clusters(clusters)), len(clusters) - len(centred_clusters(clusters)),
+                n_targets, len(clusters) - n_targets,
                 0 if blank_targets is None else len(blank_targets), cfg.DEEPCEE.DATA.N_OFFSETS)
     make_dataset(plan, cfg, clusters, blank_targets)
     logger.info("[3/4] training and evaluating %s in %s", plan.config_file, cfg.MODEL.INCEPTION_V2.PRECISION)

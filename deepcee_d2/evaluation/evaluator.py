@@ -26,7 +26,7 @@ from .crossmatch import crossmatch_false_positives
 from .matching import FALSE_POSITIVE, evaluate_detections
 from .purity import blank_image_false_rates
 from .redshifts import RedshiftEvaluation, estimate_predictions
-from .report import flat_metrics, markdown_table, summarise, write_report
+from .report import flat_metrics, markdown_table, summarise, table_rows, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -256,12 +256,10 @@ class DeepCEEEvaluator(DatasetEvaluator):
         if settings["merge_radius"] is not None:
             merged = evaluate(survey_merged_predictions(predictions, settings["merge_radius"],
                                                         settings["merge_min_redshift"], settings["cosmology"]))
+            rows = table_rows(merged.table)
             metadata["survey_merged"] = {"merge_radius_kpc": settings["merge_radius"].to_value(u.kpc),
-                                         "n_predictions": len(merged.predictions),
-                                         "thresholds": [{name: row[name] for name in merged.table.colnames}
-                                                        for row in merged.table],
-                                         "best": {name: merged.table[merged.best_index][name]
-                                                  for name in merged.table.colnames}}
+                                         "n_predictions": len(merged.predictions), "thresholds": rows,
+                                         "best": rows[merged.best_index]}
         report = None if redshifts is None else {"outlier": redshifts.outlier, "problems": problems}
         if self._output_dir:
             summary = write_report(evaluation, self._output_dir, settings["ks_alpha"], crossmatch, metadata, report)

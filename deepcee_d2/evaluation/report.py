@@ -185,7 +185,8 @@ def _cosmology_text(cosmology):
             f"Om0 = {cosmology.Om0:g})")
 
 
-def _table_rows(table):
+def table_rows(table):
+    """A table as a list of dicts, one per row (JSON-ready after `_json_ready`)."""
     return [{name: row[name] for name in table.colnames} for row in table]
 
 
@@ -249,13 +250,13 @@ def _summary(evaluation, ks, completeness, crossmatch, metadata, redshifts=None)
                       "Om0": evaluation.cosmology.Om0},
         "n_true": len(evaluation.truths),
         "n_predictions": len(evaluation.predictions),
-        "thresholds": _table_rows(evaluation.table),
+        "thresholds": table_rows(evaluation.table),
         "best": {name: best[name] for name in evaluation.table.colnames},
         "centring_error_kpc": evaluation.centring_error.to_value(u.kpc),
         "n_true_positives_at_best": int(np.count_nonzero(evaluation.truths["recovered"])),
         "centre_distances_kpc": evaluation.histogram_distances.to_value(u.kpc),
-        "ks_tests": _table_rows(ks),
-        "completeness": {name: _table_rows(table) for name, table in completeness.items()},
+        "ks_tests": table_rows(ks),
+        "completeness": {name: table_rows(table) for name, table in completeness.items()},
     })
     if crossmatch is not None:
         known = np.asarray(crossmatch["known"], dtype=bool)

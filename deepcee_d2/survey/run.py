@@ -39,8 +39,8 @@ from ..data.sources import make_source
 from ..engine.predictor import DetectorFactory
 from ..io import atomic_output
 from ..sky import box_centres, box_xy_to_sky
-from .tiling import (DETECTION_COLUMNS, field_coverage, field_reference_frames, merge_detections, stack_detections,
-                     tile_geometry)
+from .tiling import (DETECTION_COLUMNS, field_coverage, field_reference_frames, merge_detections, plan_folder_tiles,
+                     stack_detections, tile_geometry)
 
 logger = logging.getLogger(__name__)
 
@@ -475,3 +475,11 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
     logger.info("%d candidates from %d tiles (%d failed): %s", len(catalogue), len(tiles), len(failures),
                 paths["ecsv"])
     return SurveyResult(catalogue, failures, paths, len(tiles))
+
+
+def find_clusters_in_folder(cfg, frames_root, output_dir, **options):
+    """`find_clusters` over every field of a folder of g, r, i FITS frames (a synthetic survey, SDSS frames,
+    injected frames), cut into ``cfg``'s tiles (`plan_folder_tiles`); ``options`` go to `find_clusters`."""
+    imaging = ImagingSpec.from_cfg(cfg, "fits", frames_root)
+    tiles, problems = plan_folder_tiles(imaging.source(), *tile_geometry(cfg))
+    return find_clusters(cfg, tiles, imaging, output_dir, problems=problems, **options)
