@@ -69,6 +69,7 @@ Every tunable number comes from ``cfg.DEEPCEE.REDSHIFT`` through `RedSequenceSet
 exactly the red sequence the simulator draws from, so its accuracy on the synthetic sky is an upper bound of
 its accuracy on real SDSS clusters (BENCHMARKS.md, "Redshift and richness").
 """
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -228,6 +229,11 @@ class Photometry:
     wcs: object
     shape: tuple
     covered: np.ndarray = None
+
+    @functools.cached_property
+    def pixel_scale(self):
+        """Mean pixel side (arcsec) of the cutout's WCS (asked for every aperture: worked out once)."""
+        return _pixel_scale(self.wcs)
 
     @property
     def area(self):
@@ -535,13 +541,15 @@ def _nfw_surface_density(x):
     return out
 
 
-def aperture_coverage(photometry, centre, radius, scale_radius=None):
-    """Fraction of circular apertures around ``centre`` that lies inside the image, on imaged pixels.
+def aperture_coverage(photometry, centre_xy, radius, scale_radius=None):
+    """Fraction of circular apertures around ``centre_xy`` that lies inside the image, on imaged pixels.
 
     Parameters
     ----------
     photometry : `Photometry`
-    centre : `~astropy.coordinates.SkyCoord`
+    centre_xy : (float, float)
+        The apertures' centre in the cutout's 0-based pixels (``photometry.wcs.world_to_pixel`` of the sky
+        position, done once by the caller for all its apertures).
     radius : `~astropy.units.Quantity` [angle], scalar or (m,)
         Aperture radii.
     scale_radius : `~astropy.units.Quantity` [angle], optional
@@ -553,8 +561,8 @@ def aperture_coverage(photometry, centre, radius, scale_radius=None):
     (m,) array
     """
     radius = np.atleast_1d(radius.to_value(u.arcsec))
-    x0, y0 = (float(v) for v in photometry.wcs.world_to_pixel(centre))
-    scale = _pixel_scale(photometry.wcs)
+    x0, y0 = centre_xy
+    scale = photometry.pixel_scale
     rho = (np.arange(_COVERAGE_RADII) + 0.5) / _COVERAGE_RADII
     phi = np.arange(_COVERAGE_ANGLES) * 2 * np.pi / _COVERAGE_ANGLES
     unit_x = (rho[:, None] * np.cos(phi)[None, :]).ravel()
@@ -626,7 +634,7 @@ def _calibrated_richness(members, z, settings):
                           + settings.richness_z_slope * (z - RICHNESS_Z_PIVOT)))
 
 
-def _richness(sources, separation, background, z, photometry, centre, settings, cosmology):
+def _richness(sources, separation, background, z, photometry, centre_xy, settings, cosmology):
     """Red-sequence members within r200 and the calibrated richness R_L* at ``z`` (module docstring, step 4).
 
     r200 follows the richness (WHL12), the aperture follows r200: iterated from R_L* = 20 to a fixed point.
@@ -643,8 +651,8 @@ def _richness(sources, separation, background, z, photometry, centre, settings, 
     for _ in range(_RICHNESS_ITERATIONS):
         r200 = r200_from_richness(richness).to_value(u.kpc) / per_arcsec  # arcsec
         radius = settings.richness_aperture_r200 * r200 * u.arcsec
-        covered = aperture_coverage(photometry, centre, radius)[0]
-        held = share * aperture_coverage(photometry, centre, radius, scale_radius=r200 / CONCENTRATION * u.arcsec)[0]
+        covered = aperture_coverage(photometry, centre_xy, radius)[0]
+        held = share * aperture_coverage(photometry, centre_xy, radius, scale_radius=r200 / CONCENTRATION * u.arcsec)[0]
         expected = density * np.pi * radius.to_value(u.arcmin) ** 2 * covered
         excess = np.count_nonzero(satellites & (separation <= radius.value)) - expected
         number = float(near.any()) + max(excess, 0.0) / held
@@ -697,7 +705,7 @@ def estimate_redshift_richness(photometry, centre, cosmology, background, settin
     weights = red_sequence_weights(sources, z_grid, settings.bright_mag, settings.faint_mag,
                                    settings.colour_error_floor, cosmology)
     weights = weights * (separation[:, None] <= scan_angle[None, :])
-    area = np.pi * (scan_angle / 60.0) ** 2 * aperture_coverage(photometry, centre, scan_angle * u.arcsec)
+    area = np.pi * (scan_angle / 60.0) ** 2 * aperture_coverage(photometry, (x0, y0), scan_angle * u.arcsec)
     excess = weights.sum(axis=0) - np.asarray(background["scan"]) * area
     noise = np.sqrt((weights**2).sum(axis=0) + np.asarray(background["scan_squared"]) * area)
     significance = np.where(noise > 0, excess / np.where(noise > 0, noise, 1.0), 0.0)
@@ -707,10 +715,10 @@ def estimate_redshift_richness(photometry, centre, cosmology, background, settin
     # 2. Refine: maximise the colour likelihood of the members (weights at z times purity), twice more.
     z_err = np.nan
     for _ in range(_REFINE_ITERATIONS):
-        z, z_err = _refine(sources, separation, background, z, photometry, centre, settings, cosmology)
+        z, z_err = _refine(sources, separation, background, z, photometry, (x0, y0), settings, cosmology)
 
     # 3. Richness: the red-sequence members within r200 (r200 iterated with it), mapped onto the catalogue's R_L*.
-    members, richness = _richness(sources, separation, background, z, photometry, centre, settings, cosmology)
+    members, richness = _richness(sources, separation, background, z, photometry, (x0, y0), settings, cosmology)
     scan_at_z = float(np.interp(z, z_grid, excess))
     z_err = float(np.hypot(z_err, settings.z_error_floor))
     return RedSequenceEstimate(z=z, z_err=z_err, richness=float(richness),
@@ -719,12 +727,12 @@ def estimate_redshift_richness(photometry, centre, cosmology, background, settin
                                has_peak=bool(significance[peak] >= settings.min_significance))
 
 
-def _refine(sources, separation, background, z, photometry, centre, settings, cosmology):
+def _refine(sources, separation, background, z, photometry, centre_xy, settings, cosmology):
     """One refinement step: members at ``z``, then the z maximising their colour likelihood, and its error."""
     scan_angle = settings.scan_radius.to_value(u.kpc) / _proper_per_arcsec(z, cosmology)
     weights = red_sequence_weights(sources, z, settings.bright_mag, settings.faint_mag,
                                    settings.colour_error_floor, cosmology)[:, 0] * (separation <= scan_angle)
-    area = np.pi * (scan_angle / 60.0) ** 2 * aperture_coverage(photometry, centre, scan_angle * u.arcsec)[0]
+    area = np.pi * (scan_angle / 60.0) ** 2 * aperture_coverage(photometry, centre_xy, scan_angle * u.arcsec)[0]
     total = weights.sum()
     if not total > 0:
         return z, np.nan
