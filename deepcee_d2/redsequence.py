@@ -122,6 +122,8 @@ _RICHNESS_START, _RICHNESS_TOLERANCE, _RICHNESS_ITERATIONS = 20.0, 1e-3, 20
 RICHNESS_Z_PIVOT = 0.2
 # Catalogue columns of an estimate (`RedSequenceEstimate.as_row`), in order.
 ESTIMATE_COLUMNS = ("z_est", "z_err", "richness", "rs_significance", "rs_peak")
+# `RedSequenceEstimator.estimate` puts the cutout's `Photometry.source_density` in its table's meta under this key.
+SOURCE_DENSITY_KEY = "SOURCE_DENSITY"
 _NO_ESTIMATE = dict(zip(ESTIMATE_COLUMNS, (math.nan,) * 4 + (False,)))
 PHOTOMETRY_COLUMNS = ("x", "y", "ra", "dec", "r_mag", "i_mag", "g_r", "r_i", "g_r_err", "r_i_err", "r_mag_err")
 
@@ -234,6 +236,12 @@ class Photometry:
     def pixel_scale(self):
         """Mean pixel side (arcsec) of the cutout's WCS (asked for every aperture: worked out once)."""
         return _pixel_scale(self.wcs)
+
+    @property
+    def source_density(self):
+        """Sources detected per arcmin^2 of the imaged cutout: the crowded field of the globular cluster M2
+        gives 5-10 times the high-latitude sky's (BENCHMARKS.md, "Source density of the candidates' tiles")."""
+        return round(len(self.sources) / self.area.to_value(u.arcmin**2), 3)
 
     @property
     def area(self):
@@ -806,7 +814,8 @@ class RedSequenceEstimator:
         Returns
         -------
         `~astropy.table.Table`
-            One row per detection, in order.
+            One row per detection, in order; its meta holds the cutout's `Photometry.source_density` under
+            `SOURCE_DENSITY_KEY` when the photometry was measured.
         """
         ra, dec = np.atleast_1d(np.asarray(ra, dtype=float)), np.atleast_1d(np.asarray(dec, dtype=float))
         table = no_estimates(len(ra))
@@ -817,6 +826,7 @@ class RedSequenceEstimator:
         except ValueError as error:
             logger.warning("%s: no redshift or richness for its %d detections: %s", source, len(ra), error)
             return table
+        table.meta[SOURCE_DENSITY_KEY] = photometry.source_density
         for index, centre in enumerate(SkyCoord(ra * u.deg, dec * u.deg)):
             try:
                 row = estimate_redshift_richness(photometry, centre, self.cosmology, self.background,

@@ -11,7 +11,8 @@ from detectron2.config import get_cfg
 
 from deepcee_d2.config import add_deepcee_config
 from deepcee_d2.cosmology import DEFAULT_COSMOLOGY
-from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, RICHNESS_Z_PIVOT, Photometry, RedSequenceEstimator,
+from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, RICHNESS_Z_PIVOT, SOURCE_DENSITY_KEY, Photometry,
+                                    RedSequenceEstimator,
                                     RedSequenceSettings, aperture_coverage, estimate_redshift_richness,
                                     measure_background, measure_photometry, read_background, red_sequence_weights,
                                     richness_members, write_background)
@@ -249,8 +250,13 @@ def test_estimator_gives_catalogue_columns_for_each_detection(settings, backgrou
     assert table["rs_peak"].tolist() == [True, False]
     assert table["z_est"][0] == pytest.approx(truth["z"], abs=0.03) and np.isnan(table["z_est"][1])
     assert "tile-3: no redshift or richness at RA 151.00000" in caplog.text
+    # The cutout's sources per arcmin^2 (700 x 700 px of 0.396"), for the survey to flag crowded fields.
+    n_sources = len(measure_photometry(field.images, field.wcs, settings).sources)
+    assert n_sources > 50
+    assert table.meta[SOURCE_DENSITY_KEY] == pytest.approx(n_sources / (700 * 0.396 / 60) ** 2, rel=1e-3)
     blank = {band: np.zeros((50, 50)) for band in "gri"}
-    assert not estimator.estimate(blank, field.wcs, [truth["ra"]], [truth["dec"]], "tile-4")["rs_peak"][0]
+    without = estimator.estimate(blank, field.wcs, [truth["ra"]], [truth["dec"]], "tile-4")
+    assert not without["rs_peak"][0] and SOURCE_DENSITY_KEY not in without.meta
     assert "tile-4: no redshift or richness for its 1 detections" in caplog.text
     assert len(estimator.estimate(blank, field.wcs, [], [])) == 0
 

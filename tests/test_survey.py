@@ -23,7 +23,7 @@ from deepcee_d2.config import load_config
 from conftest import make_sky_wcs
 from deepcee_d2.data.frames import LocalFITSSource, read_frame_header
 from deepcee_d2.engine import Trainer
-from deepcee_d2.redsequence import ESTIMATE_COLUMNS
+from deepcee_d2.redsequence import ESTIMATE_COLUMNS, SOURCE_DENSITY_KEY
 from deepcee_d2.survey.outputs import red_sequence_text
 from deepcee_d2.survey.run import ImagingSpec, find_clusters
 from deepcee_d2.survey.tiling import (
@@ -353,6 +353,12 @@ def test_outputs_parse(blob_run):
     tile_files = [Table.read(path) for path in (output / "tiles").glob("*.ecsv")]
     assert all(set(ESTIMATE_COLUMNS) <= set(table.colnames) for table in tile_files if len(table))
     catalogue = result.catalogue
+    # Each candidate carries the source density its tile's photometry measured (kept in the tile file's meta).
+    for name in ("candidates.fits", "candidates.ecsv", "candidates.csv"):
+        assert "source_density" in Table.read(output / name).colnames, name
+    for row in catalogue:
+        tile = Table.read(output / "tiles" / f"{row['tile']}.ecsv")
+        assert row["source_density"] == tile.meta[SOURCE_DENSITY_KEY] > 0
     assert np.all(np.isnan(catalogue["z_est"][~catalogue["rs_peak"]]))
     assert np.all(np.isfinite(catalogue["z_err"][catalogue["rs_peak"]]))
     for row in catalogue:
