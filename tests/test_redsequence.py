@@ -12,8 +12,7 @@ from detectron2.config import get_cfg
 from deepcee_d2.config import add_deepcee_config
 from deepcee_d2.cosmology import DEFAULT_COSMOLOGY
 from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, RICHNESS_Z_PIVOT, SOURCE_DENSITY_KEY, Photometry,
-                                    RedSequenceEstimator,
-                                    RedSequenceSettings, aperture_coverage, estimate_redshift_richness,
+                                    RedSequenceEstimator, RedSequenceSettings, aperture_coverage, estimate_redshift_richness,
                                     measure_background, measure_photometry, read_background, red_sequence_weights,
                                     richness_members, write_background)
 from deepcee_d2.synthetic import render

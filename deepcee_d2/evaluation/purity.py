@@ -149,8 +149,9 @@ def fields_area(root, reference_band="r"):
 
 
 def read_tile_detections(survey_dir):
-    """The detections of every tile file of a survey run (``<survey_dir>/tiles/*.ecsv``; empty when no tile
-    found anything) and the lowest score the tiles kept (``manifest.json``'s ``score_threshold``)."""
+    """The detections of every tile file of a survey run (``<survey_dir>/tiles/*.ecsv``, `read_tile_file`; empty
+    when no tile found anything) and the lowest score the tiles kept (``manifest.json``'s ``score_threshold``)."""
+    from ..survey.run import read_tile_file
     from ..survey.tiling import stack_detections
 
     survey_dir = Path(survey_dir)
@@ -158,7 +159,7 @@ def read_tile_detections(survey_dir):
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest}: not found; {survey_dir} is not the output of a survey run")
     floor = float(json.loads(manifest.read_text())["score_threshold"])
-    tables = [Table.read(path, format="ascii.ecsv") for path in sorted((survey_dir / "tiles").glob("*.ecsv"))]
+    tables = [read_tile_file(path) for path in sorted((survey_dir / "tiles").glob("*.ecsv"))]
     return stack_detections(tables), floor
 
 

@@ -230,22 +230,24 @@ def run_tiles(tiles, job, scheduler=None, n_workers=None, progress=True, process
                  dtype=(str, str, float, float, str))
 
 
-def collect_detections(tiles, job):
-    """All detections of the tiles that have results, in tile order, each with ``source_density``: its tile's
-    sources per arcmin^2 (`deepcee_d2.redsequence.Photometry.source_density`; NaN without the tile's
+def read_tile_file(path):
+    """The detections of one tile file, with ``source_density``: the tile's sources per arcmin^2
+    (`deepcee_d2.redsequence.Photometry.source_density`, from the file's meta; NaN without the tile's
     photometry: redshifts off, or a tile file written before it was recorded)."""
     from ..redsequence import SOURCE_DENSITY_KEY  # imports galsim and sep: not at module import
 
-    tables = []
-    for tile in sorted(tiles, key=lambda t: t.tile_id):
-        if tile_result_path(job, tile).exists():
-            table = Table.read(tile_result_path(job, tile), format="ascii.ecsv")
-            table["source_density"] = np.full(len(table), float(table.meta.get(SOURCE_DENSITY_KEY, np.nan)))
-            table["source_density"].unit = u.arcmin**-2
-            table["source_density"].description = ("sources detected per arcmin^2 of the tile (high in "
-                                                   "crowded star fields, where candidates are unreliable)")
-            tables.append(table)
-    return stack_detections(tables)
+    table = Table.read(path, format="ascii.ecsv")
+    table["source_density"] = np.full(len(table), float(table.meta.get(SOURCE_DENSITY_KEY, np.nan)))
+    table["source_density"].unit = u.arcmin**-2
+    table["source_density"].description = ("sources detected per arcmin^2 of the tile (high in crowded star "
+                                           "fields, where candidates are unreliable)")
+    return table
+
+
+def collect_detections(tiles, job):
+    """All detections of the tiles that have results (`read_tile_file`), in tile order."""
+    paths = (tile_result_path(job, tile) for tile in sorted(tiles, key=lambda t: t.tile_id))
+    return stack_detections([read_tile_file(path) for path in paths if path.exists()])
 
 
 MANIFEST = "manifest.json"
