@@ -7,6 +7,7 @@
 #   DEEPCEE_TORCH="torch==... torchvision==..."   the PyTorch pair to install into a new environment
 #   DEEPCEE_DETECTRON2_ROUTE=auto|installed|git|sdist   see scripts/install_detectron2.py
 #   DEEPCEE_EXTRAS=sim,survey,data,test                 extras of this package to install
+#   DEEPCEE_SETUP_FREE_GB=8     free disk (GB) required before installing PyTorch into a new environment
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,15 @@ pip_install() { "$PY" -m pip install --no-cache-dir --disable-pip-version-check 
 if "$PY" -c "import torch, torchvision" 2>/dev/null; then
   say "keeping $("$PY" -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)')"
 else
+  # PyPI's torch wheel brings the CUDA libraries even to CPU machines: the environment takes ~7.6 GB
+  # (BENCHMARKS.md, Set-up). Fail before pip does, with the reason, rather than on a half-written venv.
+  need_gb=${DEEPCEE_SETUP_FREE_GB:-8}
+  free_gb=$(df -Pk "$VENV" | awk 'NR==2 {print int($4 / 1048576)}')
+  if [ "$free_gb" -lt "$need_gb" ]; then
+    say "error: $VENV is on a disk with $free_gb GB free; installing $TORCH needs about $need_gb GB." >&2
+    say "Free space there, set DEEPCEE_VENV to a larger disk, or install a PyTorch of your own into $VENV first." >&2
+    exit 1
+  fi
   say "installing $TORCH"
   # shellcheck disable=SC2086
   pip_install $TORCH
