@@ -71,7 +71,7 @@ def main(argv=None):
                              seed=args.seed, source_lists=False, workers=args.workers)
     find_clusters_in_folder(cfg, sky, output, n_workers=args.workers)
 
-    _, floor = read_tile_detections(output)
+    _, _, floor = read_tile_detections(output)
     thresholds = np.round(np.arange(floor, 1.005, 0.01), 6)
     rates = survey_false_rates(output, cfg, thresholds, frames=sky)
     target = cfg.DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2

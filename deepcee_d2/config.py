@@ -180,6 +180,13 @@ def add_deepcee_config(cfg):
     _C.DEEPCEE.SURVEY.SCORE_THRESHOLD = 0.5
     # The false candidates per deg^2 a survey may give at its SCORE_THRESHOLD (issue 15 asks <= 2 per deg^2).
     _C.DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2 = 2.0
+    # Crowded sky is masked: a tile whose red-sequence photometry (REDSHIFT.IN_SURVEY) finds more sources per
+    # arcmin^2 than this gives no candidates and its area is not searched area (catalogue metadata MASKDEG2).
+    # On the shared SDSS frames the high-latitude tiles hold 3.0-7.0 (up to 9.1 with two rich injected
+    # clusters), the demo's synthetic tiles with clusters up to 7.7, the frame of the globular cluster M2
+    # 13.8-41.1 (BENCHMARKS.md, "Crowded sky masked"). For SDSS depth; deeper imaging has more sources and
+    # needs its own value. 0.0: no mask.
+    _C.DEEPCEE.SURVEY.MAX_SOURCE_DENSITY = 12.0
     # Tile files keep every detection scoring at least this (or SCORE_THRESHOLD, when lower), so that the
     # false-candidate rate below SCORE_THRESHOLD can be measured from a run and the threshold changed without
     # rerunning the detector; the catalogue is cut at SCORE_THRESHOLD.
@@ -204,8 +211,8 @@ def add_deepcee_config(cfg):
     # ---- Redshift and richness of a detection from its red sequence (deepcee_d2.redsequence) ----
     _C.DEEPCEE.REDSHIFT = CN()
     # The survey estimates z and richness of every detection from its tile's g, r, i flux images (catalogue
-    # columns z_est, z_err, richness, rs_significance, rs_peak): photometry once per tile with detections,
-    # ~4 core-seconds for a 2000 px tile of real SDSS frames imaged whole (9-12 on crowded fields), ~0.01-0.15 s
+    # columns z_est, z_err, richness, rs_significance, rs_peak): photometry once per tile (with detections or
+    # not: it also measures the tile's crowding, SURVEY.MAX_SOURCE_DENSITY), ~4 core-seconds for a 2000 px tile of real SDSS frames imaged whole (9-12 on crowded fields), ~0.01-0.15 s
     # more per detection: the largest part of a survey's time with bfloat16 detection (BENCHMARKS.md).
     _C.DEEPCEE.REDSHIFT.IN_SURVEY = True
     # Red-sequence background: an ECSV table of deepcee_d2.redsequence.measure_background (densities per

@@ -840,6 +840,17 @@ class RedSequenceEstimator:
         return table
 
 
+    def source_density(self, images, wcs, source="image", covered=None):
+        """`Photometry.source_density` of one flux cutout (arguments as `estimate`): for tiles without
+        detections, whose crowding the survey's mask needs too; NaN, with a warning naming ``source``, when
+        its photometry cannot be measured."""
+        try:
+            return measure_photometry(images, wcs, self.settings, source, covered).source_density
+        except ValueError as error:
+            logger.warning("%s: no source density: %s", source, error)
+            return math.nan
+
+
 def no_estimates(n):
     """The `ESTIMATE_COLUMNS` of ``n`` detections without an estimate (NaN, no peak), described."""
     table = Table({name: np.full(n, value) for name, value in _NO_ESTIMATE.items()})

@@ -103,6 +103,18 @@ def test_survey_rates_re_merge_the_tile_files_down_to_their_floor(tmp_path):
         survey_false_rates(tmp_path, cfg, [0.5])
 
 
+def test_tiles_from_before_the_crowded_sky_mask_are_refused_when_crowded(tmp_path):
+    """Tile files written before the mask record no centres: a crowded one leaves the searched sky unknown."""
+    run = fake_survey_run(tmp_path / "run", 0.3, with_area=0.5)
+    tile = Table.read(run / "tiles" / "t2.ecsv")
+    tile.meta["SOURCE_DENSITY"] = 30.0
+    tile.write(run / "tiles" / "t2.ecsv", format="ascii.ecsv", overwrite=True)
+    with pytest.raises(ValueError, match="1 tiles are crowded sky, but tile files written before the mask"):
+        survey_false_rates(run, load_config(), [0.5])
+    cfg = load_config(opts=["DEEPCEE.SURVEY.MAX_SOURCE_DENSITY", "0.0"])  # no mask: as before
+    assert list(survey_false_rates(run, cfg, [0.3])["n_candidates"]) == [3]
+
+
 def test_a_survey_whose_tiles_found_nothing_has_no_false_candidates(tmp_path):
     run = tmp_path / "run"
     (run / "tiles").mkdir(parents=True)

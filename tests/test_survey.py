@@ -27,7 +27,7 @@ from deepcee_d2.redsequence import ESTIMATE_COLUMNS, SOURCE_DENSITY_KEY
 from deepcee_d2.survey.outputs import red_sequence_text
 from deepcee_d2.survey.run import ImagingSpec, find_clusters
 from deepcee_d2.survey.tiling import (
-    field_coverage, field_name, frame_tiles, inside_tiles, merge_detections, plan_folder_tiles, plan_region_tiles,
+    crowded, field_coverage, field_name, frame_tiles, inside_tiles, merge_detections, plan_folder_tiles, plan_region_tiles,
     tile_centres_1d, tile_geometry,
 )
 
@@ -46,14 +46,14 @@ def survey_cfg(*opts):
 
 
 class BrightestBlobDetector:
-    """Boxes of ``size`` network pixels on local maxima of the red channel brighter than ``level``; with
-    ``fail_after`` it raises on its n-th image, like a worker that dies mid-run."""
+    """Boxes of ``size`` network pixels on local maxima of the red channel brighter than ``level`` (the ``top``
+    brightest, or all); with ``fail_after`` it raises on its n-th image, like a worker that dies mid-run."""
 
-    def __init__(self, level=150, size=24, fail_after=None):
-        self.level, self.size, self.fail_after = level, size, fail_after
+    def __init__(self, level=150, size=24, fail_after=None, top=None):
+        self.level, self.size, self.fail_after, self.top = level, size, fail_after, top
         # fail_after changes no detection, so a resumed run has the same manifest; the failing detector only
         # runs in worker processes of its own (the resume test), never in this process's worker cache.
-        self.cache_key = f"blobs-{level}-{size}"
+        self.cache_key = f"blobs-{level}-{size}" + ("" if top is None else f"-top{top}")
 
     def __call__(self):
         calls = []
@@ -69,6 +69,9 @@ class BrightestBlobDetector:
             y, x = centres[:, 0] + 0.5, centres[:, 1] + 0.5  # array index -> box coordinates
             boxes = np.stack([x - self.size / 2, y - self.size / 2, x + self.size / 2, y + self.size / 2], axis=1)
             scores = np.array([red[int(r), int(c)] / 255 for r, c in centres])
+            if self.top is not None:
+                best = np.argsort(-scores, kind="stable")[:self.top]
+                boxes, scores = boxes[best], scores[best]
             return boxes, scores
 
         return detect
@@ -359,6 +362,14 @@ def test_outputs_parse(blob_run):
     for row in catalogue:
         tile = Table.read(output / "tiles" / f"{row['tile']}.ecsv")
         assert row["source_density"] == tile.meta[SOURCE_DENSITY_KEY] > 0
+    # tiles.ecsv: every tile, its centre and its source density, measured on tiles without detections too
+    # (the crowded-sky mask needs them all); none is crowded on this sparse sky.
+    tile_table = Table.read(output / "tiles.ecsv")
+    density = np.asarray(tile_table["source_density"])
+    assert len(tile_table) == 32 and np.all(density >= 0) and density.max() > 0 and not np.any(tile_table["crowded"])
+    assert any(len(Table.read(output / "tiles" / f"{tile}.ecsv")) == 0 for tile in tile_table["tile"])
+    tile = next(t for t in blob_run[0] if t.tile_id == tile_table["tile"][0])
+    assert (tile_table["ra"][0], tile_table["dec"][0], tile_table["field"][0]) == (tile.ra, tile.dec, tile.field)
     assert np.all(np.isnan(catalogue["z_est"][~catalogue["rs_peak"]]))
     assert np.all(np.isfinite(catalogue["z_err"][catalogue["rs_peak"]]))
     for row in catalogue:
@@ -521,3 +532,59 @@ def test_the_documented_crossmatch_command_keeps_its_config_overrides():
                        "injected/clusters.fits", "--crossmatch", "whl12.fits", "MODEL.WEIGHTS", "model.pth"])
     assert args.crossmatch == ["injected/clusters.fits", "whl12.fits"]
     assert args.opts == ["MODEL.WEIGHTS", "model.pth"]
+
+
+def test_crowded_tiles_are_those_above_the_density_limit():
+    density = [3.0, 12.0, 12.5, np.nan]
+    assert list(crowded(density, 12.0)) == [False, False, True, False]  # unknown density: not masked
+    assert not crowded(density, 0.0).any()  # 0: no mask
+
+
+def test_crowded_sky_is_masked_on_real_sdss_frames(shared_data, tmp_path):
+    """The demo's tiles of two real SDSS fields: the frame of the globular cluster M2 (002583-2-0136) is
+    crowded sky at the default DEEPCEE.SURVEY.MAX_SOURCE_DENSITY, a high-latitude one (005194-2-0540) is not.
+    The crowded tiles give no candidates, their area is masked rather than searched, true clusters on them
+    leave the completeness, and switching the mask off rebuilds the catalogue from the same tiles."""
+    from deepcee_d2.evaluation.purity import survey_false_rates
+
+    cfg = load_config(REPO / "configs" / "deepcee_demo_cpu.yaml", ["MODEL.DEVICE", "cpu"])
+    crowded_field, clear_field = "frame-002583-2-0136", "frame-005194-2-0540"
+    tiles, _ = field_tiles(shared_data / "sdss", cfg)
+    tiles = [t for t in tiles if t.field == crowded_field][:3] + [t for t in tiles if t.field == clear_field][:3]
+    imaging = ImagingSpec.from_cfg(cfg, "fits", shared_data / "sdss")
+    detector = BrightestBlobDetector(level=250, top=3)  # saturated stars; M2's tiles hold hundreds
+    result = find_clusters(cfg, tiles, imaging, tmp_path, n_workers=1, detector=detector, progress=False,
+                           processes=False, gallery_size=0)
+    tile_table = Table.read(tmp_path / "tiles.ecsv")
+    on_crowded = tile_table["field"] == crowded_field
+    assert len(tile_table) == 6 and np.all(np.isfinite(tile_table["source_density"]))
+    assert np.all(tile_table["source_density"][on_crowded] > cfg.DEEPCEE.SURVEY.MAX_SOURCE_DENSITY)
+    assert np.all(tile_table["source_density"][~on_crowded] < cfg.DEEPCEE.SURVEY.MAX_SOURCE_DENSITY)
+    assert list(tile_table["crowded"]) == list(on_crowded)
+    crowded_detections = sum(len(Table.read(tmp_path / "tiles" / f"{tile}.ecsv"))
+                             for tile in tile_table["tile"][on_crowded])
+    assert crowded_detections > 0 and len(result.catalogue) > 0
+    assert not np.any(result.catalogue["field"] == crowded_field)
+    coverage = Table.read(tmp_path / "coverage.ecsv")
+    coverage.add_index("field")
+    assert coverage.loc[crowded_field]["searched_deg2"] == 0 and coverage.loc[crowded_field]["masked_deg2"] > 0
+    assert coverage.loc[clear_field]["masked_deg2"] == 0 and coverage.loc[clear_field]["searched_deg2"] > 0
+    meta = result.catalogue.meta
+    assert meta["NCROWDED"] == 3 and meta["MASKDEG2"] > 0
+    assert meta["AREADEG2"] == pytest.approx(coverage.loc[clear_field]["searched_deg2"], abs=1e-6)
+    # One true cluster at the centre of a crowded tile, one at a clear tile's: only the second is counted.
+    centres = [next(t for t in tiles if t.field == field) for field in (crowded_field, clear_field)]
+    truth = Table({"id": ["masked", "searched"], "ra": [t.ra for t in centres], "dec": [t.dec for t in centres],
+                   "z": [0.15, 0.15]})
+    rates = survey_false_rates(tmp_path, cfg, [0.5], truth=truth)
+    assert rates.meta["NMASKTRU"] == 1 and list(rates["n_true"]) == [1]
+    assert rates.meta["AREADEG2"] == meta["AREADEG2"]
+    # The mask is the catalogue step's: off, the same tile files give the crowded field's candidates back.
+    unmasked_cfg = cfg.clone()
+    unmasked_cfg.DEEPCEE.SURVEY.MAX_SOURCE_DENSITY = 0.0
+    unmasked = find_clusters(unmasked_cfg, tiles, imaging, tmp_path, n_workers=1, detector=detector,
+                             progress=False, processes=False, gallery_size=0)
+    assert np.any(unmasked.catalogue["field"] == crowded_field)
+    assert unmasked.catalogue.meta["NCROWDED"] == 0 and unmasked.catalogue.meta["MASKDEG2"] == 0
+    rates = survey_false_rates(tmp_path, unmasked_cfg, [0.5], truth=truth)
+    assert rates.meta["NMASKTRU"] == 0 and list(rates["n_true"]) == [2]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import astropy.units as u
 import numpy as np
+from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
 from ..cosmology import DEFAULT_COSMOLOGY, cosmology_from_cfg
@@ -149,22 +150,25 @@ def fields_area(root, reference_band="r"):
 
 
 def read_tile_detections(survey_dir):
-    """The detections of every tile file of a survey run (``<survey_dir>/tiles/*.ecsv``, `read_tile_file`; empty
-    when no tile found anything) and the lowest score the tiles kept (``manifest.json``'s ``score_threshold``)."""
-    from ..survey.run import read_tile_file
-    from ..survey.tiling import stack_detections
+    """The detections and the tiles of every tile file of a survey run (``<survey_dir>/tiles/*.ecsv``,
+    `~deepcee_d2.survey.run.read_tile_files`; no detections when no tile found anything) and the lowest score
+    the tiles kept (``manifest.json``'s ``score_threshold``)."""
+    from ..survey.run import read_tile_files
 
     survey_dir = Path(survey_dir)
     manifest = survey_dir / "manifest.json"
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest}: not found; {survey_dir} is not the output of a survey run")
     floor = float(json.loads(manifest.read_text())["score_threshold"])
-    tables = [read_tile_file(path) for path in sorted((survey_dir / "tiles").glob("*.ecsv"))]
-    return stack_detections(tables), floor
+    detections, tiles = read_tile_files(sorted((survey_dir / "tiles").glob("*.ecsv")))
+    return detections, tiles, floor
 
 
 def survey_false_rates(survey_dir, cfg, thresholds, truth=None, area=None, frames=None):
-    """`false_rate_table` of a survey run, re-merged from its tile files with ``cfg``'s merging.
+    """`false_rate_table` of a survey run, re-merged from its tile files with ``cfg``'s merging and crowded-sky
+    mask (``DEEPCEE.SURVEY.MAX_SOURCE_DENSITY``): the detections of crowded tiles are left out, and so are the
+    true clusters that lie in no searched tile (completeness over the searched sky, as surveys quote it;
+    ``meta['NMASKTRU']`` counts them).
 
     Parameters
     ----------
@@ -177,32 +181,59 @@ def survey_false_rates(survey_dir, cfg, thresholds, truth=None, area=None, frame
     truth : path or Table, optional
         The true clusters; without it the sky is taken to hold none (every candidate false).
     area : float, optional
-        Searched area in deg^2; default the candidate catalogue's ``meta['AREADEG2']``, else `fields_area`
-        of ``frames`` (the folder of frames the survey ran on).
+        Searched area in deg^2; default the candidate catalogue's ``meta['AREADEG2']`` when the run masked
+        the same tiles, else the searched area of ``frames`` (the folder of frames the survey ran on).
+
+    Raises
+    ------
+    ValueError
+        Thresholds below the tiles' floor; no area to be had; tiles masked whose centres the tile files do not
+        record (written before the mask), so the searched sky is unknown.
     """
-    from ..survey.tiling import merge_detections
+    from ..survey.run import tiles_of
+    from ..survey.tiling import crowded, field_coverage, inside_tiles, merge_detections, tile_geometry
 
     survey = cfg.DEEPCEE.SURVEY
-    detections, floor = read_tile_detections(survey_dir)
+    detections, tiles, floor = read_tile_detections(survey_dir)
     low = [t for t in thresholds if t < floor]
     if low:
         raise ValueError(f"{survey_dir}: its tiles keep detections >= {floor} only, so thresholds {low} cannot be "
                          "measured; rerun with a lower DEEPCEE.SURVEY.KEEP_SCORE_FLOOR")
+    masked = crowded(tiles["source_density"], survey.MAX_SOURCE_DENSITY)
+    if masked.any() and not np.isfinite(np.asarray(tiles["ra"], dtype=float)).all():
+        raise ValueError(f"{survey_dir}: {int(masked.sum())} tiles are crowded sky, but tile files written before "
+                         "the mask do not record their centres; rerun the survey into a new folder, or set "
+                         "DEEPCEE.SURVEY.MAX_SOURCE_DENSITY 0.0")
+    searched_tiles, side = tiles_of(tiles[~masked]), tile_geometry(cfg)[0]
     if area is None:
         catalogue = Path(survey_dir) / "candidates.ecsv"
         meta = Table.read(catalogue).meta if catalogue.is_file() else {}
-        if AREA_KEY in meta:
+        same_mask = int(meta.get("NCROWDED", 0)) == int(masked.sum())
+        if AREA_KEY in meta and same_mask:
             area = float(meta[AREA_KEY])
+        elif frames is not None and masked.any():
+            from ..data.frames import LocalFITSSource
+
+            source = LocalFITSSource(frames)
+            area = float(np.sum(field_coverage(source.scan()[0], source.root, searched_tiles, side)["searched_deg2"]))
         elif frames is not None:
             area = fields_area(frames)
         else:
-            raise ValueError(f"{survey_dir}: the catalogue records no searched area ({AREA_KEY}); give the area "
-                             "or the folder of frames the survey ran on")
+            raise ValueError(f"{survey_dir}: the catalogue records no searched area ({AREA_KEY}) for this mask; "
+                             "give the area or the folder of frames the survey ran on")
     cosmology = cosmology_from_cfg(cfg)
-    merged = merge_detections(detections, survey.MERGE_RADIUS_KPC * u.kpc, survey.MIN_REDSHIFT, cosmology)
+    merged = merge_detections(detections[~crowded(detections["source_density"], survey.MAX_SOURCE_DENSITY)],
+                              survey.MERGE_RADIUS_KPC * u.kpc, survey.MIN_REDSHIFT, cosmology)
+    n_masked_truth = 0
+    if truth is not None and masked.any():
+        truth = read_reference_catalog(truth, name="truth")
+        searched = inside_tiles(SkyCoord(truth["ra"], truth["dec"], unit=u.deg), searched_tiles, side)
+        truth, n_masked_truth = truth[searched], int(np.count_nonzero(~searched))
     evaluation = cfg.DEEPCEE.EVAL
-    return false_rate_table(merged, area, thresholds, truth, radius=evaluation.CROSSMATCH_RADIUS_KPC * u.kpc,
-                            z_range=tuple(evaluation.CROSSMATCH_Z_RANGE), cosmology=cosmology)
+    rates = false_rate_table(merged, area, thresholds, truth, radius=evaluation.CROSSMATCH_RADIUS_KPC * u.kpc,
+                             z_range=tuple(evaluation.CROSSMATCH_Z_RANGE), cosmology=cosmology)
+    rates.meta["NMASKTRU"] = n_masked_truth
+    return rates
 
 
 def rates_markdown(rates):

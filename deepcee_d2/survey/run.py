@@ -8,6 +8,10 @@ read (corrupt FITS, no WCS, no imaging at all) is reported with its files and th
 imaging is padded (`deepcee_d2.data.frames.Cutout.covered`): detections centred on its padding are dropped,
 and the tile file records its covered fraction. For fields of local frames, ``coverage.ecsv`` and the
 catalogue's metadata give the imaged and the searched area (`deepcee_d2.survey.tiling.field_coverage`).
+Crowded sky is masked, as cluster surveys mask it: a tile whose red-sequence photometry finds more than
+``DEEPCEE.SURVEY.MAX_SOURCE_DENSITY`` sources per arcmin^2 (the globular cluster M2's frame; `crowded`) gives no
+candidates, and its area not covered by other tiles is masked, not searched (``tiles.ecsv`` lists every tile's
+density). The mask is applied when the catalogue is built, so changing it needs no rerun of the detector.
 ``manifest.json`` records
 what decides the tile files (weights SHA-256, config, imaging, tiles, threshold); a rerun into the same
 folder with anything else is refused, naming the differences, so tiles of two runs are never mixed.
@@ -39,8 +43,8 @@ from ..data.sources import make_source
 from ..engine.predictor import DetectorFactory
 from ..io import atomic_output
 from ..sky import box_centres, box_xy_to_sky
-from .tiling import (DETECTION_COLUMNS, field_coverage, field_reference_frames, merge_detections, plan_folder_tiles,
-                     stack_detections, tile_geometry)
+from .tiling import (DETECTION_COLUMNS, Tile, crowded, field_coverage, field_reference_frames, merge_detections,
+                     plan_folder_tiles, stack_detections, tile_geometry)
 
 logger = logging.getLogger(__name__)
 
@@ -163,9 +167,16 @@ def process_tile(tile, job):
     table = detections_table(tile, boxes[keep], scores[keep], wcs,
                              _field_wcs(spec, tile.field, job.reference_band))
     if job.redshift is not None:  # z and richness of each detection, from the tile's flux images
-        table = hstack([table, job.redshift.estimate(cutout.images, cutout.wcs, table["ra"], table["dec"],
-                                                     f"tile {tile.tile_id} ({cutout.source})", cutout.covered)])
+        from ..redsequence import SOURCE_DENSITY_KEY
+
+        source = f"tile {tile.tile_id} ({cutout.source})"
+        table = hstack([table, job.redshift.estimate(cutout.images, cutout.wcs, table["ra"], table["dec"], source,
+                                                     cutout.covered)])
+        if not len(table):  # the crowded-sky mask needs every tile's crowding, with detections or not
+            table.meta[SOURCE_DENSITY_KEY] = job.redshift.source_density(cutout.images, cutout.wcs, source,
+                                                                         cutout.covered)
     table.meta["COVERED"] = round(cutout.covered_fraction, 6)  # share of the tile imaged in every band
+    table.meta.update(FIELD=tile.field, TILE_RA=tile.ra, TILE_DEC=tile.dec)  # where its sky is, for the mask
     with atomic_output(path) as temporary:
         table.write(temporary, format="ascii.ecsv", overwrite=True)
     return tile.tile_id, len(table), None
@@ -244,10 +255,41 @@ def read_tile_file(path):
     return table
 
 
+TILE_COLUMNS = ("tile", "field", "ra", "dec", "covered", "source_density")
+
+
+def read_tile_files(paths):
+    """The detections of tile files (`read_tile_file`), stacked (with ``source_density`` even when empty), and
+    a table of the tiles, one row per file: `TILE_COLUMNS` (``ra``, ``dec`` of the tile's centre and ``field``
+    are NaN and empty in tile files written before they were recorded)."""
+    from ..redsequence import SOURCE_DENSITY_KEY  # imports galsim and sep: not at module import
+
+    tables, rows = [], []
+    for path in paths:
+        table = read_tile_file(path)
+        meta = table.meta
+        rows.append((Path(path).stem, str(meta.get("FIELD", "")), float(meta.get("TILE_RA", np.nan)),
+                     float(meta.get("TILE_DEC", np.nan)), float(meta.get("COVERED", np.nan)),
+                     float(meta.get(SOURCE_DENSITY_KEY, np.nan))))
+        tables.append(table)
+    detections = stack_detections(tables)
+    if "source_density" not in detections.colnames:
+        detections["source_density"] = np.zeros(0)
+    tile_table = Table(rows=rows or None, names=TILE_COLUMNS, dtype=(str, str, float, float, float, float))
+    tile_table["ra"].unit = tile_table["dec"].unit = u.deg
+    tile_table["source_density"].unit = u.arcmin**-2
+    return detections, tile_table
+
+
+def tiles_of(tile_table):
+    """`Tile` objects of a `read_tile_files` tile table's rows (their squares: the searched and masked sky)."""
+    return [Tile(str(row["tile"]), str(row["field"]), float(row["ra"]), float(row["dec"])) for row in tile_table]
+
+
 def collect_detections(tiles, job):
-    """All detections of the tiles that have results (`read_tile_file`), in tile order."""
+    """`read_tile_files` of the tiles that have results, in tile order."""
     paths = (tile_result_path(job, tile) for tile in sorted(tiles, key=lambda t: t.tile_id))
-    return stack_detections([read_tile_file(path) for path in paths if path.exists()])
+    return read_tile_files([path for path in paths if path.exists()])
 
 
 MANIFEST = "manifest.json"
@@ -255,7 +297,7 @@ MANIFEST = "manifest.json"
 # ones compared on their own (the weights by their SHA-256, the threshold by name).
 # SCORE_THRESHOLD and KEEP_SCORE_FLOOR decide the tiles only through the floor the tiles keep, compared by name.
 _NOT_IN_TILES = ("MODEL.WEIGHTS", "OUTPUT_DIR", "DEEPCEE.SURVEY.MERGE_RADIUS_KPC", "DEEPCEE.SURVEY.SCORE_THRESHOLD", "DEEPCEE.SURVEY.KEEP_SCORE_FLOOR",
-                 "DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2", "DEEPCEE.EVAL.")
+                 "DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2", "DEEPCEE.SURVEY.MAX_SOURCE_DENSITY", "DEEPCEE.EVAL.")
 _COMPARED = ("weights_sha256", "detector", "imaging", "tiles", "tiles_sha256", "score_threshold")
 
 
@@ -325,13 +367,15 @@ def check_or_write_manifest(output_dir, manifest):
         temporary.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
 
 
-def build_catalogue(tiles, job, merge_radius, min_redshift, score_threshold, cosmology, provenance=None):
-    """The candidate catalogue of all finished tiles: detections merged within the proper ``merge_radius``
+def build_catalogue(detections, merge_radius, min_redshift, score_threshold, cosmology, max_source_density=0.0,
+                    provenance=None):
+    """The candidate catalogue of a survey's detections (`collect_detections`): those of crowded tiles
+    (`crowded` at ``max_source_density``) left out, the others merged within the proper ``merge_radius``
     (`merge_detections`), candidates scoring ``score_threshold`` or more, ``provenance`` in its metadata."""
-    catalogue = merge_detections(collect_detections(tiles, job), merge_radius, min_redshift, cosmology)
+    detections = detections[~crowded(detections["source_density"], max_source_density)]
+    catalogue = merge_detections(detections, merge_radius, min_redshift, cosmology)
     catalogue = catalogue[np.asarray(catalogue["score"], dtype=float) >= score_threshold]
     catalogue.meta.update(provenance or {})
-    catalogue.meta["NTILES"] = len(tiles)
     return catalogue
 
 
@@ -369,16 +413,18 @@ def tile_score_floor(cfg):
     return min(survey.KEEP_SCORE_FLOOR, survey.SCORE_THRESHOLD)
 
 
-def survey_coverage(cfg, tiles, imaging, failures):
-    """Imaged and searched area per field (`field_coverage`) of a survey of local frames' fields, counting
-    only the tiles that did not fail; None for other surveys (sky regions, positions, remote imaging)."""
+def survey_coverage(cfg, tiles, imaging, failures, crowded_ids=()):
+    """Imaged, searched and masked area per field (`field_coverage`) of a survey of local frames' fields: the
+    tiles that did not fail are searched, those of ``crowded_ids`` masked; None for other surveys (sky regions,
+    positions, remote imaging)."""
     field_tiles = [tile for tile in tiles if np.isfinite(tile.field_x)]
     if imaging.kind != "fits" or not field_tiles:
         return None
-    failed = set(failures["tile"])
+    failed, crowded_ids = set(failures["tile"]), set(crowded_ids)
+    done = [tile for tile in field_tiles if tile.tile_id not in failed]
     frames, _ = imaging.source().scan()
-    return field_coverage(frames, Path(imaging.root), [t for t in field_tiles if t.tile_id not in failed],
-                          tile_geometry(cfg)[0])
+    return field_coverage(frames, Path(imaging.root), [t for t in done if t.tile_id not in crowded_ids],
+                          tile_geometry(cfg)[0], masked_tiles=[t for t in done if t.tile_id in crowded_ids])
 
 
 def tile_network_image(job, tile):
@@ -406,8 +452,9 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
         ``failed_tiles.ecsv`` beside the tiles that failed.
     output_dir : str or Path
         Receives ``manifest.json``, ``tiles/``, ``candidates.{fits,ecsv,csv}``, ``candidates.reg``,
-        ``failed_tiles.ecsv``, ``coverage.ecsv`` (fields of local frames: imaged and searched deg^2, also
-        in the catalogue's ``AREADEG2`` / ``IMAGDEG2`` metadata), ``config.yaml`` and ``gallery/index.html``.
+        ``failed_tiles.ecsv``, ``tiles.ecsv`` (every finished tile: centre, imaged fraction, source density,
+        crowded), ``coverage.ecsv`` (fields of local frames: imaged, searched and masked deg^2, also in the
+        catalogue's ``AREADEG2`` / ``IMAGDEG2`` / ``MASKDEG2`` metadata), ``config.yaml`` and ``gallery/index.html``.
         Rerunning into the same folder resumes, when the run's manifest (weights, config, imaging, tiles,
         threshold) is the same.
     scheduler : str, optional
@@ -455,16 +502,30 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
         "MERGEKPC": cfg.DEEPCEE.SURVEY.MERGE_RADIUS_KPC,
         "MERGEZ": cfg.DEEPCEE.SURVEY.MIN_REDSHIFT,
         "NFAILED": len(failures),
+        "NTILES": len(tiles),
         "CONFIG": cfg.dump(),
     }
-    coverage = survey_coverage(cfg, tiles, imaging, failures)
+    detections, tile_table = collect_detections(tiles, job)
+    max_density = cfg.DEEPCEE.SURVEY.MAX_SOURCE_DENSITY
+    tile_table["crowded"] = crowded(tile_table["source_density"], max_density)
+    if max_density > 0 and job.redshift is None:
+        logger.warning("DEEPCEE.SURVEY.MAX_SOURCE_DENSITY needs each tile's photometry "
+                       "(DEEPCEE.REDSHIFT.IN_SURVEY True): no crowded sky is masked")
+    crowded_ids = list(tile_table["tile"][tile_table["crowded"]])
+    provenance.update({"MAXSRCD": max_density, "NCROWDED": len(crowded_ids)})
+    coverage = survey_coverage(cfg, tiles, imaging, failures, crowded_ids)
     if coverage is not None:
-        searched, imaged = (float(np.sum(coverage[column])) for column in ("searched_deg2", "imaged_deg2"))
-        provenance.update({"AREADEG2": round(searched, 6), "IMAGDEG2": round(imaged, 6)})
-        logger.info("searched %.4f of %.4f deg^2 imaged (%.1f %%) in %d fields", searched, imaged,
-                    100 * searched / imaged if imaged else float("nan"), len(coverage))
-    catalogue = build_catalogue(tiles, job, cfg.DEEPCEE.SURVEY.MERGE_RADIUS_KPC * u.kpc, cfg.DEEPCEE.SURVEY.MIN_REDSHIFT,
-                                cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD, cosmology_from_cfg(cfg), provenance)
+        searched, imaged, masked = (float(np.sum(coverage[column]))
+                                    for column in ("searched_deg2", "imaged_deg2", "masked_deg2"))
+        provenance.update({"AREADEG2": round(searched, 6), "IMAGDEG2": round(imaged, 6),
+                           "MASKDEG2": round(masked, 6)})
+        logger.info("searched %.4f of %.4f deg^2 imaged (%.1f %%) in %d fields; %.4f deg^2 masked as crowded",
+                    searched, imaged, 100 * searched / imaged if imaged else float("nan"), len(coverage), masked)
+    if crowded_ids:
+        logger.info("%d of %d tiles masked as crowded sky (> %g sources per arcmin^2): %s", len(crowded_ids),
+                    len(tile_table), max_density, ", ".join(crowded_ids[:5]) + (" ..." if len(crowded_ids) > 5 else ""))
+    catalogue = build_catalogue(detections, cfg.DEEPCEE.SURVEY.MERGE_RADIUS_KPC * u.kpc, cfg.DEEPCEE.SURVEY.MIN_REDSHIFT,
+                                cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD, cosmology_from_cfg(cfg), max_density, provenance)
     catalogue.add_column(candidate_names(catalogue["ra"], catalogue["dec"]) if len(catalogue) else [],
                          name="name", index=0)
     if crossmatch:
@@ -478,6 +539,9 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
     with atomic_output(output_dir / "failed_tiles.ecsv") as temporary:
         failures.write(temporary, format="ascii.ecsv", overwrite=True)
     paths["failures"] = output_dir / "failed_tiles.ecsv"
+    with atomic_output(output_dir / "tiles.ecsv") as temporary:
+        tile_table.write(temporary, format="ascii.ecsv", overwrite=True)
+    paths["tiles"] = output_dir / "tiles.ecsv"
     if coverage is not None:
         with atomic_output(output_dir / "coverage.ecsv") as temporary:
             coverage.write(temporary, format="ascii.ecsv", overwrite=True)

@@ -12,7 +12,10 @@ keeping the best score.
 Fields (frames of any orientation) are covered whole (`plan_field_tiles`): the tiles reach half an overlap
 past every edge of a field's frame, into its neighbours' frames or into padding where there is no imaging
 (`deepcee_d2.data.frames.Cutout.covered`), so every box centred on the frame lies whole inside a tile.
-`field_coverage` measures the imaged and the searched area of every field.
+`field_coverage` measures the imaged and the searched area of every field. Tiles of crowded sky (a globular
+cluster, low Galactic latitude: more sources per arcmin^2 than ``DEEPCEE.SURVEY.MAX_SOURCE_DENSITY``,
+`crowded`) are masked, as cluster surveys mask such sky: their detections are no candidates and their area is
+not searched.
 """
 import math
 import re
@@ -246,31 +249,48 @@ def imaged_area(frames, root, reference_band="r", bands=("g", "r", "i")):
     return float(sum(imaged.sum() * area for _, imaged, area in sampled.values()))
 
 
-def field_coverage(frames, root, tiles, side, reference_band="r", bands=("g", "r", "i")):
-    """Imaged and searched area of every field of ``frames`` that ``tiles`` were planned on.
+def field_coverage(frames, root, tiles, side, reference_band="r", bands=("g", "r", "i"), masked_tiles=()):
+    """Imaged, searched and masked area of every field of ``frames`` that ``tiles`` were planned on.
 
     The imaged area of a field is the part of its ``reference_band`` frame with data in every band (from any
     frame of the folder); the searched area is the part of that inside at least one of ``tiles`` (pass the
-    tiles that were processed). Both are sampled at the centres of cells of about 16 x 16 frame pixels.
+    tiles that were processed and not masked); the masked area is the imaged part inside ``masked_tiles``
+    (crowded sky, `crowded`) and inside no searched tile. All are sampled at the centres of cells of about
+    16 x 16 frame pixels.
 
     Returns
     -------
     `~astropy.table.Table`
-        One row per field: ``field``, ``imaged_deg2``, ``searched_deg2``, ``searched_fraction``.
+        One row per field: ``field``, ``imaged_deg2``, ``searched_deg2``, ``searched_fraction``, ``masked_deg2``.
     """
-    by_field = {}
+    by_field, masked_by_field = {}, {}
     for tile in tiles:
         by_field.setdefault(tile.field, []).append(tile)
+    for tile in masked_tiles:
+        masked_by_field.setdefault(tile.field, []).append(tile)
     rows = []
-    for name, (samples, imaged, area) in _imaged_samples(frames, root, by_field, reference_band, bands).items():
-        searched = imaged & inside_tiles(samples, by_field[name], side)
+    for name, (samples, imaged, area) in _imaged_samples(frames, root, set(by_field) | set(masked_by_field),
+                                                         reference_band, bands).items():
+        searched = imaged & inside_tiles(samples, by_field.get(name, []), side)
+        masked = imaged & ~searched & inside_tiles(samples, masked_by_field.get(name, []), side)
         rows.append((name, imaged.sum() * area, searched.sum() * area,
-                     searched.sum() / imaged.sum() if imaged.any() else np.nan))
-    table = Table(rows=rows or None, names=("field", "imaged_deg2", "searched_deg2", "searched_fraction"),
-                  dtype=(str, float, float, float))
-    for column in ("imaged_deg2", "searched_deg2"):
+                     searched.sum() / imaged.sum() if imaged.any() else np.nan, masked.sum() * area))
+    table = Table(rows=rows or None,
+                  names=("field", "imaged_deg2", "searched_deg2", "searched_fraction", "masked_deg2"),
+                  dtype=(str, float, float, float, float))
+    for column in ("imaged_deg2", "searched_deg2", "masked_deg2"):
         table[column].unit = u.deg ** 2
     return table
+
+
+def crowded(source_density, max_density):
+    """Which tiles (or the detections of which tiles) lie on crowded sky: more than ``max_density`` sources per
+    arcmin^2 (``DEEPCEE.SURVEY.MAX_SOURCE_DENSITY``; 0: none does). An unknown density (NaN) is not crowded."""
+    density = np.asarray(source_density, dtype=float)
+    if not max_density > 0:
+        return np.zeros(density.shape, bool)
+    with np.errstate(invalid="ignore"):
+        return density > max_density
 
 
 def plan_folder_tiles(source, side, overlap, reference_band="r"):
