@@ -409,6 +409,19 @@ def test_a_trained_model_runs_through_the_command_line_tool(tiny_survey, toy_dat
     assert len(catalogue) > 0 and np.all(np.diff(catalogue["score"]) <= 0)
 
 
+def test_a_survey_that_finds_nothing_writes_an_empty_catalogue_with_every_column(tiny_survey, blob_run, tmp_path):
+    tiles, _, result = blob_run
+    empty = find_clusters(survey_cfg(), [t for t in tiles if t.field == "f000"], ImagingSpec("fits", str(tiny_survey)),
+                          tmp_path, n_workers=1, detector=BrightestBlobDetector(level=256), progress=False,
+                          processes=False)
+    assert len(empty.catalogue) == 0
+    for name in ("candidates.fits", "candidates.ecsv", "candidates.csv"):
+        table = Table.read(tmp_path / name)
+        assert len(table) == 0 and set(table.colnames) == set(result.catalogue.colnames), name
+        if name != "candidates.csv":  # CSV keeps no types: an empty column reads back as int
+            assert table["name"].dtype.kind in "US", name  # text, as in a catalogue with candidates
+
+
 def test_a_new_score_threshold_reuses_the_tiles_and_cuts_the_catalogue(tiny_survey, blob_run, tmp_path):
     tiles, output, one = blob_run
     shutil.copytree(output, tmp_path / "run")

@@ -526,7 +526,7 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
                     len(tile_table), max_density, ", ".join(crowded_ids[:5]) + (" ..." if len(crowded_ids) > 5 else ""))
     catalogue = build_catalogue(detections, cfg.DEEPCEE.SURVEY.MERGE_RADIUS_KPC * u.kpc, cfg.DEEPCEE.SURVEY.MIN_REDSHIFT,
                                 cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD, cosmology_from_cfg(cfg), max_density, provenance)
-    catalogue.add_column(candidate_names(catalogue["ra"], catalogue["dec"]) if len(catalogue) else [],
+    catalogue.add_column(candidate_names(catalogue["ra"], catalogue["dec"]) if len(catalogue) else np.zeros(0, str),
                          name="name", index=0)
     if crossmatch:
         evaluation = cfg.DEEPCEE.EVAL

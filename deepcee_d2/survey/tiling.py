@@ -344,12 +344,15 @@ DETECTION_COLUMNS = ("ra", "dec", "score", "field", "tile", "tile_x", "tile_y", 
 
 
 def stack_detections(tables):
-    """Tile detection tables stacked into one, the empty ones left out; with none holding a detection, an
-    empty table of `DETECTION_COLUMNS` (a survey whose tiles found nothing)."""
-    tables = [table for table in tables if len(table)]
-    if not tables:
-        return Table(names=DETECTION_COLUMNS, dtype=(float, float, float, str, str) + (float,) * 6)
-    return vstack(tables, metadata_conflicts="silent")
+    """Tile detection tables stacked into one, the empty ones left out; with none holding a detection, the
+    first table's columns without rows (a survey whose tiles found nothing keeps its z and richness columns),
+    or `DETECTION_COLUMNS` without any table."""
+    found = [table for table in tables if len(table)]
+    if found:
+        return vstack(found, metadata_conflicts="silent")
+    if tables:
+        return Table(tables[0][:0], copy=True, meta={})
+    return Table(names=DETECTION_COLUMNS, dtype=(float, float, float, str, str) + (float,) * 6)
 
 
 def merge_radii(detections, radius, min_redshift, cosmology=DEFAULT_COSMOLOGY):
