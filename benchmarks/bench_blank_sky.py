@@ -15,6 +15,8 @@ at or under DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2, and the model's test split at 
   detections down to KEEP_SCORE_FLOOR, so the rate is tabulated from there up in steps of 0.01.
 - The test split: the report folder's predictions.ecsv and true_clusters.ecsv (written by the evaluator)
   matched again (`evaluate_detections`, the config's 100 kpc) at the chosen threshold and the usual ones.
+- ``DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE True``: the survey lists only detections with a red-sequence peak, and
+  the test split's recall counts only those (its precision is not known: see `test_split_at`).
 
 Everything is kept under ``--work``; a rerun resumes (the sky and the survey refuse other settings).
 """
@@ -40,14 +42,22 @@ ORIGIN = SkyCoord(220.0 * u.deg, 35.0 * u.deg)
 
 
 def test_split_at(cfg, report_dir, thresholds):
-    """P / R / F1 rows of the evaluated test split at ``thresholds``, from the evaluator's written tables."""
+    """P / R / F1 rows of the evaluated test split at ``thresholds``, from the evaluator's written tables; with
+    DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE, the recall counts only detections with a red-sequence peak (precision
+    and F1 then NaN: the evaluator estimates only the predictions near a cluster)."""
     predictions = Table.read(Path(report_dir) / PREDICTIONS_NAME, format="ascii.ecsv")
     truths = Table.read(Path(report_dir) / TRUTHS_NAME, format="ascii.ecsv")
+    confirm = cfg.DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE
+    if confirm:
+        predictions = predictions[np.asarray(predictions["rs_peak"], dtype=bool)]
     evaluation = evaluate_detections(predictions, truths, thresholds=thresholds,
                                      match_radius=cfg.DEEPCEE.EVAL.MATCH_RADIUS_KPC * u.kpc,
                                      histogram_radius=cfg.DEEPCEE.EVAL.HISTOGRAM_RADIUS_KPC * u.kpc,
                                      cosmology=cosmology_from_cfg(cfg))
-    return evaluation.table
+    table = evaluation.table
+    if confirm:
+        table["precision"] = table["f1"] = np.nan
+    return table
 
 
 def main(argv=None):

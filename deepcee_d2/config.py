@@ -187,6 +187,11 @@ def add_deepcee_config(cfg):
     # 13.8-41.1 (BENCHMARKS.md, "Crowded sky masked"). For SDSS depth; deeper imaging has more sources and
     # needs its own value. 0.0: no mask.
     _C.DEEPCEE.SURVEY.MAX_SOURCE_DENSITY = 12.0
+    # Candidates must show a red sequence: detections without a red-sequence peak at their position (column
+    # rs_peak of the survey's photometry, REDSHIFT.IN_SURVEY) give no candidates. Off, the catalogue lists the
+    # network's candidates alone (the paper's method) and rs_peak is a column to cut on (BENCHMARKS.md,
+    # "Red-sequence confirmation").
+    _C.DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE = False
     # Tile files keep every detection scoring at least this (or SCORE_THRESHOLD, when lower), so that the
     # false-candidate rate below SCORE_THRESHOLD can be measured from a run and the threshold changed without
     # rerunning the detector; the catalogue is cut at SCORE_THRESHOLD.

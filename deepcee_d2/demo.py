@@ -327,6 +327,7 @@ def summary_text(result):
         f"{best['recall']:.3f}  F1 {best['f1']:.3f}  (TP {best['tp']}, FP {best['fp']}, FN {best['fn']})",
         f"centring error (standard error of TP centres): {centring_error_kpc:.1f} kpc",
         *([_survey_merged_line(result.evaluation["survey_merged"])] if "survey_merged" in result.evaluation else []),
+        *_confirmed_lines(result),
         *([f"test images without a cluster: {blank_images_text(result.evaluation['blank_images'])}"]
           if "blank_images" in result.evaluation else []),
         f"report (Markdown with the plots): {result.report_dir / 'report.md'}",
@@ -346,6 +347,15 @@ def _survey_merged_line(merged):
     return (f"as the survey lists them (each image's detections merged within {merged['merge_radius_kpc']:g} kpc): "
             f"best threshold {100 * best['threshold']:.0f} %  precision {best['precision']:.3f}  recall "
             f"{best['recall']:.3f}  F1 {best['f1']:.3f}  (TP {best['tp']}, FP {best['fp']}, FN {best['fn']})")
+
+
+def _confirmed_lines(result):
+    """Recall at the survey threshold counting only detections with a red-sequence peak
+    (DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE)."""
+    rows = [row for row in result.evaluation.get("red_sequence_confirmed", {}).get("thresholds", ())
+            if abs(row["threshold"] - result.score_threshold) < 1e-9]
+    return [f"recall at {result.score_threshold:g} counting only detections with a red-sequence peak: "
+            f"{rows[0]['recall']:.3f} ({rows[0]['tp']} clusters)"] if rows else []
 
 
 def _purity_lines(result):

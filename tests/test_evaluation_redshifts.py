@@ -77,10 +77,12 @@ def test_stricter_criterion_needs_the_redshift_to_agree():
 
 class RecordingEstimator:
     """Stands in for the red-sequence estimator: records the flux cutouts it is given and answers the z of the
-    nearest of ``clusters`` (rows of ra, dec, z) plus ``dz``."""
+    nearest of ``clusters`` (rows of ra, dec, z) plus ``dz``, with a red-sequence peak unless that cluster's
+    index is in ``no_peak``."""
 
-    def __init__(self, clusters, dz=0.0):
+    def __init__(self, clusters, dz=0.0, no_peak=()):
         self.clusters, self.dz, self.calls = np.asarray(clusters, dtype=float).reshape(-1, 3), dz, []
+        self.no_peak = list(no_peak)
 
     def estimate(self, images, wcs, ra, dec, source="image", covered=None):
         self.calls.append((images, wcs, np.asarray(ra), np.asarray(dec)))
@@ -88,7 +90,7 @@ class RecordingEstimator:
                                      np.asarray(dec)[:, None] - self.clusters[None, :, 1]), axis=1)
         table = no_estimates(len(ra))
         table["z_est"], table["z_err"], table["richness"], table["rs_peak"] = \
-            self.clusters[nearest, 2] + self.dz, 0.01, 40.0, True
+            self.clusters[nearest, 2] + self.dz, 0.01, 40.0, ~np.isin(nearest, self.no_peak)
         return table
 
 
@@ -163,6 +165,23 @@ def test_the_evaluator_reports_redshifts_and_applies_the_stricter_criterion(tiny
     wrong = evaluate(0.3, False)
     assert wrong["tp"] == metrics["tp"] and wrong["z_outlier_fraction"] == 1 and wrong["f1"] == metrics["f1"]
     assert evaluate(0.3, True)["tp"] == 0 and evaluate(0.01, True)["tp"] == metrics["tp"]
+
+
+def test_the_evaluator_reports_the_recall_of_detections_with_a_red_sequence(tiny_test_split, tmp_path):
+    """``red_sequence_confirmed``: what DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE keeps of the clusters found."""
+    name, records = tiny_test_split
+    inputs, outputs = boxes_on_clusters(records)
+    clusters = [(a["ra"], a["dec"], a["z"]) for record in records for a in record["annotations"]]
+    redshifts = RedshiftEvaluation(RecordingEstimator(clusters, no_peak=[0]), "", 0.05, False)
+    evaluator = DeepCEEEvaluator(load_config(), name, output_dir=tmp_path, distributed=False, redshifts=redshifts)
+    evaluator.process(inputs, outputs)
+    metrics = evaluator.evaluate()["deepcee"]
+    confirmed = json.loads((tmp_path / "evaluation.json").read_text())["red_sequence_confirmed"]["thresholds"]
+    at_half = next(row for row in confirmed if row["threshold"] == 0.5)
+    without = sum(1 for cluster in clusters if cluster[:2] == clusters[0][:2])  # its images (offsets) in the split
+    assert 0 < without < len(clusters) and metrics["tp-50"] == len(clusters)
+    assert at_half["tp"] == len(clusters) - without and at_half["fn"] == without
+    assert metrics["confirmed_recall-50"] == pytest.approx(1 - without / len(clusters))
 
 
 def test_images_without_flux_imaging_are_reported(tiny_test_split, caplog):

@@ -435,6 +435,28 @@ def test_a_new_score_threshold_reuses_the_tiles_and_cuts_the_catalogue(tiny_surv
     assert 0 < len(again.catalogue) < len(one.catalogue) and again.catalogue.meta["SCORECUT"] == cut
 
 
+def test_red_sequence_confirmation_lists_only_detections_with_a_peak(tiny_survey, blob_run, tmp_path):
+    """With DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE, detections without a red-sequence peak give no candidates; the
+    tile files are reused, and the false-candidate rates re-merge them the same way."""
+    from deepcee_d2.evaluation.purity import survey_false_rates
+
+    tiles, output, one = blob_run
+    shutil.copytree(output, tmp_path / "run")
+    stamps = {path: path.stat().st_mtime_ns for path in (tmp_path / "run" / "tiles").glob("*.ecsv")}
+    with_peak = one.catalogue[np.asarray(one.catalogue["rs_peak"], bool)]
+    assert 0 < len(with_peak) < len(one.catalogue)  # the blobs of one cluster sit on its red sequence
+    cfg = survey_cfg("DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE", "True")
+    confirmed = find_clusters(cfg, tiles, ImagingSpec("fits", str(tiny_survey)), tmp_path / "run", n_workers=1,
+                              detector=BrightestBlobDetector(), progress=False, processes=False, gallery_size=0)
+    assert {path: path.stat().st_mtime_ns for path in stamps} == stamps  # no tile was rerun
+    # Cut before merging: a detection with a peak that a better one without absorbed becomes a candidate itself.
+    assert np.all(confirmed.catalogue["rs_peak"]) and confirmed.catalogue.meta["RSREQ"] is True
+    assert set(with_peak["ra"]) <= set(confirmed.catalogue["ra"]) and len(confirmed.catalogue) < len(one.catalogue)
+    rates = survey_false_rates(tmp_path / "run", cfg, [0.5], area=1.0)
+    assert list(rates["n_candidates"]) == [len(confirmed.catalogue)]
+    assert list(survey_false_rates(tmp_path / "run", survey_cfg(), [0.5], area=1.0)["n_candidates"]) == [len(one.catalogue)]
+
+
 def test_resume_with_other_settings_is_refused_naming_them(tiny_survey, blob_run, tmp_path):
     tiles, output, _ = blob_run
     imaging = ImagingSpec("fits", str(tiny_survey))
@@ -592,6 +614,8 @@ def test_crowded_sky_is_masked_on_real_sdss_frames(shared_data, tmp_path):
     rates = survey_false_rates(tmp_path, cfg, [0.5], truth=truth)
     assert rates.meta["NMASKTRU"] == 1 and list(rates["n_true"]) == [1]
     assert rates.meta["AREADEG2"] == meta["AREADEG2"]
+    only_masked = survey_false_rates(tmp_path, cfg, [0.5], truth=truth[:1])  # every true cluster on masked sky
+    assert list(only_masked["n_true"]) == [0] and list(only_masked["n_false"]) == list(rates["n_candidates"])
     # The mask is the catalogue step's: off, the same tile files give the crowded field's candidates back.
     unmasked_cfg = cfg.clone()
     unmasked_cfg.DEEPCEE.SURVEY.MAX_SOURCE_DENSITY = 0.0

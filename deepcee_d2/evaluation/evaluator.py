@@ -120,7 +120,9 @@ class DeepCEEEvaluator(DatasetEvaluator):
         ``DEEPCEE.SURVEY.MIN_REDSHIFT``, where a prediction has no z_est). When given, the table is also made
         of each image's predictions merged as the survey merges a tile's (`survey_merged_predictions`), and
         written as ``survey_merged``: the precision of the candidates a survey would list. The headline stays
-        the paper's count of every detection.
+        the paper's count of every detection. With ``redshifts``, the recall counting only detections with a
+        red-sequence peak is written as ``red_sequence_confirmed`` (what ``DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE``
+        keeps; only recall: predictions far from every cluster get no estimate).
     """
 
     @configurable
@@ -260,6 +262,10 @@ class DeepCEEEvaluator(DatasetEvaluator):
             metadata["survey_merged"] = {"merge_radius_kpc": settings["merge_radius"].to_value(u.kpc),
                                          "n_predictions": len(merged.predictions), "thresholds": rows,
                                          "best": rows[merged.best_index]}
+        if redshifts is not None:  # what DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE keeps of the clusters found
+            confirmed = evaluate(predictions[np.asarray(predictions["rs_peak"], dtype=bool)])
+            metadata["red_sequence_confirmed"] = {"thresholds": [
+                {name: row[name] for name in ("threshold", "tp", "fn", "recall")} for row in table_rows(confirmed.table)]}
         report = None if redshifts is None else {"outlier": redshifts.outlier, "problems": problems}
         if self._output_dir:
             summary = write_report(evaluation, self._output_dir, settings["ks_alpha"], crossmatch, metadata, report)

@@ -72,11 +72,14 @@ def false_rate_table(candidates, area, thresholds, truth=None, *, radius=None, z
     if truth is not None:
         if radius is None or z_range is None:
             raise ValueError("cross-matching with the truth needs its radius and redshift window")
-        truth = read_reference_catalog(truth, name="truth")
-        truth = truth[(truth["z"] > z_range[0]) & (truth["z"] < z_range[1])]
-        n_true = len(truth)
-        candidates = crossmatch_false_positives(candidates, {"truth": truth}, radius=radius, z_range=z_range,
-                                                cosmology=cosmology)
+        if isinstance(truth, Table) and not len(truth):  # every true cluster lies on masked sky
+            n_true = 0
+        else:
+            truth = read_reference_catalog(truth, name="truth")
+            truth = truth[(truth["z"] > z_range[0]) & (truth["z"] < z_range[1])]
+            n_true = len(truth)
+            candidates = crossmatch_false_positives(candidates, {"truth": truth}, radius=radius, z_range=z_range,
+                                                    cosmology=cosmology)
     scores = np.asarray(candidates["score"], dtype=float)
     known = (np.asarray(candidates["known"], dtype=bool) if "known" in candidates.colnames
              else np.zeros(len(candidates), dtype=bool))
@@ -165,9 +168,9 @@ def read_tile_detections(survey_dir):
 
 
 def survey_false_rates(survey_dir, cfg, thresholds, truth=None, area=None, frames=None):
-    """`false_rate_table` of a survey run, re-merged from its tile files with ``cfg``'s merging and crowded-sky
-    mask (``DEEPCEE.SURVEY.MAX_SOURCE_DENSITY``): the detections of crowded tiles are left out, and so are the
-    true clusters that lie in no searched tile (completeness over the searched sky, as surveys quote it;
+    """`false_rate_table` of a survey run, re-merged from its tile files as ``cfg``'s survey makes its catalogue
+    (`~deepcee_d2.survey.run.listable`: crowded-sky mask, red-sequence confirmation; merging): the detections
+    of crowded tiles are left out, and so are the true clusters that lie in no searched tile (completeness over the searched sky, as surveys quote it;
     ``meta['NMASKTRU']`` counts them).
 
     Parameters
@@ -190,7 +193,7 @@ def survey_false_rates(survey_dir, cfg, thresholds, truth=None, area=None, frame
         Thresholds below the tiles' floor; no area to be had; tiles masked whose centres the tile files do not
         record (written before the mask), so the searched sky is unknown.
     """
-    from ..survey.run import tiles_of
+    from ..survey.run import listable, tiles_of
     from ..survey.tiling import crowded, field_coverage, inside_tiles, merge_detections, tile_geometry
 
     survey = cfg.DEEPCEE.SURVEY
@@ -222,8 +225,8 @@ def survey_false_rates(survey_dir, cfg, thresholds, truth=None, area=None, frame
             raise ValueError(f"{survey_dir}: the catalogue records no searched area ({AREA_KEY}) for this mask; "
                              "give the area or the folder of frames the survey ran on")
     cosmology = cosmology_from_cfg(cfg)
-    merged = merge_detections(detections[~crowded(detections["source_density"], survey.MAX_SOURCE_DENSITY)],
-                              survey.MERGE_RADIUS_KPC * u.kpc, survey.MIN_REDSHIFT, cosmology)
+    merged = merge_detections(detections[listable(detections, cfg)], survey.MERGE_RADIUS_KPC * u.kpc,
+                              survey.MIN_REDSHIFT, cosmology)
     n_masked_truth = 0
     if truth is not None and masked.any():
         truth = read_reference_catalog(truth, name="truth")

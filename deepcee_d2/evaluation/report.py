@@ -307,6 +307,8 @@ def flat_metrics(summary):
             metrics[f"{name}-{100 * row['threshold']:g}"] = row[name]
     for row in summary.get("blank_images", {}).get("rates", ()):
         metrics[f"blank_false_per_deg2-{100 * row['threshold']:g}"] = row["false_per_deg2"]
+    for row in summary.get("red_sequence_confirmed", {}).get("thresholds", ()):
+        metrics[f"confirmed_recall-{100 * row['threshold']:g}"] = row["recall"]
     if "survey_merged" in summary:
         best = summary["survey_merged"]["best"]
         metrics.update({f"survey_merged_{name}": best[name] for name in ("threshold", "precision", "recall", "f1")})

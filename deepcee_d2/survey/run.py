@@ -35,6 +35,7 @@ import numpy as np
 from astropy.table import Table, hstack
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from ..cosmology import cosmology_from_cfg
 from ..data.cache import get_cutout
 from ..data.colour import ColourSettings, make_network_image, survey_tile_sizes
 from ..data.frames import ImagingError, covered_at
@@ -297,7 +298,7 @@ MANIFEST = "manifest.json"
 # ones compared on their own (the weights by their SHA-256, the threshold by name).
 # SCORE_THRESHOLD and KEEP_SCORE_FLOOR decide the tiles only through the floor the tiles keep, compared by name.
 _NOT_IN_TILES = ("MODEL.WEIGHTS", "OUTPUT_DIR", "DEEPCEE.SURVEY.MERGE_RADIUS_KPC", "DEEPCEE.SURVEY.SCORE_THRESHOLD", "DEEPCEE.SURVEY.KEEP_SCORE_FLOOR",
-                 "DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2", "DEEPCEE.SURVEY.MAX_SOURCE_DENSITY", "DEEPCEE.EVAL.")
+                 "DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2", "DEEPCEE.SURVEY.MAX_SOURCE_DENSITY", "DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE", "DEEPCEE.EVAL.")
 _COMPARED = ("weights_sha256", "detector", "imaging", "tiles", "tiles_sha256", "score_threshold")
 
 
@@ -367,14 +368,30 @@ def check_or_write_manifest(output_dir, manifest):
         temporary.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
 
 
-def build_catalogue(detections, merge_radius, min_redshift, score_threshold, cosmology, max_source_density=0.0,
-                    provenance=None):
-    """The candidate catalogue of a survey's detections (`collect_detections`): those of crowded tiles
-    (`crowded` at ``max_source_density``) left out, the others merged within the proper ``merge_radius``
-    (`merge_detections`), candidates scoring ``score_threshold`` or more, ``provenance`` in its metadata."""
-    detections = detections[~crowded(detections["source_density"], max_source_density)]
-    catalogue = merge_detections(detections, merge_radius, min_redshift, cosmology)
-    catalogue = catalogue[np.asarray(catalogue["score"], dtype=float) >= score_threshold]
+def listable(detections, cfg):
+    """Which detections may become candidates: not on crowded sky (`crowded` at
+    ``DEEPCEE.SURVEY.MAX_SOURCE_DENSITY``) and, with ``DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE``, with a red-sequence
+    peak at their position (``rs_peak``; detections without the estimator's columns are not cut, with a
+    warning)."""
+    survey = cfg.DEEPCEE.SURVEY
+    keep = ~crowded(detections["source_density"], survey.MAX_SOURCE_DENSITY)
+    if survey.REQUIRE_RED_SEQUENCE:
+        if "rs_peak" in detections.colnames:
+            keep &= np.asarray(detections["rs_peak"], dtype=bool)
+        elif len(detections):
+            logger.warning("DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE: the detections have no red-sequence estimate "
+                           "(DEEPCEE.REDSHIFT.IN_SURVEY False when the tiles were made); none is cut for it")
+    return keep
+
+
+def build_catalogue(detections, cfg, provenance=None):
+    """The candidate catalogue of a survey's detections (`collect_detections`): those that may be candidates
+    (`listable`) merged within the proper ``DEEPCEE.SURVEY.MERGE_RADIUS_KPC`` (`merge_detections`), candidates
+    scoring ``SCORE_THRESHOLD`` or more, ``provenance`` in its metadata."""
+    survey = cfg.DEEPCEE.SURVEY
+    catalogue = merge_detections(detections[listable(detections, cfg)], survey.MERGE_RADIUS_KPC * u.kpc,
+                                 survey.MIN_REDSHIFT, cosmology_from_cfg(cfg))
+    catalogue = catalogue[np.asarray(catalogue["score"], dtype=float) >= survey.SCORE_THRESHOLD]
     catalogue.meta.update(provenance or {})
     return catalogue
 
@@ -477,7 +494,6 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
         before anything is written.
     """
     from ..evaluation.crossmatch import crossmatch_false_positives
-    from ..cosmology import cosmology_from_cfg
     from .outputs import candidate_names, write_catalogue, write_gallery, write_regions
 
     output_dir = Path(output_dir)
@@ -512,7 +528,8 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
         logger.warning("DEEPCEE.SURVEY.MAX_SOURCE_DENSITY needs each tile's photometry "
                        "(DEEPCEE.REDSHIFT.IN_SURVEY True): no crowded sky is masked")
     crowded_ids = list(tile_table["tile"][tile_table["crowded"]])
-    provenance.update({"MAXSRCD": max_density, "NCROWDED": len(crowded_ids)})
+    provenance.update({"MAXSRCD": max_density, "NCROWDED": len(crowded_ids),
+                       "RSREQ": bool(cfg.DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE)})
     coverage = survey_coverage(cfg, tiles, imaging, failures, crowded_ids)
     if coverage is not None:
         searched, imaged, masked = (float(np.sum(coverage[column]))
@@ -524,8 +541,7 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
     if crowded_ids:
         logger.info("%d of %d tiles masked as crowded sky (> %g sources per arcmin^2): %s", len(crowded_ids),
                     len(tile_table), max_density, ", ".join(crowded_ids[:5]) + (" ..." if len(crowded_ids) > 5 else ""))
-    catalogue = build_catalogue(detections, cfg.DEEPCEE.SURVEY.MERGE_RADIUS_KPC * u.kpc, cfg.DEEPCEE.SURVEY.MIN_REDSHIFT,
-                                cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD, cosmology_from_cfg(cfg), max_density, provenance)
+    catalogue = build_catalogue(detections, cfg, provenance)
     catalogue.add_column(candidate_names(catalogue["ra"], catalogue["dec"]) if len(catalogue) else np.zeros(0, str),
                          name="name", index=0)
     if crossmatch:
