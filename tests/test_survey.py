@@ -457,6 +457,18 @@ def test_red_sequence_confirmation_lists_only_detections_with_a_peak(tiny_survey
     assert list(survey_false_rates(tmp_path / "run", survey_cfg(), [0.5], area=1.0)["n_candidates"]) == [len(one.catalogue)]
 
 
+def test_tiles_without_a_source_density_are_named_when_masking(tiny_survey, blob_run, tmp_path, caplog):
+    tiles, output, _ = blob_run
+    shutil.copytree(output, tmp_path / "run")
+    path = next((tmp_path / "run" / "tiles").glob("*.ecsv"))
+    old = Table.read(path)
+    del old.meta[SOURCE_DENSITY_KEY]  # as a tile file of an older version
+    old.write(path, overwrite=True)
+    find_clusters(survey_cfg(), tiles, ImagingSpec("fits", str(tiny_survey)), tmp_path / "run", n_workers=1,
+                  detector=BrightestBlobDetector(), progress=False, processes=False, gallery_size=0)
+    assert "1 of 32 tiles have no source density" in caplog.text
+
+
 def test_resume_with_other_settings_is_refused_naming_them(tiny_survey, blob_run, tmp_path):
     tiles, output, _ = blob_run
     imaging = ImagingSpec("fits", str(tiny_survey))

@@ -524,9 +524,14 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
     detections, tile_table = collect_detections(tiles, job)
     max_density = cfg.DEEPCEE.SURVEY.MAX_SOURCE_DENSITY
     tile_table["crowded"] = crowded(tile_table["source_density"], max_density)
+    unknown = int(np.count_nonzero(np.isnan(np.asarray(tile_table["source_density"], dtype=float))))
     if max_density > 0 and job.redshift is None:
         logger.warning("DEEPCEE.SURVEY.MAX_SOURCE_DENSITY needs each tile's photometry "
                        "(DEEPCEE.REDSHIFT.IN_SURVEY True): no crowded sky is masked")
+    elif max_density > 0 and unknown:
+        logger.warning("%d of %d tiles have no source density (tile files of an older version, or photometry that "
+                       "failed): the crowded-sky mask cannot cover them; rerun into a new folder to measure them all",
+                       unknown, len(tile_table))
     crowded_ids = list(tile_table["tile"][tile_table["crowded"]])
     provenance.update({"MAXSRCD": max_density, "NCROWDED": len(crowded_ids),
                        "RSREQ": bool(cfg.DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE)})
