@@ -241,7 +241,7 @@ class Photometry:
     def source_density(self):
         """Sources detected per arcmin^2 of the imaged cutout: the crowded field of the globular cluster M2
         gives 5-10 times the high-latitude sky's (BENCHMARKS.md, "Source density of the candidates' tiles")."""
-        return round(len(self.sources) / self.area.to_value(u.arcmin**2), 3)
+        return _per_arcmin2(len(self.sources), self.area)
 
     @property
     def area(self):
@@ -291,36 +291,8 @@ def measure_photometry(images, wcs, settings, source="image", covered=None):
     """
     import sep
 
-    images = dict(zip(BANDS, check_band_images(images, BANDS, source)))
+    images, noise, objects, covered = _detect_sources(images, BANDS, settings, source, covered)
     shape = images["r"].shape
-    if covered is not None:
-        covered = np.asarray(covered, dtype=bool)
-        if covered.shape != shape:
-            raise ValueError(f"{source}: covered mask {covered.shape} does not match the images {shape}")
-        if not covered.any():
-            raise ValueError(f"{source}: no pixel is imaged")
-    sky_mask = None if covered is None else ~covered[::_SKY_SUBSAMPLE, ::_SKY_SUBSAMPLE]
-    noise = {}
-    for band in BANDS:
-        _, median, std = sigma_clipped_stats(images[band][::_SKY_SUBSAMPLE, ::_SKY_SUBSAMPLE], mask=sky_mask,
-                                             sigma=3.0, maxiters=5)
-        if not std > 0:
-            raise ValueError(f"{source}: band {band} has no sky noise (a constant image?)")
-        # SEP reads C-ordered native float64; FITS data are big-endian.
-        images[band] = np.ascontiguousarray(images[band] - median, dtype=np.float64)
-        noise[band] = float(std)
-    # Every pixel of the image may belong to a source being extracted (a crowded field, a bright star).
-    sep.set_extract_pixstack(max(_SEP_PIXSTACK, shape[0] * shape[1]))
-    sep.set_sub_object_limit(_SEP_SUB_OBJECTS)
-    kernel_size = 2 * int(np.ceil(settings.smooth_fwhm_pixels)) + 1
-    kernel = Gaussian2DKernel(settings.smooth_fwhm_pixels * gaussian_fwhm_to_sigma, x_size=kernel_size,
-                              y_size=kernel_size).array
-    try:
-        objects = sep.extract(images["r"], settings.detect_nsigma, err=noise["r"],
-                              mask=None if covered is None else ~covered, minarea=settings.detect_npixels,
-                              filter_kernel=kernel, filter_type="conv")
-    except Exception as error:  # SEP raises a bare Exception for its buffer overflows
-        raise ValueError(f"{source}: source extraction failed: {error}") from error
     if not len(objects):
         return Photometry(_empty_sources(), wcs, shape, covered)
     x, y, a, b, theta = (objects[name].astype(np.float64) for name in ("x", "y", "a", "b", "theta"))
@@ -352,6 +324,66 @@ def measure_photometry(images, wcs, settings, source="image", covered=None):
     for name in PHOTOMETRY_COLUMNS[4:]:
         sources[name].unit = u.mag
     return Photometry(sources, wcs, shape, covered)
+
+
+def _detect_sources(images, bands, settings, source, covered):
+    """The detection step of `measure_photometry` (and all of `detected_source_density`): ``bands`` (r among
+    them) checked and sky-subtracted (sigma-clipped median of the imaged pixels), sources detected on r.
+
+    Returns ``(images, noise, objects, covered)``: the sky-subtracted images of ``bands`` (C-ordered float64,
+    as SEP reads them), each band's sky noise, SEP's objects and the covered mask as a bool array (or None)."""
+    import sep
+
+    images = dict(zip(bands, check_band_images(images, bands, source)))
+    shape = images["r"].shape
+    if covered is not None:
+        covered = np.asarray(covered, dtype=bool)
+        if covered.shape != shape:
+            raise ValueError(f"{source}: covered mask {covered.shape} does not match the images {shape}")
+        if not covered.any():
+            raise ValueError(f"{source}: no pixel is imaged")
+    sky_mask = None if covered is None else ~covered[::_SKY_SUBSAMPLE, ::_SKY_SUBSAMPLE]
+    noise = {}
+    for band in bands:
+        _, median, std = sigma_clipped_stats(images[band][::_SKY_SUBSAMPLE, ::_SKY_SUBSAMPLE], mask=sky_mask,
+                                             sigma=3.0, maxiters=5)
+        if not std > 0:
+            raise ValueError(f"{source}: band {band} has no sky noise (a constant image?)")
+        # SEP reads C-ordered native float64; FITS data are big-endian.
+        images[band] = np.ascontiguousarray(images[band] - median, dtype=np.float64)
+        noise[band] = float(std)
+    # Every pixel of the image may belong to a source being extracted (a crowded field, a bright star).
+    sep.set_extract_pixstack(max(_SEP_PIXSTACK, shape[0] * shape[1]))
+    sep.set_sub_object_limit(_SEP_SUB_OBJECTS)
+    kernel_size = 2 * int(np.ceil(settings.smooth_fwhm_pixels)) + 1
+    kernel = Gaussian2DKernel(settings.smooth_fwhm_pixels * gaussian_fwhm_to_sigma, x_size=kernel_size,
+                              y_size=kernel_size).array
+    try:
+        objects = sep.extract(images["r"], settings.detect_nsigma, err=noise["r"],
+                              mask=None if covered is None else ~covered, minarea=settings.detect_npixels,
+                              filter_kernel=kernel, filter_type="conv")
+    except Exception as error:  # SEP raises a bare Exception for its buffer overflows
+        raise ValueError(f"{source}: source extraction failed: {error}") from error
+    return images, noise, objects, covered
+
+
+def detected_source_density(images, wcs, settings, source="image", covered=None):
+    """`Photometry.source_density` of ``images`` (arguments as `measure_photometry`) from the detection step
+    alone, on the r image: the same number at ~60 % of the cost (median over the shared frames' 2000 px
+    tiles), for tiles whose sources need no photometry (the survey's tiles without detections, whose crowding
+    its mask needs too).
+
+    Raises
+    ------
+    ValueError
+        As `measure_photometry`, for the r image.
+    """
+    images, _, objects, covered = _detect_sources(images, ("r",), settings, source, covered)
+    return _per_arcmin2(len(objects), Photometry(_empty_sources(), wcs, images["r"].shape, covered).area)
+
+
+def _per_arcmin2(n_sources, area):
+    return round(n_sources / area.to_value(u.arcmin**2), 3)
 
 
 def _empty_sources():
@@ -841,11 +873,11 @@ class RedSequenceEstimator:
 
 
     def source_density(self, images, wcs, source="image", covered=None):
-        """`Photometry.source_density` of one flux cutout (arguments as `estimate`): for tiles without
+        """`detected_source_density` of one flux cutout (arguments as `estimate`): for tiles without
         detections, whose crowding the survey's mask needs too; NaN, with a warning naming ``source``, when
-        its photometry cannot be measured."""
+        its sources cannot be detected."""
         try:
-            return measure_photometry(images, wcs, self.settings, source, covered).source_density
+            return detected_source_density(images, wcs, self.settings, source, covered)
         except ValueError as error:
             logger.warning("%s: no source density: %s", source, error)
             return math.nan

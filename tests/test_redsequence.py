@@ -12,7 +12,8 @@ from detectron2.config import get_cfg
 from deepcee_d2.config import add_deepcee_config
 from deepcee_d2.cosmology import DEFAULT_COSMOLOGY
 from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, RICHNESS_Z_PIVOT, SOURCE_DENSITY_KEY, Photometry,
-                                    RedSequenceEstimator, RedSequenceSettings, aperture_coverage, estimate_redshift_richness,
+                                    RedSequenceEstimator, RedSequenceSettings, aperture_coverage, detected_source_density,
+                                    estimate_redshift_richness,
                                     measure_background, measure_photometry, read_background, red_sequence_weights,
                                     richness_members, write_background)
 from deepcee_d2.synthetic import render
@@ -320,3 +321,6 @@ def test_padding_outside_the_imaging_is_neither_sky_nor_area(settings):
     assert aperture_coverage(unmasked, (299.5, 299.5), 60 * u.arcsec)[0] == 1.0
     with pytest.raises(ValueError, match="tile-3: no pixel is imaged"):
         measure_photometry(padded, field.wcs, settings, source="tile-3", covered=np.zeros((600, 600), bool))
+    # The survey's tiles without detections: the same density from the detection step alone, r band only.
+    assert detected_source_density({"r": padded["r"]}, field.wcs, settings, covered=covered) == masked.source_density
+    assert detected_source_density(field.images, field.wcs, settings) == whole.source_density > 0
