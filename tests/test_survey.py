@@ -37,8 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 SURVEY_OPTS = ["MODEL.DEVICE", "cpu", "DEEPCEE.COLOUR.CUTOUT_SIZE", "200", "DEEPCEE.COLOUR.NETWORK_SIZE", "100",
                "MODEL.ANCHOR_GENERATOR.SIZES", "[[16, 32]]", "DEEPCEE.SURVEY.SCORE_THRESHOLD", "0.5",
                "DEEPCEE.DATA.BOX_SIZE_KPC", "30.0", "DEEPCEE.SURVEY.MIN_REDSHIFT", "0.1",
-               "DEEPCEE.SURVEY.MERGE_RADIUS_KPC", "25.0", "INPUT.MIN_SIZE_TEST", "100", "INPUT.MAX_SIZE_TEST", "100"]
-# 25 kpc at MIN_REDSHIFT 0.1 is 13.7": merging within the tiles' 16.5" overlap.
+               "DEEPCEE.SURVEY.MERGE_RADIUS_KPC", "25.0", "INPUT.MIN_SIZE_TEST", "100", "INPUT.MAX_SIZE_TEST", "100",
+               "DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE", "False"]
+# 25 kpc at MIN_REDSHIFT 0.1 is 13.7": merging within the tiles' 16.5" overlap. The blobs are no clusters: the
+# tests of tiling and merging list every detection (red-sequence confirmation has a test of its own).
 
 
 def survey_cfg(*opts):
@@ -594,7 +596,8 @@ def test_crowded_sky_is_masked_on_real_sdss_frames(shared_data, tmp_path):
     leave the completeness, and switching the mask off rebuilds the catalogue from the same tiles."""
     from deepcee_d2.evaluation.purity import survey_false_rates
 
-    cfg = load_config(REPO / "configs" / "deepcee_demo_cpu.yaml", ["MODEL.DEVICE", "cpu"])
+    cfg = load_config(REPO / "configs" / "deepcee_demo_cpu.yaml",
+                      ["MODEL.DEVICE", "cpu", "DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE", "False"])  # stars, no clusters
     crowded_field, clear_field = "frame-002583-2-0136", "frame-005194-2-0540"
     tiles, _ = field_tiles(shared_data / "sdss", cfg)
     tiles = [t for t in tiles if t.field == crowded_field][:3] + [t for t in tiles if t.field == clear_field][:3]
