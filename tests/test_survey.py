@@ -8,6 +8,7 @@ the test where worker processes are the point.
 import dataclasses
 import html
 import math
+import runpy
 import shutil
 from pathlib import Path
 
@@ -388,8 +389,6 @@ def test_redshifts_can_be_switched_off(tiny_survey, blob_run, tmp_path):
 
 
 def test_a_trained_model_runs_through_the_command_line_tool(tiny_survey, toy_datasets, tmp_path):
-    import runpy
-
     train_dir = tmp_path / "train"
     opts = ["MODEL.ANCHOR_GENERATOR.SIZES", "[[16, 32]]", "SOLVER.MAX_ITER", "5", "OUTPUT_DIR", str(train_dir)]
     trainer = Trainer(load_config(REPO / "configs" / "deepcee_instant_test.yaml", opts))
@@ -519,8 +518,6 @@ def untrained_weights(tmp_path_factory):
 
 
 def find_clusters_tool(*argv):
-    import runpy
-
     script = runpy.run_path(str(REPO / "tools" / "find_clusters.py"))
     return script["main"](["--config-file", str(REPO / "configs" / "deepcee_instant_test.yaml"), "--workers", "1",
                            "--threads", *argv[:-1], *SURVEY_OPTS, *argv[-1]])
@@ -574,8 +571,6 @@ def test_no_dask_dashboard_unless_asked():
 def test_the_documented_crossmatch_command_keeps_its_config_overrides():
     """docs/injection.md: ``--crossmatch INJECTED/clusters.fits MODEL.WEIGHTS ...``: the catalogue flag takes
     one file, so the overrides after it stay overrides (a list flag swallowed them: 'MODEL.WEIGHTS is empty')."""
-    import runpy
-
     parse_args = runpy.run_path(str(REPO / "tools" / "find_clusters.py"))["parse_args"]
     args = parse_args(["--config-file", "c.yaml", "--input", "frames", "--output", "out", "--crossmatch",
                        "injected/clusters.fits", "--crossmatch", "whl12.fits", "MODEL.WEIGHTS", "model.pth"])
@@ -589,7 +584,7 @@ def test_crowded_tiles_are_those_above_the_density_limit():
     assert not crowded(density, 0.0).any()  # 0: no mask
 
 
-def test_crowded_sky_is_masked_on_real_sdss_frames(shared_data, tmp_path):
+def test_crowded_sky_is_masked_on_real_sdss_frames(shared_data, tmp_path, capsys):
     """The demo's tiles of two real SDSS fields: the frame of the globular cluster M2 (002583-2-0136) is
     crowded sky at the default DEEPCEE.SURVEY.MAX_SOURCE_DENSITY, a high-latitude one (005194-2-0540) is not.
     The crowded tiles give no candidates, their area is masked rather than searched, true clusters on them
@@ -628,6 +623,11 @@ def test_crowded_sky_is_masked_on_real_sdss_frames(shared_data, tmp_path):
                    "z": [0.15, 0.15]})
     rates = survey_false_rates(tmp_path, cfg, [0.5], truth=truth)
     assert rates.meta["NMASKTRU"] == 1 and list(rates["n_true"]) == [1]
+    truth.write(tmp_path / "truth.ecsv", format="ascii.ecsv")
+    runpy.run_path(str(REPO / "tools" / "choose_threshold.py"))["main"](
+        ["--config-file", str(REPO / "configs" / "deepcee_demo_cpu.yaml"), "--truth", str(tmp_path / "truth.ecsv"),
+         str(tmp_path), "DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE", "False"])
+    assert "1 true clusters lie on masked (crowded) sky" in capsys.readouterr().out
     assert rates.meta["AREADEG2"] == meta["AREADEG2"]
     only_masked = survey_false_rates(tmp_path, cfg, [0.5], truth=truth[:1])  # every true cluster on masked sky
     assert list(only_masked["n_true"]) == [0] and list(only_masked["n_false"]) == list(rates["n_candidates"])

@@ -43,6 +43,9 @@ def main(argv=None):
                   | (rates["threshold"] == chosen)]
     print(rates_markdown(shown))
     area = rates.meta["AREADEG2"]
+    if rates.meta["NMASKTRU"]:
+        print(f"{rates.meta['NMASKTRU']} true clusters lie on masked (crowded) sky, outside the searched "
+              f"{area:.4f} deg^2: left out of the completeness")
     if chosen is None:
         print(f"no threshold >= {floor} gives <= {target} false candidates per deg^2 over {area:.3f} deg^2")
         return None
