@@ -355,7 +355,7 @@ def _confirmed_lines(result):
     rows = [row for row in result.evaluation.get("red_sequence_confirmed", {}).get("thresholds", ())
             if abs(row["threshold"] - result.score_threshold) < 1e-9]
     return [f"recall at {result.score_threshold:g} counting only detections with a red-sequence peak: "
-            f"{rows[0]['recall']:.3f} ({rows[0]['tp']} clusters)"] if rows else []
+            f"{rows[0]['recall']:.3f} ({rows[0]['tp']} of {rows[0]['tp'] + rows[0]['fn']})"] if rows else []
 
 
 def _purity_lines(result):

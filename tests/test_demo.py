@@ -80,6 +80,8 @@ def test_the_summary_names_the_table_threshold_centring_and_paths(demo):
     text = summary_text(result)
     assert "| Threshold (%) | TP | FP | FN | Precision | Recall | F1 |" in text
     assert "best threshold:" in text and "centring error" in text
+    confirmed = result.evaluation["red_sequence_confirmed"]["thresholds"][0]  # at the test's survey threshold 0
+    assert f"recall at 0 counting only detections with a red-sequence peak: {confirmed['recall']:.3f}" in text
     assert "test images without a cluster: 2 images without a cluster" in text
     assert str(result.report_dir / "report.md") in text and str(result.catalogue_path) in text
     # The held-out region's purity, re-merged from the tile files, agrees with the catalogue at the survey's cut.
