@@ -13,10 +13,12 @@ On every field of ``--frames`` (corrected frames, g, r, i), in one run:
    the two in units of the frame's sky noise (1.4826 x the median absolute deviation of the frame);
 3. per tile, the CPU seconds of its network image (colour stretch and binning), of the detector on it (built as
    a survey worker builds it: one torch and one opencv thread, model prepared for inference) at each
-   ``--precisions`` value, and of the red-sequence z and richness of one detection (the photometry of the
-   whole tile, which every tile with a detection kept pays once); the DR8 projection from these per-tile
-   costs, for tiles imaged whole (resampling and photometry scaled by each tile's imaged share), with the
-   photometry paid by the tiles holding a cluster at ``--clusters-per-deg2``, by all and by none;
+   ``--precisions`` value, of the red-sequence z and richness of one detection (the photometry of the
+   whole tile, which every tile with a detection kept pays once) and of the source density of a tile without
+   detections (the detection step alone, for the crowded-sky mask); the DR8 projection from these per-tile
+   costs, for tiles imaged whole (resampling, photometry and density scaled by each tile's imaged share), with
+   the photometry paid by the tiles holding a cluster at ``--clusters-per-deg2`` and the density by the others
+   (the survey's default), the photometry by all, and neither (``DEEPCEE.REDSHIFT.IN_SURVEY False``);
 4. ``find_clusters`` over all tiles with 1 and 2 Dask workers (remap) and once with reproject (2 workers):
    deg^2 searched per core-hour, and whether the reproject catalogue equals the remap one (same candidates
    within 1", scores within 0.01);
@@ -120,10 +122,12 @@ def per_tile_costs(cfg, frames_root, tiles, precisions):
         seconds["redshift"], _ = cpu_seconds(lambda: redshift.estimate(
             cutouts["remap"].images, cutouts["remap"].wcs, [centre.ra.deg], [centre.dec.deg], tile.tile_id,
             cutouts["remap"].covered))
+        seconds["density"], _ = cpu_seconds(lambda: redshift.source_density(
+            cutouts["remap"].images, cutouts["remap"].wcs, tile.tile_id, cutouts["remap"].covered))
         rows.append({"tile": tile.tile_id, "remap_s": seconds["remap"], "reproject_s": seconds["reproject"],
                      "network_image_s": seconds["network_image"],
                      **{f"detect_{p}_s": seconds[f"detect_{p}"] for p in precisions},
-                     "redshift_s": seconds["redshift"], "max_diff_sigma": worst, "max_diff_from_edge_px": worst_edge,
+                     "redshift_s": seconds["redshift"], "density_s": seconds["density"], "max_diff_sigma": worst, "max_diff_from_edge_px": worst_edge,
                      "covered": cutouts["remap"].covered_fraction, "opencv_threads": cv2.getNumThreads()})
     return Table(rows=rows)
 
@@ -191,27 +195,28 @@ def main():
           f"remap {median['remap_s']:.2f}, reproject {median['reproject_s']:.2f} "
           f"({np.median(costs['reproject_s'] / costs['remap_s']):.0f}x), network image {median['network_image_s']:.2f}, "
           + ", ".join(f"detection {p} {median[f'detect_{p}_s']:.2f}" for p in args.precisions)
-          + f", red-sequence z and richness {median['redshift_s']:.2f}; "
+          + f", red-sequence z and richness {median['redshift_s']:.2f}, source density alone {median['density_s']:.2f}; "
           f"largest remap - reproject difference {costs['max_diff_sigma'][worst]:.3f} sigma of the frame noise, "
           f"{costs['max_diff_from_edge_px'][worst]:.0f} px from the imaging's edge; tiles "
           f"{np.mean(costs['covered']):.2f} imaged on average; peak memory of this process "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     # A contiguous survey's tiles are imaged whole: the costs that follow the imaged pixels (resampling, the
     # photometry) are scaled up from these lone fields' partly padded tiles, tile by tile.
-    full = {name: float(np.median(costs[name] / costs["covered"])) for name in ("remap_s", "redshift_s")}
+    full = {name: float(np.median(costs[name] / costs["covered"])) for name in ("remap_s", "redshift_s", "density_s")}
     region_tiles = SDSS_DR8_DEG2 / ((side - overlap).to_value(u.deg) ** 2)
     share = 1 - np.exp(-args.clusters_per_deg2 * side.to_value(u.deg) ** 2)
     print(f"DR8 from the per-tile costs: {region_tiles:,.0f} contiguous tiles ({(side - overlap).to_value(u.arcsec):.0f}\" "
           f"apart) on {NODE_CORES} such cores. Per tile: remap of a whole imaged tile {full['remap_s']:.2f} + network "
           f"image + detection + the photometry of a whole tile ({full['redshift_s']:.2f}) on the share of tiles "
-          f"holding a cluster ({share:.2f} at {args.clusters_per_deg2:g} clusters per deg^2), on every tile, or on none "
-          f"(DEEPCEE.REDSHIFT.IN_SURVEY False):")
+          f"holding a cluster ({share:.2f} at {args.clusters_per_deg2:g} clusters per deg^2) and the source density "
+          f"alone ({full['density_s']:.2f}) on the others (the survey's default), the photometry on every tile, or "
+          f"neither (DEEPCEE.REDSHIFT.IN_SURVEY False: no z, richness or mask):")
     for precision in args.precisions:
-        for paid in (0.0, share, 1.0):  # 0: without z and richness (DEEPCEE.REDSHIFT.IN_SURVEY False)
+        for paid, density in ((0.0, 0.0), (share, 1 - share), (1.0, 0.0)):
             per_tile = (full["remap_s"] + median["network_image_s"] + median[f"detect_{precision}_s"]
-                        + paid * full["redshift_s"])
-            print(f"  {precision}, photometry on {paid:.2f} of the tiles: {per_tile:.2f} core-seconds per tile -> "
-                  f"{region_tiles * per_tile / NODE_CORES / 3600:.1f} h")
+                        + paid * full["redshift_s"] + density * full["density_s"])
+            print(f"  {precision}, photometry on {paid:.2f} of the tiles, density alone on {density:.2f}: "
+                  f"{per_tile:.2f} core-seconds per tile -> {region_tiles * per_tile / NODE_CORES / 3600:.1f} h")
     if args.costs_only:
         return
 
