@@ -73,7 +73,8 @@ def main(argv=None):
                            n_workers=args.workers, gallery_size=args.gallery,
                            crossmatch=args.crossmatch, processes=not args.threads,
                            dashboard=args.dashboard)
-    print(f"{len(result.catalogue)} candidates from {len(tiles)} tiles ({len(result.failures)} failed)")
+    print(f"{len(result.catalogue)} candidates from {len(tiles)} tiles ({len(result.failures)} failed, "
+          f"{result.catalogue.meta.get('NCROWDED', 0)} masked as crowded sky)")
     for kind, path in result.paths.items():
         print(f"  {kind}: {path}")
     if result.all_tiles_failed:
