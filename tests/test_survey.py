@@ -379,13 +379,18 @@ def test_outputs_parse(blob_run):
         assert html.escape(red_sequence_text(row)) in page
 
 
-def test_redshifts_can_be_switched_off(tiny_survey, blob_run, tmp_path):
-    tiles, _, _ = blob_run
-    cfg = survey_cfg("DEEPCEE.REDSHIFT.IN_SURVEY", "False")
+def test_redshifts_can_be_switched_off(tiny_survey, blob_run, tmp_path, caplog):
+    """Without the photometry there is no z, richness, crowding or red-sequence confirmation: the catalogue
+    keeps every merged detection and the log says what was not applied."""
+    tiles, _, one = blob_run
+    cfg = survey_cfg("DEEPCEE.REDSHIFT.IN_SURVEY", "False", "DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE", "True")
     result = find_clusters(cfg, [t for t in tiles if t.field == "f000"], ImagingSpec("fits", str(tiny_survey)),
                            tmp_path, n_workers=1, detector=BrightestBlobDetector(), progress=False, processes=False)
     assert len(result.catalogue) and not set(ESTIMATE_COLUMNS) & set(result.catalogue.colnames)
+    assert len(result.catalogue) == np.count_nonzero(one.catalogue["field"] == "f000")
     assert "z not estimated" in (tmp_path / "gallery" / "index.html").read_text()
+    assert "MAX_SOURCE_DENSITY needs each tile's photometry" in caplog.text
+    assert "REQUIRE_RED_SEQUENCE: the detections have no red-sequence estimate" in caplog.text
 
 
 def test_a_trained_model_runs_through_the_command_line_tool(tiny_survey, toy_datasets, tmp_path):
