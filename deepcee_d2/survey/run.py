@@ -368,6 +368,26 @@ def check_or_write_manifest(output_dir, manifest):
         temporary.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
 
 
+def mark_crowded(tile_table, max_density, photometry_on):
+    """Add the column ``crowded`` (`crowded` at ``max_density``) to a `read_tile_files` tile table, log what the
+    mask covers and what it cannot (no photometry: ``photometry_on`` false, or tile files without a density),
+    and return the crowded tiles' ids."""
+    tile_table["crowded"] = crowded(tile_table["source_density"], max_density)
+    unknown = int(np.count_nonzero(np.isnan(np.asarray(tile_table["source_density"], dtype=float))))
+    if max_density > 0 and not photometry_on:
+        logger.warning("DEEPCEE.SURVEY.MAX_SOURCE_DENSITY needs each tile's photometry "
+                       "(DEEPCEE.REDSHIFT.IN_SURVEY True): no crowded sky is masked")
+    elif max_density > 0 and unknown:
+        logger.warning("%d of %d tiles have no source density (tile files of an older version, or photometry that "
+                       "failed): the crowded-sky mask cannot cover them; rerun into a new folder to measure them all",
+                       unknown, len(tile_table))
+    crowded_ids = [str(tile) for tile in tile_table["tile"][tile_table["crowded"]]]
+    if crowded_ids:
+        logger.info("%d of %d tiles masked as crowded sky (> %g sources per arcmin^2): %s", len(crowded_ids),
+                    len(tile_table), max_density, ", ".join(crowded_ids[:5]) + (" ..." if len(crowded_ids) > 5 else ""))
+    return crowded_ids
+
+
 def listable(detections, cfg):
     """Which detections may become candidates: not on crowded sky (`crowded` at
     ``DEEPCEE.SURVEY.MAX_SOURCE_DENSITY``) and, with ``DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE``, with a red-sequence
@@ -522,18 +542,8 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
         "CONFIG": cfg.dump(),
     }
     detections, tile_table = collect_detections(tiles, job)
-    max_density = cfg.DEEPCEE.SURVEY.MAX_SOURCE_DENSITY
-    tile_table["crowded"] = crowded(tile_table["source_density"], max_density)
-    unknown = int(np.count_nonzero(np.isnan(np.asarray(tile_table["source_density"], dtype=float))))
-    if max_density > 0 and job.redshift is None:
-        logger.warning("DEEPCEE.SURVEY.MAX_SOURCE_DENSITY needs each tile's photometry "
-                       "(DEEPCEE.REDSHIFT.IN_SURVEY True): no crowded sky is masked")
-    elif max_density > 0 and unknown:
-        logger.warning("%d of %d tiles have no source density (tile files of an older version, or photometry that "
-                       "failed): the crowded-sky mask cannot cover them; rerun into a new folder to measure them all",
-                       unknown, len(tile_table))
-    crowded_ids = list(tile_table["tile"][tile_table["crowded"]])
-    provenance.update({"MAXSRCD": max_density, "NCROWDED": len(crowded_ids),
+    crowded_ids = mark_crowded(tile_table, cfg.DEEPCEE.SURVEY.MAX_SOURCE_DENSITY, job.redshift is not None)
+    provenance.update({"MAXSRCD": cfg.DEEPCEE.SURVEY.MAX_SOURCE_DENSITY, "NCROWDED": len(crowded_ids),
                        "RSREQ": bool(cfg.DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE)})
     coverage = survey_coverage(cfg, tiles, imaging, failures, crowded_ids)
     if coverage is not None:
@@ -543,9 +553,6 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
                            "MASKDEG2": round(masked, 6)})
         logger.info("searched %.4f of %.4f deg^2 imaged (%.1f %%) in %d fields; %.4f deg^2 masked as crowded",
                     searched, imaged, 100 * searched / imaged if imaged else float("nan"), len(coverage), masked)
-    if crowded_ids:
-        logger.info("%d of %d tiles masked as crowded sky (> %g sources per arcmin^2): %s", len(crowded_ids),
-                    len(tile_table), max_density, ", ".join(crowded_ids[:5]) + (" ..." if len(crowded_ids) > 5 else ""))
     catalogue = build_catalogue(detections, cfg, provenance)
     catalogue.add_column(candidate_names(catalogue["ra"], catalogue["dec"]) if len(catalogue) else np.zeros(0, str),
                          name="name", index=0)
