@@ -639,6 +639,8 @@ def test_crowded_sky_is_masked_on_real_sdss_frames(shared_data, tmp_path, capsys
     # The mask is the catalogue step's: off, the same tile files give the crowded field's candidates back.
     unmasked_cfg = cfg.clone()
     unmasked_cfg.DEEPCEE.SURVEY.MAX_SOURCE_DENSITY = 0.0
+    with pytest.raises(ValueError, match="records no searched area .* for this mask"):  # the catalogue's is masked
+        survey_false_rates(tmp_path, unmasked_cfg, [0.5])
     unmasked = find_clusters(unmasked_cfg, tiles, imaging, tmp_path, n_workers=1, detector=detector,
                              progress=False, processes=False, gallery_size=0)
     assert np.any(unmasked.catalogue["field"] == crowded_field)

@@ -211,7 +211,9 @@ def survey_false_rates(survey_dir, cfg, thresholds, truth=None, area=None, frame
     if area is None:
         catalogue = Path(survey_dir) / "candidates.ecsv"
         meta = Table.read(catalogue).meta if catalogue.is_file() else {}
-        same_mask = int(meta.get("NCROWDED", 0)) == int(masked.sum())
+        # The catalogue's area is this mask's when it was made with the same limit (or neither masked anything).
+        same_mask = (float(meta.get("MAXSRCD", 0.0)) == survey.MAX_SOURCE_DENSITY
+                     or (not masked.any() and not int(meta.get("NCROWDED", 0))))
         if AREA_KEY in meta and same_mask:
             area = float(meta[AREA_KEY])
         elif frames is not None and masked.any():
