@@ -184,7 +184,7 @@ def add_deepcee_config(cfg):
     _C.DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2 = 2.0
     # Crowded sky is masked: a tile whose red-sequence photometry (REDSHIFT.IN_SURVEY) finds more sources per
     # arcmin^2 than this gives no candidates and its area is not searched area (catalogue metadata MASKDEG2).
-    # On the shared SDSS frames the high-latitude tiles hold 3.0-7.0 (up to 9.1 with two rich injected
+    # On the shared SDSS frames the high-latitude tiles hold 3.0-7.0 (up to 10.8 with two injected
     # clusters), the demo's synthetic tiles with clusters up to 7.7, the frame of the globular cluster M2
     # 13.8-41.1 (BENCHMARKS.md, "Crowded sky masked"). For SDSS depth; deeper imaging has more sources and
     # needs its own value. 0.0: no mask.
