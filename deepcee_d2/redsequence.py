@@ -246,9 +246,14 @@ class Photometry:
     @property
     def area(self):
         """Imaged solid angle of the cutout, `~astropy.units.Quantity` [arcmin^2]."""
-        pixel = proj_plane_pixel_area(self.wcs) * u.deg**2
-        n_pixels = self.shape[0] * self.shape[1] if self.covered is None else int(np.count_nonzero(self.covered))
-        return (n_pixels * pixel).to(u.arcmin**2)
+        return _imaged_area(self.wcs, self.shape, self.covered)
+
+
+def _imaged_area(wcs, shape, covered):
+    """Solid angle of the pixels of a ``shape`` cutout with ``wcs`` that are ``covered`` (all when None), arcmin^2."""
+    pixel = proj_plane_pixel_area(wcs) * u.deg**2
+    n_pixels = shape[0] * shape[1] if covered is None else int(np.count_nonzero(covered))
+    return (n_pixels * pixel).to(u.arcmin**2)
 
 
 def _pixel_scale(wcs):
@@ -379,7 +384,7 @@ def detected_source_density(images, wcs, settings, source="image", covered=None)
         As `measure_photometry`, for the r image.
     """
     images, _, objects, covered = _detect_sources(images, ("r",), settings, source, covered)
-    return _per_arcmin2(len(objects), Photometry(_empty_sources(), wcs, images["r"].shape, covered).area)
+    return _per_arcmin2(len(objects), _imaged_area(wcs, images["r"].shape, covered))
 
 
 def _per_arcmin2(n_sources, area):
@@ -870,7 +875,6 @@ class RedSequenceEstimator:
             for name in ESTIMATE_COLUMNS:
                 table[name][index] = row[name]
         return table
-
 
     def source_density(self, images, wcs, source="image", covered=None):
         """`detected_source_density` of one flux cutout (arguments as `estimate`): for tiles without

@@ -264,8 +264,9 @@ class DeepCEEEvaluator(DatasetEvaluator):
                                          "best": rows[merged.best_index]}
         if redshifts is not None:  # what DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE keeps of the clusters found
             confirmed = evaluate(predictions[np.asarray(predictions["rs_peak"], dtype=bool)])
-            metadata["red_sequence_confirmed"] = {"thresholds": [
-                {name: row[name] for name in ("threshold", "tp", "fn", "recall")} for row in table_rows(confirmed.table)]}
+            columns = ("threshold", "tp", "fn", "recall")
+            metadata["red_sequence_confirmed"] = {"thresholds": [{name: row[name] for name in columns}
+                                                                for row in table_rows(confirmed.table)]}
         report = None if redshifts is None else {"outlier": redshifts.outlier, "problems": problems}
         if self._output_dir:
             summary = write_report(evaluation, self._output_dir, settings["ks_alpha"], crossmatch, metadata, report)

@@ -170,8 +170,8 @@ def read_tile_detections(survey_dir):
 def survey_false_rates(survey_dir, cfg, thresholds, truth=None, area=None, frames=None):
     """`false_rate_table` of a survey run, re-merged from its tile files as ``cfg``'s survey makes its catalogue
     (`~deepcee_d2.survey.run.listable`: crowded-sky mask, red-sequence confirmation; merging): the detections
-    of crowded tiles are left out, and so are the true clusters that lie in no searched tile (completeness over the searched sky, as surveys quote it;
-    ``meta['NMASKTRU']`` counts them).
+    of crowded tiles are left out, and so are the true clusters that lie in no searched tile (completeness
+    over the searched sky, as surveys quote it; ``meta['NMASKTRU']`` counts them).
 
     Parameters
     ----------

@@ -297,8 +297,9 @@ MANIFEST = "manifest.json"
 # Config keys that do not change a tile's detections (the catalogue step reads them afresh on every run), and
 # ones compared on their own (the weights by their SHA-256, the threshold by name).
 # SCORE_THRESHOLD and KEEP_SCORE_FLOOR decide the tiles only through the floor the tiles keep, compared by name.
-_NOT_IN_TILES = ("MODEL.WEIGHTS", "OUTPUT_DIR", "DEEPCEE.SURVEY.MERGE_RADIUS_KPC", "DEEPCEE.SURVEY.SCORE_THRESHOLD", "DEEPCEE.SURVEY.KEEP_SCORE_FLOOR",
-                 "DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2", "DEEPCEE.SURVEY.MAX_SOURCE_DENSITY", "DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE", "DEEPCEE.EVAL.")
+_NOT_IN_TILES = ("MODEL.WEIGHTS", "OUTPUT_DIR", "DEEPCEE.SURVEY.MERGE_RADIUS_KPC", "DEEPCEE.SURVEY.SCORE_THRESHOLD",
+                 "DEEPCEE.SURVEY.KEEP_SCORE_FLOOR", "DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2",
+                 "DEEPCEE.SURVEY.MAX_SOURCE_DENSITY", "DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE", "DEEPCEE.EVAL.")
 _COMPARED = ("weights_sha256", "detector", "imaging", "tiles", "tiles_sha256", "score_threshold")
 
 

@@ -289,8 +289,7 @@ def crowded(source_density, max_density):
     density = np.asarray(source_density, dtype=float)
     if not max_density > 0:
         return np.zeros(density.shape, bool)
-    with np.errstate(invalid="ignore"):
-        return density > max_density
+    return density > max_density  # NaN compares False
 
 
 def plan_folder_tiles(source, side, overlap, reference_band="r"):
