@@ -374,9 +374,9 @@ def _detect_sources(images, bands, settings, source, covered):
 
 def detected_source_density(images, wcs, settings, source="image", covered=None):
     """`Photometry.source_density` of ``images`` (arguments as `measure_photometry`) from the detection step
-    alone, on the r image: the same number at ~60 % of the cost (median over the shared frames' 2000 px
-    tiles), for tiles whose sources need no photometry (the survey's tiles without detections, whose crowding
-    its mask needs too).
+    alone, on the r image: the same number at about half the cost (0.23 against 0.44 CPU-s per 2000 px tile of
+    the shared frames, BENCHMARKS.md "Crowded sky masked"), for tiles whose sources need no photometry (the
+    survey's tiles without detections, whose crowding its mask needs too).
 
     Raises
     ------
