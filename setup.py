@@ -42,8 +42,9 @@ setup(
         # Real imaging and catalogues: VizieR / SkyView queries and reprojection of SDSS frames.
         "data": ["astroquery>=0.4.6", "reproject>=0.9"],
         # Survey-scale inference on Dask; DS9 region files; the red-sequence redshift and richness of each
-        # candidate (deepcee_d2.redsequence: SEP photometry, GalSim's templates for L*).
-        "survey": ["dask[distributed]>=2022.1", "regions>=0.7", "galsim>=2.4", "sep>=1.4"],
+        # candidate (deepcee_d2.redsequence: SEP photometry, GalSim's templates for L*, dustmaps to read the SFD
+        # dust map real imaging is dereddened with).
+        "survey": ["dask[distributed]>=2022.1", "regions>=0.7", "galsim>=2.4", "sep>=1.4", "dustmaps>=1.0.10"],
         # Converting the published TensorFlow Inception-v2 checkpoints. The converter runs on the CPU, and
         # tensorflow-cpu is a third of tensorflow's size (which matters on small CI disks); it only exists
         # for Linux and Windows on x86-64.

@@ -230,6 +230,12 @@ def add_deepcee_config(cfg):
     # (deepcee_d2/synthetic/red_sequence_background.ecsv). Why a calibration and not the survey's own tiles:
     # deepcee_d2.redsequence, "Where the background comes from". Real SDSS imaging needs its own.
     _C.DEEPCEE.REDSHIFT.BACKGROUND_FILE = ""
+    # Galactic reddening: a folder holding the Schlegel, Finkbeiner & Davis (1998) dust map's two files
+    # (SFD_dust_4096_ngp.fits, _sgp.fits; the dustmaps package downloads them, README "Galactic reddening"). The
+    # sources are then dereddened before the red-sequence scan (E(B-V) = 0.1 moves g - r by 0.10 mag, z by
+    # ~0.04; BENCHMARKS.md "Galactic reddening"), and each detection gets its E(B-V) (column ebv). "" leaves
+    # colours as imaged: right for the synthetic sky, which has no Galactic reddening; real imaging needs the map.
+    _C.DEEPCEE.REDSHIFT.DUST_MAP_DIR = ""
     # Source detection on the r image: pixels above DETECT_NSIGMA x the sky noise after smoothing with a
     # Gaussian of SMOOTH_FWHM_PIXELS (about the seeing, 1.4" = 3.5 px), at least DETECT_NPIXELS connected;
     # touching sources are split by Source Extractor's multi-threshold deblending (SEP, deepcee_d2.redsequence).

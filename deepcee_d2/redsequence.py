@@ -65,6 +65,14 @@ relation it goes with: `read_background` reads the table of ``DEEPCEE.REDSHIFT.B
 --write-background``; BENCHMARKS.md). Imaging of other depth, seeing or galaxy population (real SDSS) needs
 its own table: `measure_background` on blank fields of that imaging, written with `write_background`.
 
+**Galactic reddening.** The red sequence is a colour, and dust in the Milky Way reddens every colour of a
+field: E(B-V) = 0.03 (a typical high-latitude SDSS field) makes g - r 0.03 mag redder, 0.1 (common below
+|b| ~ 30 deg) 0.10 mag, which the scan reads as a higher redshift. With ``DEEPCEE.REDSHIFT.DUST_MAP_DIR`` the
+sources' magnitudes and colours are dereddened before any of the steps above (`deredden`): E(B-V) of the
+Schlegel, Finkbeiner & Davis (1998) map at each source (`galactic_reddening`, read by the ``dustmaps``
+package), times Schlafly & Finkbeiner's (2011) coefficients for the SDSS bands (`EXTINCTION_PER_EBV`). The
+synthetic sky has no Galactic reddening, so it needs no map; real imaging does.
+
 Every tunable number comes from ``cfg.DEEPCEE.REDSHIFT`` through `RedSequenceSettings`. The estimator knows
 exactly the red sequence the simulator draws from, so its accuracy on the synthetic sky is an upper bound of
 its accuracy on real SDSS clusters (BENCHMARKS.md, "Redshift and richness").
@@ -72,7 +80,8 @@ its accuracy on real SDSS clusters (BENCHMARKS.md, "Redshift and richness").
 import functools
 import logging
 import math
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import astropy.units as u
@@ -126,6 +135,11 @@ ESTIMATE_COLUMNS = ("z_est", "z_err", "richness", "rs_significance", "rs_peak")
 SOURCE_DENSITY_KEY = "SOURCE_DENSITY"
 _NO_ESTIMATE = dict(zip(ESTIMATE_COLUMNS, (math.nan,) * 4 + (False,)))
 PHOTOMETRY_COLUMNS = ("x", "y", "ra", "dec", "r_mag", "i_mag", "g_r", "r_i", "g_r_err", "r_i_err", "r_mag_err")
+# A_band / E(B-V) of the SDSS bands for E(B-V) on the scale of the Schlegel, Finkbeiner & Davis (1998) map
+# (Schlafly & Finkbeiner 2011, ApJ 737, 103, Table 6, R_V = 3.1).
+EXTINCTION_PER_EBV = {"g": 3.303, "r": 2.285, "i": 1.698}
+# The two files of the SFD map (north and south Galactic pole, `dustmaps.sfd.SFDQuery`'s names).
+SFD_FILES = ("SFD_dust_4096_ngp.fits", "SFD_dust_4096_sgp.fits")
 
 
 @dataclass(frozen=True)
@@ -479,8 +493,9 @@ def measure_background(photometries, cosmology, settings):
 
     Parameters
     ----------
-    photometries : sequence of `Photometry`
-        Fields representative of the survey (its mean sky; a few clusters among them matter little).
+    photometries : iterable of `Photometry`
+        Fields representative of the survey (its mean sky; a few clusters among them matter little), read
+        once, one at a time (a generator keeps only one in memory).
     cosmology : `~astropy.cosmology.FLRW`
     settings : `RedSequenceSettings`
 
@@ -491,20 +506,20 @@ def measure_background(photometries, cosmology, settings):
         and ``members`` (`richness_members`), each per arcmin^2; ``meta["area"]``: the area measured,
         ``meta["settings"]``: the settings besides the z grid that the densities depend on.
     """
-    photometries = list(photometries)
-    if not photometries:
-        raise ValueError("background: need at least one field's photometry")
     z = settings.z_grid
-    area = sum(p.area for p in photometries)
+    area = 0.0 * u.arcmin**2
     scan = np.zeros(len(z))
     scan_squared = np.zeros(len(z))
     members = np.zeros(len(z))
-    for photometry in photometries:
+    for photometry in photometries:  # one at a time: a survey's tiles need not all be held at once
+        area = area + photometry.area
         weights = red_sequence_weights(photometry.sources, z, settings.bright_mag, settings.faint_mag,
                                        settings.colour_error_floor, cosmology)
         scan += weights.sum(axis=0)
         scan_squared += (weights**2).sum(axis=0)
         members += richness_members(photometry.sources, z, settings, cosmology).sum(axis=0)
+    if not area > 0:
+        raise ValueError("background: need at least one field's photometry, with imaged area")
     density = 1.0 / area.to_value(u.arcmin**2)
     table = Table({"z": z, "scan": scan * density, "scan_squared": scan_squared * density,
                    "members": members * density})
@@ -801,6 +816,57 @@ def _refine(sources, separation, background, z, photometry, centre_xy, settings,
     return float(trial[best]), float(z_err)
 
 
+def check_dust_map(map_dir):
+    """The folder of the SFD dust map (``DEEPCEE.REDSHIFT.DUST_MAP_DIR``) as a `Path`, checked before a run.
+
+    Raises
+    ------
+    FileNotFoundError
+        A file of `SFD_FILES` is missing; the message says how to download them.
+    """
+    map_dir = Path(map_dir).expanduser()
+    missing = [name for name in SFD_FILES if not (map_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"DEEPCEE.REDSHIFT.DUST_MAP_DIR {map_dir}: no {', '.join(missing)}. Download the SFD map (2 x 64 MB) "
+            "with the dustmaps package: python -c \"from dustmaps.config import config; "
+            "config['data_dir'] = 'DIR'; import dustmaps.sfd; dustmaps.sfd.fetch()\" and set DUST_MAP_DIR to "
+            "DIR/sfd")
+    return map_dir
+
+
+@functools.lru_cache(maxsize=2)
+def _sfd_map(map_dir):
+    map_dir = check_dust_map(map_dir)
+    with warnings.catch_warnings():  # dustmaps warns of its own unset data folder, which a given folder bypasses
+        warnings.filterwarnings("ignore", message="Configuration file not found")
+        from dustmaps.sfd import SFDQuery  # only surveys of real imaging need it (the survey extra)
+
+    return SFDQuery(str(map_dir))
+
+
+def galactic_reddening(coords, map_dir):
+    """E(B-V) of the Schlegel, Finkbeiner & Davis (1998) map at ``coords`` (`~astropy.coordinates.SkyCoord`),
+    bilinear between its pixels; the map's two files are read once per process from ``map_dir``."""
+    coords = SkyCoord(coords)
+    if not coords.size:
+        return np.zeros(coords.shape)
+    return np.asarray(_sfd_map(str(Path(map_dir).expanduser().resolve())).query(coords), dtype=float)
+
+
+def deredden(photometry, ebv):
+    """``photometry`` with its sources' magnitudes and colours corrected for Galactic reddening ``ebv``
+    (E(B-V) on the SFD scale, one per source or one for all; `EXTINCTION_PER_EBV`); errors are unchanged."""
+    sources = photometry.sources.copy()
+    ebv = np.broadcast_to(np.asarray(ebv, dtype=float), (len(sources),))
+    extinction = {band: coefficient * ebv for band, coefficient in EXTINCTION_PER_EBV.items()}
+    sources["r_mag"] = sources["r_mag"] - extinction["r"]
+    sources["i_mag"] = sources["i_mag"] - extinction["i"]
+    sources["g_r"] = sources["g_r"] - (extinction["g"] - extinction["r"])
+    sources["r_i"] = sources["r_i"] - (extinction["r"] - extinction["i"])
+    return replace(photometry, sources=sources)
+
+
 @dataclass(frozen=True)
 class RedSequenceEstimator:
     """Redshift and richness of every detection in a flux cutout, as catalogue columns.
@@ -814,19 +880,27 @@ class RedSequenceEstimator:
     cosmology : `~astropy.cosmology.FLRW`
     background : `~astropy.table.Table`
         `read_background` of the settings' grid.
+    dust_map_dir : str
+        Folder of the SFD dust map: sources are dereddened (`deredden`) and each detection gets its E(B-V)
+        (column ``ebv``); "" (default) for imaging without Galactic reddening (the synthetic sky).
     """
 
     settings: RedSequenceSettings
     cosmology: object
     background: Table
+    dust_map_dir: str = ""
 
     @classmethod
     def from_cfg(cls, cfg):
         """Settings of ``cfg.DEEPCEE.REDSHIFT``, cosmology of ``DEEPCEE.COSMOLOGY``, background of
-        ``DEEPCEE.REDSHIFT.BACKGROUND_FILE`` (empty: `DEFAULT_BACKGROUND_FILE`)."""
+        ``DEEPCEE.REDSHIFT.BACKGROUND_FILE`` (empty: `DEFAULT_BACKGROUND_FILE`), dust map of ``DUST_MAP_DIR``
+        (`check_dust_map`)."""
         settings = RedSequenceSettings.from_cfg(cfg)
         path = cfg.DEEPCEE.REDSHIFT.BACKGROUND_FILE or DEFAULT_BACKGROUND_FILE
-        return cls(settings, cosmology_from_cfg(cfg), read_background(path, settings))
+        dust_map_dir = cfg.DEEPCEE.REDSHIFT.DUST_MAP_DIR
+        if dust_map_dir:  # refused here, before a survey or an evaluation starts, not in its workers
+            dust_map_dir = str(check_dust_map(dust_map_dir).resolve())
+        return cls(settings, cosmology_from_cfg(cfg), read_background(path, settings), dust_map_dir)
 
     def estimate(self, images, wcs, ra, dec, source="image", covered=None):
         """The `ESTIMATE_COLUMNS` of detections at ``(ra, dec)`` in one flux cutout.
@@ -851,15 +925,18 @@ class RedSequenceEstimator:
         Returns
         -------
         `~astropy.table.Table`
-            One row per detection, in order; its meta holds the cutout's `Photometry.source_density` under
-            `SOURCE_DENSITY_KEY` when the photometry was measured.
+            One row per detection, in order (with ``dust_map_dir``, its ``ebv`` too); its meta holds the
+            cutout's `Photometry.source_density` under `SOURCE_DENSITY_KEY` when the photometry was measured.
         """
         ra, dec = np.atleast_1d(np.asarray(ra, dtype=float)), np.atleast_1d(np.asarray(dec, dtype=float))
         table = no_estimates(len(ra))
+        if self.dust_map_dir:
+            table["ebv"] = galactic_reddening(SkyCoord(ra * u.deg, dec * u.deg), self.dust_map_dir)
+            table["ebv"].description = "Galactic E(B-V) (SFD map) the photometry was dereddened by, here"
         if not len(ra):
             return table
         try:
-            photometry = measure_photometry(images, wcs, self.settings, source, covered)
+            photometry = self.photometry(images, wcs, source, covered)
         except ValueError as error:
             logger.warning("%s: no redshift or richness for its %d detections: %s", source, len(ra), error)
             return table
@@ -875,6 +952,17 @@ class RedSequenceEstimator:
             for name in ESTIMATE_COLUMNS:
                 table[name][index] = row[name]
         return table
+
+    def photometry(self, images, wcs, source="image", covered=None):
+        """`measure_photometry` of one flux cutout (arguments as `estimate`), dereddened (`deredden`) by the
+        dust map's E(B-V) at each source when there is one: the sources the estimates and a survey's own
+        background (`deepcee_d2.survey.background`) are made of."""
+        photometry = measure_photometry(images, wcs, self.settings, source, covered)
+        if not self.dust_map_dir:
+            return photometry
+        sources = photometry.sources
+        return deredden(photometry, galactic_reddening(SkyCoord(sources["ra"], sources["dec"], unit=u.deg),
+                                                       self.dust_map_dir))
 
     def source_density(self, images, wcs, source="image", covered=None):
         """`detected_source_density` of one flux cutout (arguments as `estimate`): for tiles without

@@ -5,17 +5,18 @@ import astropy.units as u
 import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
+from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 from detectron2.config import get_cfg
 
 from deepcee_d2.config import add_deepcee_config
 from deepcee_d2.cosmology import DEFAULT_COSMOLOGY
-from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, RICHNESS_Z_PIVOT, SOURCE_DENSITY_KEY, Photometry,
-                                    RedSequenceEstimator, RedSequenceSettings, aperture_coverage, detected_source_density,
-                                    estimate_redshift_richness,
-                                    measure_background, measure_photometry, read_background, red_sequence_weights,
-                                    richness_members, write_background)
+from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, EXTINCTION_PER_EBV, RICHNESS_Z_PIVOT, SOURCE_DENSITY_KEY,
+                                    Photometry, RedSequenceEstimator, RedSequenceSettings, aperture_coverage,
+                                    deredden, detected_source_density, estimate_redshift_richness,
+                                    galactic_reddening, measure_background, measure_photometry, read_background,
+                                    red_sequence_weights, richness_members, write_background)
 from deepcee_d2.synthetic import render
 from deepcee_d2.synthetic.colours import m_star, red_sequence
 from deepcee_d2.synthetic.field import make_field
@@ -324,3 +325,54 @@ def test_padding_outside_the_imaging_is_neither_sky_nor_area(settings):
     # The survey's tiles without detections: the same density from the detection step alone, r band only.
     assert detected_source_density({"r": padded["r"]}, field.wcs, settings, covered=covered) == masked.source_density
     assert detected_source_density(field.images, field.wcs, settings) == whole.source_density > 0
+
+
+def write_sfd_like_map(folder, north, south, size=64):
+    """A coarse map in the SFD files' format (zenithal equal-area around each Galactic pole), constant
+    E(B-V) ``north`` and ``south``: the real files (2 x 64 MB) cannot be downloaded here."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, pole, value in (("SFD_dust_4096_ngp.fits", 90.0, north), ("SFD_dust_4096_sgp.fits", -90.0, south)):
+        wcs = WCS(naxis=2)
+        wcs.wcs.ctype = ["GLON-ZEA", "GLAT-ZEA"]
+        wcs.wcs.crval = [0.0, pole]
+        wcs.wcs.crpix = [(size + 1) / 2, (size + 1) / 2]
+        wcs.wcs.cdelt = [-2 * 82.0 / size, 2 * 82.0 / size]  # the ZEA radius of the Galactic plane is 81 deg
+        fits.PrimaryHDU(np.full((size, size), value, dtype=np.float32), header=wcs.to_header()).writeto(folder / name)
+    return folder
+
+
+def test_galactic_reddening_is_read_from_the_dust_map_and_removed(settings, background, tmp_path):
+    """A reddened cluster field gives a too-high redshift; dereddened by the map's E(B-V) it gives the
+    unreddened field's estimate back, and each detection carries the E(B-V) of its position."""
+    ebv = 0.15
+    request = Table({"ra": [150.0], "dec": [2.0], "z": [0.15], "richness": [50.0]})
+    field = make_field(CENTRE, 700, 700, clusters=request, seed=5, mag_limit=MAG_LIMIT)
+    truth = field.clusters[0]
+    reddened = {band: image * 10 ** (-0.4 * EXTINCTION_PER_EBV[band] * ebv) for band, image in field.images.items()}
+    map_dir = write_sfd_like_map(tmp_path / "sfd", north=ebv, south=0.01)
+    south = SkyCoord(0 * u.deg, -50 * u.deg, frame="galactic")
+    np.testing.assert_allclose(galactic_reddening(SkyCoord([CENTRE, south.icrs]), map_dir), [ebv, 0.01], rtol=1e-6)
+
+    plain = RedSequenceEstimator(settings, DEFAULT_COSMOLOGY, background)
+    corrected = RedSequenceEstimator(settings, DEFAULT_COSMOLOGY, background, str(map_dir))
+    at = ([truth["ra"]], [truth["dec"]])
+    unreddened = plain.estimate(field.images, field.wcs, *at)
+    as_imaged = plain.estimate(reddened, field.wcs, *at)
+    dereddened = corrected.estimate(reddened, field.wcs, *at)
+    assert "ebv" not in as_imaged.colnames and dereddened["ebv"][0] == pytest.approx(ebv)
+    assert as_imaged["z_est"][0] > unreddened["z_est"][0] + 0.03  # g - r 0.15 mag too red
+    assert dereddened["z_est"][0] == pytest.approx(unreddened["z_est"][0], abs=0.005)
+    assert dereddened["z_est"][0] == pytest.approx(truth["z"], abs=0.03)
+    sources = measure_photometry(reddened, field.wcs, settings).sources
+    corrected_sources = deredden(measure_photometry(reddened, field.wcs, settings), ebv).sources
+    np.testing.assert_allclose(sources["g_r"] - corrected_sources["g_r"], (3.303 - 2.285) * ebv)
+    np.testing.assert_allclose(sources["r_mag"] - corrected_sources["r_mag"], 2.285 * ebv)
+
+
+def test_a_dust_map_folder_without_the_map_is_refused_before_a_run(tmp_path):
+    cfg = add_deepcee_config(get_cfg())
+    cfg.DEEPCEE.REDSHIFT.DUST_MAP_DIR = str(tmp_path / "sfd")
+    write_sfd_like_map(tmp_path / "sfd", 0.1, 0.1)
+    (tmp_path / "sfd" / "SFD_dust_4096_sgp.fits").unlink()
+    with pytest.raises(FileNotFoundError, match=r"DUST_MAP_DIR .*sfd: no SFD_dust_4096_sgp.fits\. Download .*dustmaps"):
+        RedSequenceEstimator.from_cfg(cfg)

@@ -1,0 +1,89 @@
+"""The red-sequence background of a survey's own imaging (``tools/measure_background.py``).
+
+The red-sequence estimator subtracts a background: the density of red-sequence galaxies and of richness
+members per arcmin^2 at each trial redshift (`deepcee_d2.redsequence`, "Where the background comes from").
+The packaged one is the synthetic sky's; real imaging has other galaxy counts, colours and depth
+(BENCHMARKS.md, "Real SDSS frames against the simulator"), so a survey of it measures its own, here: the
+photometry of every tile of a folder of frames, cut as the survey cuts them (`plan_folder_tiles`,
+`tile_geometry`), dereddened when ``DEEPCEE.REDSHIFT.DUST_MAP_DIR`` is set
+(`~deepcee_d2.redsequence.RedSequenceEstimator.photometry`), crowded tiles left out as the survey masks them
+(``DEEPCEE.SURVEY.MAX_SOURCE_DENSITY``), summed into densities by `~deepcee_d2.redsequence.measure_background`.
+Point ``DEEPCEE.REDSHIFT.BACKGROUND_FILE`` at the result.
+"""
+import logging
+from dataclasses import dataclass, field
+
+import astropy.units as u
+import numpy as np
+from tqdm import tqdm
+
+from ..data.cache import get_cutout
+from ..data.colour import survey_tile_sizes
+from ..data.frames import ImagingError
+from .run import ImagingSpec
+from .tiling import crowded, plan_folder_tiles, tile_geometry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BackgroundTiles:
+    """What `measure_folder_background` measured the background on: tiles used, left out and failed."""
+
+    used: list = field(default_factory=list)
+    crowded: list = field(default_factory=list)
+    failed: list = field(default_factory=list)  # (tile id or file, reason)
+
+
+def measure_folder_background(cfg, frames_root, progress=True):
+    """The red-sequence background (`~deepcee_d2.redsequence.measure_background`) of every tile of a folder of
+    g, r, i frames, as ``cfg``'s survey would tile and measure it (module docstring).
+
+    Returns
+    -------
+    background : `~astropy.table.Table`
+        To be written with `~deepcee_d2.redsequence.write_background`; its meta also records the imaging,
+        the number of tiles used and masked, and the dust map.
+    tiles : `BackgroundTiles`
+
+    Raises
+    ------
+    ValueError
+        No tile of the folder could be measured, or every tile is crowded sky.
+    """
+    from ..redsequence import RedSequenceEstimator, measure_background  # imports galsim and sep
+
+    estimator = RedSequenceEstimator.from_cfg(cfg)
+    imaging = ImagingSpec.from_cfg(cfg, "fits", frames_root)
+    source = imaging.source()
+    planned, problems = plan_folder_tiles(source, *tile_geometry(cfg))
+    tiles = BackgroundTiles(failed=list(problems))
+    size, scale = survey_tile_sizes(cfg)[0], cfg.DEEPCEE.COLOUR.PIXEL_SCALE * u.arcsec
+    max_density = cfg.DEEPCEE.SURVEY.MAX_SOURCE_DENSITY
+
+    def photometries():
+        for tile in tqdm(planned, desc="background tiles", unit="tile", disable=not progress):
+            name = f"tile {tile.tile_id}"
+            try:
+                cutout = get_cutout(source, tile.centre, size, scale, partial=True)
+                photometry = estimator.photometry(cutout.images, cutout.wcs, f"{name} ({cutout.source})",
+                                                  cutout.covered)
+            except (ImagingError, ValueError, OSError) as error:
+                tiles.failed.append((tile.tile_id, str(error)))
+                logger.warning("%s: left out of the background: %s", name, error)
+                continue
+            if crowded(np.array([photometry.source_density]), max_density)[0]:
+                tiles.crowded.append(tile.tile_id)
+                continue
+            tiles.used.append(tile.tile_id)
+            yield photometry
+
+    try:
+        background = measure_background(photometries(), estimator.cosmology, estimator.settings)
+    except ValueError:
+        raise ValueError(f"{frames_root}: no tile to measure a background on ({len(planned)} tiles: "
+                         f"{len(tiles.crowded)} crowded sky (> {max_density} sources per arcmin^2), "
+                         f"{len(tiles.failed)} failed or unusable files)") from None
+    background.meta.update(imaging=str(frames_root), tiles_used=len(tiles.used), tiles_crowded=len(tiles.crowded),
+                           tiles_failed=len(tiles.failed), dust_map=estimator.dust_map_dir or "none")
+    return background, tiles
