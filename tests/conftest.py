@@ -198,6 +198,8 @@ def write_tiny_survey(root, noise=0.03, seed=0):
     from astropy.io import fits
     from astropy.table import Table
 
+    from deepcee_d2.data.frames import SYNTHETIC_ORIGIN
+
     rng = np.random.default_rng(seed)
     root = Path(root)
     shape = (TINY_FIELD_SIZE, TINY_FIELD_SIZE)
@@ -214,7 +216,9 @@ def write_tiny_survey(root, noise=0.03, seed=0):
                 image += gaussian_blobs(wcs, shape, centre.spherical_offsets_by(offsets[:, 0], offsets[:, 1]),
                                         [TINY_BCG_FLUX[band] / 8] * 6, 2.0)
             header = wcs.to_header()
-            header.update(FILTER=band, PIXSCALE=0.396, SEEING=1.4, SKYLEVEL=0.0, BUNIT="nanomaggy")
+            # Not real sky: the survey warns of the synthetic calibration on real frames only.
+            header.update(FILTER=band, PIXSCALE=0.396, SEEING=1.4, SKYLEVEL=0.0, BUNIT="nanomaggy",
+                          ORIGIN=SYNTHETIC_ORIGIN)
             (root / field).mkdir(parents=True, exist_ok=True)
             fits.PrimaryHDU(image.astype(np.float32), header).writeto(root / field / f"frame-{band}.fits")
     truth = Table(rows=[(cid, cra, cdec, z, 40.0, 25.0, 16.0, cra, cdec, 1.2, field)

@@ -182,12 +182,17 @@ def resample_frames(frames, grid, resampling, source="frames", partial=False):
     return image, covered
 
 
+# The ORIGIN card of the simulator's frames (`deepcee_d2.synthetic`): any other is imaging of the real sky.
+SYNTHETIC_ORIGIN = "deepcee_d2.synthetic"
+
+
 @dataclass(frozen=True)
 class _Frame:
     path: Path
     band: str
     wcs: WCS
     shape: tuple
+    origin: str = ""  # the header's ORIGIN: "SDSS" for SDSS frames, SYNTHETIC_ORIGIN for the simulator's
 
 
 def read_primary_header(path):
@@ -214,7 +219,7 @@ def read_frame_header(path):
         wcs = celestial_wcs(header, str(path))
     except ValueError as error:
         raise ImagingError(str(error)) from error
-    return _Frame(path, band, wcs, (header["NAXIS2"], header["NAXIS1"]))
+    return _Frame(path, band, wcs, (header["NAXIS2"], header["NAXIS1"]), str(header.get("ORIGIN", "")).strip())
 
 
 def _skipped_by_name(path, pattern):

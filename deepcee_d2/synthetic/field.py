@@ -17,6 +17,7 @@ from astropy.wcs import WCS
 
 from ..cosmology import DEFAULT_COSMOLOGY
 from ..data.catalogs import CLUSTER_COLUMNS, COLUMN_UNITS, check_cluster_table
+from ..data.frames import SYNTHETIC_ORIGIN
 from ..sky import cutout_grid
 from . import render
 from .clusters import ClusterSpec, check_redshifts, realise_cluster, realise_from_spec
@@ -124,7 +125,7 @@ class SyntheticField:
             "ARTEFACT": (self.artefacts, "background structure and cosmic rays added"),
             "FIELD": (self.name, "synthetic field name"),
             "SIMSEED": (int(self.seed), "seed of deepcee_d2.synthetic.make_field"),
-            "ORIGIN": ("deepcee_d2.synthetic", "GalSim synthetic SDSS sky"),
+            "ORIGIN": (SYNTHETIC_ORIGIN, "GalSim synthetic SDSS sky"),
         }
         for key, value in cards.items():
             header[key] = value
