@@ -6,7 +6,7 @@ backgrounds").
 
   PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_injection.py --weights demo/train/model_final.pth \
       [--frames ../shared/data/sdss] [--config-file configs/deepcee_demo_cpu.yaml] [--work /tmp/injection_bench]
-      [--rounds 4] [--per-field 2] [--seed 1] [--workers 2] [KEY VALUE ...]
+      [--rounds 4] [--per-field 2] [--seed 1] [--workers 2] [--real-background FILE] [KEY VALUE ...]
 
 - The twins: one synthetic field per real field (`write_survey` without clusters), with the real field's r-frame
   centre (so the simulator's stars follow its Galactic latitude) and pixel size, north up.
@@ -21,6 +21,10 @@ backgrounds").
   clusters the real sky's survey searched (a cluster on masked real sky leaves both columns; the number is
   printed), false rates are over each sky's searched area. ``DEEPCEE.SURVEY.MAX_SOURCE_DENSITY 0.0`` gives the
   numbers without the mask from the same tiles.
+
+- ``--real-background FILE``: the real sky is searched with its own red-sequence background
+  (``DEEPCEE.REDSHIFT.BACKGROUND_FILE``, e.g. `tools/measure_background.py` of ``--frames``), the twins with the
+  config's (the synthetic sky's): each sky with its own calibration, as a survey of it would be.
 
 Everything is kept under ``--work`` and a rerun resumes (injection and survey runs refuse other settings).
 """
@@ -109,10 +113,15 @@ def main(argv=None):
     parser.add_argument("--per-field", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--real-background", help="red-sequence background file for the real sky only")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
     args = parser.parse_args(argv)
     cfg = load_config(args.config_file, ["MODEL.WEIGHTS", args.weights] + args.opts)
     cfg.freeze()
+    configs = {"real": cfg, "synthetic": cfg}
+    if args.real_background:
+        configs["real"] = load_config(args.config_file, ["MODEL.WEIGHTS", args.weights] + args.opts
+                                      + ["DEEPCEE.REDSHIFT.BACKGROUND_FILE", args.real_background])
     work = args.work
     spec = ClusterSpec(per_field=args.per_field, z_range=(0.1, 0.2), min_members=20, placement="random",
                        edge_margin=60 * u.arcsec)
@@ -122,8 +131,8 @@ def main(argv=None):
 
     blank = {}
     for name, root in skies.items():
-        find_clusters_in_folder(cfg, root, work / f"{name}_blank_survey", n_workers=args.workers)
-        blank[name] = rates(cfg, work / f"{name}_blank_survey", root)
+        find_clusters_in_folder(configs[name], root, work / f"{name}_blank_survey", n_workers=args.workers)
+        blank[name] = rates(configs[name], work / f"{name}_blank_survey", root)
 
     injected = {name: [] for name in skies}
     per_cluster = []
@@ -132,12 +141,13 @@ def main(argv=None):
         for name, root in skies.items():
             folder = work / f"{name}_injected_{k}"
             truths[name], _ = inject_clusters(root, folder, clusters=spec, seed=args.seed + k)
-            find_clusters_in_folder(cfg, folder, work / f"{name}_injected_{k}_survey", n_workers=args.workers)
-            injected[name].append(rates(cfg, work / f"{name}_injected_{k}_survey", folder, truth=truths[name]))
+            find_clusters_in_folder(configs[name], folder, work / f"{name}_injected_{k}_survey", n_workers=args.workers)
+            injected[name].append(rates(configs[name], work / f"{name}_injected_{k}_survey", folder,
+                                        truth=truths[name]))
         check_same_clusters(truths["real"], truths["synthetic"])
         for index, row in enumerate(truths["real"]):
-            best = {name: highest_threshold_found(cfg, work / f"{name}_injected_{k}_survey", truths[name][index:index + 1],
-                                                  work / f"{name}_injected_{k}")
+            best = {name: highest_threshold_found(configs[name], work / f"{name}_injected_{k}_survey",
+                                                  truths[name][index:index + 1], work / f"{name}_injected_{k}")
                     for name in skies}
             per_cluster.append({"round": k, "real_id": row["id"], "synthetic_id": truths["synthetic"]["id"][index],
                                 "z": row["z"], "richness": row["richness"], "n_members": row["n_members"],
@@ -151,7 +161,8 @@ def main(argv=None):
     clusters = Table(rows=per_cluster)
     searched = ~np.asarray(clusters["masked_real"], dtype=bool)
     print(f"\n{len(clusters)} clusters injected into {len(centres)} real fields and their synthetic twins, "
-          f"{args.rounds} rounds ({args.config_file}, weights {args.weights}); {np.sum(~searched)} on crowded real "
+          f"{args.rounds} rounds ({args.config_file}, weights {args.weights}; red-sequence background of the real "
+          f"sky: {args.real_background or 'as the config'}); {np.sum(~searched)} on crowded real "
           f"sky (DEEPCEE.SURVEY.MAX_SOURCE_DENSITY {cfg.DEEPCEE.SURVEY.MAX_SOURCE_DENSITY:g}) are left out of "
           f"both recall columns, {np.sum(clusters['masked_synthetic'])} lie on masked synthetic sky\n")
     print("| score >= | recall real | recall synthetic | difference (points) | found once real / synthetic "
