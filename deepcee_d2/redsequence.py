@@ -69,8 +69,8 @@ its own table: `measure_background` on blank fields of that imaging, written wit
 field: E(B-V) = 0.03 (a typical high-latitude SDSS field) makes g - r 0.03 mag redder, 0.1 (common below
 |b| ~ 30 deg) 0.10 mag, which the scan reads as a higher redshift. With ``DEEPCEE.REDSHIFT.DUST_MAP_DIR`` the
 sources' magnitudes and colours are dereddened before any of the steps above (`deredden`): E(B-V) of the
-Schlegel, Finkbeiner & Davis (1998) map at each source (`galactic_reddening`, read by the ``dustmaps``
-package), times Schlafly & Finkbeiner's (2011) coefficients for the SDSS bands (`EXTINCTION_PER_EBV`). The
+Schlegel, Finkbeiner & Davis (1998) map at each source (`deepcee_d2.dust.galactic_reddening`, read by the
+``dustmaps`` package), times Schlafly & Finkbeiner's (2011) SDSS coefficients (`EXTINCTION_PER_EBV`). The
 synthetic sky has no Galactic reddening, so it needs no map; real imaging does.
 
 Every tunable number comes from ``cfg.DEEPCEE.REDSHIFT`` through `RedSequenceSettings`. The estimator knows
@@ -80,7 +80,6 @@ its accuracy on real SDSS clusters (BENCHMARKS.md, "Redshift and richness").
 import functools
 import logging
 import math
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -95,6 +94,7 @@ from astropy.wcs.utils import proj_plane_pixel_area, proj_plane_pixel_scales
 from .cosmology import cosmology_from_cfg
 from .data.colour import check_band_images
 from .data.frames import covered_at
+from .dust import EXTINCTION_PER_EBV, check_dust_map, galactic_reddening
 from .io import atomic_output
 from .synthetic.clusters import CONCENTRATION, projected_fraction, r200_from_richness
 from .synthetic.colours import m_star, red_sequence, red_sequence_scatter
@@ -135,11 +135,6 @@ ESTIMATE_COLUMNS = ("z_est", "z_err", "richness", "rs_significance", "rs_peak")
 SOURCE_DENSITY_KEY = "SOURCE_DENSITY"
 _NO_ESTIMATE = dict(zip(ESTIMATE_COLUMNS, (math.nan,) * 4 + (False,)))
 PHOTOMETRY_COLUMNS = ("x", "y", "ra", "dec", "r_mag", "i_mag", "g_r", "r_i", "g_r_err", "r_i_err", "r_mag_err")
-# A_band / E(B-V) of the SDSS bands for E(B-V) on the scale of the Schlegel, Finkbeiner & Davis (1998) map
-# (Schlafly & Finkbeiner 2011, ApJ 737, 103, Table 6, R_V = 3.1).
-EXTINCTION_PER_EBV = {"g": 3.303, "r": 2.285, "i": 1.698}
-# The two files of the SFD map (north and south Galactic pole, `dustmaps.sfd.SFDQuery`'s names).
-SFD_FILES = ("SFD_dust_4096_ngp.fits", "SFD_dust_4096_sgp.fits")
 
 
 @dataclass(frozen=True)
@@ -814,44 +809,6 @@ def _refine(sources, separation, background, z, photometry, centre_xy, settings,
     within = trial[-2.0 * (log_likelihood - log_likelihood[best]) <= 1.0]
     z_err = max((within.max() - within.min()) / 2.0, _REFINE_STEP / 2)
     return float(trial[best]), float(z_err)
-
-
-def check_dust_map(map_dir):
-    """The folder of the SFD dust map (``DEEPCEE.REDSHIFT.DUST_MAP_DIR``) as a `Path`, checked before a run.
-
-    Raises
-    ------
-    FileNotFoundError
-        A file of `SFD_FILES` is missing; the message says how to download them.
-    """
-    map_dir = Path(map_dir).expanduser()
-    missing = [name for name in SFD_FILES if not (map_dir / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"DEEPCEE.REDSHIFT.DUST_MAP_DIR {map_dir}: no {', '.join(missing)}. Download the SFD map (2 x 64 MB) "
-            "with the dustmaps package: python -c \"from dustmaps.config import config; "
-            "config['data_dir'] = 'DIR'; import dustmaps.sfd; dustmaps.sfd.fetch()\" and set DUST_MAP_DIR to "
-            "DIR/sfd")
-    return map_dir
-
-
-@functools.lru_cache(maxsize=2)
-def _sfd_map(map_dir):
-    map_dir = check_dust_map(map_dir)
-    with warnings.catch_warnings():  # dustmaps warns of its own unset data folder, which a given folder bypasses
-        warnings.filterwarnings("ignore", message="Configuration file not found")
-        from dustmaps.sfd import SFDQuery  # only surveys of real imaging need it (the survey extra)
-
-    return SFDQuery(str(map_dir))
-
-
-def galactic_reddening(coords, map_dir):
-    """E(B-V) of the Schlegel, Finkbeiner & Davis (1998) map at ``coords`` (`~astropy.coordinates.SkyCoord`),
-    bilinear between its pixels; the map's two files are read once per process from ``map_dir``."""
-    coords = SkyCoord(coords)
-    if not coords.size:
-        return np.zeros(coords.shape)
-    return np.asarray(_sfd_map(str(Path(map_dir).expanduser().resolve())).query(coords), dtype=float)
 
 
 def deredden(photometry, ebv):

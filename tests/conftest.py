@@ -343,3 +343,23 @@ SLOW_FILES_FIRST = ("test_demo.py", "test_survey.py", "test_convert_tf_checkpoin
 def pytest_collection_modifyitems(items):
     rank = {name: index for index, name in enumerate(SLOW_FILES_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
+
+
+# ---- Galactic dust ----
+
+
+def write_sfd_like_map(folder, north, south, size=64):
+    """A coarse map in the SFD files' format (zenithal equal-area around each Galactic pole), constant
+    E(B-V) ``north`` and ``south``: the real files (2 x 64 MB) cannot be downloaded here."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, pole, value in (("SFD_dust_4096_ngp.fits", 90.0, north), ("SFD_dust_4096_sgp.fits", -90.0, south)):
+        wcs = WCS(naxis=2)
+        wcs.wcs.ctype = ["GLON-ZEA", "GLAT-ZEA"]
+        wcs.wcs.crval = [0.0, pole]
+        wcs.wcs.crpix = [(size + 1) / 2, (size + 1) / 2]
+        wcs.wcs.cdelt = [-2 * 82.0 / size, 2 * 82.0 / size]  # the ZEA radius of the Galactic plane is 81 deg
+        fits.PrimaryHDU(np.full((size, size), value, dtype=np.float32), header=wcs.to_header()).writeto(folder / name)
+    return folder

@@ -5,21 +5,22 @@ import astropy.units as u
 import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
-from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 from detectron2.config import get_cfg
 
 from deepcee_d2.config import add_deepcee_config
 from deepcee_d2.cosmology import DEFAULT_COSMOLOGY
-from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, EXTINCTION_PER_EBV, RICHNESS_Z_PIVOT, SOURCE_DENSITY_KEY,
-                                    Photometry, RedSequenceEstimator, RedSequenceSettings, aperture_coverage,
-                                    deredden, detected_source_density, estimate_redshift_richness,
-                                    galactic_reddening, measure_background, measure_photometry, read_background,
-                                    red_sequence_weights, richness_members, write_background)
+from deepcee_d2.dust import EXTINCTION_PER_EBV, galactic_reddening
+from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, RICHNESS_Z_PIVOT, SOURCE_DENSITY_KEY, Photometry,
+                                    RedSequenceEstimator, RedSequenceSettings, aperture_coverage, deredden,
+                                    detected_source_density, estimate_redshift_richness, measure_background,
+                                    measure_photometry, read_background, red_sequence_weights, richness_members,
+                                    write_background)
 from deepcee_d2.synthetic import render
 from deepcee_d2.synthetic.colours import m_star, red_sequence
 from deepcee_d2.synthetic.field import make_field
+from conftest import write_sfd_like_map
 
 CENTRE = SkyCoord(150.0 * u.deg, 2.0 * u.deg)
 MAG_LIMIT = 22.5  # the 5-sigma depth is ~22.6: fainter galaxies only add unresolved light, and render time
@@ -325,20 +326,6 @@ def test_padding_outside_the_imaging_is_neither_sky_nor_area(settings):
     # The survey's tiles without detections: the same density from the detection step alone, r band only.
     assert detected_source_density({"r": padded["r"]}, field.wcs, settings, covered=covered) == masked.source_density
     assert detected_source_density(field.images, field.wcs, settings) == whole.source_density > 0
-
-
-def write_sfd_like_map(folder, north, south, size=64):
-    """A coarse map in the SFD files' format (zenithal equal-area around each Galactic pole), constant
-    E(B-V) ``north`` and ``south``: the real files (2 x 64 MB) cannot be downloaded here."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, pole, value in (("SFD_dust_4096_ngp.fits", 90.0, north), ("SFD_dust_4096_sgp.fits", -90.0, south)):
-        wcs = WCS(naxis=2)
-        wcs.wcs.ctype = ["GLON-ZEA", "GLAT-ZEA"]
-        wcs.wcs.crval = [0.0, pole]
-        wcs.wcs.crpix = [(size + 1) / 2, (size + 1) / 2]
-        wcs.wcs.cdelt = [-2 * 82.0 / size, 2 * 82.0 / size]  # the ZEA radius of the Galactic plane is 81 deg
-        fits.PrimaryHDU(np.full((size, size), value, dtype=np.float32), header=wcs.to_header()).writeto(folder / name)
-    return folder
 
 
 def test_galactic_reddening_is_read_from_the_dust_map_and_removed(settings, background, tmp_path):

@@ -18,6 +18,7 @@ from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 
 from deepcee_d2.data.catalogs import CLUSTER_COLUMNS, read_catalog
+from deepcee_d2.dust import EXTINCTION_PER_EBV
 from deepcee_d2.synthetic import ClusterSpec, make_field, write_survey
 from deepcee_d2.synthetic.field import CLUSTER_EXTRAS
 from deepcee_d2.synthetic.inject import (
@@ -33,7 +34,7 @@ from deepcee_d2.synthetic.inject import (
 )
 from deepcee_d2.synthetic.instrument import mag_to_nanomaggies
 
-from conftest import make_sky_wcs
+from conftest import make_sky_wcs, write_sfd_like_map
 
 REPO = Path(__file__).resolve().parents[1]
 FIELD = "002583-2-0136"  # Stripe 82, low latitude: many stars
@@ -124,6 +125,26 @@ def test_injected_flux_matches_the_members_magnitudes_in_every_band(real_frames,
         added = (injected["with_noise"][band] - injected["original"][band])[aperture].sum()
         expected = mag_to_nanomaggies(members[f"{band}_mag"][inside]).sum()
         assert added == pytest.approx(expected, rel=0.02), (band, radius, inside.sum())
+
+
+def test_members_are_dimmed_by_the_galactic_extinction_of_the_dust_map(real_frames, injected, tmp_path):
+    """Through a dust map the injected light is the noiseless model times 10^(-0.4 A_band), band by band, and a
+    rerun with another map is refused."""
+    ebv = 0.1
+    kwargs = dict(clusters=injected["table"], seed=5, fwhm=FWHM, mag_limit=21.0, progress=False, noise=False,
+                  compress=False)
+    out = tmp_path / "reddened"
+    inject_clusters(real_frames, out, dust_map_dir=write_sfd_like_map(tmp_path / "sfd", ebv, ebv), **kwargs)
+    reddened = _images(out)
+    for band in "gri":
+        unreddened = injected["model"][band] - injected["original"][band]
+        dimmed = reddened[band] - injected["original"][band]
+        lit = unreddened > 0.05 * unreddened.max()
+        ratio = dimmed[lit].sum() / unreddened[lit].sum()
+        assert ratio == pytest.approx(10 ** (-0.4 * EXTINCTION_PER_EBV[band] * ebv), rel=1e-3), band
+    assert fits.getheader(next(out.glob("frame-r-*")))["INJDUST"]
+    with pytest.raises(InjectionError, match="already injected with dust_map="):
+        inject_clusters(real_frames, out, dust_map_dir=write_sfd_like_map(tmp_path / "other", ebv, ebv), **kwargs)
 
 
 def test_bcg_lands_on_its_sky_position_in_every_band(real_frames, injected):

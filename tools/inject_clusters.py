@@ -64,6 +64,8 @@ def parse_args(argv=None):
                         help="electrons per nanomaggy per band (default: header GAIN/NMGY, or SDSS camcol gain)")
     frames.add_argument("--no-noise", action="store_true", help="add no photon noise for the injected light")
     frames.add_argument("--no-compress", action="store_true", help="write .fits instead of .fits.gz")
+    frames.add_argument("--dust-map-dir", help="folder of the SFD dust map: dim the members by the Galactic "
+                        "extinction at their positions (real frames; README, \"Galactic reddening\")")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
@@ -79,7 +81,8 @@ def main(argv=None):
                                     bands=tuple(args.bands), fwhm=_per_band(args.fwhm, "--fwhm"),
                                     electrons_per_nmgy=_per_band(args.electrons_per_nmgy, "--electrons-per-nmgy"),
                                     noise=not args.no_noise, mag_limit=args.mag_limit,
-                                    compress=not args.no_compress, progress=not args.no_progress)
+                                    compress=not args.no_compress, progress=not args.no_progress,
+                                    dust_map_dir=args.dust_map_dir)
     print(f"{args.out}: {len(truth)} clusters in {len(frames)} frames (clusters.fits, injection.ecsv)")
     return 0
 

@@ -34,6 +34,11 @@ them into every frame they touch, then writes the injected frames and the truth.
   from ``NMGY`` and the gain of the camera column and band in the SDSS frame data model (`SDSS_GAIN`). SDSS's
   ``NMGY`` is the frame's mean calibration: the per-column flat field (the ``CALIBVEC`` in HDU 1) varies a few
   per cent across the frame, which changes the injected noise by half that. Pixels are not re-saturated.
+- **Galactic reddening.** Real frames are seen through the Milky Way's dust; the simulator's clusters are not.
+  With ``dust_map_dir`` (the SFD map's folder, `deepcee_d2.dust`) every member is dimmed in each band by the
+  extinction at its position, as a real cluster there would be, so a survey that dereddens
+  (``DEEPCEE.REDSHIFT.DUST_MAP_DIR``) measures the injected clusters' true colours. The truth keeps the
+  intrinsic magnitudes (``bcg_gmag``, ``bcg_imag``).
 
 Output (`inject_clusters`)::
 
@@ -72,6 +77,7 @@ from tqdm import tqdm
 from ..cosmology import DEFAULT_COSMOLOGY
 from ..data.catalogs import CLUSTER_COLUMNS, check_cluster_table
 from ..data.frames import ImagingError, open_fits, read_frame_header
+from ..dust import EXTINCTION_PER_EBV, check_dust_map, galactic_reddening
 from ..io import atomic_output, sky_positions
 from . import render
 from .clusters import ClusterSpec, check_redshifts, realise_cluster, realise_from_spec
@@ -489,7 +495,20 @@ def add_photon_noise(model, electrons_per_nmgy, rng):
     return noisy
 
 
-def _settings(input_root, fields, clusters, seed, bands, fwhm, electrons, noise, mag_limit, compress, cosmology):
+def _redden(members, bands, dust_map_dir):
+    """The members dimmed in each band by the Galactic extinction of the SFD map at their positions."""
+    reddened = []
+    for table in members:
+        table = table.copy()
+        ebv = galactic_reddening(SkyCoord(table["ra"], table["dec"], unit=u.deg), dust_map_dir)
+        for band in bands:
+            table[f"{band}_mag"] = table[f"{band}_mag"] + EXTINCTION_PER_EBV[band] * ebv
+        reddened.append(table)
+    return reddened
+
+
+def _settings(input_root, fields, clusters, seed, bands, fwhm, electrons, noise, mag_limit, compress, cosmology,
+              dust_map_dir=""):
     if isinstance(clusters, ClusterSpec):
         described = {"per_field": clusters.per_field, "z_range": list(clusters.z_range),
                      "richness_range": list(clusters.richness_range), "min_members": clusters.min_members,
@@ -504,6 +523,8 @@ def _settings(input_root, fields, clusters, seed, bands, fwhm, electrons, noise,
                 "noise": bool(noise), "mag_limit": float(mag_limit), "compress": bool(compress),
                 "cosmology": repr(cosmology),
                 "frames": [frame.relative for field in fields.values() for frame in field.values()]}
+    if dust_map_dir:  # only then: folders injected before the option existed still resume
+        settings["dust_map"] = str(dust_map_dir)
     return json.loads(json.dumps(settings))  # as an ECSV round trip gives it back: lists, plain numbers
 
 
@@ -578,7 +599,7 @@ def _check_per_band(values, name, bands):
 
 def inject_clusters(input_root, output_root, clusters=ClusterSpec(placement="random"), seed=0, bands=BANDS,
                     fwhm=None, electrons_per_nmgy=None, noise=True, mag_limit=DEFAULT_MAG_LIMIT, compress=True,
-                    cosmology=DEFAULT_COSMOLOGY, progress=True):
+                    cosmology=DEFAULT_COSMOLOGY, progress=True, dust_map_dir=None):
     """Inject simulated clusters into the frames under ``input_root``; write frames and truth to ``output_root``.
 
     Parameters
@@ -608,6 +629,9 @@ def inject_clusters(input_root, output_root, clusters=ClusterSpec(placement="ran
     cosmology : `~astropy.cosmology.FLRW`
     progress : bool
         Show tqdm progress bars.
+    dust_map_dir : str or Path, optional
+        Folder of the SFD dust map: members are dimmed by the Galactic extinction at their positions (module
+        docstring); None: not (right for the synthetic sky).
 
     Returns
     -------
@@ -628,11 +652,19 @@ def inject_clusters(input_root, output_root, clusters=ClusterSpec(placement="ran
     if not 15.0 <= mag_limit <= 27.0:
         raise InjectionError(f"mag_limit: {mag_limit} is outside 15-27")
     _check_folders(input_root, output_root)
+    if dust_map_dir:
+        dust_map_dir = check_dust_map(dust_map_dir).resolve()
+        unknown = [band for band in bands if band not in EXTINCTION_PER_EBV]
+        if unknown:
+            raise InjectionError(f"dust_map_dir: no extinction coefficient for band(s) {unknown} "
+                                 f"(known: {''.join(EXTINCTION_PER_EBV)})")
     output_root = Path(output_root)
     fields = read_frames(input_root, bands)
     rows, members = plan_clusters(fields, clusters, seed, mag_limit, cosmology)  # checks a table of clusters
+    if dust_map_dir:
+        members = _redden(members, bands, dust_map_dir)
     settings = _settings(input_root, fields, clusters, seed, bands, fwhm, electrons_per_nmgy, noise, mag_limit,
-                         compress, cosmology)
+                         compress, cosmology, dust_map_dir)
     frames_path, truth_path = output_root / FRAMES_FILE, output_root / TRUTH_FILE
     if frames_path.is_file():
         _check_same_settings(frames_path, settings)
@@ -666,7 +698,8 @@ def inject_clusters(input_root, output_root, clusters=ClusterSpec(placement="ran
                  "INJNGAL": (int(drawn), "galaxies drawn into this frame"),
                  "INJFWHM": (float(row["fwhm"]), f"injected PSF FWHM, arcsec, {row['fwhm_source']}"),
                  "INJNOISE": (bool(noise), "photon noise of the injected light"),
-                 "INJEPN": (float(row["electrons_per_nmgy"]), "electrons per nanomaggy for it")}
+                 "INJEPN": (float(row["electrons_per_nmgy"]), "electrons per nanomaggy for it"),
+                 "INJDUST": (bool(dust_map_dir), "members dimmed by Galactic extinction (SFD map)")}
         _write_injected(frame, model, cards, path, compress)
     return truth, table
 
