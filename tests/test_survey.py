@@ -348,6 +348,8 @@ def test_outputs_parse(blob_run):
         assert len(table) == 3 and {"name", "ra", "dec", "score", "field", "tile", "box_width"} <= set(table.colnames)
     assert Table.read(output / "candidates.ecsv").meta["CONFIG"].startswith("CUDNN_BENCHMARK")
     assert Table.read(output / "candidates.fits").meta["NTILES"] == 32
+    meta = Table.read(output / "candidates.fits").meta  # the red-sequence calibration the z columns rest on
+    assert (meta["RSBKG"], meta["DUSTMAP"]) == ("packaged (synthetic sky)", "none (not dereddened)")
     regions = Regions.read(output / "candidates.reg", format="ds9")
     assert len(regions) == 3
     page = (output / "gallery" / "index.html").read_text()

@@ -578,7 +578,10 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
     detections, tile_table = collect_detections(tiles, job)
     crowded_ids = mark_crowded(tile_table, cfg.DEEPCEE.SURVEY.MAX_SOURCE_DENSITY, job.redshift is not None)
     provenance.update({"MAXSRCD": cfg.DEEPCEE.SURVEY.MAX_SOURCE_DENSITY, "NCROWDED": len(crowded_ids),
-                       "RSREQ": bool(cfg.DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE)})
+                       "RSREQ": bool(cfg.DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE),
+                       # Which red-sequence calibration the z and richness columns rest on.
+                       "RSBKG": cfg.DEEPCEE.REDSHIFT.BACKGROUND_FILE or "packaged (synthetic sky)",
+                       "DUSTMAP": cfg.DEEPCEE.REDSHIFT.DUST_MAP_DIR or "none (not dereddened)"})
     coverage = survey_coverage(cfg, tiles, imaging, failures, crowded_ids)
     if coverage is not None:
         searched, imaged, masked = (float(np.sum(coverage[column]))
