@@ -72,6 +72,15 @@ def test_the_tool_writes_a_background_the_estimator_reads_and_keeps_an_existing_
     assert read_background(output, estimator.settings).meta["imaging"] == str(high_latitude_field)
 
 
+def test_a_random_sample_of_tiles_is_measured_when_asked(high_latitude_field, measured):
+    cfg = load_config(REPO / "configs" / "Base-DeepCEE.yaml")
+    background, tiles = measure_folder_background(cfg, high_latitude_field, progress=False, sample=2, seed=1)
+    assert len(tiles.used) == 2 and set(tiles.used) < set(measured[1].used)
+    assert background.meta["tiles_planned"] == 4 and background.meta["area"] < measured[0].meta["area"]
+    again, _ = measure_folder_background(cfg, high_latitude_field, progress=False, sample=2, seed=1)
+    np.testing.assert_array_equal(again["scan"], background["scan"])
+
+
 def test_a_folder_of_crowded_sky_only_is_refused_naming_why(high_latitude_field):
     cfg = load_config(REPO / "configs" / "Base-DeepCEE.yaml", ["DEEPCEE.SURVEY.MAX_SOURCE_DENSITY", "0.5"])
     with pytest.raises(ValueError, match=r"no tile to measure a background on \(\d+ tiles: \d+ crowded sky "

@@ -8,8 +8,8 @@ imaging need the background of that imaging, not the synthetic sky's packaged on
 
 Tiles the frames as tools/find_clusters.py would, measures each tile's photometry (dereddened with the dust
 map when DUST_MAP_DIR is set; crowded tiles left out as the survey masks them) and writes the densities per
-trial redshift (deepcee_d2.survey.background). One pass, ~4 CPU-s per 2000 px tile of SDSS frames; an existing
-OUT is not overwritten unless --overwrite.
+trial redshift (deepcee_d2.survey.background). One pass, ~4 CPU-s per 2000 px tile of SDSS frames: for a large
+survey measure a random --sample of a few hundred tiles. An existing OUT is not overwritten unless --overwrite.
 """
 import argparse
 import sys
@@ -26,17 +26,19 @@ def main(argv=None):
     parser.add_argument("output", help="background table to write (ECSV)")
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--sample", type=int, help="measure a random sample of this many tiles (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="of the sample")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         raise SystemExit(f"{output}: exists; give --overwrite to replace it, or another path")
     cfg = load_config(args.config_file, args.opts)
-    background, tiles = measure_folder_background(cfg, args.frames)
+    background, tiles = measure_folder_background(cfg, args.frames, sample=args.sample, seed=args.seed)
     write_background(background, output)
     for tile, reason in tiles.failed:
         print(f"left out: {tile}: {reason}")
-    print(f"{output}: red-sequence background of {len(tiles.used)} tiles ({background.meta['area']:.1f} summed over "
+    print(f"{output}: red-sequence background of {len(tiles.used)} of {background.meta['tiles_planned']} tiles ({background.meta['area']:.1f} summed over "
           f"the tiles, overlaps counted in each), "
           f"{len(tiles.crowded)} crowded tiles left out, {len(tiles.failed)} failed; dust map: "
           f"{background.meta['dust_map']}. Set DEEPCEE.REDSHIFT.BACKGROUND_FILE {output.resolve()}")

@@ -35,9 +35,10 @@ class BackgroundTiles:
     failed: list = field(default_factory=list)  # (tile id or file, reason)
 
 
-def measure_folder_background(cfg, frames_root, progress=True):
+def measure_folder_background(cfg, frames_root, progress=True, sample=None, seed=0):
     """The red-sequence background (`~deepcee_d2.redsequence.measure_background`) of every tile of a folder of
-    g, r, i frames, as ``cfg``'s survey would tile and measure it (module docstring).
+    g, r, i frames, as ``cfg``'s survey would tile and measure it (module docstring), or of a random ``sample``
+    of its tiles (``seed``): a mean density needs a few hundred tiles, not a whole survey's (~4 CPU-s each).
 
     Returns
     -------
@@ -57,6 +58,12 @@ def measure_folder_background(cfg, frames_root, progress=True):
     imaging = ImagingSpec.from_cfg(cfg, "fits", frames_root)
     source = imaging.source()
     planned, problems = plan_folder_tiles(source, *tile_geometry(cfg))
+    n_planned = len(planned)
+    if sample is not None and sample < n_planned:
+        if sample < 1:
+            raise ValueError(f"sample: need at least 1 tile, got {sample}")
+        chosen = np.random.default_rng(seed).choice(n_planned, sample, replace=False)
+        planned = [planned[index] for index in sorted(chosen)]
     tiles = BackgroundTiles(failed=list(problems))
     size, scale = survey_tile_sizes(cfg)[0], cfg.DEEPCEE.COLOUR.PIXEL_SCALE * u.arcsec
     max_density = cfg.DEEPCEE.SURVEY.MAX_SOURCE_DENSITY
@@ -84,6 +91,7 @@ def measure_folder_background(cfg, frames_root, progress=True):
         raise ValueError(f"{frames_root}: no tile to measure a background on ({len(planned)} tiles: "
                          f"{len(tiles.crowded)} crowded sky (> {max_density} sources per arcmin^2), "
                          f"{len(tiles.failed)} failed or unusable files)") from None
-    background.meta.update(imaging=str(frames_root), tiles_used=len(tiles.used), tiles_crowded=len(tiles.crowded),
-                           tiles_failed=len(tiles.failed), dust_map=estimator.dust_map_dir or "none")
+    background.meta.update(imaging=str(frames_root), tiles_planned=n_planned, tiles_used=len(tiles.used),
+                           tiles_crowded=len(tiles.crowded), tiles_failed=len(tiles.failed),
+                           dust_map=estimator.dust_map_dir or "none")
     return background, tiles
