@@ -93,6 +93,9 @@ class RecordingEstimator:
             self.clusters[nearest, 2] + self.dz, 0.01, 40.0, ~np.isin(nearest, self.no_peak)
         return table
 
+    def calibration_warnings(self, source):
+        return []
+
 
 @pytest.fixture
 def tiny_test_split(tiny_dataset):

@@ -363,3 +363,26 @@ def test_a_dust_map_folder_without_the_map_is_refused_before_a_run(tmp_path):
     (tmp_path / "sfd" / "SFD_dust_4096_sgp.fits").unlink()
     with pytest.raises(FileNotFoundError, match=r"DUST_MAP_DIR .*sfd: no SFD_dust_4096_sgp.fits\. Download .*dustmaps"):
         RedSequenceEstimator.from_cfg(cfg)
+
+
+def test_real_imaging_with_the_synthetic_calibration_is_warned_of(settings, background, shared_data, tmp_path,
+                                                                  caplog):
+    """The red-sequence background and colours of the synthetic sky do not fit real frames: the survey and the
+    evaluator say what to set for them; for the simulator's frames, or with both set, nothing."""
+    from deepcee_d2.data.frames import LocalFITSSource
+    from deepcee_d2.data.sources import make_source
+
+    synthetic = make_field(CENTRE, 100, 100, clusters=None, seed=1, mag_limit=18.0)
+    (tmp_path / "synthetic").mkdir()
+    for band in "gri":
+        synthetic.hdu(band).writeto(tmp_path / "synthetic" / f"frame-{band}-f000.fits")
+    plain = RedSequenceEstimator(settings, DEFAULT_COSMOLOGY, background)
+    assert plain.calibration_warnings(LocalFITSSource(tmp_path / "synthetic")) == []
+    real = LocalFITSSource(shared_data / "sdss")
+    no_background, no_map = plain.calibration_warnings(real)
+    assert no_background.startswith(f"12 real frames under {shared_data / 'sdss'}")
+    assert "tools/measure_background.py" in no_background
+    assert "DEEPCEE.REDSHIFT.DUST_MAP_DIR empty" in no_map and no_map in caplog.text
+    assert plain.calibration_warnings(make_source("skyview"))[0].startswith("skyview imaging")
+    calibrated = RedSequenceEstimator(settings, DEFAULT_COSMOLOGY, background, str(tmp_path / "sfd"), "sdss.ecsv")
+    assert calibrated.calibration_warnings(real) == []

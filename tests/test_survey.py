@@ -26,7 +26,7 @@ from deepcee_d2.data.frames import LocalFITSSource, read_frame_header
 from deepcee_d2.engine import Trainer
 from deepcee_d2.redsequence import ESTIMATE_COLUMNS, SOURCE_DENSITY_KEY
 from deepcee_d2.survey.outputs import red_sequence_text
-from deepcee_d2.survey.run import ImagingSpec, find_clusters, synthetic_calibration_warnings
+from deepcee_d2.survey.run import ImagingSpec, find_clusters
 from deepcee_d2.survey.tiling import (
     crowded, field_coverage, field_name, frame_tiles, inside_tiles, merge_detections, plan_folder_tiles, plan_region_tiles,
     tile_centres_1d, tile_geometry,
@@ -649,21 +649,3 @@ def test_crowded_sky_is_masked_on_real_sdss_frames(shared_data, tmp_path, capsys
     assert unmasked.catalogue.meta["NCROWDED"] == 0 and unmasked.catalogue.meta["MASKDEG2"] == 0
     rates = survey_false_rates(tmp_path, unmasked_cfg, [0.5], truth=truth)
     assert rates.meta["NMASKTRU"] == 0 and list(rates["n_true"]) == [2]
-
-
-def test_real_imaging_with_the_synthetic_calibration_is_warned_of(tiny_survey, shared_data, caplog):
-    """The red-sequence background and colours of the synthetic sky do not fit real frames: a survey of them
-    says what to set; one of the simulator's frames says nothing."""
-    cfg = survey_cfg()
-    assert synthetic_calibration_warnings(cfg, ImagingSpec.from_cfg(cfg, "fits", tiny_survey)) == []
-    real = ImagingSpec.from_cfg(cfg, "fits", shared_data / "sdss")
-    background, reddening = synthetic_calibration_warnings(cfg, real)
-    assert background.startswith(f"12 real frames under {shared_data / 'sdss'}")
-    assert "tools/measure_background.py" in background
-    assert "DEEPCEE.REDSHIFT.DUST_MAP_DIR empty" in reddening and reddening in caplog.text
-    archive = ImagingSpec.from_cfg(cfg, "sdss", shared_data)
-    assert synthetic_calibration_warnings(cfg, archive)[0].startswith("sdss imaging")
-    calibrated = survey_cfg("DEEPCEE.REDSHIFT.BACKGROUND_FILE", "sdss_background.ecsv",
-                            "DEEPCEE.REDSHIFT.DUST_MAP_DIR", "/data/dust/sfd")
-    assert synthetic_calibration_warnings(calibrated, real) == []
-    assert synthetic_calibration_warnings(survey_cfg("DEEPCEE.REDSHIFT.IN_SURVEY", "False"), real) == []

@@ -103,6 +103,11 @@ class ImagingSource:
         """A short text naming the source, recorded in data sets."""
         return self.name
 
+    def real_sky(self):
+        """What of this imaging shows the real sky, as a short text, or None for the simulator's: an archive's
+        imaging is all real."""
+        return f"{self.name} imaging"
+
 
 def check_nanomaggies(header, source):
     """Raise `ImagingError` naming ``source`` when the header's ``BUNIT`` is not nanomaggies per pixel."""
@@ -312,6 +317,14 @@ class LocalFITSSource(ImagingSource):
 
     def describe(self):
         return f"fits:{self.root}"
+
+    def real_sky(self):
+        """The frames whose ``ORIGIN`` is not the simulator's (`SYNTHETIC_ORIGIN`), counted and one named; None
+        when every frame is synthetic."""
+        real = [frame for frame in self.scan()[0] if frame.origin != SYNTHETIC_ORIGIN]
+        if not real:
+            return None
+        return f"{len(real)} real frames under {self.root} (e.g. {real[0].path.name})"
 
     def scan(self):
         """``(frames, problems)``: the frames under the root, and ``{path: reason}`` for the FITS files that are

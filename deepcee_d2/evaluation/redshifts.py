@@ -187,6 +187,8 @@ def estimate_predictions(predictions, truths, records, redshifts, match_radius, 
                                        covered=cutout.covered)
         for name in ESTIMATE_COLUMNS:
             result[name][rows] = estimates[name]
+    for source in sources.values():  # once per imaging: real sky measured with the synthetic calibration
+        estimator.calibration_warnings(source)
     if problems:
         refuse_strict(f"{len(problems)} images, e.g. {problems[0]}")
         logger.warning("%s: no redshifts in %d images whose flux cutout cannot be made, e.g. %s", dataset_name,

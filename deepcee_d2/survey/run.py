@@ -445,38 +445,6 @@ def job_from_cfg(cfg, imaging, output_dir, detector=None):
                      redshift=RedSequenceEstimator.from_cfg(cfg) if cfg.DEEPCEE.REDSHIFT.IN_SURVEY else None)
 
 
-def synthetic_calibration_warnings(cfg, imaging):
-    """What the red-sequence estimate lacks on real imaging, as messages (also logged as warnings): the
-    packaged background is the synthetic sky's (``DEEPCEE.REDSHIFT.BACKGROUND_FILE`` empty) and colours are not
-    dereddened (``DUST_MAP_DIR`` empty). Imaging is real when it comes from an archive or holds a frame not made
-    by the simulator (`~deepcee_d2.data.frames.SYNTHETIC_ORIGIN`); none for the synthetic sky or without the
-    estimate."""
-    from ..data.frames import SYNTHETIC_ORIGIN
-
-    redshift = cfg.DEEPCEE.REDSHIFT
-    if not redshift.IN_SURVEY:
-        return []
-    if imaging.kind == "fits":
-        real = [frame for frame in imaging.source().scan()[0] if frame.origin != SYNTHETIC_ORIGIN]
-        if not real:
-            return []
-        what = f"{len(real)} real frames under {imaging.root} (e.g. {real[0].path.name})"
-    else:
-        what = f"{imaging.kind} imaging"
-    messages = []
-    if not redshift.BACKGROUND_FILE:
-        messages.append(f"{what}: the red-sequence background is the synthetic sky's (DEEPCEE.REDSHIFT."
-                        "BACKGROUND_FILE empty); real SDSS sky has 1.3-2x its red-sequence galaxies at z 0.2-0.5. "
-                        "Measure this imaging's with tools/measure_background.py and set BACKGROUND_FILE")
-    if not redshift.DUST_MAP_DIR:
-        messages.append(f"{what}: colours are not corrected for Galactic reddening (DEEPCEE.REDSHIFT.DUST_MAP_DIR "
-                        "empty): z_est runs high by ~0.4 E(B-V). Set DUST_MAP_DIR to the SFD map (README, "
-                        "\"Galactic reddening\")")
-    for message in messages:
-        logger.warning(message)
-    return messages
-
-
 def tile_score_floor(cfg):
     """The lowest score a tile file keeps: ``DEEPCEE.SURVEY.KEEP_SCORE_FLOOR``, or ``SCORE_THRESHOLD`` when lower."""
     survey = cfg.DEEPCEE.SURVEY
@@ -555,7 +523,8 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
         raise ValueError(f"{imaging.kind}:{imaging.root}: nothing to run the detector on, 0 tiles "
                          f"({len(problems)} problems: {found})")
     job = job_from_cfg(cfg, imaging, output_dir, detector)  # checks the weights first
-    synthetic_calibration_warnings(cfg, imaging)
+    if job.redshift is not None:
+        job.redshift.calibration_warnings(imaging.source())
     manifest = survey_manifest(cfg, job, tiles)
     check_or_write_manifest(output_dir, manifest)
     with atomic_output(output_dir / "config.yaml") as temporary:
