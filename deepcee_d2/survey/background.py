@@ -88,6 +88,8 @@ def measure_folder_background(cfg, frames_root, progress=True, sample=None, seed
     try:
         background = measure_background(photometries(), estimator.cosmology, estimator.settings)
     except ValueError:
+        if tiles.used:  # not the want of tiles
+            raise
         raise ValueError(f"{frames_root}: no tile to measure a background on ({len(planned)} tiles: "
                          f"{len(tiles.crowded)} crowded sky (> {max_density} sources per arcmin^2), "
                          f"{len(tiles.failed)} failed or unusable files)") from None
