@@ -22,7 +22,8 @@ SFD_FILES = ("SFD_dust_4096_ngp.fits", "SFD_dust_4096_sgp.fits")
 
 
 def check_dust_map(map_dir):
-    """The folder of the SFD dust map (``DEEPCEE.REDSHIFT.DUST_MAP_DIR``) as a `Path`, checked before a run.
+    """The folder of the SFD dust map (``DEEPCEE.REDSHIFT.DUST_MAP_DIR``, injection's ``dust_map_dir``) as a
+    `Path`, checked before a run.
 
     Raises
     ------
@@ -33,7 +34,8 @@ def check_dust_map(map_dir):
     missing = [name for name in SFD_FILES if not (map_dir / name).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"DEEPCEE.REDSHIFT.DUST_MAP_DIR {map_dir}: no {', '.join(missing)}. Download the SFD map (2 x 64 MB) "
+            f"{map_dir}: no {', '.join(missing)} in this dust map folder (DEEPCEE.REDSHIFT.DUST_MAP_DIR, "
+            "--dust-map-dir). Download the SFD map (2 x 64 MB) "
             "with the dustmaps package: python -c \"from dustmaps.config import config; "
             "config['data_dir'] = 'DIR'; import dustmaps.sfd; dustmaps.sfd.fetch()\" and set DUST_MAP_DIR to "
             "DIR/sfd")

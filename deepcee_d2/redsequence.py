@@ -866,7 +866,7 @@ class RedSequenceEstimator:
     def calibration_warnings(self, source):
         """What this estimate lacks on the real sky of an imaging source (`ImagingSource.real_sky`), as
         messages, also logged as warnings: the packaged background is the synthetic sky's, and colours are not
-        dereddened without a dust map. None for the simulator's imaging."""
+        dereddened without a dust map. No message for the simulator's imaging."""
         real = source.real_sky()
         if real is None:
             return []

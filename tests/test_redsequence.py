@@ -361,7 +361,9 @@ def test_a_dust_map_folder_without_the_map_is_refused_before_a_run(tmp_path):
     cfg.DEEPCEE.REDSHIFT.DUST_MAP_DIR = str(tmp_path / "sfd")
     write_sfd_like_map(tmp_path / "sfd", 0.1, 0.1)
     (tmp_path / "sfd" / "SFD_dust_4096_sgp.fits").unlink()
-    with pytest.raises(FileNotFoundError, match=r"DUST_MAP_DIR .*sfd: no SFD_dust_4096_sgp.fits\. Download .*dustmaps"):
+    refused = (r"sfd: no SFD_dust_4096_sgp.fits in this dust map folder \(DEEPCEE.REDSHIFT.DUST_MAP_DIR, "
+               r"--dust-map-dir\)\. Download .*dustmaps")
+    with pytest.raises(FileNotFoundError, match=refused):
         RedSequenceEstimator.from_cfg(cfg)
 
 
