@@ -19,8 +19,8 @@ from astropy.table import Table
 from astropy.stats import mad_std, sigma_clipped_stats
 
 from deepcee_d2.config import load_config
-from deepcee_d2.redsequence import (EXTINCTION_PER_EBV, RedSequenceEstimator, deredden, estimate_redshift_richness,
-                                    measure_photometry)
+from deepcee_d2.dust import EXTINCTION_PER_EBV
+from deepcee_d2.redsequence import RedSequenceEstimator, deredden, estimate_redshift_richness, measure_photometry
 from deepcee_d2.synthetic.field import make_field
 
 

@@ -120,8 +120,10 @@ def main(argv=None):
     cfg.freeze()
     configs = {"real": cfg, "synthetic": cfg}
     if args.real_background:
-        configs["real"] = load_config(args.config_file, ["MODEL.WEIGHTS", args.weights] + args.opts
-                                      + ["DEEPCEE.REDSHIFT.BACKGROUND_FILE", args.real_background])
+        configs["real"] = cfg.clone()
+        configs["real"].defrost()
+        configs["real"].DEEPCEE.REDSHIFT.BACKGROUND_FILE = args.real_background
+        configs["real"].freeze()
     work = args.work
     spec = ClusterSpec(per_field=args.per_field, z_range=(0.1, 0.2), min_members=20, placement="random",
                        edge_margin=60 * u.arcsec)

@@ -169,9 +169,9 @@ def read_tile_detections(survey_dir):
 
 def survey_false_rates(survey_dir, cfg, thresholds, truth=None, area=None, frames=None):
     """`false_rate_table` of a survey run, re-merged from its tile files as ``cfg``'s survey makes its catalogue
-    (`~deepcee_d2.survey.run.listable`: crowded-sky mask, red-sequence confirmation; merging): the detections
-    of crowded tiles are left out, and so are the true clusters that lie in no searched tile (completeness
-    over the searched sky, as surveys quote it; ``meta['NMASKTRU']`` counts them).
+    (`~deepcee_d2.survey.run.merged_candidates`: crowded-sky mask, red-sequence confirmation, merging): the
+    detections of crowded tiles are left out, and so are the true clusters that lie in no searched tile
+    (completeness over the searched sky, as surveys quote it; ``meta['NMASKTRU']`` counts them).
 
     Parameters
     ----------
@@ -193,8 +193,8 @@ def survey_false_rates(survey_dir, cfg, thresholds, truth=None, area=None, frame
         Thresholds below the tiles' floor; no area to be had; tiles masked whose centres the tile files do not
         record (written before the mask), so the searched sky is unknown.
     """
-    from ..survey.run import listable, tiles_of
-    from ..survey.tiling import crowded, field_coverage, inside_tiles, merge_detections, tile_geometry
+    from ..survey.run import merged_candidates, tiles_of
+    from ..survey.tiling import crowded, field_coverage, inside_tiles, tile_geometry
 
     survey = cfg.DEEPCEE.SURVEY
     detections, tiles, floor = read_tile_detections(survey_dir)
@@ -226,9 +226,7 @@ def survey_false_rates(survey_dir, cfg, thresholds, truth=None, area=None, frame
         else:
             raise ValueError(f"{survey_dir}: the catalogue records no searched area ({AREA_KEY}) for this mask; "
                              "give the area or the folder of frames the survey ran on")
-    cosmology = cosmology_from_cfg(cfg)
-    merged = merge_detections(detections[listable(detections, cfg)], survey.MERGE_RADIUS_KPC * u.kpc,
-                              survey.MIN_REDSHIFT, cosmology)
+    merged = merged_candidates(detections, cfg)
     n_masked_truth = 0
     if truth is not None and masked.any():
         truth = read_reference_catalog(truth, name="truth")
@@ -236,7 +234,7 @@ def survey_false_rates(survey_dir, cfg, thresholds, truth=None, area=None, frame
         truth, n_masked_truth = truth[searched], int(np.count_nonzero(~searched))
     evaluation = cfg.DEEPCEE.EVAL
     rates = false_rate_table(merged, area, thresholds, truth, radius=evaluation.CROSSMATCH_RADIUS_KPC * u.kpc,
-                             z_range=tuple(evaluation.CROSSMATCH_Z_RANGE), cosmology=cosmology)
+                             z_range=tuple(evaluation.CROSSMATCH_Z_RANGE), cosmology=cosmology_from_cfg(cfg))
     rates.meta["NMASKTRU"] = n_masked_truth
     return rates
 

@@ -405,14 +405,20 @@ def listable(detections, cfg):
     return keep
 
 
-def build_catalogue(detections, cfg, provenance=None):
-    """The candidate catalogue of a survey's detections (`collect_detections`): those that may be candidates
-    (`listable`) merged within the proper ``DEEPCEE.SURVEY.MERGE_RADIUS_KPC`` (`merge_detections`), candidates
-    scoring ``SCORE_THRESHOLD`` or more, ``provenance`` in its metadata."""
+def merged_candidates(detections, cfg):
+    """A survey's detections (`collect_detections`) that may be candidates (`listable`), merged within the
+    proper ``DEEPCEE.SURVEY.MERGE_RADIUS_KPC`` (`merge_detections`), at every score: the catalogue before its
+    score cut, which the false-candidate rates (`deepcee_d2.evaluation.purity`) cut at several."""
     survey = cfg.DEEPCEE.SURVEY
-    catalogue = merge_detections(detections[listable(detections, cfg)], survey.MERGE_RADIUS_KPC * u.kpc,
-                                 survey.MIN_REDSHIFT, cosmology_from_cfg(cfg))
-    catalogue = catalogue[np.asarray(catalogue["score"], dtype=float) >= survey.SCORE_THRESHOLD]
+    return merge_detections(detections[listable(detections, cfg)], survey.MERGE_RADIUS_KPC * u.kpc,
+                            survey.MIN_REDSHIFT, cosmology_from_cfg(cfg))
+
+
+def build_catalogue(detections, cfg, provenance=None):
+    """The candidate catalogue of a survey's detections (`collect_detections`): the `merged_candidates`
+    scoring ``DEEPCEE.SURVEY.SCORE_THRESHOLD`` or more, ``provenance`` in its metadata."""
+    catalogue = merged_candidates(detections, cfg)
+    catalogue = catalogue[np.asarray(catalogue["score"], dtype=float) >= cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD]
     catalogue.meta.update(provenance or {})
     return catalogue
 
