@@ -197,6 +197,11 @@ def add_deepcee_config(cfg):
     # confirmation"). The estimator's red sequence is SDSS g, r, i at 0.04 < z < 0.5 (REDSHIFT.Z_GRID): beyond
     # that, or for other imaging, set False (the network's candidates alone, the paper's method).
     _C.DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE = True
+    # Percolation: a cluster's bright members beyond MERGE_RADIUS_KPC can be detected on their own, and the red
+    # sequence under such a piece is the cluster's. Each tile's red-sequence peaks are tested against the richer
+    # clusters around them (redsequence.percolate): a piece loses its peak and, with REQUIRE_RED_SEQUENCE, is no
+    # candidate. Needs REDSHIFT.IN_SURVEY.
+    _C.DEEPCEE.SURVEY.PERCOLATE = True
     # Tile files keep every detection scoring at least this (or SCORE_THRESHOLD, when lower), so that the
     # false-candidate rate below SCORE_THRESHOLD can be measured from a run and the threshold changed without
     # rerunning the detector; the catalogue is cut at SCORE_THRESHOLD.

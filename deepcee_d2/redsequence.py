@@ -53,6 +53,11 @@ Liu 2012, ApJS 199, 34), calibrated on the red-sequence model the simulator draw
 5. **Catalogue columns** (`RedSequenceEstimator`, the one entry point of the survey and the evaluator): the
    photometry of one flux cutout, then an estimate at each detection in it, as the columns `ESTIMATE_COLUMNS`
    (`RedSequenceEstimate.as_row`).
+6. **Percolation** (`percolate`, a survey's tiles): a rich cluster's bright members far from its centre are
+   detected on their own, and the red sequence under such a piece is the cluster's outskirts. Each peak is
+   tested, in descending richness, against the richer clusters beyond the survey's merging radius: their
+   projected NFW profiles' share of its scan aperture is subtracted from its scan, and a piece is left without
+   a peak.
 
 **Where the background comes from.** A survey tile or a data-set image is not a blank field: the detector
 looks at clusters, a 2000-pixel tile (176 arcmin^2) holds about as many red-sequence galaxies of one cluster
@@ -80,7 +85,7 @@ its accuracy on real SDSS clusters (BENCHMARKS.md, "Redshift and richness").
 import functools
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import astropy.units as u
@@ -596,6 +601,23 @@ def _nfw_surface_density(x):
     return out
 
 
+def _disc_samples(photometry, centre_xy, radius):
+    """A polar grid over discs of ``radius`` ((m,) arcsec) around ``centre_xy`` (pixels): the unit disc's area
+    element (rho d rho d phi, (k,)), the samples' pixel positions (m, k) and whether each lies on imaged pixels
+    of the cutout (m, k)."""
+    rho = (np.arange(_COVERAGE_RADII) + 0.5) / _COVERAGE_RADII
+    phi = np.arange(_COVERAGE_ANGLES) * 2 * np.pi / _COVERAGE_ANGLES
+    unit_x = (rho[:, None] * np.cos(phi)[None, :]).ravel()
+    unit_y = (rho[:, None] * np.sin(phi)[None, :]).ravel()
+    x = centre_xy[0] + unit_x[None, :] * radius[:, None] / photometry.pixel_scale
+    y = centre_xy[1] + unit_y[None, :] * radius[:, None] / photometry.pixel_scale
+    ny, nx = photometry.shape
+    inside = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
+    if photometry.covered is not None:  # and imaged
+        inside &= covered_at(photometry.covered, x, y)
+    return np.repeat(rho, _COVERAGE_ANGLES), x, y, inside
+
+
 def aperture_coverage(photometry, centre_xy, radius, scale_radius=None):
     """Fraction of circular apertures around ``centre_xy`` that lies inside the image, on imaged pixels.
 
@@ -616,19 +638,7 @@ def aperture_coverage(photometry, centre_xy, radius, scale_radius=None):
     (m,) array
     """
     radius = np.atleast_1d(radius.to_value(u.arcsec))
-    x0, y0 = centre_xy
-    scale = photometry.pixel_scale
-    rho = (np.arange(_COVERAGE_RADII) + 0.5) / _COVERAGE_RADII
-    phi = np.arange(_COVERAGE_ANGLES) * 2 * np.pi / _COVERAGE_ANGLES
-    unit_x = (rho[:, None] * np.cos(phi)[None, :]).ravel()
-    unit_y = (rho[:, None] * np.sin(phi)[None, :]).ravel()
-    area = np.repeat(rho, _COVERAGE_ANGLES)  # polar area element, rho d rho d phi
-    ny, nx = photometry.shape
-    x = x0 + unit_x[None, :] * radius[:, None] / scale
-    y = y0 + unit_y[None, :] * radius[:, None] / scale
-    inside = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
-    if photometry.covered is not None:  # and imaged
-        inside &= covered_at(photometry.covered, x, y)
+    area, _, _, inside = _disc_samples(photometry, centre_xy, radius)
     weight = np.broadcast_to(area, inside.shape)
     if scale_radius is not None:
         r_s = np.atleast_1d(scale_radius.to_value(u.arcsec))
@@ -656,6 +666,8 @@ class RedSequenceEstimate:
         The scan's excess over its noise at the peak.
     has_peak : bool
         Whether the significance reaches ``min_significance``; when false, z and richness mean little.
+    scan_excess, scan_noise : (m,) array
+        The scan's background-subtracted count and its noise at every trial z (`percolate` compares them).
     """
 
     z: float
@@ -665,6 +677,8 @@ class RedSequenceEstimate:
     n_red: float
     significance: float
     has_peak: bool
+    scan_excess: np.ndarray = field(default=None, repr=False, compare=False)
+    scan_noise: np.ndarray = field(default=None, repr=False, compare=False)
 
     def as_row(self):
         """The catalogue columns (`ESTIMATE_COLUMNS`): ``z_est``, ``z_err``, ``richness`` (NaN without a
@@ -779,7 +793,8 @@ def estimate_redshift_richness(photometry, centre, cosmology, background, settin
     return RedSequenceEstimate(z=z, z_err=z_err, richness=float(richness),
                                members=float(members), n_red=scan_at_z,
                                significance=float(significance[peak]),
-                               has_peak=bool(significance[peak] >= settings.min_significance))
+                               has_peak=bool(significance[peak] >= settings.min_significance),
+                               scan_excess=excess, scan_noise=noise)
 
 
 def _refine(sources, separation, background, z, photometry, centre_xy, settings, cosmology):
@@ -809,6 +824,78 @@ def _refine(sources, separation, background, z, photometry, centre_xy, settings,
     within = trial[-2.0 * (log_likelihood - log_likelihood[best]) <= 1.0]
     z_err = max((within.max() - within.min()) / 2.0, _REFINE_STEP / 2)
     return float(trial[best]), float(z_err)
+
+
+def _profile_in_circles(photometry, profile_xy, scale_radius, circle_xy, radius):
+    """A projected NFW profile of ``scale_radius`` (arcsec) centred at ``profile_xy`` (pixels), integrated over
+    the imaged part of circles of ``radius`` ((m,) arcsec) around ``circle_xy``; arbitrary normalisation."""
+    area, x, y, inside = _disc_samples(photometry, circle_xy, radius)
+    distance = np.hypot(x - profile_xy[0], y - profile_xy[1]) * photometry.pixel_scale / scale_radius
+    return (_nfw_surface_density(distance) * area[None, :] * radius[:, None] ** 2 * inside).sum(axis=1)
+
+
+def percolate(photometry, centres, estimates, merge_radius, cosmology, settings):
+    """The estimates of a cutout's detections, each red-sequence peak tested against the richer clusters
+    around it.
+
+    A cluster's bright members far from its centre can be detected on their own, beyond the survey's merging
+    radius; the red sequence under such a piece is the cluster's outskirts, so it would be confirmed and listed.
+    As redMaPPer percolates its catalogue, the detections with a peak are taken in descending richness (the
+    estimate extrapolated to r200, so less cut by the cutout's edges than the scan; ties by the scan's peak
+    excess); from each one's scan (its background-subtracted count at every trial z) is subtracted what
+    every richer cluster already kept, more than ``merge_radius`` (proper, at that cluster's z) away, puts into
+    its aperture: that cluster's own scan, times the share of its projected NFW profile (r200 of its richness)
+    in this aperture over the share in its own (imaged parts only). The peak and significance are then those
+    of what is left. A piece's scan is mostly its cluster's profile and loses its peak; a neighbour cluster
+    keeps its own concentrated members, and one at another redshift loses nothing at its own. Detections within
+    ``merge_radius`` of each other are one cluster: the survey merges them, and none subtracts another. z and
+    richness stay those of the detection's own estimate.
+
+    Parameters
+    ----------
+    photometry : `Photometry`
+    centres : `~astropy.coordinates.SkyCoord`
+        The detections.
+    estimates : list of `RedSequenceEstimate` or None
+        Their own estimates (`estimate_redshift_richness`; None where there is none).
+    merge_radius : `~astropy.units.Quantity` [length]
+    cosmology : `~astropy.cosmology.FLRW`
+    settings : `RedSequenceSettings`
+
+    Returns
+    -------
+    list of `RedSequenceEstimate` or None
+    """
+    result = list(estimates)
+    peaked = [k for k, estimate in enumerate(estimates) if estimate is not None and estimate.has_peak]
+    order = sorted(peaked, key=lambda k: (-estimates[k].richness, -float(np.max(estimates[k].scan_excess))))
+    pixels = np.transpose(photometry.wcs.world_to_pixel(centres))
+    scan_angle = settings.scan_radius.to_value(u.kpc) / _proper_per_arcsec(settings.z_grid, cosmology)
+    clusters = []  # the richest kept detection of each cluster
+    for k in order:
+        estimate = estimates[k]
+        contamination = np.zeros(len(settings.z_grid))
+        same_cluster = False
+        for a in clusters:
+            richer = estimates[a]
+            per_arcsec = _proper_per_arcsec(richer.z, cosmology)
+            if centres[a].separation(centres[k]).to_value(u.arcsec) * per_arcsec <= merge_radius.to_value(u.kpc):
+                same_cluster = True
+                continue
+            scale_radius = r200_from_richness(max(richer.richness, 1.0)).to_value(u.kpc) / per_arcsec / CONCENTRATION
+            own = _profile_in_circles(photometry, pixels[a], scale_radius, pixels[a], scan_angle)
+            here = _profile_in_circles(photometry, pixels[a], scale_radius, pixels[k], scan_angle)
+            share = np.divide(here, own, out=np.zeros_like(here), where=own > 0)
+            contamination += share * np.clip(richer.scan_excess, 0.0, None)
+        left = estimate.scan_excess - contamination
+        peak = int(np.argmax(left))
+        noise = estimate.scan_noise[peak]
+        significance = float(left[peak] / noise) if noise > 0 else 0.0
+        has_peak = significance >= settings.min_significance
+        result[k] = replace(estimate, significance=significance, has_peak=has_peak)
+        if has_peak and not same_cluster:
+            clusters.append(k)
+    return result
 
 
 def deredden(photometry, ebv):
@@ -883,7 +970,7 @@ class RedSequenceEstimator:
             logger.warning(message)
         return messages
 
-    def estimate(self, images, wcs, ra, dec, source="image", covered=None):
+    def estimate(self, images, wcs, ra, dec, source="image", covered=None, merge_radius=None):
         """The `ESTIMATE_COLUMNS` of detections at ``(ra, dec)`` in one flux cutout.
 
         The photometry is measured once (and not at all without detections). A detection outside the cutout,
@@ -902,6 +989,9 @@ class RedSequenceEstimator:
             Name of the cutout in messages.
         covered : (ny, nx) bool array, optional
             The imaged pixels (`deepcee_d2.data.frames.Cutout.covered`); None: all.
+        merge_radius : `~astropy.units.Quantity` [length], optional
+            Test each red-sequence peak against the richer clusters beyond this proper radius (`percolate`): a
+            survey's catalogue. None: each detection on its own (the evaluator's, of one true cluster).
 
         Returns
         -------
@@ -922,16 +1012,22 @@ class RedSequenceEstimator:
             logger.warning("%s: no redshift or richness for its %d detections: %s", source, len(ra), error)
             return table
         table.meta[SOURCE_DENSITY_KEY] = photometry.source_density
-        for index, centre in enumerate(SkyCoord(ra * u.deg, dec * u.deg)):
+        centres = SkyCoord(ra * u.deg, dec * u.deg)
+        estimates = []
+        for index, centre in enumerate(centres):
             try:
-                row = estimate_redshift_richness(photometry, centre, self.cosmology, self.background,
-                                                 self.settings).as_row()
+                estimates.append(estimate_redshift_richness(photometry, centre, self.cosmology, self.background,
+                                                            self.settings))
             except ValueError as error:  # the centre lies outside the cutout
                 logger.warning("%s: no redshift or richness at RA %.5f, Dec %.5f: %s", source, ra[index],
                                dec[index], error)
-                continue
-            for name in ESTIMATE_COLUMNS:
-                table[name][index] = row[name]
+                estimates.append(None)
+        if merge_radius is not None:
+            estimates = percolate(photometry, centres, estimates, merge_radius, self.cosmology, self.settings)
+        for index, estimate in enumerate(estimates):
+            if estimate is not None:
+                for name, value in estimate.as_row().items():
+                    table[name][index] = value
         return table
 
     def photometry(self, images, wcs, source="image", covered=None):

@@ -5,7 +5,7 @@ import astropy.units as u
 import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
-from astropy.table import Table
+from astropy.table import Table, vstack
 from astropy.wcs import WCS
 from detectron2.config import get_cfg
 
@@ -15,9 +15,10 @@ from deepcee_d2.dust import EXTINCTION_PER_EBV, galactic_reddening
 from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, RICHNESS_Z_PIVOT, SOURCE_DENSITY_KEY, Photometry,
                                     RedSequenceEstimator, RedSequenceSettings, aperture_coverage, deredden,
                                     detected_source_density, estimate_redshift_richness, measure_background,
-                                    measure_photometry, read_background, red_sequence_weights, richness_members,
-                                    write_background)
+                                    measure_photometry, percolate, read_background, red_sequence_weights,
+                                    richness_members, write_background)
 from deepcee_d2.synthetic import render
+from deepcee_d2.synthetic.clusters import MAX_RADIUS_R200, projected_fraction, r200_from_richness
 from deepcee_d2.synthetic.colours import m_star, red_sequence
 from deepcee_d2.synthetic.field import make_field
 from conftest import write_sfd_like_map
@@ -67,10 +68,10 @@ def test_blank_field_has_no_red_sequence_peak(settings, background):
     assert np.isnan([row["z_est"], row["z_err"], row["richness"]]).all() and not row["rs_peak"]
 
 
-def catalogue_photometry(z, luminosity, offset_kpc, colour_offset=0.0, size=1000, seed=0):
+def catalogue_photometry(z, luminosity, offset_kpc, colour_offset=0.0, size=1000, seed=0, east_kpc=0.0):
     """A hand-made `Photometry`: galaxies of ``luminosity`` (L*, r band) at ``z`` on the red sequence's ridge
-    line (g - r shifted by ``colour_offset``), ``offset_kpc`` (proper) from `CENTRE` in random directions, on
-    a ``size`` px image of 0.396" pixels centred on `CENTRE`."""
+    line (g - r shifted by ``colour_offset``), ``offset_kpc`` (proper) in random directions from a point
+    ``east_kpc`` east of `CENTRE`, on a ``size`` px image of 0.396" pixels centred on `CENTRE`."""
     wcs = WCS(naxis=2)
     wcs.wcs.ctype, wcs.wcs.crval = ["RA---TAN", "DEC--TAN"], [CENTRE.ra.deg, CENTRE.dec.deg]
     wcs.wcs.crpix, wcs.wcs.cdelt = [(size + 1) / 2] * 2, [-0.396 / 3600, 0.396 / 3600]
@@ -82,6 +83,7 @@ def catalogue_photometry(z, luminosity, offset_kpc, colour_offset=0.0, size=1000
     radius = (np.asarray(offset_kpc, dtype=float) * u.kpc
               / DEFAULT_COSMOLOGY.kpc_proper_per_arcmin(z)).to_value(u.arcsec)
     x0, y0 = wcs.world_to_pixel(CENTRE)
+    x0 = x0 - east_pixels(east_kpc, z)
     x, y = x0 + radius * np.cos(angle) / 0.396, y0 + radius * np.sin(angle) / 0.396
     sky = wcs.pixel_to_world(x, y)
     n = len(r_mag)
@@ -89,6 +91,11 @@ def catalogue_photometry(z, luminosity, offset_kpc, colour_offset=0.0, size=1000
                      "g_r": g_r + colour_offset, "r_i": r_i, "g_r_err": np.full(n, 0.01), "r_i_err": np.full(n, 0.01),
                      "r_mag_err": np.full(n, 0.01)})
     return Photometry(sources, wcs, (size, size))
+
+
+def east_pixels(kpc, z):
+    """0.396" pixels spanned by ``kpc`` (proper) at ``z``."""
+    return (kpc * u.kpc / DEFAULT_COSMOLOGY.kpc_proper_per_arcmin(z)).to_value(u.arcsec) / 0.396
 
 
 def empty_background(settings):
@@ -388,3 +395,35 @@ def test_real_imaging_with_the_synthetic_calibration_is_warned_of(settings, back
     assert plain.calibration_warnings(make_source("skyview"))[0].startswith("skyview imaging")
     calibrated = RedSequenceEstimator(settings, DEFAULT_COSMOLOGY, background, str(tmp_path / "sfd"), "sdss.ecsv")
     assert calibrated.calibration_warnings(real) == []
+
+
+@pytest.mark.parametrize("neighbour_z", [0.15, 0.3])
+def test_percolation_takes_the_peak_of_a_piece_of_a_richer_cluster_but_not_of_a_neighbour(settings, neighbour_z):
+    """A rich z = 0.15 cluster (150 members drawn from its projected NFW profile), a poorer cluster 900 kpc
+    west of it (25 members within 300 kpc) at the same or another z, and detections on both, one 100 kpc from
+    the rich one's centre (the same cluster, detected twice) and one 700 kpc east of it on its outskirts (a
+    piece). On their own, all four show a red sequence; percolated, the piece does not, and nothing else
+    changes. No background: every red-sequence galaxy is a member."""
+    z, size = 0.15, 6000
+    rng = np.random.default_rng(3)
+    grid = np.linspace(0.0, MAX_RADIUS_R200, 2001)
+    cumulative = projected_fraction(grid)
+    radii = np.interp(rng.uniform(0.0, cumulative[-1], 150), cumulative, grid) * r200_from_richness(60).to_value(u.kpc)
+    rich = catalogue_photometry(z, np.ones(len(radii)), radii, size=size, seed=1)
+    neighbour = catalogue_photometry(neighbour_z, np.ones(25), rng.uniform(20.0, 300.0, 25), size=size, seed=2,
+                                     east_kpc=-900.0)
+    photometry = Photometry(vstack([rich.sources, neighbour.sources]), rich.wcs, rich.shape)
+    x0, y0 = rich.wcs.world_to_pixel(CENTRE)
+    east = [0.0, 100.0, 700.0]  # the rich cluster's centre, a second detection of it, the piece
+    centres = rich.wcs.pixel_to_world([x0 - east_pixels(kpc, z) for kpc in east] + [x0 + east_pixels(900.0, neighbour_z)],
+                                      [y0] * 4)
+    alone = [estimate_redshift_richness(photometry, centre, DEFAULT_COSMOLOGY, empty_background(settings), settings)
+             for centre in centres]
+    assert all(estimate.has_peak for estimate in alone)
+    percolated = percolate(photometry, centres, alone, 500 * u.kpc, DEFAULT_COSMOLOGY, settings)
+    assert [estimate.has_peak for estimate in percolated] == [True, True, False, True]
+    assert percolated[2].significance < 1.0 < settings.min_significance < alone[2].significance
+    # The neighbour keeps its redshift; z and richness are each detection's own.
+    assert percolated[3].z == pytest.approx(neighbour_z, abs=0.02)
+    assert [(e.z, e.richness) for e in percolated] == [(e.z, e.richness) for e in alone]
+    assert percolate(photometry, centres, [None] + alone[1:], 500 * u.kpc, DEFAULT_COSMOLOGY, settings)[0] is None

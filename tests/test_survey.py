@@ -26,7 +26,7 @@ from deepcee_d2.data.frames import LocalFITSSource, read_frame_header
 from deepcee_d2.engine import Trainer
 from deepcee_d2.redsequence import ESTIMATE_COLUMNS, SOURCE_DENSITY_KEY
 from deepcee_d2.survey.outputs import red_sequence_text
-from deepcee_d2.survey.run import ImagingSpec, find_clusters
+from deepcee_d2.survey.run import ImagingSpec, find_clusters, job_from_cfg
 from deepcee_d2.survey.tiling import (
     crowded, field_coverage, field_name, frame_tiles, inside_tiles, merge_detections, plan_folder_tiles, plan_region_tiles,
     tile_centres_1d, tile_geometry,
@@ -463,6 +463,15 @@ def test_red_sequence_confirmation_lists_only_detections_with_a_peak(tiny_survey
     rates = survey_false_rates(tmp_path / "run", cfg, [0.5], area=1.0)
     assert list(rates["n_candidates"]) == [len(confirmed.catalogue)]
     assert list(survey_false_rates(tmp_path / "run", survey_cfg(), [0.5], area=1.0)["n_candidates"]) == [len(one.catalogue)]
+
+
+def test_tiles_percolate_at_the_merging_radius_unless_switched_off(tmp_path):
+    """A tile's red-sequence peaks are tested against richer clusters beyond the survey's merging radius
+    (`deepcee_d2.redsequence.percolate`, tested there); DEEPCEE.SURVEY.PERCOLATE False estimates each alone."""
+    on = job_from_cfg(survey_cfg(), None, tmp_path, detector=BrightestBlobDetector())
+    off = job_from_cfg(survey_cfg("DEEPCEE.SURVEY.PERCOLATE", "False"), None, tmp_path, detector=BrightestBlobDetector())
+    assert on.redshift is not None and on.percolate_radius == 25.0 * u.kpc
+    assert off.redshift is not None and off.percolate_radius is None
 
 
 def test_tiles_without_a_source_density_are_named_when_masking(tiny_survey, blob_run, tmp_path, caplog):

@@ -98,6 +98,7 @@ class SurveyJob:
     tiles_dir: str
     reference_band: str = "r"
     redshift: object = None  # a deepcee_d2.redsequence.RedSequenceEstimator, or None: no z and richness columns
+    percolate_radius: object = None  # Quantity: red-sequence peaks tested against richer clusters beyond it
 
 
 def tile_result_path(job, tile):
@@ -172,7 +173,7 @@ def process_tile(tile, job):
 
         source = f"tile {tile.tile_id} ({cutout.source})"
         table = hstack([table, job.redshift.estimate(cutout.images, cutout.wcs, table["ra"], table["dec"], source,
-                                                     cutout.covered)])
+                                                     cutout.covered, job.percolate_radius)])
         if not len(table):  # the crowded-sky mask needs every tile's crowding, with detections or not
             table.meta[SOURCE_DENSITY_KEY] = job.redshift.source_density(cutout.images, cutout.wcs, source,
                                                                          cutout.covered)
@@ -440,7 +441,7 @@ class SurveyResult:
 
 def job_from_cfg(cfg, imaging, output_dir, detector=None):
     """The `SurveyJob` of a Deep-CEE config: tile size (`survey_tile_sizes`), colour and score threshold; the
-    red-sequence estimator when ``DEEPCEE.REDSHIFT.IN_SURVEY``."""
+    red-sequence estimator when ``DEEPCEE.REDSHIFT.IN_SURVEY``, percolating with ``DEEPCEE.SURVEY.PERCOLATE``."""
     from ..redsequence import RedSequenceEstimator  # imports galsim and sep: not at module import
 
     tile_size, network_size = survey_tile_sizes(cfg)
@@ -448,7 +449,9 @@ def job_from_cfg(cfg, imaging, output_dir, detector=None):
                      colour=ColourSettings.from_cfg(cfg), cutout_size=tile_size,
                      pixel_scale=cfg.DEEPCEE.COLOUR.PIXEL_SCALE, network_size=network_size,
                      score_threshold=tile_score_floor(cfg), tiles_dir=str(Path(output_dir) / "tiles"),
-                     redshift=RedSequenceEstimator.from_cfg(cfg) if cfg.DEEPCEE.REDSHIFT.IN_SURVEY else None)
+                     redshift=RedSequenceEstimator.from_cfg(cfg) if cfg.DEEPCEE.REDSHIFT.IN_SURVEY else None,
+                     percolate_radius=cfg.DEEPCEE.SURVEY.MERGE_RADIUS_KPC * u.kpc if cfg.DEEPCEE.SURVEY.PERCOLATE
+                     else None)
 
 
 def tile_score_floor(cfg):
