@@ -198,9 +198,10 @@ def add_deepcee_config(cfg):
     # that, or for other imaging, set False (the network's candidates alone, the paper's method).
     _C.DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE = True
     # Percolation: a cluster's bright members beyond MERGE_RADIUS_KPC can be detected on their own, and the red
-    # sequence under such a piece is the cluster's. Each tile's red-sequence peaks are tested against the richer
-    # clusters around them (redsequence.percolate): a piece loses its peak and, with REQUIRE_RED_SEQUENCE, is no
-    # candidate. Needs REDSHIFT.IN_SURVEY.
+    # sequence under such a piece is the cluster's. When the catalogue is built, every red-sequence peak is
+    # tested against the richer clusters around it (redsequence.percolate, from the scans the tiles keep): a
+    # piece loses its peak and, with REQUIRE_RED_SEQUENCE, is no candidate. Needs REDSHIFT.IN_SURVEY; a change
+    # reuses the tiles.
     _C.DEEPCEE.SURVEY.PERCOLATE = True
     # Tile files keep every detection scoring at least this (or SCORE_THRESHOLD, when lower), so that the
     # false-candidate rate below SCORE_THRESHOLD can be measured from a run and the threshold changed without

@@ -53,11 +53,11 @@ Liu 2012, ApJS 199, 34), calibrated on the red-sequence model the simulator draw
 5. **Catalogue columns** (`RedSequenceEstimator`, the one entry point of the survey and the evaluator): the
    photometry of one flux cutout, then an estimate at each detection in it, as the columns `ESTIMATE_COLUMNS`
    (`RedSequenceEstimate.as_row`).
-6. **Percolation** (`percolate`, a survey's tiles): a rich cluster's bright members far from its centre are
-   detected on their own, and the red sequence under such a piece is the cluster's outskirts. Each peak is
-   tested, in descending richness, against the richer clusters beyond the survey's merging radius: their
-   projected NFW profiles' share of its scan aperture is subtracted from its scan, and a piece is left without
-   a peak.
+6. **Percolation** (`percolate`, a survey's detections of all tiles): a rich cluster's bright members far from
+   its centre are detected on their own, and the red sequence under such a piece is the cluster's outskirts.
+   Each peak is tested, in descending richness, against the richer clusters beyond the survey's merging
+   radius: their projected NFW profiles' share of its scan aperture is subtracted from its scan, and a piece
+   is left without a peak.
 
 **Where the background comes from.** A survey tile or a data-set image is not a blank field: the detector
 looks at clusters, a 2000-pixel tile (176 arcmin^2) holds about as many red-sequence galaxies of one cluster
@@ -101,7 +101,7 @@ from .data.colour import check_band_images
 from .data.frames import covered_at
 from .dust import EXTINCTION_PER_EBV, check_dust_map, galactic_reddening
 from .io import atomic_output
-from .synthetic.clusters import CONCENTRATION, projected_fraction, r200_from_richness
+from .synthetic.clusters import CONCENTRATION, MAX_RADIUS_R200, projected_fraction, r200_from_richness
 from .synthetic.colours import m_star, red_sequence, red_sequence_scatter
 from .synthetic.instrument import nanomaggies_to_mag
 
@@ -136,6 +136,8 @@ _RICHNESS_START, _RICHNESS_TOLERANCE, _RICHNESS_ITERATIONS = 20.0, 1e-3, 20
 RICHNESS_Z_PIVOT = 0.2
 # Catalogue columns of an estimate (`RedSequenceEstimate.as_row`), in order.
 ESTIMATE_COLUMNS = ("z_est", "z_err", "richness", "rs_significance", "rs_peak")
+# The redshift scan of each estimate, per trial z, which a survey's tiles keep for `percolate`.
+SCAN_COLUMNS = ("scan_excess", "scan_noise")
 # `RedSequenceEstimator.estimate` puts the cutout's `Photometry.source_density` in its table's meta under this key.
 SOURCE_DENSITY_KEY = "SOURCE_DENSITY"
 _NO_ESTIMATE = dict(zip(ESTIMATE_COLUMNS, (math.nan,) * 4 + (False,)))
@@ -601,21 +603,14 @@ def _nfw_surface_density(x):
     return out
 
 
-def _disc_samples(photometry, centre_xy, radius):
-    """A polar grid over discs of ``radius`` ((m,) arcsec) around ``centre_xy`` (pixels): the unit disc's area
-    element (rho d rho d phi, (k,)), the samples' pixel positions (m, k) and whether each lies on imaged pixels
-    of the cutout (m, k)."""
+def _unit_disc():
+    """A polar grid over the unit disc: radii rho (k,), the samples' x and y (k,); rho is also the area
+    element's weight (rho d rho d phi)."""
     rho = (np.arange(_COVERAGE_RADII) + 0.5) / _COVERAGE_RADII
     phi = np.arange(_COVERAGE_ANGLES) * 2 * np.pi / _COVERAGE_ANGLES
     unit_x = (rho[:, None] * np.cos(phi)[None, :]).ravel()
     unit_y = (rho[:, None] * np.sin(phi)[None, :]).ravel()
-    x = centre_xy[0] + unit_x[None, :] * radius[:, None] / photometry.pixel_scale
-    y = centre_xy[1] + unit_y[None, :] * radius[:, None] / photometry.pixel_scale
-    ny, nx = photometry.shape
-    inside = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
-    if photometry.covered is not None:  # and imaged
-        inside &= covered_at(photometry.covered, x, y)
-    return np.repeat(rho, _COVERAGE_ANGLES), x, y, inside
+    return np.repeat(rho, _COVERAGE_ANGLES), unit_x, unit_y
 
 
 def aperture_coverage(photometry, centre_xy, radius, scale_radius=None):
@@ -638,7 +633,15 @@ def aperture_coverage(photometry, centre_xy, radius, scale_radius=None):
     (m,) array
     """
     radius = np.atleast_1d(radius.to_value(u.arcsec))
-    area, _, _, inside = _disc_samples(photometry, centre_xy, radius)
+    x0, y0 = centre_xy
+    scale = photometry.pixel_scale
+    area, unit_x, unit_y = _unit_disc()
+    ny, nx = photometry.shape
+    x = x0 + unit_x[None, :] * radius[:, None] / scale
+    y = y0 + unit_y[None, :] * radius[:, None] / scale
+    inside = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
+    if photometry.covered is not None:  # and imaged
+        inside &= covered_at(photometry.covered, x, y)
     weight = np.broadcast_to(area, inside.shape)
     if scale_radius is not None:
         r_s = np.atleast_1d(scale_radius.to_value(u.arcsec))
@@ -826,76 +829,96 @@ def _refine(sources, separation, background, z, photometry, centre_xy, settings,
     return float(trial[best]), float(z_err)
 
 
-def _profile_in_circles(photometry, profile_xy, scale_radius, circle_xy, radius):
-    """A projected NFW profile of ``scale_radius`` (arcsec) centred at ``profile_xy`` (pixels), integrated over
-    the imaged part of circles of ``radius`` ((m,) arcsec) around ``circle_xy``; arbitrary normalisation."""
-    area, x, y, inside = _disc_samples(photometry, circle_xy, radius)
-    distance = np.hypot(x - profile_xy[0], y - profile_xy[1]) * photometry.pixel_scale / scale_radius
-    return (_nfw_surface_density(distance) * area[None, :] * radius[:, None] ** 2 * inside).sum(axis=1)
+def _profile_share(offset, scale_radius, radius):
+    """Share of a projected NFW profile (``scale_radius``, arcsec) in circles of ``radius`` ((m,) arcsec)
+    ``offset`` arcsec from its centre, over its share in the same circles at its centre."""
+    area, unit_x, unit_y = _unit_disc()
+    x, y = unit_x[None, :] * radius[:, None], unit_y[None, :] * radius[:, None]
+    own = (_nfw_surface_density(np.hypot(x, y) / scale_radius) * area).sum(axis=1)
+    here = (_nfw_surface_density(np.hypot(x + offset, y) / scale_radius) * area).sum(axis=1)
+    return here / own
 
 
-def percolate(photometry, centres, estimates, merge_radius, cosmology, settings):
-    """The estimates of a cutout's detections, each red-sequence peak tested against the richer clusters
-    around it.
+def percolate(detections, merge_radius, cosmology, settings):
+    """A survey's detections with each red-sequence peak tested against the richer clusters around it.
 
     A cluster's bright members far from its centre can be detected on their own, beyond the survey's merging
     radius; the red sequence under such a piece is the cluster's outskirts, so it would be confirmed and listed.
     As redMaPPer percolates its catalogue, the detections with a peak are taken in descending richness (the
-    estimate extrapolated to r200, so less cut by the cutout's edges than the scan; ties by the scan's peak
-    excess); from each one's scan (its background-subtracted count at every trial z) is subtracted what
-    every richer cluster already kept, more than ``merge_radius`` (proper, at that cluster's z) away, puts into
-    its aperture: that cluster's own scan, times the share of its projected NFW profile (r200 of its richness)
-    in this aperture over the share in its own (imaged parts only). The peak and significance are then those
-    of what is left. A piece's scan is mostly its cluster's profile and loses its peak; a neighbour cluster
-    keeps its own concentrated members, and one at another redshift loses nothing at its own. Detections within
-    ``merge_radius`` of each other are one cluster: the survey merges them, and none subtracts another. z and
-    richness stay those of the detection's own estimate.
+    estimate extrapolated to r200, so less cut by a tile's edges than the scan; ties by the scan's peak
+    excess). From each one's scan (``scan_excess``: the background-subtracted count at every trial z) is
+    subtracted what every richer cluster already kept, more than ``merge_radius`` (proper, at that cluster's
+    z) away, puts into its aperture: that cluster's own scan times the share of its projected NFW profile
+    (r200 of its richness) in this aperture over the share in its own. The peak and significance are then
+    those of what is left. A piece's scan is mostly its cluster's profile and loses its peak; a neighbour
+    cluster keeps its own concentrated members, and one at another redshift loses little at its own.
+    Detections within ``merge_radius`` of each other are one cluster (the survey merges them): none subtracts
+    another. Every tile's detections take part, so a piece and its cluster may lie in different tiles.
 
     Parameters
     ----------
-    photometry : `Photometry`
-    centres : `~astropy.coordinates.SkyCoord`
-        The detections.
-    estimates : list of `RedSequenceEstimate` or None
-        Their own estimates (`estimate_redshift_richness`; None where there is none).
+    detections : `~astropy.table.Table`
+        ``ra``, ``dec`` and the estimator's columns (`ESTIMATE_COLUMNS` and `SCAN_COLUMNS`, as
+        `RedSequenceEstimator.estimate` gives them).
     merge_radius : `~astropy.units.Quantity` [length]
     cosmology : `~astropy.cosmology.FLRW`
     settings : `RedSequenceSettings`
+        Those of the estimates (their trial redshifts).
 
     Returns
     -------
-    list of `RedSequenceEstimate` or None
+    `~astropy.table.Table`
+        A copy, with ``rs_significance`` and ``rs_peak`` of what is left, and no z or richness where no peak
+        is left (`RedSequenceEstimate.as_row`).
     """
-    result = list(estimates)
-    peaked = [k for k, estimate in enumerate(estimates) if estimate is not None and estimate.has_peak]
-    order = sorted(peaked, key=lambda k: (-estimates[k].richness, -float(np.max(estimates[k].scan_excess))))
-    pixels = np.transpose(photometry.wcs.world_to_pixel(centres))
+    table = Table(detections, copy=True)
+    peaked = np.flatnonzero(np.asarray(table["rs_peak"], dtype=bool))
+    if len(peaked) < 2:
+        return table
+    excess = np.asarray(table["scan_excess"], dtype=float)
+    noise = np.asarray(table["scan_noise"], dtype=float)
+    if excess.shape[1:] != settings.z_grid.shape:
+        raise ValueError(f"scan_excess: {excess.shape[1:]} trial redshifts, the settings have {len(settings.z_grid)}")
+    z, richness = np.asarray(table["z_est"], dtype=float), np.asarray(table["richness"], dtype=float)
+    coords = SkyCoord(np.asarray(table["ra"], dtype=float), np.asarray(table["dec"], dtype=float), unit=u.deg)
+    per_arcsec = np.full(len(table), np.nan)
+    per_arcsec[peaked] = _proper_per_arcsec(z[peaked], cosmology)
+    scale_radius = np.full(len(table), np.nan)  # arcsec
+    scale_radius[peaked] = (r200_from_richness(np.maximum(richness[peaked], 1.0)).to_value(u.kpc)
+                            / per_arcsec[peaked] / CONCENTRATION)
     scan_angle = settings.scan_radius.to_value(u.kpc) / _proper_per_arcsec(settings.z_grid, cosmology)
-    clusters = []  # the richest kept detection of each cluster
+    # Clusters further apart than the richer one's members reach (MAX_RADIUS_R200 r200) plus the widest scan
+    # never touch: only pairs closer than that are compared.
+    reach = MAX_RADIUS_R200 * CONCENTRATION * np.nanmax(scale_radius) + scan_angle.max()
+    first, second, separation, _ = coords[peaked].search_around_sky(coords[peaked], reach * u.arcsec)
+    neighbours = {}
+    for i, j, angle in zip(peaked[first], peaked[second], separation.to_value(u.arcsec)):
+        if i != j:
+            neighbours.setdefault(int(j), []).append((int(i), float(angle)))
+    order = sorted(peaked, key=lambda k: (-richness[k], -float(np.max(excess[k]))))
+    is_cluster = np.zeros(len(table), dtype=bool)  # the richest kept detection of each cluster
+    significance = np.asarray(table["rs_significance"], dtype=float).copy()
+    has_peak = np.asarray(table["rs_peak"], dtype=bool).copy()
     for k in order:
-        estimate = estimates[k]
         contamination = np.zeros(len(settings.z_grid))
         same_cluster = False
-        for a in clusters:
-            richer = estimates[a]
-            per_arcsec = _proper_per_arcsec(richer.z, cosmology)
-            if centres[a].separation(centres[k]).to_value(u.arcsec) * per_arcsec <= merge_radius.to_value(u.kpc):
+        for a, angle in neighbours.get(int(k), []):
+            if not is_cluster[a]:
+                continue
+            if angle * per_arcsec[a] <= merge_radius.to_value(u.kpc):
                 same_cluster = True
                 continue
-            scale_radius = r200_from_richness(max(richer.richness, 1.0)).to_value(u.kpc) / per_arcsec / CONCENTRATION
-            own = _profile_in_circles(photometry, pixels[a], scale_radius, pixels[a], scan_angle)
-            here = _profile_in_circles(photometry, pixels[a], scale_radius, pixels[k], scan_angle)
-            share = np.divide(here, own, out=np.zeros_like(here), where=own > 0)
-            contamination += share * np.clip(richer.scan_excess, 0.0, None)
-        left = estimate.scan_excess - contamination
+            contamination += _profile_share(angle, scale_radius[a], scan_angle) * np.clip(excess[a], 0.0, None)
+        left = excess[k] - contamination
         peak = int(np.argmax(left))
-        noise = estimate.scan_noise[peak]
-        significance = float(left[peak] / noise) if noise > 0 else 0.0
-        has_peak = significance >= settings.min_significance
-        result[k] = replace(estimate, significance=significance, has_peak=has_peak)
-        if has_peak and not same_cluster:
-            clusters.append(k)
-    return result
+        significance[k] = left[peak] / noise[k, peak] if noise[k, peak] > 0 else 0.0
+        has_peak[k] = significance[k] >= settings.min_significance
+        is_cluster[k] = has_peak[k] and not same_cluster
+    table["rs_significance"] = significance
+    table["rs_peak"] = has_peak
+    for name in ("z_est", "z_err", "richness"):
+        table[name][~has_peak] = np.nan
+    return table
 
 
 def deredden(photometry, ebv):
@@ -970,7 +993,7 @@ class RedSequenceEstimator:
             logger.warning(message)
         return messages
 
-    def estimate(self, images, wcs, ra, dec, source="image", covered=None, merge_radius=None):
+    def estimate(self, images, wcs, ra, dec, source="image", covered=None):
         """The `ESTIMATE_COLUMNS` of detections at ``(ra, dec)`` in one flux cutout.
 
         The photometry is measured once (and not at all without detections). A detection outside the cutout,
@@ -989,18 +1012,20 @@ class RedSequenceEstimator:
             Name of the cutout in messages.
         covered : (ny, nx) bool array, optional
             The imaged pixels (`deepcee_d2.data.frames.Cutout.covered`); None: all.
-        merge_radius : `~astropy.units.Quantity` [length], optional
-            Test each red-sequence peak against the richer clusters beyond this proper radius (`percolate`): a
-            survey's catalogue. None: each detection on its own (the evaluator's, of one true cluster).
 
         Returns
         -------
         `~astropy.table.Table`
-            One row per detection, in order (with ``dust_map_dir``, its ``ebv`` too); its meta holds the
+            One row per detection, in order, with the `SCAN_COLUMNS` (for `percolate`; with ``dust_map_dir``,
+            its ``ebv`` too); its meta holds the
             cutout's `Photometry.source_density` under `SOURCE_DENSITY_KEY` when the photometry was measured.
         """
         ra, dec = np.atleast_1d(np.asarray(ra, dtype=float)), np.atleast_1d(np.asarray(dec, dtype=float))
         table = no_estimates(len(ra))
+        for name, description in zip(SCAN_COLUMNS, ("red-sequence scan: background-subtracted count at each trial z",
+                                                    "its noise")):
+            table[name] = np.full((len(ra), len(self.settings.z_grid)), np.nan, dtype=np.float32)
+            table[name].description = description
         if self.dust_map_dir:
             table["ebv"] = galactic_reddening(SkyCoord(ra * u.deg, dec * u.deg), self.dust_map_dir)
             table["ebv"].description = "Galactic E(B-V) (SFD map) the photometry was dereddened by, here"
@@ -1022,12 +1047,12 @@ class RedSequenceEstimator:
                 logger.warning("%s: no redshift or richness at RA %.5f, Dec %.5f: %s", source, ra[index],
                                dec[index], error)
                 estimates.append(None)
-        if merge_radius is not None:
-            estimates = percolate(photometry, centres, estimates, merge_radius, self.cosmology, self.settings)
         for index, estimate in enumerate(estimates):
             if estimate is not None:
                 for name, value in estimate.as_row().items():
                     table[name][index] = value
+                table["scan_excess"][index] = estimate.scan_excess
+                table["scan_noise"][index] = estimate.scan_noise
         return table
 
     def photometry(self, images, wcs, source="image", covered=None):

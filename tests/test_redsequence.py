@@ -16,7 +16,8 @@ from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, RICHNESS_Z_PIVOT, SOURCE_D
                                     RedSequenceEstimator, RedSequenceSettings, aperture_coverage, deredden,
                                     detected_source_density, estimate_redshift_richness, measure_background,
                                     measure_photometry, percolate, read_background, red_sequence_weights,
-                                    richness_members, write_background)
+                                    richness_members, write_background, SCAN_COLUMNS)
+from deepcee_d2.survey.run import merged_candidates
 from deepcee_d2.synthetic import render
 from deepcee_d2.synthetic.clusters import MAX_RADIUS_R200, projected_fraction, r200_from_richness
 from deepcee_d2.synthetic.colours import m_star, red_sequence
@@ -255,8 +256,13 @@ def test_estimator_gives_catalogue_columns_for_each_detection(settings, backgrou
     estimator = RedSequenceEstimator(settings, DEFAULT_COSMOLOGY, background)
     outside = 151.0
     table = estimator.estimate(field.images, field.wcs, [truth["ra"], outside], [truth["dec"], 2.0], "tile-3")
-    assert table.colnames == list(ESTIMATE_COLUMNS) and len(table) == 2
+    assert table.colnames == list(ESTIMATE_COLUMNS + SCAN_COLUMNS) and len(table) == 2
     assert table["rs_peak"].tolist() == [True, False]
+    # The scan of each trial z, for the survey's percolation: its peak is the estimate's significance.
+    assert table["scan_excess"].shape == (2, len(settings.z_grid)) and np.isnan(table["scan_excess"][1]).all()
+    best = np.argmax(table["scan_excess"][0])
+    assert table["scan_excess"][0][best] / table["scan_noise"][0][best] == pytest.approx(table["rs_significance"][0],
+                                                                                       rel=1e-5)
     assert table["z_est"][0] == pytest.approx(truth["z"], abs=0.03) and np.isnan(table["z_est"][1])
     assert "tile-3: no redshift or richness at RA 151.00000" in caplog.text
     # The cutout's sources per arcmin^2 (700 x 700 px of 0.396"), for the survey to flag crowded fields.
@@ -397,13 +403,11 @@ def test_real_imaging_with_the_synthetic_calibration_is_warned_of(settings, back
     assert calibrated.calibration_warnings(real) == []
 
 
-@pytest.mark.parametrize("neighbour_z", [0.15, 0.3])
-def test_percolation_takes_the_peak_of_a_piece_of_a_richer_cluster_but_not_of_a_neighbour(settings, neighbour_z):
+def piece_and_neighbour(settings, neighbour_z):
     """A rich z = 0.15 cluster (150 members drawn from its projected NFW profile), a poorer cluster 900 kpc
-    west of it (25 members within 300 kpc) at the same or another z, and detections on both, one 100 kpc from
-    the rich one's centre (the same cluster, detected twice) and one 700 kpc east of it on its outskirts (a
-    piece). On their own, all four show a red sequence; percolated, the piece does not, and nothing else
-    changes. No background: every red-sequence galaxy is a member."""
+    west of it (25 members within 300 kpc) at ``neighbour_z``, and the estimates of detections on both, one
+    100 kpc from the rich one's centre (the same cluster, detected twice) and one 700 kpc east of it on its
+    outskirts (a piece), as a survey's tiles hold them. No background: every red-sequence galaxy is a member."""
     z, size = 0.15, 6000
     rng = np.random.default_rng(3)
     grid = np.linspace(0.0, MAX_RADIUS_R200, 2001)
@@ -417,13 +421,51 @@ def test_percolation_takes_the_peak_of_a_piece_of_a_richer_cluster_but_not_of_a_
     east = [0.0, 100.0, 700.0]  # the rich cluster's centre, a second detection of it, the piece
     centres = rich.wcs.pixel_to_world([x0 - east_pixels(kpc, z) for kpc in east] + [x0 + east_pixels(900.0, neighbour_z)],
                                       [y0] * 4)
-    alone = [estimate_redshift_richness(photometry, centre, DEFAULT_COSMOLOGY, empty_background(settings), settings)
-             for centre in centres]
-    assert all(estimate.has_peak for estimate in alone)
-    percolated = percolate(photometry, centres, alone, 500 * u.kpc, DEFAULT_COSMOLOGY, settings)
-    assert [estimate.has_peak for estimate in percolated] == [True, True, False, True]
-    assert percolated[2].significance < 1.0 < settings.min_significance < alone[2].significance
-    # The neighbour keeps its redshift; z and richness are each detection's own.
-    assert percolated[3].z == pytest.approx(neighbour_z, abs=0.02)
-    assert [(e.z, e.richness) for e in percolated] == [(e.z, e.richness) for e in alone]
-    assert percolate(photometry, centres, [None] + alone[1:], 500 * u.kpc, DEFAULT_COSMOLOGY, settings)[0] is None
+    estimates = [estimate_redshift_richness(photometry, centre, DEFAULT_COSMOLOGY, empty_background(settings),
+                                            settings) for centre in centres]
+    rows = [dict(estimate.as_row(), ra=centre.ra.deg, dec=centre.dec.deg, scan_excess=estimate.scan_excess,
+                 scan_noise=estimate.scan_noise) for centre, estimate in zip(centres, estimates)]
+    return Table(rows=rows)
+
+
+@pytest.mark.parametrize("neighbour_z", [0.15, 0.3])
+def test_percolation_takes_the_peak_of_a_piece_of_a_richer_cluster_but_not_of_a_neighbour(settings, neighbour_z):
+    """On their own, all four detections show a red sequence; percolated, the piece does not, and nothing else
+    changes. In any order of the rows."""
+    alone = piece_and_neighbour(settings, neighbour_z)
+    assert all(alone["rs_peak"])
+    for order in ([0, 1, 2, 3], [2, 3, 1, 0]):
+        percolated = percolate(alone[order], 500 * u.kpc, DEFAULT_COSMOLOGY, settings)
+        percolated = percolated[np.argsort(order)]
+        assert list(percolated["rs_peak"]) == [True, True, False, True]
+        assert percolated["rs_significance"][2] < 1.0 < settings.min_significance < alone["rs_significance"][2]
+        assert np.isnan([percolated["z_est"][2], percolated["richness"][2]]).all()
+        # The neighbour keeps its redshift, the others their z and richness and significance.
+        assert percolated["z_est"][3] == pytest.approx(neighbour_z, abs=0.02)
+        keep = [0, 1, 3]
+        assert list(percolated["z_est"][keep]) == list(alone["z_est"][keep])
+        assert list(percolated["richness"][keep]) == list(alone["richness"][keep])
+        assert list(percolated["rs_significance"][[0, 1]]) == list(alone["rs_significance"][[0, 1]])
+
+
+def test_a_survey_percolates_when_its_catalogue_is_built_unless_switched_off(settings, caplog):
+    """`merged_candidates` percolates (DEEPCEE.SURVEY.PERCOLATE, on) and drops the scans; switched off, or for
+    tiles without the scans, the piece stays a candidate (with a warning for the tiles)."""
+    detections = piece_and_neighbour(settings, 0.3)
+    detections["score"] = [0.99, 0.9, 0.98, 0.95]
+    detections["source_density"] = 5.0
+    detections["tile"] = "t0"
+
+    def candidates(table, *opts):
+        cfg = add_deepcee_config(get_cfg())
+        cfg.merge_from_list(list(opts))
+        merged = merged_candidates(table, cfg)
+        assert not set(SCAN_COLUMNS) & set(merged.colnames)
+        return sorted(np.round(merged["score"], 2))
+
+    assert candidates(detections) == [0.95, 0.99]
+    assert candidates(detections, "DEEPCEE.SURVEY.PERCOLATE", "False") == [0.95, 0.98, 0.99]
+    assert "not percolated" not in caplog.text
+    assert candidates(detections[[name for name in detections.colnames if name not in SCAN_COLUMNS]]) \
+        == [0.95, 0.98, 0.99]
+    assert "tiles without the red-sequence scans" in caplog.text

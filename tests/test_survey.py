@@ -26,7 +26,7 @@ from deepcee_d2.data.frames import LocalFITSSource, read_frame_header
 from deepcee_d2.engine import Trainer
 from deepcee_d2.redsequence import ESTIMATE_COLUMNS, SOURCE_DENSITY_KEY
 from deepcee_d2.survey.outputs import red_sequence_text
-from deepcee_d2.survey.run import ImagingSpec, find_clusters, job_from_cfg
+from deepcee_d2.survey.run import ImagingSpec, find_clusters
 from deepcee_d2.survey.tiling import (
     crowded, field_coverage, field_name, frame_tiles, inside_tiles, merge_detections, plan_folder_tiles, plan_region_tiles,
     tile_centres_1d, tile_geometry,
@@ -39,9 +39,10 @@ SURVEY_OPTS = ["MODEL.DEVICE", "cpu", "DEEPCEE.COLOUR.CUTOUT_SIZE", "200", "DEEP
                "MODEL.ANCHOR_GENERATOR.SIZES", "[[16, 32]]", "DEEPCEE.SURVEY.SCORE_THRESHOLD", "0.5",
                "DEEPCEE.DATA.BOX_SIZE_KPC", "30.0", "DEEPCEE.SURVEY.MIN_REDSHIFT", "0.1",
                "DEEPCEE.SURVEY.MERGE_RADIUS_KPC", "25.0", "INPUT.MIN_SIZE_TEST", "100", "INPUT.MAX_SIZE_TEST", "100",
-               "DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE", "False"]
+               "DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE", "False", "DEEPCEE.SURVEY.PERCOLATE", "False"]
 # 25 kpc at MIN_REDSHIFT 0.1 is 13.7": merging within the tiles' 16.5" overlap. The blobs are no clusters: the
-# tests of tiling and merging list every detection (red-sequence confirmation has a test of its own).
+# tests of tiling and merging list every detection (red-sequence confirmation and percolation have tests of
+# their own).
 
 
 def survey_cfg(*opts):
@@ -463,15 +464,6 @@ def test_red_sequence_confirmation_lists_only_detections_with_a_peak(tiny_survey
     rates = survey_false_rates(tmp_path / "run", cfg, [0.5], area=1.0)
     assert list(rates["n_candidates"]) == [len(confirmed.catalogue)]
     assert list(survey_false_rates(tmp_path / "run", survey_cfg(), [0.5], area=1.0)["n_candidates"]) == [len(one.catalogue)]
-
-
-def test_tiles_percolate_at_the_merging_radius_unless_switched_off(tmp_path):
-    """A tile's red-sequence peaks are tested against richer clusters beyond the survey's merging radius
-    (`deepcee_d2.redsequence.percolate`, tested there); DEEPCEE.SURVEY.PERCOLATE False estimates each alone."""
-    on = job_from_cfg(survey_cfg(), None, tmp_path, detector=BrightestBlobDetector())
-    off = job_from_cfg(survey_cfg("DEEPCEE.SURVEY.PERCOLATE", "False"), None, tmp_path, detector=BrightestBlobDetector())
-    assert on.redshift is not None and on.percolate_radius == 25.0 * u.kpc
-    assert off.redshift is not None and off.percolate_radius is None
 
 
 def test_tiles_without_a_source_density_are_named_when_masking(tiny_survey, blob_run, tmp_path, caplog):

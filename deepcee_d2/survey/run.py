@@ -98,7 +98,6 @@ class SurveyJob:
     tiles_dir: str
     reference_band: str = "r"
     redshift: object = None  # a deepcee_d2.redsequence.RedSequenceEstimator, or None: no z and richness columns
-    percolate_radius: object = None  # Quantity: red-sequence peaks tested against richer clusters beyond it
 
 
 def tile_result_path(job, tile):
@@ -169,14 +168,15 @@ def process_tile(tile, job):
     table = detections_table(tile, boxes[keep], scores[keep], wcs,
                              _field_wcs(spec, tile.field, job.reference_band))
     if job.redshift is not None:  # z and richness of each detection, from the tile's flux images
-        from ..redsequence import SOURCE_DENSITY_KEY
+        from ..redsequence import SCAN_COLUMNS, SOURCE_DENSITY_KEY
 
         source = f"tile {tile.tile_id} ({cutout.source})"
         table = hstack([table, job.redshift.estimate(cutout.images, cutout.wcs, table["ra"], table["dec"], source,
-                                                     cutout.covered, job.percolate_radius)])
+                                                     cutout.covered)])
         if not len(table):  # the crowded-sky mask needs every tile's crowding, with detections or not
             table.meta[SOURCE_DENSITY_KEY] = job.redshift.source_density(cutout.images, cutout.wcs, source,
                                                                          cutout.covered)
+            table.remove_columns(SCAN_COLUMNS)  # nothing to percolate; astropy cannot read empty ones back
     table.meta["COVERED"] = round(cutout.covered_fraction, 6)  # share of the tile imaged in every band
     table.meta.update(FIELD=tile.field, TILE_RA=tile.ra, TILE_DEC=tile.dec)  # where its sky is, for the mask
     with atomic_output(path) as temporary:
@@ -300,7 +300,8 @@ MANIFEST = "manifest.json"
 # SCORE_THRESHOLD and KEEP_SCORE_FLOOR decide the tiles only through the floor the tiles keep, compared by name.
 _NOT_IN_TILES = ("MODEL.WEIGHTS", "OUTPUT_DIR", "DEEPCEE.SURVEY.MERGE_RADIUS_KPC", "DEEPCEE.SURVEY.SCORE_THRESHOLD",
                  "DEEPCEE.SURVEY.KEEP_SCORE_FLOOR", "DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2",
-                 "DEEPCEE.SURVEY.MAX_SOURCE_DENSITY", "DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE", "DEEPCEE.EVAL.")
+                 "DEEPCEE.SURVEY.MAX_SOURCE_DENSITY", "DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE",
+                 "DEEPCEE.SURVEY.PERCOLATE", "DEEPCEE.EVAL.")
 _COMPARED = ("weights_sha256", "detector", "imaging", "tiles", "tiles_sha256", "score_threshold")
 
 
@@ -406,11 +407,30 @@ def listable(detections, cfg):
     return keep
 
 
+def percolated(detections, cfg):
+    """``detections`` with their red-sequence peaks percolated (`deepcee_d2.redsequence.percolate`, at
+    ``DEEPCEE.SURVEY.MERGE_RADIUS_KPC``) when ``DEEPCEE.SURVEY.PERCOLATE``, without the scans' columns. Tiles
+    without the scans (made before they were kept, or with ``REDSHIFT.IN_SURVEY`` off) are not percolated, with
+    a warning."""
+    from ..redsequence import SCAN_COLUMNS, RedSequenceSettings, percolate  # imports galsim and sep
+
+    has_scans = all(name in detections.colnames for name in SCAN_COLUMNS)
+    if cfg.DEEPCEE.SURVEY.PERCOLATE and len(detections):
+        if has_scans and not np.ma.is_masked(detections["scan_excess"]):
+            detections = percolate(detections, cfg.DEEPCEE.SURVEY.MERGE_RADIUS_KPC * u.kpc, cosmology_from_cfg(cfg),
+                                   RedSequenceSettings.from_cfg(cfg))
+        elif "rs_peak" in detections.colnames:
+            logger.warning("DEEPCEE.SURVEY.PERCOLATE: tiles without the red-sequence scans (made before they were "
+                           "kept); their detections are not percolated. Rerun into a new folder to percolate")
+    return detections[[name for name in detections.colnames if name not in SCAN_COLUMNS]]
+
+
 def merged_candidates(detections, cfg):
-    """A survey's detections (`collect_detections`) that may be candidates (`listable`), merged within the
-    proper ``DEEPCEE.SURVEY.MERGE_RADIUS_KPC`` (`merge_detections`), at every score: the catalogue before its
-    score cut, which the false-candidate rates (`deepcee_d2.evaluation.purity`) cut at several."""
+    """A survey's detections (`collect_detections`), `percolated`, that may be candidates (`listable`), merged
+    within the proper ``DEEPCEE.SURVEY.MERGE_RADIUS_KPC`` (`merge_detections`), at every score: the catalogue
+    before its score cut, which the false-candidate rates (`deepcee_d2.evaluation.purity`) cut at several."""
     survey = cfg.DEEPCEE.SURVEY
+    detections = percolated(detections, cfg)
     return merge_detections(detections[listable(detections, cfg)], survey.MERGE_RADIUS_KPC * u.kpc,
                             survey.MIN_REDSHIFT, cosmology_from_cfg(cfg))
 
@@ -441,7 +461,7 @@ class SurveyResult:
 
 def job_from_cfg(cfg, imaging, output_dir, detector=None):
     """The `SurveyJob` of a Deep-CEE config: tile size (`survey_tile_sizes`), colour and score threshold; the
-    red-sequence estimator when ``DEEPCEE.REDSHIFT.IN_SURVEY``, percolating with ``DEEPCEE.SURVEY.PERCOLATE``."""
+    red-sequence estimator when ``DEEPCEE.REDSHIFT.IN_SURVEY``."""
     from ..redsequence import RedSequenceEstimator  # imports galsim and sep: not at module import
 
     tile_size, network_size = survey_tile_sizes(cfg)
@@ -449,9 +469,7 @@ def job_from_cfg(cfg, imaging, output_dir, detector=None):
                      colour=ColourSettings.from_cfg(cfg), cutout_size=tile_size,
                      pixel_scale=cfg.DEEPCEE.COLOUR.PIXEL_SCALE, network_size=network_size,
                      score_threshold=tile_score_floor(cfg), tiles_dir=str(Path(output_dir) / "tiles"),
-                     redshift=RedSequenceEstimator.from_cfg(cfg) if cfg.DEEPCEE.REDSHIFT.IN_SURVEY else None,
-                     percolate_radius=cfg.DEEPCEE.SURVEY.MERGE_RADIUS_KPC * u.kpc if cfg.DEEPCEE.SURVEY.PERCOLATE
-                     else None)
+                     redshift=RedSequenceEstimator.from_cfg(cfg) if cfg.DEEPCEE.REDSHIFT.IN_SURVEY else None)
 
 
 def tile_score_floor(cfg):
