@@ -118,6 +118,8 @@ _KRON_WINDOW, _KRON_FACTOR, _KRON_MIN_RADIUS = 6.0, 2.5, 1.75
 _SEP_PIXSTACK, _SEP_SUB_OBJECTS = 300_000, 4096
 # Polar sample grid of the unit disc for the fraction of an aperture inside the image.
 _COVERAGE_RADII, _COVERAGE_ANGLES = 40, 72
+# The coarser grid of percolation's profile shares (1 % of a share is plenty against a scan's noise).
+_SHARE_RADII, _SHARE_ANGLES, _SHARE_APERTURES = 20, 36, 12
 _REFINE_HALF_WIDTH, _REFINE_STEP = 0.04, 0.0005
 _REFINE_ITERATIONS = 3
 # The background of the synthetic sky (module docstring), the default of DEEPCEE.REDSHIFT.BACKGROUND_FILE.
@@ -603,14 +605,15 @@ def _nfw_surface_density(x):
     return out
 
 
-def _unit_disc():
+@functools.lru_cache(maxsize=2)
+def _unit_disc(radii=_COVERAGE_RADII, angles=_COVERAGE_ANGLES):
     """A polar grid over the unit disc: radii rho (k,), the samples' x and y (k,); rho is also the area
     element's weight (rho d rho d phi)."""
-    rho = (np.arange(_COVERAGE_RADII) + 0.5) / _COVERAGE_RADII
-    phi = np.arange(_COVERAGE_ANGLES) * 2 * np.pi / _COVERAGE_ANGLES
+    rho = (np.arange(radii) + 0.5) / radii
+    phi = np.arange(angles) * 2 * np.pi / angles
     unit_x = (rho[:, None] * np.cos(phi)[None, :]).ravel()
     unit_y = (rho[:, None] * np.sin(phi)[None, :]).ravel()
-    return np.repeat(rho, _COVERAGE_ANGLES), unit_x, unit_y
+    return np.repeat(rho, angles), unit_x, unit_y
 
 
 def aperture_coverage(photometry, centre_xy, radius, scale_radius=None):
@@ -829,17 +832,15 @@ def _refine(sources, separation, background, z, photometry, centre_xy, settings,
     return float(trial[best]), float(z_err)
 
 
-def _profile_share(offset, scale_radius, radius):
-    """Share of a projected NFW profile (``scale_radius``, arcsec) in circles of ``radius`` ((m,) arcsec)
-    ``offset`` arcsec from its centre, over its share in the same circles at its centre."""
-    area, unit_x, unit_y = _unit_disc()
-    x, y = unit_x[None, :] * radius[:, None], unit_y[None, :] * radius[:, None]
-    own = (_nfw_surface_density(np.hypot(x, y) / scale_radius) * area).sum(axis=1)
-    here = (_nfw_surface_density(np.hypot(x + offset, y) / scale_radius) * area).sum(axis=1)
-    return here / own
+def _profile_in_circles(offset, scale_radius, radius):
+    """A projected NFW profile of ``scale_radius`` (arcsec) integrated over circles of ``radius`` ((m,) arcsec)
+    ``offset`` arcsec from its centre; arbitrary normalisation."""
+    area, unit_x, unit_y = _unit_disc(_SHARE_RADII, _SHARE_ANGLES)
+    x, y = unit_x[None, :] * radius[:, None] + offset, unit_y[None, :] * radius[:, None]
+    return (_nfw_surface_density(np.hypot(x, y) / scale_radius) * area).sum(axis=1)
 
 
-def percolate(detections, merge_radius, cosmology, settings):
+def percolate(detections, merge_radius, cosmology, settings, min_drop):
     """A survey's detections with each red-sequence peak tested against the richer clusters around it.
 
     A cluster's bright members far from its centre can be detected on their own, beyond the survey's merging
@@ -853,7 +854,9 @@ def percolate(detections, merge_radius, cosmology, settings):
     those of what is left. A piece's scan is mostly its cluster's profile and loses its peak; a neighbour
     cluster keeps its own concentrated members, and one at another redshift loses little at its own.
     Detections within ``merge_radius`` of each other are one cluster (the survey merges them): none subtracts
-    another. Every tile's detections take part, so a piece and its cluster may lie in different tiles.
+    another. A peak is only lost when the richer clusters explain at least ``min_drop`` sigma of it: a poor
+    cluster just above ``min_significance`` keeps its peak beside a neighbour whose profile's tail takes a
+    sigma or so (``DEEPCEE.SURVEY.PERCOLATE_MIN_DROP``). Every tile's detections take part, so a piece and its cluster may lie in different tiles.
 
     Parameters
     ----------
@@ -864,6 +867,8 @@ def percolate(detections, merge_radius, cosmology, settings):
     cosmology : `~astropy.cosmology.FLRW`
     settings : `RedSequenceSettings`
         Those of the estimates (their trial redshifts).
+    min_drop : float
+        The least fall of significance (sigma) that takes a peak.
 
     Returns
     -------
@@ -887,14 +892,17 @@ def percolate(detections, merge_radius, cosmology, settings):
     scale_radius[peaked] = (r200_from_richness(np.maximum(richness[peaked], 1.0)).to_value(u.kpc)
                             / per_arcsec[peaked] / CONCENTRATION)
     scan_angle = settings.scan_radius.to_value(u.kpc) / _proper_per_arcsec(settings.z_grid, cosmology)
-    # Clusters further apart than the richer one's members reach (MAX_RADIUS_R200 r200) plus the widest scan
-    # never touch: only pairs closer than that are compared.
-    reach = MAX_RADIUS_R200 * CONCENTRATION * np.nanmax(scale_radius) + scan_angle.max()
-    first, second, separation, _ = coords[peaked].search_around_sky(coords[peaked], reach * u.arcsec)
+    # A richer cluster reaches as far as its members (MAX_RADIUS_R200 r200) plus the widest scan: only pairs
+    # closer than that are compared.
+    reach = MAX_RADIUS_R200 * CONCENTRATION * scale_radius + scan_angle.max()
+    first, second, separation, _ = coords[peaked].search_around_sky(coords[peaked], np.nanmax(reach) * u.arcsec)
     neighbours = {}
     for i, j, angle in zip(peaked[first], peaked[second], separation.to_value(u.arcsec)):
-        if i != j:
+        if i != j and angle <= reach[i]:
             neighbours.setdefault(int(j), []).append((int(i), float(angle)))
+    own = {}  # each richer cluster's profile in its own scan apertures
+    # Shares vary slowly with the aperture: computed at a few radii, interpolated to every trial z's.
+    share_radii = np.geomspace(scan_angle.min(), scan_angle.max(), _SHARE_APERTURES)
     order = sorted(peaked, key=lambda k: (-richness[k], -float(np.max(excess[k]))))
     is_cluster = np.zeros(len(table), dtype=bool)  # the richest kept detection of each cluster
     significance = np.asarray(table["rs_significance"], dtype=float).copy()
@@ -908,11 +916,16 @@ def percolate(detections, merge_radius, cosmology, settings):
             if angle * per_arcsec[a] <= merge_radius.to_value(u.kpc):
                 same_cluster = True
                 continue
-            contamination += _profile_share(angle, scale_radius[a], scan_angle) * np.clip(excess[a], 0.0, None)
+            if a not in own:
+                own[a] = _profile_in_circles(0.0, scale_radius[a], share_radii)
+            share = np.interp(scan_angle, share_radii, _profile_in_circles(angle, scale_radius[a], share_radii) / own[a])
+            contamination += share * np.clip(excess[a], 0.0, None)
         left = excess[k] - contamination
         peak = int(np.argmax(left))
-        significance[k] = left[peak] / noise[k, peak] if noise[k, peak] > 0 else 0.0
-        has_peak[k] = significance[k] >= settings.min_significance
+        remaining = left[peak] / noise[k, peak] if noise[k, peak] > 0 else 0.0
+        if remaining >= settings.min_significance or significance[k] - remaining >= min_drop:
+            significance[k] = remaining
+            has_peak[k] = remaining >= settings.min_significance
         is_cluster[k] = has_peak[k] and not same_cluster
     table["rs_significance"] = significance
     table["rs_peak"] = has_peak

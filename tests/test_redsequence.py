@@ -435,7 +435,7 @@ def test_percolation_takes_the_peak_of_a_piece_of_a_richer_cluster_but_not_of_a_
     alone = piece_and_neighbour(settings, neighbour_z)
     assert all(alone["rs_peak"])
     for order in ([0, 1, 2, 3], [2, 3, 1, 0]):
-        percolated = percolate(alone[order], 500 * u.kpc, DEFAULT_COSMOLOGY, settings)
+        percolated = percolate(alone[order], 500 * u.kpc, DEFAULT_COSMOLOGY, settings, min_drop=1.0)
         percolated = percolated[np.argsort(order)]
         assert list(percolated["rs_peak"]) == [True, True, False, True]
         assert percolated["rs_significance"][2] < 1.0 < settings.min_significance < alone["rs_significance"][2]
@@ -446,6 +446,9 @@ def test_percolation_takes_the_peak_of_a_piece_of_a_richer_cluster_but_not_of_a_
         assert list(percolated["z_est"][keep]) == list(alone["z_est"][keep])
         assert list(percolated["richness"][keep]) == list(alone["richness"][keep])
         assert list(percolated["rs_significance"][[0, 1]]) == list(alone["rs_significance"][[0, 1]])
+    # A peak falls only when the richer clusters explain at least min_drop sigma of it.
+    lenient = percolate(alone, 500 * u.kpc, DEFAULT_COSMOLOGY, settings, min_drop=alone["rs_significance"][2] + 0.1)
+    assert all(lenient["rs_peak"]) and lenient["rs_significance"][2] == alone["rs_significance"][2]
 
 
 def test_a_survey_percolates_when_its_catalogue_is_built_unless_switched_off(settings, caplog):

@@ -301,7 +301,7 @@ MANIFEST = "manifest.json"
 _NOT_IN_TILES = ("MODEL.WEIGHTS", "OUTPUT_DIR", "DEEPCEE.SURVEY.MERGE_RADIUS_KPC", "DEEPCEE.SURVEY.SCORE_THRESHOLD",
                  "DEEPCEE.SURVEY.KEEP_SCORE_FLOOR", "DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2",
                  "DEEPCEE.SURVEY.MAX_SOURCE_DENSITY", "DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE",
-                 "DEEPCEE.SURVEY.PERCOLATE", "DEEPCEE.EVAL.")
+                 "DEEPCEE.SURVEY.PERCOLATE", "DEEPCEE.EVAL.")  # PERCOLATE_MIN_DROP too (a prefix)
 _COMPARED = ("weights_sha256", "detector", "imaging", "tiles", "tiles_sha256", "score_threshold")
 
 
@@ -409,7 +409,8 @@ def listable(detections, cfg):
 
 def percolated(detections, cfg):
     """``detections`` with their red-sequence peaks percolated (`deepcee_d2.redsequence.percolate`, at
-    ``DEEPCEE.SURVEY.MERGE_RADIUS_KPC``) when ``DEEPCEE.SURVEY.PERCOLATE``, without the scans' columns. Tiles
+    ``DEEPCEE.SURVEY.MERGE_RADIUS_KPC``, ``PERCOLATE_MIN_DROP``) when ``DEEPCEE.SURVEY.PERCOLATE``, without
+    the scans' columns. Tiles
     without the scans (made before they were kept, or with ``REDSHIFT.IN_SURVEY`` off) are not percolated, with
     a warning."""
     from ..redsequence import SCAN_COLUMNS, RedSequenceSettings, percolate  # imports galsim and sep
@@ -418,7 +419,7 @@ def percolated(detections, cfg):
     if cfg.DEEPCEE.SURVEY.PERCOLATE and len(detections):
         if has_scans and not np.ma.is_masked(detections["scan_excess"]):
             detections = percolate(detections, cfg.DEEPCEE.SURVEY.MERGE_RADIUS_KPC * u.kpc, cosmology_from_cfg(cfg),
-                                   RedSequenceSettings.from_cfg(cfg))
+                                   RedSequenceSettings.from_cfg(cfg), cfg.DEEPCEE.SURVEY.PERCOLATE_MIN_DROP)
         elif "rs_peak" in detections.colnames:
             logger.warning("DEEPCEE.SURVEY.PERCOLATE: tiles without the red-sequence scans (made before they were "
                            "kept); their detections are not percolated. Rerun into a new folder to percolate")
