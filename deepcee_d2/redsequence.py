@@ -854,9 +854,10 @@ def percolate(detections, merge_radius, cosmology, settings, min_drop):
     those of what is left. A piece's scan is mostly its cluster's profile and loses its peak; a neighbour
     cluster keeps its own concentrated members, and one at another redshift loses little at its own.
     Detections within ``merge_radius`` of each other are one cluster (the survey merges them): none subtracts
-    another. A peak is only lost when the richer clusters explain at least ``min_drop`` sigma of it: a poor
-    cluster just above ``min_significance`` keeps its peak beside a neighbour whose profile's tail takes a
-    sigma or so (``DEEPCEE.SURVEY.PERCOLATE_MIN_DROP``). Every tile's detections take part, so a piece and its cluster may lie in different tiles.
+    another. A peak is only lost when the richer clusters explain at least ``min_drop`` sigma of it
+    (``DEEPCEE.SURVEY.PERCOLATE_MIN_DROP``): a poor cluster just above ``min_significance`` keeps its peak
+    beside a neighbour whose profile's tail takes a sigma or so. Every tile's detections take part, so a piece
+    and its cluster may lie in different tiles.
 
     Parameters
     ----------
@@ -873,8 +874,9 @@ def percolate(detections, merge_radius, cosmology, settings, min_drop):
     Returns
     -------
     `~astropy.table.Table`
-        A copy, with ``rs_significance`` and ``rs_peak`` of what is left, and no z or richness where no peak
-        is left (`RedSequenceEstimate.as_row`).
+        A copy: ``rs_significance`` and ``rs_peak`` of what is left of each peak (unchanged where less than
+        ``min_drop`` was taken and that would have taken the peak), no z or richness where no peak is left
+        (`RedSequenceEstimate.as_row`).
     """
     table = Table(detections, copy=True)
     peaked = np.flatnonzero(np.asarray(table["rs_peak"], dtype=bool))
@@ -918,7 +920,8 @@ def percolate(detections, merge_radius, cosmology, settings, min_drop):
                 continue
             if a not in own:
                 own[a] = _profile_in_circles(0.0, scale_radius[a], share_radii)
-            share = np.interp(scan_angle, share_radii, _profile_in_circles(angle, scale_radius[a], share_radii) / own[a])
+            here = _profile_in_circles(angle, scale_radius[a], share_radii)
+            share = np.interp(scan_angle, share_radii, here / own[a])
             contamination += share * np.clip(excess[a], 0.0, None)
         left = excess[k] - contamination
         peak = int(np.argmax(left))
@@ -1030,8 +1033,8 @@ class RedSequenceEstimator:
         -------
         `~astropy.table.Table`
             One row per detection, in order, with the `SCAN_COLUMNS` (for `percolate`; with ``dust_map_dir``,
-            its ``ebv`` too); its meta holds the
-            cutout's `Photometry.source_density` under `SOURCE_DENSITY_KEY` when the photometry was measured.
+            its ``ebv`` too); its meta holds the cutout's `Photometry.source_density` under
+            `SOURCE_DENSITY_KEY` when the photometry was measured.
         """
         ra, dec = np.atleast_1d(np.asarray(ra, dtype=float)), np.atleast_1d(np.asarray(dec, dtype=float))
         table = no_estimates(len(ra))
@@ -1050,22 +1053,18 @@ class RedSequenceEstimator:
             logger.warning("%s: no redshift or richness for its %d detections: %s", source, len(ra), error)
             return table
         table.meta[SOURCE_DENSITY_KEY] = photometry.source_density
-        centres = SkyCoord(ra * u.deg, dec * u.deg)
-        estimates = []
-        for index, centre in enumerate(centres):
+        for index, centre in enumerate(SkyCoord(ra * u.deg, dec * u.deg)):
             try:
-                estimates.append(estimate_redshift_richness(photometry, centre, self.cosmology, self.background,
-                                                            self.settings))
+                estimate = estimate_redshift_richness(photometry, centre, self.cosmology, self.background,
+                                                      self.settings)
             except ValueError as error:  # the centre lies outside the cutout
                 logger.warning("%s: no redshift or richness at RA %.5f, Dec %.5f: %s", source, ra[index],
                                dec[index], error)
-                estimates.append(None)
-        for index, estimate in enumerate(estimates):
-            if estimate is not None:
-                for name, value in estimate.as_row().items():
-                    table[name][index] = value
-                table["scan_excess"][index] = estimate.scan_excess
-                table["scan_noise"][index] = estimate.scan_noise
+                continue
+            for name, value in estimate.as_row().items():
+                table[name][index] = value
+            table["scan_excess"][index] = estimate.scan_excess
+            table["scan_noise"][index] = estimate.scan_noise
         return table
 
     def photometry(self, images, wcs, source="image", covered=None):

@@ -419,8 +419,8 @@ def piece_and_neighbour(settings, neighbour_z):
     photometry = Photometry(vstack([rich.sources, neighbour.sources]), rich.wcs, rich.shape)
     x0, y0 = rich.wcs.world_to_pixel(CENTRE)
     east = [0.0, 100.0, 700.0]  # the rich cluster's centre, a second detection of it, the piece
-    centres = rich.wcs.pixel_to_world([x0 - east_pixels(kpc, z) for kpc in east] + [x0 + east_pixels(900.0, neighbour_z)],
-                                      [y0] * 4)
+    x = [x0 - east_pixels(kpc, z) for kpc in east] + [x0 + east_pixels(900.0, neighbour_z)]
+    centres = rich.wcs.pixel_to_world(x, [y0] * 4)
     estimates = [estimate_redshift_richness(photometry, centre, DEFAULT_COSMOLOGY, empty_background(settings),
                                             settings) for centre in centres]
     rows = [dict(estimate.as_row(), ra=centre.ra.deg, dec=centre.dec.deg, scan_excess=estimate.scan_excess,
