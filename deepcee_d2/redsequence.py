@@ -856,7 +856,7 @@ def percolate(detections, merge_radius, cosmology, settings, min_drop):
     Detections within ``merge_radius`` of each other are one cluster (the survey merges them): none subtracts
     another. A peak is only lost when the richer clusters explain at least ``min_drop`` sigma of it
     (``DEEPCEE.SURVEY.PERCOLATE_MIN_DROP``): a poor cluster just above ``min_significance`` keeps its peak
-    beside a neighbour whose profile's tail takes a sigma or so. Every tile's detections take part, so a piece
+    beside a neighbour whose profile's tail takes a sigma or two. Every tile's detections take part, so a piece
     and its cluster may lie in different tiles.
 
     Parameters

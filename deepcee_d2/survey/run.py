@@ -410,9 +410,8 @@ def listable(detections, cfg):
 def percolated(detections, cfg):
     """``detections`` with their red-sequence peaks percolated (`deepcee_d2.redsequence.percolate`, at
     ``DEEPCEE.SURVEY.MERGE_RADIUS_KPC``, ``PERCOLATE_MIN_DROP``) when ``DEEPCEE.SURVEY.PERCOLATE``, without
-    the scans' columns. Tiles
-    without the scans (made before they were kept, or with ``REDSHIFT.IN_SURVEY`` off) are not percolated, with
-    a warning."""
+    the scans' columns. Tiles without the scans (made before they were kept) are not percolated, with a
+    warning; without red-sequence estimates (``REDSHIFT.IN_SURVEY`` off) there is nothing to percolate."""
     from ..redsequence import SCAN_COLUMNS, RedSequenceSettings, percolate  # imports galsim and sep
 
     has_scans = all(name in detections.colnames for name in SCAN_COLUMNS)
