@@ -2,7 +2,7 @@
 
 `make_field` draws, in this order and each from its own child of the seed (so changing one ingredient, e.g.
 switching stars off, leaves the others' draws unchanged): the PSF per band, the clusters (positions,
-then members), the field galaxies (satellites placed around their hosts, `galaxies.satellite_hosts`), the stars, the noise of each band, the background structure and
+then members), the field galaxies, the stars, the noise of each band, the background structure and
 cosmic rays (`artefacts`), and the groups below the clusters' cut (`groups`). It then renders every band with GalSim (`render`), adds SDSS noise and saturation
 (`instrument`) and then the artefacts.
 """
@@ -313,9 +313,6 @@ def make_field(centre, nx=2048, ny=2048, clusters=ClusterSpec(), seed=0, bands=B
     galaxies = (galaxy_model.field_galaxies(galaxy_rng, padded_area, mag_limit, cosmology) if field_galaxies
                 else Table())
     _scatter_positions(galaxy_rng, galaxies, wcs, nx, ny)
-    if len(galaxies):
-        _place_satellites(galaxy_rng, galaxies, wcs, nx, ny, cosmology)
-        galaxies.remove_column("host")  # row indices: meaningless once members are stacked below
     galaxies["cluster_id"] = np.full(len(galaxies), "", dtype="U32")
     galaxies["bcg"] = np.zeros(len(galaxies), dtype=bool)
     galaxies["distance_r200"] = np.full(len(galaxies), np.nan)
@@ -374,23 +371,6 @@ def _scatter_positions(rng, table, wcs, nx, ny):
     table["x"], table["y"] = x, y
     table["ra"] = np.atleast_1d(sky.ra.deg) * u.deg if n else [] * u.deg
     table["dec"] = np.atleast_1d(sky.dec.deg) * u.deg if n else [] * u.deg
-
-
-def _place_satellites(rng, galaxies, wcs, nx, ny, cosmology):
-    """Move the satellite field galaxies (``host`` >= 0, `galaxies.satellite_hosts`) to their offsets from their
-    host, in place. The field plus its edge pad wraps around, so the galaxies' density stays uniform."""
-    satellites = np.flatnonzero(np.asarray(galaxies["host"]) >= 0)
-    if not len(satellites):
-        return
-    hosts = np.asarray(galaxies["host"])[satellites]
-    east, north = galaxy_model.satellite_offsets(rng, np.asarray(galaxies["z"])[hosts], cosmology)
-    scale = PIXEL_SCALE.to_value(u.arcsec)  # make_field's WCS: north up, east left
-    for axis, shift, length in (("x", -east / scale, nx), ("y", north / scale, ny)):
-        low = -0.5 - _EDGE_PAD
-        position = np.asarray(galaxies[axis], dtype=float)[hosts] + shift
-        galaxies[axis][satellites] = low + np.mod(position - low, length + 2 * _EDGE_PAD)
-    sky = wcs.pixel_to_world(np.asarray(galaxies["x"]), np.asarray(galaxies["y"]))
-    galaxies["ra"], galaxies["dec"] = sky.ra.deg * u.deg, sky.dec.deg * u.deg
 
 
 def _stack(tables):

@@ -30,18 +30,6 @@ colours (`colours`), a Sersic profile, a size from the SDSS size-luminosity rela
   kpc, with log-normal scatter ``sigma_lnR = sigma2 + (sigma1 - sigma2) / (1 + 10^(-0.8 (M - M0)))`` (early
   0.45 / 0.27, late 0.48 / 0.25); M is the rest-frame r absolute magnitude (K-corrected with the template).
   The angle comes from `deepcee_d2.cosmology.angular_size`.
-- **Satellites** (`satellite_hosts`): galaxies are clustered, and most of the clustering on the scale of a
-  2' cell (150-400 kpc at 0.1 < z < 0.3) is pairs and small groups in one halo. Each field galaxy is a
-  satellite with probability `SATELLITE_FRACTION` = 0.4: it joins a host drawn among the other (central)
-  galaxies that are brighter in r and within `SATELLITE_DZ` = 0.02 of its redshift, with probability
-  proportional to the host's r flux (satellites in proportion to light, as halo occupation grows with halo
-  mass), and takes the host's redshift. Its own r magnitude is kept, so the number counts and p(z | r) do not
-  change, and a satellite is fainter than its host at the same z. The caller places it at a projected offset
-  from the host with a two-dimensional exponential profile of scale `SATELLITE_SCALE_KPC` = 75 proper kpc
-  (median 126 kpc). Zehavi et al. (2011, ApJ 736, 59) find satellite fractions of 0.2-0.3 for SDSS galaxies
-  of -22 < M_r < -19; the larger fraction here also stands for the close pairs of separate halos, and was chosen
-  so that the counts in 2' cells of the synthetic twins of the shared SDSS frames match the real frames'
-  (BENCHMARKS.md, "Clustered field galaxies"). A galaxy without an eligible host (the brightest) stays central.
 - **Shapes**: discs are circular with intrinsic thickness q0 = 0.2 seen at a random inclination, so
   ``q^2 = cos^2 i (1 - q0^2) + q0^2`` with cos i uniform (Hubble 1926); ellipticals have b/a ~ N(0.75, 0.15)
   in [0.3, 1] (Padilla & Strauss 2008). Position angles are uniform.
@@ -64,9 +52,6 @@ _Q0_DISC = 0.2
 _SHEN_EARLY = {"a": 0.65, "b": -5.06, "sigma1": 0.45, "sigma2": 0.27}
 _SHEN_LATE = {"alpha": 0.21, "beta": 0.53, "gamma": -1.31, "sigma1": 0.48, "sigma2": 0.25}
 _SHEN_M0 = -20.52
-SATELLITE_FRACTION = 0.4
-SATELLITE_DZ = 0.02
-SATELLITE_SCALE_KPC = 75.0
 MAX_HALF_LIGHT_RADIUS = 30.0  # arcsec; the largest SDSS galaxies at z >= 0.02 are smaller
 MIN_REDSHIFT = 0.02
 BRIGHTEST_ABS_MAG = -23.5  # rest-frame r; the most luminous BCGs reach about this
@@ -184,34 +169,6 @@ def _draw_redshifts(rng, r_mag):
     return np.clip(z0 * rng.gamma(2.0, 1.0, len(z0)) ** (1.0 / 1.5), 0.005, 2.0)
 
 
-def satellite_hosts(rng, r_mag, z):
-    """Host of each galaxy of r magnitudes ``r_mag`` and redshifts ``z``: the index of the brighter central
-    galaxy it is a satellite of, or -1 for a central (module docstring)."""
-    r_mag = np.asarray(r_mag, dtype=float)
-    z = np.asarray(z, dtype=float)
-    satellite = rng.uniform(0.0, 1.0, len(r_mag)) < SATELLITE_FRACTION
-    centrals = np.flatnonzero(~satellite)
-    weight = 10.0 ** (-0.4 * r_mag[centrals])
-    hosts = np.full(len(r_mag), -1)
-    for k in np.flatnonzero(satellite):
-        eligible = (r_mag[centrals] < r_mag[k]) & (np.abs(z[centrals] - z[k]) < SATELLITE_DZ)
-        if eligible.any():
-            chances = weight[eligible]
-            hosts[k] = centrals[eligible][rng.choice(len(chances), p=chances / chances.sum())]
-    return hosts
-
-
-def satellite_offsets(rng, z, cosmology=DEFAULT_COSMOLOGY):
-    """Projected offsets (arcsec east, arcsec north) of satellites from hosts at redshifts ``z``: radii of a
-    two-dimensional exponential profile of scale `SATELLITE_SCALE_KPC` (a Gamma(2) variate in units of the
-    scale), uniform angles."""
-    z = np.asarray(z, dtype=float)
-    radius_kpc = SATELLITE_SCALE_KPC * rng.gamma(2.0, 1.0, len(z))
-    radius = angular_size(radius_kpc * u.kpc, np.maximum(z, MIN_REDSHIFT), cosmology).to_value(u.arcsec)
-    angle = rng.uniform(0.0, 2.0 * np.pi, len(z))
-    return radius * np.sin(angle), radius * np.cos(angle)
-
-
 def field_galaxies(rng, area, r_faint, cosmology=DEFAULT_COSMOLOGY):
     """Draw the field galaxies of one field (positions are added by the caller).
 
@@ -227,8 +184,7 @@ def field_galaxies(rng, area, r_faint, cosmology=DEFAULT_COSMOLOGY):
     Returns
     -------
     `~astropy.table.Table`
-        One row per galaxy with ``r_mag``, ``z``, ``red``, ``host`` (`satellite_hosts`: a row index, -1 for
-        centrals; the caller places satellites around their host) and the columns of `assign_properties`.
+        One row per galaxy with ``r_mag``, ``z``, ``red`` and the columns of `assign_properties`.
     """
     n = rng.poisson(expected_galaxies(area, BRIGHTEST_GALAXY, r_faint))
     r_mag = _sample_magnitudes(rng, n, BRIGHTEST_GALAXY, r_faint)
@@ -244,8 +200,5 @@ def field_galaxies(rng, area, r_faint, cosmology=DEFAULT_COSMOLOGY):
         z[too_bright] = _draw_redshifts(rng, r_mag[too_bright])
     else:
         raise RuntimeError(f"{too_bright.sum()} field galaxies stay brighter than M_r = {BRIGHTEST_ABS_MAG}")
-    hosts = satellite_hosts(rng, r_mag, z)
-    satellites = hosts >= 0
-    z[satellites] = z[hosts[satellites]]
-    table = Table({"r_mag": r_mag, "z": z, "red": red, "template": template, "host": hosts})
+    table = Table({"r_mag": r_mag, "z": z, "red": red, "template": template})
     return assign_properties(rng, table, cosmology)
