@@ -12,11 +12,11 @@ from detectron2.config import get_cfg
 from deepcee_d2.config import add_deepcee_config
 from deepcee_d2.cosmology import DEFAULT_COSMOLOGY
 from deepcee_d2.dust import EXTINCTION_PER_EBV, galactic_reddening
-from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, RICHNESS_Z_PIVOT, SOURCE_DENSITY_KEY, Photometry,
-                                    RedSequenceEstimator, RedSequenceSettings, aperture_coverage, deredden,
-                                    detected_source_density, estimate_redshift_richness, measure_background,
-                                    measure_photometry, percolate, read_background, red_sequence_weights,
-                                    richness_members, write_background, SCAN_COLUMNS)
+from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, RICHNESS_Z_PIVOT, SCAN_COLUMNS, SOURCE_DENSITY_KEY,
+                                    Photometry, RedSequenceEstimator, RedSequenceSettings, aperture_coverage,
+                                    deredden, detected_source_density, estimate_redshift_richness,
+                                    measure_background, measure_photometry, percolate, read_background,
+                                    red_sequence_weights, richness_members, write_background)
 from deepcee_d2.survey.run import merged_candidates
 from deepcee_d2.synthetic import render
 from deepcee_d2.synthetic.clusters import MAX_RADIUS_R200, projected_fraction, r200_from_richness
