@@ -257,6 +257,14 @@ def add_deepcee_config(cfg):
     # Colours come from one circular aperture of this radius (arcsec) in g, r and i: ~1.4 x the typical
     # seeing FWHM, so it holds most of a galaxy's core light and little of its neighbours'.
     _C.DEEPCEE.REDSHIFT.APERTURE_RADIUS_ARCSEC = 2.0
+    # Match the bands' PSFs before the aperture colours: the sharper bands are convolved with Gaussians so that
+    # the image's own stars put the same share of their light into the aperture in every band
+    # (deepcee_d2.psf.match_psfs; a cutout with fewer than 5 such stars keeps its colours unmatched). Real
+    # SDSS bands differ in seeing by up to 1.4 x within one field, which reddens its aperture colours by
+    # 0.05 mag. Off by default until injected clusters can show it helps: on them it moved the redshift bias of
+    # such a field only from +0.026 to +0.021 (1 + z), and added false candidates (BENCHMARKS.md,
+    # "PSF-matched colours"). The background file must be measured with the same setting.
+    _C.DEEPCEE.REDSHIFT.MATCH_PSFS = False
     # Trial redshifts (start, stop, step) of the red-sequence scan; the redMaPPer DR8 calibration covers
     # 0.05-0.6.
     _C.DEEPCEE.REDSHIFT.Z_GRID = [0.04, 0.5, 0.005]

@@ -6,7 +6,9 @@ Liu 2012, ApJS 199, 34), calibrated on the red-sequence model the simulator draw
 
 1. **Photometry** (`measure_photometry`): sources detected and deblended on the r image of a flux cutout
    smoothed to about the seeing (Source Extractor's algorithms through SEP); the colours ``g - r`` and
-   ``r - i`` from one circular aperture per source measured in all three bands, their errors from the sky
+   ``r - i`` from one circular aperture per source measured in all three bands, after the bands are
+   convolved to one PSF (``DEEPCEE.REDSHIFT.MATCH_PSFS``: the cutout's own stars put the same share of their
+   light into the aperture in every band, `deepcee_d2.psf.match_psfs`), their errors from the sky
    noise; the total r magnitude from the Kron flux (AB, SDSS nanomaggies: ``m = 22.5 - 2.5 log10 f``), and
    ``i = r - (r - i)``.
 2. **Background** (`measure_background`): the surface densities of red-sequence-weighted galaxies and of
@@ -101,6 +103,7 @@ from .data.colour import check_band_images
 from .data.frames import covered_at
 from .dust import EXTINCTION_PER_EBV, check_dust_map, galactic_reddening
 from .io import atomic_output
+from .psf import match_psfs, stamp_half_size, stellar_locus
 from .synthetic.clusters import CONCENTRATION, MAX_RADIUS_R200, projected_fraction, r200_from_richness
 from .synthetic.colours import m_star, red_sequence, red_sequence_scatter
 from .synthetic.instrument import nanomaggies_to_mag
@@ -116,6 +119,13 @@ _KRON_WINDOW, _KRON_FACTOR, _KRON_MIN_RADIUS = 6.0, 2.5, 1.75
 # SEP's buffers: active pixels of sources being extracted (at least its default), sub-objects a source may be
 # deblended into (a crowded field's big blends exceed the default 1024).
 _SEP_PIXSTACK, _SEP_SUB_OBJECTS = 300_000, 4096
+# The stars that match the bands' PSFs (`_psf_stars`, `deepcee_d2.psf.match_psfs`): their light is measured
+# within this many colour-aperture radii (6" for 2": nearly all of it), they have no other source within it,
+# their S/N there in r is at least _PSF_STAR_SNR, their SEP ellipse is round (b/a), unflagged (neither
+# deblended nor truncated). The brightest _PSF_MAX_STARS (a crowded field has thousands) give the locus;
+# fewer than _PSF_MIN_STARS on it leave the colours unmatched.
+_PSF_REFERENCE_APERTURES, _PSF_STAR_SNR, _PSF_STAR_MIN_AXIS_RATIO = 3.0, 50.0, 0.8
+_PSF_MIN_STARS, _PSF_MAX_STARS = 5, 200
 # Polar sample grid of the unit disc for the fraction of an aperture inside the image.
 _COVERAGE_RADII, _COVERAGE_ANGLES = 40, 72
 # The coarser grid of percolation's profile shares (1 % of a share is plenty against a scan's noise).
@@ -126,8 +136,9 @@ _REFINE_ITERATIONS = 3
 DEFAULT_BACKGROUND_FILE = Path(__file__).resolve().parent / "synthetic" / "red_sequence_background.ecsv"
 _BACKGROUND_COLUMNS = ("z", "scan", "scan_squared", "members")
 # The settings a background depends on besides the z grid, kept in its meta and checked when it is read.
-_BACKGROUND_SETTINGS = ("detect_nsigma", "detect_npixels", "smooth_fwhm_pixels", "aperture_radius", "bright_mag",
-                        "faint_mag", "richness_faint_mag", "colour_error_floor", "richness_member_chi2")
+_BACKGROUND_SETTINGS = ("detect_nsigma", "detect_npixels", "smooth_fwhm_pixels", "aperture_radius", "match_psfs",
+                        "bright_mag", "faint_mag", "richness_faint_mag", "colour_error_floor",
+                        "richness_member_chi2")
 # Which photometry a background was measured with (its meta): another deblender finds other sources, so a
 # background of photutils' segmentation (before SEP; not recorded then) does not fit this photometry.
 PHOTOMETRY = "sep"
@@ -160,6 +171,8 @@ class RedSequenceSettings:
         FWHM (pixels) of the Gaussian that smooths the r image before detection.
     aperture_radius : `~astropy.units.Quantity` [angle]
         Radius of the colour aperture.
+    match_psfs : bool
+        Convolve the bands to one PSF (the widest, measured on the cutout's stars) before the colours.
     z_grid : (n,) array
         Trial redshifts.
     bright_mag, faint_mag : float
@@ -189,6 +202,7 @@ class RedSequenceSettings:
     detect_npixels: int
     smooth_fwhm_pixels: float
     aperture_radius: u.Quantity
+    match_psfs: bool
     z_grid: np.ndarray
     bright_mag: float
     faint_mag: float
@@ -215,6 +229,7 @@ class RedSequenceSettings:
         return cls(
             detect_nsigma=float(c.DETECT_NSIGMA), detect_npixels=int(c.DETECT_NPIXELS),
             smooth_fwhm_pixels=float(c.SMOOTH_FWHM_PIXELS), aperture_radius=float(c.APERTURE_RADIUS_ARCSEC) * u.arcsec,
+            match_psfs=bool(c.MATCH_PSFS),
             z_grid=np.round(np.arange(start, stop + step / 2, step), 6), bright_mag=float(c.BRIGHT_MAG),
             faint_mag=float(c.FAINT_MAG), scan_radius=float(c.SCAN_RADIUS_KPC) * u.kpc,
             colour_error_floor=float(c.COLOUR_ERROR_FLOOR), z_error_floor=float(c.Z_ERROR_FLOOR),
@@ -243,12 +258,17 @@ class Photometry:
         ``(ny, nx)`` of the cutout.
     covered : (ny, nx) bool array or None
         The pixels imaged in every band (`deepcee_d2.data.frames.Cutout.covered`); None: all of them.
+    psf_kernels : dict of str -> float or None
+        Sigma (arcsec) of the Gaussian each band was convolved with before the colours (0 for the widest
+        band, `deepcee_d2.psf.match_psfs`); None where the colours are not PSF-matched (not asked, or too few
+        stars).
     """
 
     sources: Table
     wcs: object
     shape: tuple
     covered: np.ndarray = None
+    psf_kernels: dict = None
 
     @functools.cached_property
     def pixel_scale(self):
@@ -286,7 +306,8 @@ def measure_photometry(images, wcs, settings, source="image", covered=None):
     with a Gaussian of about the seeing, its multi-threshold deblending (cluster cores are crowded: without it
     a BCG and its neighbours would be one source of mixed colour), Kron fluxes within 2.5 Kron radii (a circle
     of `_KRON_MIN_RADIUS` where that ellipse is smaller) and exact circular apertures for the colours at each
-    source's barycentre.
+    source's barycentre. With ``settings.match_psfs`` the colours are read from the bands convolved to one PSF
+    (`deepcee_d2.psf.match_psfs`, on the cutout's stars, `_psf_stars`).
 
     Parameters
     ----------
@@ -325,10 +346,19 @@ def measure_photometry(images, wcs, settings, source="image", covered=None):
     if small.any():
         kron[small] = sep.sum_circle(images["r"], x[small], y[small], _KRON_MIN_RADIUS, subpix=1)[0]
     radius = settings.aperture_radius.to_value(u.arcsec) / _pixel_scale(wcs)
+    colour_images, psf_kernels = images, None
+    if settings.match_psfs:
+        reference = _PSF_REFERENCE_APERTURES * radius
+        stars_x, stars_y = _psf_stars(images, objects, noise, covered, radius, reference)
+        if len(stars_x) >= _PSF_MIN_STARS:
+            colour_images, kernels, _ = match_psfs(images, stars_x, stars_y, radius, reference)
+            psf_kernels = {band: round(sigma * _pixel_scale(wcs), 4) for band, sigma in kernels.items()}
+        else:
+            logger.info("%s: %d stars (need %d): colours not PSF-matched", source, len(stars_x), _PSF_MIN_STARS)
     area = np.pi * radius**2
     flux, error = {}, {}
     for band in BANDS:
-        flux[band] = sep.sum_circle(images[band], x, y, radius, subpix=0)[0]
+        flux[band] = sep.sum_circle(colour_images[band], x, y, radius, subpix=0)[0]
         error[band] = noise[band] * np.sqrt(area)
         # A source fainter than its error gets its 1-sigma flux: a colour limit whose large error weights it down.
         flux[band] = np.maximum(flux[band], error[band])
@@ -346,7 +376,35 @@ def measure_photometry(images, wcs, settings, source="image", covered=None):
     })
     for name in PHOTOMETRY_COLUMNS[4:]:
         sources[name].unit = u.mag
-    return Photometry(sources, wcs, shape, covered)
+    return Photometry(sources, wcs, shape, covered, psf_kernels)
+
+
+def _psf_stars(images, objects, noise, covered, aperture_radius, reference_radius):
+    """Pixel positions ``(x, y)`` of the stars of a cutout for `deepcee_d2.psf.match_psfs`: SEP's objects
+    (`_detect_sources`) that are unflagged, round, isolated and bright (`_PSF_STAR_SNR`, ...), with their
+    whole stamp on imaged pixels, on the stellar locus of their r half-light radii (`stellar_locus`)."""
+    import sep
+    from scipy.spatial import cKDTree
+
+    x, y = objects["x"].astype(np.float64), objects["y"].astype(np.float64)
+    if len(x) < _PSF_MIN_STARS:
+        return x[:0], y[:0]
+    half = stamp_half_size(aperture_radius, reference_radius)
+    ny, nx = images["r"].shape
+    flux = sep.sum_circle(images["r"], x, y, reference_radius, subpix=1)[0]
+    nearest = cKDTree(np.column_stack([x, y])).query(np.column_stack([x, y]), k=2)[0][:, 1]
+    candidate = ((objects["flag"] == 0) & (objects["b"] >= _PSF_STAR_MIN_AXIS_RATIO * objects["a"])
+                 & (nearest > reference_radius) & (flux >= _PSF_STAR_SNR * noise["r"] * np.sqrt(np.pi) * reference_radius)
+                 & (x >= half) & (x < nx - 1 - half) & (y >= half) & (y < ny - 1 - half))
+    index = np.flatnonzero(candidate)
+    if covered is not None:
+        x0, y0 = np.rint(x[index]).astype(int), np.rint(y[index]).astype(int)
+        index = index[[covered[b - half:b + half + 1, a - half:a + half + 1].all() for a, b in zip(x0, y0)]]
+    index = index[np.argsort(-flux[index])][:_PSF_MAX_STARS]
+    sizes = sep.flux_radius(images["r"], x[index], y[index], np.full(len(index), reference_radius), 0.5,
+                            normflux=flux[index], subpix=5)[0]
+    _, on_locus = stellar_locus(sizes, _PSF_MIN_STARS)
+    return x[index[on_locus]], y[index[on_locus]]
 
 
 def _detect_sources(images, bands, settings, source, covered):

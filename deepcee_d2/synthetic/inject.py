@@ -79,6 +79,7 @@ from ..data.catalogs import CLUSTER_COLUMNS, check_cluster_table
 from ..data.frames import ImagingError, open_fits, read_frame_header
 from ..dust import EXTINCTION_PER_EBV, check_dust_map, galactic_reddening
 from ..io import atomic_output, sky_positions
+from ..psf import stellar_locus
 from . import render
 from .clusters import ClusterSpec, check_redshifts, realise_cluster, realise_from_spec
 from .field import CLUSTER_EXTRAS, DEFAULT_MAG_LIMIT, _empty_cluster_table
@@ -96,15 +97,14 @@ SDSS_GAIN = {1: {"g": 3.32, "r": 4.71, "i": 5.165}, 2: {"g": 3.855, "r": 4.6, "i
              5: {"g": 4.05, "r": 4.725, "i": 4.64}, 6: {"g": 4.035, "r": 4.895, "i": 4.76}}
 REFERENCE_BAND = "r"
 # Stars for the FWHM: peak above 50 sigma of the sky, no other source within 15 px, ellipticity below 0.2,
-# at least 5 (the 150 brightest used); Gaussian fits on 25 x 25 px stamps; the stellar locus within 10 % of its
-# median.
+# at least 5 (the 150 brightest used); Gaussian fits on 25 x 25 px stamps; their stellar locus
+# (`deepcee_d2.psf.stellar_locus`).
 _STAR_PEAK_SNR = 50.0
 _STAR_ISOLATION_PX = 15.0
 _STAR_MAX_ELLIPTICITY = 0.2
 _STAMP_HALF = 12
 MIN_STARS = 5
 _MAX_STARS = 150
-_LOCUS_WIDTH = 0.10
 _PLACEMENT_ATTEMPTS = 5000
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".fz")
 _GZIP_LEVEL = 6
@@ -243,9 +243,8 @@ def measure_fwhm(image, wcs, source="image"):
     Sources peaking above 50 sigma of the sky (`photutils.detection.DAOStarFinder`, whose sharpness and
     roundness limits drop cosmic rays and extended sources), with no other such source within 15 px and an
     ellipticity below 0.2, give the sigma of a 2-D Gaussian fitted to their 25 x 25 px stamp. Stars share the
-    smallest sigma (galaxies are wider, saturated cores flat-topped and wider): the stellar locus is found
-    by starting at the median of the smallest third and keeping the sources within 10 % of the running
-    median. That median becomes the FWHM of the Moffat profile (the one the injection draws) whose image
+    smallest sigma (galaxies are wider, saturated cores flat-topped and wider): their stellar locus
+    (`deepcee_d2.psf.stellar_locus`). Its median becomes the FWHM of the Moffat profile (the one the injection draws) whose image
     at the frame's pixel scale gives the same fitted sigma, averaged over sub-pixel centres: the fit's
     pixelisation and the profile's non-Gaussian shape cancel, down to undersampled 1-pixel FWHMs.
 
@@ -294,22 +293,18 @@ def measure_fwhm(image, wcs, source="image"):
             fit = _gaussian_fit(data[y0 - _STAMP_HALF:y0 + _STAMP_HALF + 1, x0 - _STAMP_HALF:x0 + _STAMP_HALF + 1])
             if fit is not None and fit[1] < _STAR_MAX_ELLIPTICITY:
                 sigma.append(fit[0])
-    sigma = np.sort(sigma)
     if len(sigma) < MIN_STARS:
         raise InjectionError(f"{source}: only {len(sigma)} isolated unsaturated stars to measure the PSF "
                              f"(need {MIN_STARS}); give the FWHM of this band")
-    locus = float(np.median(sigma[: max(len(sigma) // 3, MIN_STARS)]))
-    for _ in range(10):
-        members = sigma[np.abs(sigma - locus) <= _LOCUS_WIDTH * locus]
-        locus = float(np.median(members))
-    if len(members) < MIN_STARS:
-        raise InjectionError(f"{source}: only {len(members)} stars on the stellar locus (need {MIN_STARS}); "
+    locus, members = stellar_locus(sigma, MIN_STARS)
+    if members.sum() < MIN_STARS:
+        raise InjectionError(f"{source}: only {members.sum()} stars on the stellar locus (need {MIN_STARS}); "
                              "give the FWHM of this band")
     table_sigma, table_fwhm = _psf_sigma_table(round(scale, 6))
     if not table_sigma[0] <= locus <= table_sigma[-1]:
         raise InjectionError(f"{source}: measured PSF sigma {locus:.2f} px is outside 1-20 px FWHM; "
                              "give the FWHM of this band")
-    return float(np.interp(locus, table_sigma, table_fwhm)), int(len(members))
+    return float(np.interp(locus, table_sigma, table_fwhm)), int(members.sum())
 
 
 def electrons_per_nanomaggy(frame, given=None):
