@@ -14,8 +14,8 @@ its tiles (`LocalFITSSource.cutout`, all bands on one grid), and the estimator's
 - **Stars' colours**: median over those stars of (colour in the 2" aperture) - (colour within 6"), as imaged
   and matched: 0 when the bands' PSFs put the same share of a point source into the aperture.
 - **Model galaxies**: Sersic profiles (n = 4, the red sequence's ellipticals, and n = 1 discs; half-light radii
-  0.5-2.5", axis ratio 0.8) convolved with each band's empirical PSF (the median of the stars' normalised
-  stamps, cut at 6" as SDSS's photometry is calibrated within 7.4"), the same galaxy in every band: its
+  0.5-2.5", axis ratio 0.8) convolved with each band's empirical PSF (the stars' stack, `deepcee_d2.psf.stacked_psf`,
+  cut at 6" as SDSS's photometry is calibrated within 7.4"), the same galaxy in every band: its
   aperture colour is then its error. As imaged, and with each band's stamp also convolved by its kernel.
 - **Photometry time** per tile (`measure_photometry`, with and without matching; the survey's per-tile cost).
 """
@@ -32,14 +32,13 @@ from scipy.special import gammaincinv
 
 from deepcee_d2.config import load_config
 from deepcee_d2.data.frames import LocalFITSSource
-from deepcee_d2.psf import match_psfs
+from deepcee_d2.psf import match_psfs, stacked_psf
 from deepcee_d2.redsequence import (BANDS, RedSequenceSettings, _detect_sources, _pixel_scale, _psf_stars,
                                     measure_photometry)
 from deepcee_d2.survey.tiling import field_reference_frames
 
 REPO = Path(__file__).resolve().parents[1]
 GALAXIES = [(4, radius) for radius in (0.5, 1.0, 1.5, 2.5)] + [(1, radius) for radius in (0.5, 1.0, 1.5, 2.5)]
-STAMP_HALF = 30
 
 
 def colour(flux, blue, red):
@@ -51,20 +50,6 @@ def star_offsets(images, x, y, radius):
     inner = {band: sep.sum_circle(images[band], x, y, radius, subpix=5)[0] for band in BANDS}
     outer = {band: sep.sum_circle(images[band], x, y, 3 * radius, subpix=5)[0] for band in BANDS}
     return [float(np.median(colour(inner, a, b) - colour(outer, a, b))) for a, b in (("g", "r"), ("r", "i"))]
-
-
-def empirical_psfs(images, x, y, radius):
-    """Each band's median normalised star stamp, cut at 3 apertures and renormalised."""
-    rows, columns = np.indices((2 * STAMP_HALF + 1,) * 2) - STAMP_HALF
-    outside = np.hypot(rows, columns) > 3 * radius
-    psfs = {}
-    for band in BANDS:
-        stamps = np.stack([images[band][b - STAMP_HALF:b + STAMP_HALF + 1, a - STAMP_HALF:a + STAMP_HALF + 1]
-                           for a, b in zip(np.rint(x).astype(int), np.rint(y).astype(int))])
-        psf = np.median(stamps / stamps.sum(axis=(1, 2), keepdims=True), axis=0)
-        psf[outside] = 0.0
-        psfs[band] = psf / psf.sum()
-    return psfs
 
 
 def sersic(index, half_light_px, axis_ratio=0.8, half=40):
@@ -107,7 +92,8 @@ def main(args):
         radius = settings.aperture_radius.to_value("arcsec") / scale
         x, y = _psf_stars(images, objects, noise, covered, radius, 3 * radius)
         matched, kernels, shares = match_psfs(images, x, y, radius, 3 * radius)
-        psfs = empirical_psfs(images, x, y, radius)
+        # The stars' stacked PSF (the injection's, `synthetic.inject.measure_psf`), cut at the 6" reference.
+        psfs = {band: stacked_psf(images[band], x, y, int(3 * radius), 3.0 / scale) for band in BANDS}
         before = galaxy_errors(psfs, dict.fromkeys(BANDS, 0.0), radius, scale)
         after = galaxy_errors(psfs, kernels, radius, scale)
         times = []

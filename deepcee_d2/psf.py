@@ -1,7 +1,7 @@
 """The PSF of imaging, measured on the image's own stars.
 
-Two users: the injection (`deepcee_d2.synthetic.inject.measure_fwhm`, the width of the Moffat profile it draws
-into a frame) and the red-sequence photometry (`deepcee_d2.redsequence.measure_photometry`, whose aperture
+Two users: the injection (`deepcee_d2.synthetic.inject.measure_psf`, the PSF image it draws galaxies into a
+frame with: `stacked_psf`) and the red-sequence photometry (`deepcee_d2.redsequence.measure_photometry`, whose aperture
 colours need the same PSF in every band).
 
 - **The stellar locus** (`stellar_locus`): among isolated, bright, round sources, stars share the smallest
@@ -145,3 +145,55 @@ def match_psfs(images, x, y, aperture_radius, reference_radius):
             kernels[band] = 0.5 * (low + high)
         matched[band] = cv2.GaussianBlur(image, (0, 0), kernels[band]) if kernels[band] > 0 else image
     return matched, kernels, {band: float(np.median(shares)) for band, shares in star_shares.items()}
+
+
+def stacked_psf(image, x, y, half, core_radius):
+    """The PSF of an image as the median of its stars' normalised stamps.
+
+    Each star's stamp is shifted to put the star on the middle pixel (cubic spline) and scaled to unit light
+    within ``half`` pixels; the median of the stamps is kept within ``core_radius`` and replaced beyond it by
+    its median in 1-pixel rings (the faint wings carry the sky noise of every stamp; the rings average it
+    away), set to zero where negative and beyond ``half``, and scaled to unit sum. The pixel response is in it,
+    as in the stars.
+
+    Parameters
+    ----------
+    image : (ny, nx) array
+        Sky-subtracted image.
+    x, y : (n,) arrays
+        0-based pixel positions of isolated stars, each at least ``half + 2`` pixels from every edge.
+    half : int
+        Half side of the stamp (pixels).
+    core_radius : float
+        Radius (pixels) within which the stamp is kept as stacked.
+
+    Returns
+    -------
+    (2 half + 1, 2 half + 1) float64 array
+
+    Raises
+    ------
+    ValueError
+        No star.
+    """
+    from scipy import ndimage
+
+    if not len(x):
+        raise ValueError("stacked_psf: no star")
+    side = 2 * half + 1
+    radius = np.hypot(*(np.indices((side, side)) - half))
+    inside = radius <= half
+    stamps = []
+    for a, b in zip(np.asarray(x, float), np.asarray(y, float)):
+        x0, y0 = int(round(a)), int(round(b))
+        stamp = np.asarray(image[y0 - half - 2:y0 + half + 3, x0 - half - 2:x0 + half + 3], dtype=np.float64)
+        stamp = ndimage.shift(stamp, (y0 - b, x0 - a), order=3, mode="nearest")[2:-2, 2:-2]
+        stamps.append(stamp / stamp[inside].sum())
+    stacked = np.median(stamps, axis=0)
+    rings = np.rint(radius).astype(int)
+    profile = np.array([np.median(stacked[rings == k]) for k in range(half + 1)])
+    wings = radius > core_radius
+    stacked[wings & inside] = profile[rings[wings & inside]]
+    stacked[~inside] = 0.0
+    stacked = np.clip(stacked, 0.0, None)
+    return stacked / stacked.sum()

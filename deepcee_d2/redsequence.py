@@ -139,6 +139,8 @@ _BACKGROUND_COLUMNS = ("z", "scan", "scan_squared", "members")
 _BACKGROUND_SETTINGS = ("detect_nsigma", "detect_npixels", "smooth_fwhm_pixels", "aperture_radius", "match_psfs",
                         "bright_mag", "faint_mag", "richness_faint_mag", "colour_error_floor",
                         "richness_member_chi2")
+# Settings added after backgrounds were first written, and the value those files were measured with.
+_BACKGROUND_SETTINGS_BEFORE = {"match_psfs": False}
 # Which photometry a background was measured with (its meta): another deblender finds other sources, so a
 # background of photutils' segmentation (before SEP; not recorded then) does not fit this photometry.
 PHOTOMETRY = "sep"
@@ -643,7 +645,7 @@ def read_background(path, settings):
     if photometry != PHOTOMETRY:
         raise ValueError(f"{path}: background measured with the photometry {photometry!r}, not {PHOTOMETRY!r}; "
                          "measure it again (measure_background, write_background)")
-    measured_with = table.meta.get("settings", {})
+    measured_with = {**_BACKGROUND_SETTINGS_BEFORE, **table.meta.get("settings", {})}
     changed = [f"{name} {measured_with.get(name, 'not recorded')} (now {getattr(settings, name)})"
                for name in _BACKGROUND_SETTINGS
                if name not in measured_with or not np.isclose(measured_with[name], getattr(settings, name))]

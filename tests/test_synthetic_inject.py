@@ -6,6 +6,7 @@ import io
 import runpy
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import astropy.units as u
 import galsim
@@ -26,12 +27,14 @@ from deepcee_d2.synthetic.inject import (
     TRUTH_FILE,
     InjectionError,
     inject_clusters,
-    measure_fwhm,
+    measure_psf,
     output_name,
     place_clusters,
     plan_clusters,
     read_frames,
+    render_clusters,
 )
+from deepcee_d2.synthetic import render
 from deepcee_d2.synthetic.instrument import mag_to_nanomaggies
 
 from conftest import make_sky_wcs, write_sfd_like_map
@@ -300,28 +303,46 @@ def test_galaxy_shapes_on_the_sky_agree_between_rotated_frames(tmp_path):
     assert truth["frames"][0].split(";") == [f"frame-{b}-{n}.fits" for n in ("turned", "up") for b in "gir"]
 
 
-def test_fwhm_measured_on_stars_recovers_the_seeing_of_a_synthetic_frame():
+def test_psf_measured_on_stars_recovers_the_seeing_and_profile_of_a_synthetic_frame():
     field = make_field(SkyCoord(150 * u.deg, 2 * u.deg), 800, 800, clusters=None, bands=("r",), seed=1,
                        seeing={"r": 1.3}, mag_limit=22.0)
-    fwhm, n_stars = measure_fwhm(field.images["r"], field.wcs, "synthetic r")
-    assert n_stars >= 5
-    assert fwhm == pytest.approx(1.3, rel=0.05)
+    psf = measure_psf(field.images["r"], field.wcs, "synthetic r")
+    assert psf.n_stars >= 5
+    assert psf.fwhm == pytest.approx(1.3, rel=0.05)
+    # The stacked image is the frame's PSF: its share of the light within 2" and within 1" is the drawn one's.
+    half = psf.image.shape[0] // 2
+    truth = render.add_psf_wing(field.psf["r"].profile().drawImage(nx=2 * half + 1, ny=2 * half + 1, scale=0.396)
+                                .array.astype(np.float64), field.psf["r"])
+    truth /= truth.sum()
+    radius = np.hypot(*(np.indices(truth.shape) - half)) * 0.396
+    assert psf.image.sum() == pytest.approx(1.0) and psf.image.argmax() == psf.image.size // 2
+    for arcsec in (1.0, 2.0):
+        assert psf.image[radius <= arcsec].sum() == pytest.approx(truth[radius <= arcsec].sum(), abs=0.02)
+    # Galaxies drawn with it into the frame's grid get that PSF: a point-like one holds the stars' share.
+    frame = SimpleNamespace(shape=(101, 101), band="r", wcs=field.wcs, pixel_scale=lambda: 0.396 * u.arcsec)
+    members = Table({"x": [50.0], "y": [50.0], "r_mag": [18.0], "sersic_n": [1.0], "half_light_radius": [0.01],
+                     "axis_ratio": [1.0], "position_angle": [0.0]})
+    model, drawn = render_clusters(frame, [members], psf)
+    rows, columns = np.indices(model.shape)
+    within = np.hypot(rows - 50, columns - 50) * 0.396
+    assert drawn == 1
+    assert model[within <= 2.0].sum() / model.sum() == pytest.approx(psf.image[radius <= 2.0].sum(), abs=0.01)
 
 
 def test_fwhm_measured_on_a_real_section_is_sdss_like(real_frames):
     frames = read_frames(real_frames)[FIELD]
-    measured = {band: measure_fwhm(fits.getdata(frame.path), frame.wcs, str(frame.path))
+    measured = {band: measure_psf(fits.getdata(frame.path), frame.wcs, str(frame.path))
                 for band, frame in frames.items()}
-    for band, (fwhm, n_stars) in measured.items():
-        assert 0.6 < fwhm < 2.0 and n_stars >= 10, (band, fwhm, n_stars)
-    assert measured["g"][0] > measured["i"][0]  # seeing improves with wavelength
+    for band, psf in measured.items():
+        assert 0.6 < psf.fwhm < 2.0 and psf.n_stars >= 10, (band, psf.fwhm, psf.n_stars)
+    assert measured["g"].fwhm > measured["i"].fwhm  # seeing improves with wavelength
 
 
 def test_fwhm_without_enough_stars_is_an_error_naming_the_frame():
     wcs = make_sky_wcs(30.0, 10.0, (100, 100))
     noise = np.random.default_rng(0).normal(0.0, 0.01, (100, 100))
     with pytest.raises(InjectionError, match="blank.fits: only 0 isolated"):
-        measure_fwhm(noise, wcs, "blank.fits")
+        measure_psf(noise, wcs, "blank.fits")
 
 
 def test_command_injects_into_a_synthetic_survey_folder(tmp_path, capsys):

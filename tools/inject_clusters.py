@@ -59,7 +59,8 @@ def parse_args(argv=None):
     frames = parser.add_argument_group("frames")
     frames.add_argument("--bands", default="".join(BANDS), help="bands to inject (default gri)")
     frames.add_argument("--fwhm", nargs="+", metavar="BAND=ARCSEC",
-                        help="PSF FWHM per band for every frame (default: measured on each frame's stars)")
+                        help="PSF FWHM per band for every frame, drawn as a round Moffat (default: each frame's own "
+                             "PSF, stacked from its stars)")
     frames.add_argument("--electrons-per-nmgy", nargs="+", metavar="BAND=VALUE",
                         help="electrons per nanomaggy per band (default: header GAIN/NMGY, or SDSS camcol gain)")
     frames.add_argument("--no-noise", action="store_true", help="add no photon noise for the injected light")

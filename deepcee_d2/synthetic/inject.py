@@ -20,12 +20,14 @@ them into every frame they touch, then writes the injected frames and the truth.
 - **Shapes.** The GalSim image of a frame carries the frame's astropy WCS (`galsim.AstropyWCS`), so each
   galaxy is drawn through the local Jacobian of the WCS at its own position: a galaxy's shape and position
   angle on the sky are the same in every band whatever the frames' rotation, parity and pixel scale.
-- **PSF.** A round Moffat profile (`instrument.PSF`, beta = `instrument.INJECTION_BETA`, 3.1) per frame, of a
-  FWHM given per band or measured on the frame (`measure_fwhm`: Gaussian fits to isolated bright round
-  point-like sources, their stellar-locus median, turned into the FWHM of that Moffat whose pixelised image
-  gives the same fit). SDSS corrected frames do not record the seeing in their header. Real SDSS PSFs are
-  Moffat-like with beta 2.5-3.7 and ellipticities 0.02-0.07 (BENCHMARKS.md, "Real SDSS frames against the
-  simulator"): the injected galaxies match the core width, not the exact wings or the shape.
+- **PSF.** Each frame's own, measured on its stars (`measure_psf`): isolated bright round point-like sources
+  on the stellar locus of their Gaussian-fit widths, stacked (`deepcee_d2.psf.stacked_psf`) into an image of
+  12" radius that GalSim interpolates (`EmpiricalPSF`). The injected galaxies thus get the frame's core,
+  shape and wings in each band; the wings differ between SDSS bands (i holds 1-2 % more light beyond 6"
+  than r), and aperture colours depend on them (BENCHMARKS.md, "PSF-matched colours"). Light beyond 12" is
+  not drawn. SDSS corrected frames do not record the seeing in their header. Where the FWHM is given per
+  band, a round Moffat of it is drawn instead (`instrument.PSF`, beta = `instrument.INJECTION_BETA`, 3.1,
+  with the simulator's aureole): frames with too few stars.
 - **Photon noise** of the injected light: the model image ``m`` (nanomaggies) becomes ``e = m k`` electrons,
   ``k`` = electrons per nanomaggy, and ``(Poisson(e) - e) / k`` is added with the model. The frame already
   holds the sky, read and source noise, and Poisson variances add, so this is exact for the extra light.
@@ -79,7 +81,7 @@ from ..data.catalogs import CLUSTER_COLUMNS, check_cluster_table
 from ..data.frames import ImagingError, open_fits, read_frame_header
 from ..dust import EXTINCTION_PER_EBV, check_dust_map, galactic_reddening
 from ..io import atomic_output, sky_positions
-from ..psf import stellar_locus
+from ..psf import stacked_psf, stellar_locus
 from . import render
 from .clusters import ClusterSpec, check_redshifts, realise_cluster, realise_from_spec
 from .field import CLUSTER_EXTRAS, DEFAULT_MAG_LIMIT, _empty_cluster_table
@@ -105,6 +107,9 @@ _STAR_MAX_ELLIPTICITY = 0.2
 _STAMP_HALF = 12
 MIN_STARS = 5
 _MAX_STARS = 150
+# The measured PSF image (`measure_psf`): the stars' stack within this radius (arcsec), kept as stacked within
+# the core radius; its ring medians beyond.
+_PSF_STACK_RADIUS, _PSF_STACK_CORE = 12.0, 3.0
 _PLACEMENT_ATTEMPTS = 5000
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".fz")
 _GZIP_LEVEL = 6
@@ -237,14 +242,47 @@ def _psf_sigma_table(pixel_scale_arcsec):
     return np.array(sigma), fwhm
 
 
-def measure_fwhm(image, wcs, source="image"):
-    """PSF FWHM of a sky-subtracted frame, measured on its stars.
+@dataclass(frozen=True, eq=False)
+class EmpiricalPSF:
+    """A frame's PSF as its stars show it (`measure_psf`): galaxies injected into the frame are convolved with
+    it, so they get the frame's own core, wings and ellipticity in each band, as its real galaxies do.
+
+    Attributes
+    ----------
+    image : (n, n) float64 array
+        Unit-sum PSF in the frame's pixels on the middle pixel, the pixel response included
+        (`deepcee_d2.psf.stacked_psf`).
+    jacobian : `galsim.JacobianWCS`
+        The frame's WCS linearised at its centre: puts the image on the sky.
+    fwhm : float
+        FWHM (arcsec) of the injection's Moffat whose image gives the stars' Gaussian-fit sigma (the drawing
+        windows' size; the records).
+    n_stars : int
+        Stars on the stellar locus, all stacked.
+    """
+
+    image: np.ndarray
+    jacobian: object
+    fwhm: float
+    n_stars: int
+    wing = 0.0  # the wings are in the image: `render.add_psf_wing` adds none
+    draw_method = "no_pixel"  # and so are the pixels
+
+    def profile(self):
+        """The unit-flux GalSim profile of the image, on the sky."""
+        return galsim.InterpolatedImage(galsim.Image(self.image, wcs=self.jacobian), normalization="flux", flux=1.0)
+
+
+def measure_psf(image, wcs, source="image"):
+    """The PSF of a sky-subtracted frame, measured on its stars.
 
     Sources peaking above 50 sigma of the sky (`photutils.detection.DAOStarFinder`, whose sharpness and
     roundness limits drop cosmic rays and extended sources), with no other such source within 15 px and an
     ellipticity below 0.2, give the sigma of a 2-D Gaussian fitted to their 25 x 25 px stamp. Stars share the
     smallest sigma (galaxies are wider, saturated cores flat-topped and wider): their stellar locus
-    (`deepcee_d2.psf.stellar_locus`). Its median becomes the FWHM of the Moffat profile (the one the injection draws) whose image
+    (`deepcee_d2.psf.stellar_locus`). The stars on it are stacked into the PSF image (`stacked_psf`, 12" from
+    the centre, kept as stacked within 3"; those closer to an edge are left out). The locus' median sigma
+    gives the FWHM of the Moffat profile (the one the injection draws for a given FWHM) whose image
     at the frame's pixel scale gives the same fitted sigma, averaged over sub-pixel centres: the fit's
     pixelisation and the profile's non-Gaussian shape cancel, down to undersampled 1-pixel FWHMs.
 
@@ -259,10 +297,7 @@ def measure_fwhm(image, wcs, source="image"):
 
     Returns
     -------
-    fwhm : float
-        arcsec.
-    n_stars : int
-        Stars on the stellar locus.
+    EmpiricalPSF
 
     Raises
     ------
@@ -277,7 +312,7 @@ def measure_fwhm(image, wcs, source="image"):
     scale = float(np.mean(proj_plane_pixel_scales(wcs))) * 3600.0
     # A 1.4" guess: DAOStarFinder's kernel only has to pick up point-like peaks.
     found = DAOStarFinder(threshold=_STAR_PEAK_SNR * std, fwhm=1.4 / scale, exclude_border=True)(data)
-    sigma = []
+    sigma, positions = [], []
     if found is not None and len(found):
         columns = ("x_centroid", "y_centroid") if "x_centroid" in found.colnames else ("xcentroid", "ycentroid")
         x, y = np.asarray(found[columns[0]], float), np.asarray(found[columns[1]], float)
@@ -293,6 +328,7 @@ def measure_fwhm(image, wcs, source="image"):
             fit = _gaussian_fit(data[y0 - _STAMP_HALF:y0 + _STAMP_HALF + 1, x0 - _STAMP_HALF:x0 + _STAMP_HALF + 1])
             if fit is not None and fit[1] < _STAR_MAX_ELLIPTICITY:
                 sigma.append(fit[0])
+                positions.append((x[k], y[k]))
     if len(sigma) < MIN_STARS:
         raise InjectionError(f"{source}: only {len(sigma)} isolated unsaturated stars to measure the PSF "
                              f"(need {MIN_STARS}); give the FWHM of this band")
@@ -304,7 +340,17 @@ def measure_fwhm(image, wcs, source="image"):
     if not table_sigma[0] <= locus <= table_sigma[-1]:
         raise InjectionError(f"{source}: measured PSF sigma {locus:.2f} px is outside 1-20 px FWHM; "
                              "give the FWHM of this band")
-    return float(np.interp(locus, table_sigma, table_fwhm)), int(members.sum())
+    half = int(np.ceil(_PSF_STACK_RADIUS / scale))
+    x, y = np.asarray(positions)[members].T
+    height, width = data.shape
+    room = (x >= half + 2) & (x < width - half - 3) & (y >= half + 2) & (y < height - half - 3)
+    if not room.any():
+        raise InjectionError(f"{source}: no star of the stellar locus lies {half + 2} px from the edges; "
+                             "give the FWHM of this band")
+    stacked = stacked_psf(data, x[room], y[room], half, _PSF_STACK_CORE / scale)
+    jacobian = galsim.AstropyWCS(wcs=wcs, origin=galsim.PositionD(-1.0, -1.0)).local(
+        image_pos=galsim.PositionD((width - 1) / 2.0, (height - 1) / 2.0))
+    return EmpiricalPSF(stacked, jacobian, float(np.interp(locus, table_sigma, table_fwhm)), int(room.sum()))
 
 
 def electrons_per_nanomaggy(frame, given=None):
@@ -464,17 +510,16 @@ def _frame_members(frame, members):
     return chosen
 
 
-def render_clusters(frame, members, fwhm):
+def render_clusters(frame, members, psf):
     """Noiseless image (nanomaggies per pixel, float64, the frame's shape) of the members drawn into ``frame``
-    through its WCS with the round Moffat PSF of ``fwhm`` arcsec and the simulator's aureole (real SDSS stars
-    have it); and the number of galaxies drawn."""
+    through its WCS with ``psf``: the frame's own (`EmpiricalPSF`), or for a given FWHM the round Moffat
+    `instrument.PSF` with the simulator's aureole; and the number of galaxies drawn."""
     height, width = frame.shape
     model = np.zeros((height, width), dtype=np.float64)
     # GalSim's FITS-based WCSs count pixels from 1; origin (-1, -1) makes them astropy's 0-based pixels.
     image = galsim.Image(model, xmin=0, ymin=0,
                          wcs=galsim.AstropyWCS(wcs=frame.wcs, origin=galsim.PositionD(-1.0, -1.0)))
     drawn = 0
-    psf = PSF(fwhm)
     for table in members:
         drawn += render.draw_galaxies(image, table, frame.band, psf)
     render.add_psf_wing(model, psf, frame.pixel_scale().to_value(u.arcsec))
@@ -514,6 +559,7 @@ def _settings(input_root, fields, clusters, seed, bands, fwhm, electrons, noise,
         described = {"table": [[float(row[name]) for name in ("ra", "dec", "z", "richness")] for row in clusters]}
     settings = {"input": str(Path(input_root).resolve()), "seed": int(seed), "bands": "".join(bands),
                 "clusters": described, "fwhm": dict(fwhm or {}), "psf_wing": WING_FRACTION,
+                "measured_psf": "stacked stars",
                 "electrons_per_nmgy": dict(electrons or {}),
                 "noise": bool(noise), "mag_limit": float(mag_limit), "compress": bool(compress),
                 "cosmology": repr(cosmology),
@@ -561,23 +607,30 @@ def _write_injected(frame, model, cards, path, compress):
             hdul.writeto(temporary, overwrite=True)
 
 
+def _frame_psf(frame, fwhm):
+    """The PSF injected into ``frame``: a Moffat (`instrument.PSF`) of the FWHM given for its band, else its
+    own (`measure_psf`)."""
+    if fwhm and frame.band in fwhm:
+        return PSF(float(fwhm[frame.band]))
+    return measure_psf(_read_image(frame), frame.wcs, str(frame.path))
+
+
 def _frame_rows(fields, members, fwhm, electrons, compress, progress):
-    """One row per frame: FWHM (given or measured), electrons per nanomaggy, what lands in it."""
-    rows = []
+    """One row per frame: FWHM (given or measured), electrons per nanomaggy, what lands in it; and the PSF of
+    each frame (`_frame_psf`) by its ``relative`` name."""
+    rows, psfs = [], {}
     frames = [frame for field in fields.values() for frame in field.values()]
     for frame in tqdm(frames, desc="frames (PSF, gain)", unit="frame", disable=not progress):
-        if fwhm and frame.band in fwhm:
-            value, how, n_stars = float(fwhm[frame.band]), "given", 0
-        else:
-            value, n_stars = measure_fwhm(_read_image(frame), frame.wcs, str(frame.path))
-            how = "measured"
+        psf = psfs[frame.relative] = _frame_psf(frame, fwhm)
+        value, how = psf.fwhm, "measured" if isinstance(psf, EmpiricalPSF) else "given"
+        n_stars = psf.n_stars if how == "measured" else 0
         k, k_source = electrons_per_nanomaggy(frame, (electrons or {}).get(frame.band))
         near = _frame_members(frame, members)
         rows.append({"input": frame.relative, "output": output_name(frame.relative, compress),
                      "field": frame.field, "band": frame.band, "fwhm": round(value, 4), "fwhm_source": how,
                      "n_stars": n_stars, "electrons_per_nmgy": k, "k_source": k_source,
                      "n_clusters": len(near), "n_galaxies": int(sum(len(t) for t in near))})
-    return Table(rows=rows, names=list(rows[0]))
+    return Table(rows=rows, names=list(rows[0])), psfs
 
 
 def _check_per_band(values, name, bands):
@@ -612,7 +665,8 @@ def inject_clusters(input_root, output_root, clusters=ClusterSpec(placement="ran
     bands : sequence of str
         Bands to inject; every field needs a frame in each.
     fwhm : dict of str -> float, optional
-        PSF FWHM (arcsec) per band for every frame; bands left out are measured per frame (`measure_fwhm`).
+        PSF FWHM (arcsec) per band for every frame, drawn as the round Moffat `instrument.PSF` with the
+        simulator's aureole; the PSF of bands left out is measured per frame on its stars (`measure_psf`).
     electrons_per_nmgy : dict of str -> float, optional
         Electrons per nanomaggy per band; bands left out come from each frame's header.
     noise : bool
@@ -665,8 +719,9 @@ def inject_clusters(input_root, output_root, clusters=ClusterSpec(placement="ran
         _check_same_settings(frames_path, settings)
         table = Table.read(frames_path, format="ascii.ecsv")
         truth = Table.read(truth_path) if truth_path.is_file() else _truth_table(rows, fields, compress)
+        psfs = {}  # measured again for the frames still to write
     else:
-        table = _frame_rows(fields, members, fwhm, electrons_per_nmgy, compress, progress)
+        table, psfs = _frame_rows(fields, members, fwhm, electrons_per_nmgy, compress, progress)
         table.meta["injection"] = settings
         truth = _truth_table(rows, fields, compress)
     if not truth_path.is_file():
@@ -684,7 +739,8 @@ def inject_clusters(input_root, output_root, clusters=ClusterSpec(placement="ran
         if path.is_file():
             continue
         frame = by_relative[row["input"]]
-        model, drawn = render_clusters(frame, _frame_members(frame, members), float(row["fwhm"]))
+        psf = psfs.get(row["input"]) or _frame_psf(frame, fwhm)
+        model, drawn = render_clusters(frame, _frame_members(frame, members), psf)
         if noise:
             model = add_photon_noise(model, float(row["electrons_per_nmgy"]), np.random.default_rng(noise_seed))
         cards = {"INJECTED": (True, "clusters added by deepcee_d2.synthetic.inject"),
@@ -692,6 +748,8 @@ def inject_clusters(input_root, output_root, clusters=ClusterSpec(placement="ran
                  "INJNCLUS": (int(row["n_clusters"]), "clusters with members near the frame"),
                  "INJNGAL": (int(drawn), "galaxies drawn into this frame"),
                  "INJFWHM": (float(row["fwhm"]), f"injected PSF FWHM, arcsec, {row['fwhm_source']}"),
+                 "INJPSF": ("stars" if isinstance(psf, EmpiricalPSF) else "Moffat",
+                            "injected PSF: the frame's stacked stars, or a Moffat of INJFWHM"),
                  "INJNOISE": (bool(noise), "photon noise of the injected light"),
                  "INJEPN": (float(row["electrons_per_nmgy"]), "electrons per nanomaggy for it"),
                  "INJDUST": (bool(dust_map_dir), "members dimmed by Galactic extinction (SFD map)")}

@@ -117,6 +117,7 @@ class PSF:
     ellipticity: float = 0.0
     angle: float = 0.0
     wing: float = WING_FRACTION
+    draw_method = "auto"  # GalSim adds the pixel's response to the profile
 
     def __post_init__(self):
         if not self.fwhm > 0:

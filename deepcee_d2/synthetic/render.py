@@ -69,8 +69,9 @@ def _window(image, x, y, half):
 
 def draw_galaxies(image, galaxies, band, psf):
     """Add galaxies (table rows with x, y, ``{band}_mag``, sersic_n, half_light_radius [arcsec],
-    axis_ratio, position_angle [deg]) convolved with ``psf`` (`~deepcee_d2.synthetic.instrument.PSF`) to
-    ``image`` (nanomaggies).
+    axis_ratio, position_angle [deg]) convolved with ``psf`` (`~deepcee_d2.synthetic.instrument.PSF`, or a
+    measured one with its ``profile()``, ``fwhm`` and ``draw_method``: `inject.EmpiricalPSF`) to ``image``
+    (nanomaggies).
 
     Returns the number of galaxies drawn (those whose window overlaps the image).
     """
@@ -89,7 +90,7 @@ def draw_galaxies(image, galaxies, band, psf):
         profile = _galaxy_profile(flux[k], index[k], radius[k], float(galaxies["axis_ratio"][k]),
                                   float(galaxies["position_angle"][k]))
         galsim.Convolve(profile, point_spread).drawImage(image=window, add_to_image=True,
-                                                         center=galsim.PositionD(x, y))
+                                                         center=galsim.PositionD(x, y), method=psf.draw_method)
         drawn += 1
     return drawn
 
