@@ -9,8 +9,8 @@ colours need the same PSF in every band).
   third, the sources within 10 % of the running median are kept.
 - **Matched PSFs** (`match_psfs`): a colour read in a fixed aperture from bands of different seeing is biased,
   because the band with the wider PSF loses more of a source's light out of the aperture (SDSS field
-  005194-2-0540, r PSF 1.42 times its i PSF: aperture colours 0.05 mag redder, redshifts 0.026 (1 + z) too
-  high; BENCHMARKS.md "Redshifts of clusters injected into real frames"). Each band but the widest is
+  005194-2-0540, r PSF 1.42 times its i PSF: its stars' aperture colours 0.05 mag redder; BENCHMARKS.md
+  "PSF-matched colours", where matching is measured on clusters injected into it). Each band but the widest is
   convolved with the Gaussian that makes its stars put the same share of their light into the aperture as
   the widest band's do (the share within a reference circle that holds nearly all of a star's light,
   compared star by star: the median of their ratios). The quantity matched is the one the colours read, so

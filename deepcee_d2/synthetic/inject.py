@@ -749,10 +749,10 @@ def inject_clusters(input_root, output_root, clusters=ClusterSpec(placement="ran
                  "INJNGAL": (int(drawn), "galaxies drawn into this frame"),
                  "INJFWHM": (float(row["fwhm"]), f"injected PSF FWHM, arcsec, {row['fwhm_source']}"),
                  "INJPSF": ("stars" if isinstance(psf, EmpiricalPSF) else "Moffat",
-                            "injected PSF: the frame's stacked stars, or a Moffat of INJFWHM"),
+                            "PSF: the frame's stacked stars or Moffat"),
                  "INJNOISE": (bool(noise), "photon noise of the injected light"),
                  "INJEPN": (float(row["electrons_per_nmgy"]), "electrons per nanomaggy for it"),
-                 "INJDUST": (bool(dust_map_dir), "members dimmed by Galactic extinction (SFD map)")}
+                 "INJDUST": (bool(dust_map_dir), "members dimmed by Galactic dust (SFD map)")}
         _write_injected(frame, model, cards, path, compress)
     return truth, table
 
