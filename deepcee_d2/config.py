@@ -261,9 +261,10 @@ def add_deepcee_config(cfg):
     # the image's own stars put the same share of their light into the aperture in every band
     # (deepcee_d2.psf.match_psfs; a cutout with fewer than 5 such stars keeps its colours unmatched). Real
     # SDSS bands differ in seeing by up to 1.4 x within one field, which reddens its aperture colours by
-    # 0.05 mag. Off by default: on clusters injected into such a field through its own PSFs the redshift bias
-    # stays (+0.021 -> +0.020 (1 + z)) and two of 36 clusters are lost (BENCHMARKS.md, "PSF-matched colours").
-    # The background file must be measured with the same setting.
+    # 0.05 mag. On clusters injected into such a field through its own PSFs it takes the redshift bias from
+    # +0.021 to +0.004 (1 + z), but the blurred bands lower the red-sequence significance: 4 of 36 clusters on
+    # real sky lose their confirmation (BENCHMARKS.md, "PSF-matched colours"); so off by default. The
+    # background file must be measured with the same setting.
     _C.DEEPCEE.REDSHIFT.MATCH_PSFS = False
     # Trial redshifts (start, stop, step) of the red-sequence scan; the redMaPPer DR8 calibration covers
     # 0.05-0.6.
