@@ -180,14 +180,14 @@ def stacked_psf(image, x, y, half, core_radius):
 
     if not len(x):
         raise ValueError("stacked_psf: no star")
+    x, y = np.asarray(x, float), np.asarray(y, float)
     side = 2 * half + 1
     radius = np.hypot(*(np.indices((side, side)) - half))
     inside = radius <= half
+    column, _, _ = _stamps(image, x, y, half + 2)  # 2 pixels more for the spline's shift
     stamps = []
-    for a, b in zip(np.asarray(x, float), np.asarray(y, float)):
-        x0, y0 = int(round(a)), int(round(b))
-        stamp = np.asarray(image[y0 - half - 2:y0 + half + 3, x0 - half - 2:x0 + half + 3], dtype=np.float64)
-        stamp = ndimage.shift(stamp, (y0 - b, x0 - a), order=3, mode="nearest")[2:-2, 2:-2]
+    for stamp, dx, dy in zip(column.reshape(len(x), side + 4, side + 4), x - np.rint(x), y - np.rint(y)):
+        stamp = ndimage.shift(stamp, (-dy, -dx), order=3, mode="nearest")[2:-2, 2:-2]
         stamps.append(stamp / stamp[inside].sum())
     stacked = np.median(stamps, axis=0)
     rings = np.rint(radius).astype(int)

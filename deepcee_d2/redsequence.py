@@ -350,14 +350,15 @@ def measure_photometry(images, wcs, settings, source="image", covered=None):
     small = ~(kron_radius * np.sqrt(a * b) >= _KRON_MIN_RADIUS)  # NaN radii too
     if small.any():
         kron[small] = sep.sum_circle(images["r"], x[small], y[small], _KRON_MIN_RADIUS, subpix=1)[0]
-    radius = settings.aperture_radius.to_value(u.arcsec) / _pixel_scale(wcs)
+    scale = _pixel_scale(wcs)
+    radius = settings.aperture_radius.to_value(u.arcsec) / scale
     colour_images, psf_kernels = images, None
     if settings.match_psfs:
         reference = _PSF_REFERENCE_APERTURES * radius
         stars_x, stars_y = _psf_stars(images, objects, noise, covered, radius, reference)
         if len(stars_x) >= _PSF_MIN_STARS:
             colour_images, kernels, _ = match_psfs(images, stars_x, stars_y, radius, reference)
-            psf_kernels = {band: round(sigma * _pixel_scale(wcs), 4) for band, sigma in kernels.items()}
+            psf_kernels = {band: round(sigma * scale, 4) for band, sigma in kernels.items()}
         else:
             logger.info("%s: %d stars (need %d): colours not PSF-matched", source, len(stars_x), _PSF_MIN_STARS)
     area = np.pi * radius**2
@@ -398,10 +399,11 @@ def _psf_stars(images, objects, noise, covered, aperture_radius, reference_radiu
     half = stamp_half_size(aperture_radius, reference_radius)
     ny, nx = images["r"].shape
     flux = sep.sum_circle(images["r"], x, y, reference_radius, subpix=1)[0]
+    snr = flux / (noise["r"] * np.sqrt(np.pi) * reference_radius)
     nearest = cKDTree(np.column_stack([x, y])).query(np.column_stack([x, y]), k=2)[0][:, 1]
     candidate = ((objects["flag"] == 0) & (objects["b"] >= _PSF_STAR_MIN_AXIS_RATIO * objects["a"])
                  & (nearest > reference_radius)
-                 & (flux >= min(_PSF_STAR_SNR) * noise["r"] * np.sqrt(np.pi) * reference_radius)
+                 & (snr >= min(_PSF_STAR_SNR))
                  & (x >= half) & (x < nx - 1 - half) & (y >= half) & (y < ny - 1 - half))
     index = np.flatnonzero(candidate)
     if covered is not None:
@@ -412,7 +414,7 @@ def _psf_stars(images, objects, noise, covered, aperture_radius, reference_radiu
                             normflux=flux[index], subpix=5)[0]
     _, on_locus = stellar_locus(sizes, _PSF_MIN_STARS)
     stars = index[on_locus]
-    bright = flux[stars] >= max(_PSF_STAR_SNR) * noise["r"] * np.sqrt(np.pi) * reference_radius
+    bright = snr[stars] >= max(_PSF_STAR_SNR)
     if bright.sum() >= _PSF_MIN_STARS:
         stars = stars[bright]
     return x[stars], y[stars]

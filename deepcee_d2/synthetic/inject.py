@@ -258,7 +258,7 @@ class EmpiricalPSF:
         FWHM (arcsec) of the injection's Moffat whose image gives the stars' Gaussian-fit sigma (the drawing
         windows' size; the records).
     n_stars : int
-        Stars on the stellar locus, all stacked.
+        Stars stacked: those of the stellar locus with the stack's room to the frame's edges.
     """
 
     image: np.ndarray
