@@ -257,15 +257,17 @@ def add_deepcee_config(cfg):
     # Colours come from one circular aperture of this radius (arcsec) in g, r and i: ~1.4 x the typical
     # seeing FWHM, so it holds most of a galaxy's core light and little of its neighbours'.
     _C.DEEPCEE.REDSHIFT.APERTURE_RADIUS_ARCSEC = 2.0
-    # Match the bands' PSFs before the aperture colours: the sharper bands are convolved with Gaussians so that
-    # the image's own stars put the same share of their light into the aperture in every band
-    # (deepcee_d2.psf.match_psfs; a cutout with fewer than 5 such stars keeps its colours unmatched). Real
-    # SDSS bands differ in seeing by up to 1.4 x within one field, which reddens its aperture colours by
-    # 0.05 mag. On clusters injected into such a field through its own PSFs it takes the redshift bias from
-    # +0.021 to +0.004 (1 + z), but the blurred bands lower the red-sequence significance: 4 of 36 clusters on
-    # real sky lose their confirmation (BENCHMARKS.md, "PSF-matched colours"); so off by default. The
+    # Correct the aperture colours for the bands' seeing: each band's aperture fluxes are divided by its share
+    # of a point source's light in the aperture relative to r's, measured on the cutout's own stars
+    # (deepcee_d2.psf.aperture_corrections; a cutout with fewer than 5 such stars keeps its colours as imaged).
+    # Real SDSS bands differ in seeing by up to 1.4 x within one field, which reddens its aperture colours by
+    # 0.05 mag; corrected, clusters injected into such a field through its own PSFs come out +0.004 (1 + z)
+    # instead of +0.019, and on the synthetic sky +0.001 instead of +0.004. But it costs red-sequence
+    # confirmations on real sky (at the injected clusters' true centres 39 of 48 against 42: as imaged, that
+    # field's reddened colours peak at a higher trial z with a larger excess, and a 1000 px tile's few stars
+    # make noisy corrections), so off by default (BENCHMARKS.md, "Aperture-corrected colours"). The
     # background file must be measured with the same setting.
-    _C.DEEPCEE.REDSHIFT.MATCH_PSFS = False
+    _C.DEEPCEE.REDSHIFT.APERTURE_CORRECTION = False
     # Trial redshifts (start, stop, step) of the red-sequence scan; the redMaPPer DR8 calibration covers
     # 0.05-0.6.
     _C.DEEPCEE.REDSHIFT.Z_GRID = [0.04, 0.5, 0.005]

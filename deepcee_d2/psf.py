@@ -7,30 +7,23 @@ colours need the same PSF in every band).
 - **The stellar locus** (`stellar_locus`): among isolated, bright, round sources, stars share the smallest
   size (galaxies are wider, saturated cores flat-topped and wider). Starting at the median of the smallest
   third, the sources within 10 % of the running median are kept.
-- **Matched PSFs** (`match_psfs`): a colour read in a fixed aperture from bands of different seeing is biased,
-  because the band with the wider PSF loses more of a source's light out of the aperture (SDSS field
-  005194-2-0540, r PSF 1.42 times its i PSF: its stars' aperture colours 0.05 mag redder; BENCHMARKS.md
-  "PSF-matched colours", where matching is measured on clusters injected into it). Each band but the widest is
-  convolved with the Gaussian that makes its stars put the same share of their light into the aperture as
-  the widest band's do (the share within a reference circle that holds nearly all of a star's light,
-  compared star by star: the median of their ratios). The quantity matched is the one the colours read, so
-  the Gaussian's mismatch to the Moffat-like core and wings of real PSFs matters only through the sources'
-  profiles: compact galaxies (the red sequence's ellipticals) are matched as stars are, extended discs less
-  well (BENCHMARKS.md, "PSF-matched colours").
+- **Aperture corrections** (`aperture_corrections`): a colour read in a fixed aperture from bands of
+  different seeing is biased, because the band with the wider PSF loses more of a source's light out of the
+  aperture (SDSS field 005194-2-0540, r PSF 1.42 times its i PSF: its stars' aperture colours 0.05 mag
+  redder; BENCHMARKS.md "Aperture-corrected colours"). The image's stars give each band's share of a point
+  source's light in the aperture (of the light within a reference circle that holds nearly all of it),
+  compared star by star with one band's: dividing the aperture fluxes by it puts every band on one PSF. Compact
+  galaxies (the red sequence's ellipticals) lose the same share as stars (to 0.004 mag in the colours),
+  extended discs less (to 0.02). Convolving the sharper bands to the widest did as well for ellipticals, worse
+  for discs, and cost clusters their red-sequence confirmation (BENCHMARKS.md, "PSF-matched colours").
 """
 import math
 
-import cv2
 import numpy as np
 
 # Sources within this fraction of the locus' running median are stars.
 LOCUS_WIDTH = 0.10
 _LOCUS_ITERATIONS = 10
-# Gaussians are searched up to this many aperture radii (sigma): a band this much sharper than another is no
-# longer imaging of one sky. Bisection steps: 2^-16 of that range.
-_MAX_KERNEL_APERTURES, _BISECTIONS = 1.0, 16
-# opencv's GaussianBlur truncates a float kernel at 4 sigma; stamps leave that room around the reference circle.
-_KERNEL_TRUNCATE = 4.0
 
 
 def stellar_locus(sizes, min_stars, width=LOCUS_WIDTH):
@@ -66,85 +59,44 @@ def stellar_locus(sizes, min_stars, width=LOCUS_WIDTH):
     return locus, members
 
 
-def stamp_half_size(aperture_radius, reference_radius):
-    """Half side (pixels) of the square stamps `match_psfs` cuts around its stars: room for the widest kernel
-    it tries around the reference circle. A star needs this many pixels to every edge of the image."""
-    return int(math.ceil(reference_radius + _KERNEL_TRUNCATE * _MAX_KERNEL_APERTURES * aperture_radius)) + 1
-
-
-def _stamps(image, x, y, half):
-    """The stamps of ``image`` around ``(x, y)`` stacked into one column (one opencv call blurs them all: a
-    kernel within its truncation does not reach from one stamp into its neighbour's reference circle) and
-    the stars' positions in it."""
-    side = 2 * half + 1
-    x0, y0 = np.rint(x).astype(int), np.rint(y).astype(int)
-    column = np.concatenate([image[b - half:b + half + 1, a - half:a + half + 1] for a, b in zip(x0, y0)])
-    return np.ascontiguousarray(column, dtype=np.float64), half + (x - x0), np.arange(len(x)) * side + half + (y - y0)
-
-
-def _aperture_shares(column, x, y, aperture_radius, reference_radius, sigma=0.0):
-    """Each star's share of its light within ``reference_radius`` that lies within ``aperture_radius``, after a
-    Gaussian of ``sigma`` pixels (none at 0)."""
-    import sep
-
-    if sigma > 0:
-        column = cv2.GaussianBlur(column, (0, 0), sigma)
-    inner = sep.sum_circle(column, x, y, aperture_radius, subpix=5)[0]
-    outer = sep.sum_circle(column, x, y, reference_radius, subpix=5)[0]
-    return inner / outer
-
-
-def match_psfs(images, x, y, aperture_radius, reference_radius):
-    """Convolve the bands of one image so that its stars put the same share of their light into an aperture.
+def aperture_corrections(images, x, y, aperture_radius, reference_radius, reference_band="r"):
+    """Each band's share of a point source's light in an aperture, relative to one band's, from stars.
 
     Parameters
     ----------
     images : dict of str -> (ny, nx) float64 array
         Sky-subtracted bands on one pixel grid.
     x, y : (n,) arrays
-        0-based pixel positions of stars (`stellar_locus`), each at least `stamp_half_size` pixels from every
-        edge, bright enough that their shares are precise.
+        0-based pixel positions of isolated stars (`stellar_locus`), their reference circles on the image,
+        bright enough that their shares are precise.
     aperture_radius, reference_radius : float
         Radii (pixels) of the aperture and of the circle holding nearly all of a star's light.
+    reference_band : str
+        The band whose PSF the others are put on.
 
     Returns
     -------
-    matched : dict of str -> (ny, nx) array
-        The bands, each convolved with its Gaussian (the widest band, and any band already matched, as given).
-    kernels : dict of str -> float
-        Sigma (pixels) of each band's Gaussian, 0 for those left as given.
-    shares : dict of str -> float
-        Each band's median share over the stars before the convolution.
+    dict of str -> float
+        The median over the stars of (the band's share of the star's light within ``reference_radius`` that
+        lies within ``aperture_radius``) / (``reference_band``'s share); exactly 1 for ``reference_band``.
+        Bands are compared star by star: a star's share varies by ~2 % with its surroundings (a neighbour's
+        wing, the sky under it) alike in every band, which the ratio cancels.
 
     Raises
     ------
     ValueError
-        No star.
+        No star, or no ``reference_band`` among the images.
     """
-    if not len(x):
-        raise ValueError("match_psfs: no star to match the bands' PSFs on")
-    half = stamp_half_size(aperture_radius, reference_radius)
-    columns = {band: _stamps(image, np.asarray(x, float), np.asarray(y, float), half) for band, image in images.items()}
-    star_shares = {band: _aperture_shares(*column, aperture_radius, reference_radius) for band, column in columns.items()}
-    # Bands are compared star by star: a star's shares vary by ~2 % with its surroundings (a neighbour's wing,
-    # the sky under it) alike in every band, which the ratio cancels.
-    first = next(iter(star_shares.values()))
-    target = min(star_shares, key=lambda band: np.median(star_shares[band] / first))
-    matched, kernels = {}, {}
-    for band, image in images.items():
-        def excess(sigma):
-            shares = _aperture_shares(*columns[band], aperture_radius, reference_radius, sigma)
-            return float(np.median(shares / star_shares[target])) - 1.0
+    import sep
 
-        kernels[band] = 0.0
-        if band != target and excess(0.0) > 0:
-            low, high = 0.0, _MAX_KERNEL_APERTURES * aperture_radius
-            for _ in range(_BISECTIONS):  # the share falls as the kernel widens
-                middle = 0.5 * (low + high)
-                low, high = (middle, high) if excess(middle) > 0 else (low, middle)
-            kernels[band] = 0.5 * (low + high)
-        matched[band] = cv2.GaussianBlur(image, (0, 0), kernels[band]) if kernels[band] > 0 else image
-    return matched, kernels, {band: float(np.median(shares)) for band, shares in star_shares.items()}
+    if not len(x):
+        raise ValueError("aperture_corrections: no star to measure the bands' PSFs on")
+    if reference_band not in images:
+        raise ValueError(f"aperture_corrections: no {reference_band} image among {sorted(images)}")
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    shares = {band: sep.sum_circle(image, x, y, aperture_radius, subpix=5)[0]
+              / sep.sum_circle(image, x, y, reference_radius, subpix=5)[0] for band, image in images.items()}
+    return {band: float(np.median(share / shares[reference_band])) for band, share in shares.items()}
 
 
 def stacked_psf(image, x, y, half, core_radius):
@@ -184,9 +136,10 @@ def stacked_psf(image, x, y, half, core_radius):
     side = 2 * half + 1
     radius = np.hypot(*(np.indices((side, side)) - half))
     inside = radius <= half
-    column, _, _ = _stamps(image, x, y, half + 2)  # 2 pixels more for the spline's shift
     stamps = []
-    for stamp, dx, dy in zip(column.reshape(len(x), side + 4, side + 4), x - np.rint(x), y - np.rint(y)):
+    for a, b, dx, dy in zip(np.rint(x).astype(int), np.rint(y).astype(int), x - np.rint(x), y - np.rint(y)):
+        stamp = np.asarray(image[b - half - 2:b + half + 3, a - half - 2:a + half + 3], dtype=np.float64)
+        # 2 pixels more on each side for the spline's shift
         stamp = ndimage.shift(stamp, (-dy, -dx), order=3, mode="nearest")[2:-2, 2:-2]
         stamps.append(stamp / stamp[inside].sum())
     stacked = np.median(stamps, axis=0)

@@ -6,9 +6,9 @@ Liu 2012, ApJS 199, 34), calibrated on the red-sequence model the simulator draw
 
 1. **Photometry** (`measure_photometry`): sources detected and deblended on the r image of a flux cutout
    smoothed to about the seeing (Source Extractor's algorithms through SEP); the colours ``g - r`` and
-   ``r - i`` from one circular aperture per source measured in all three bands, after the bands are
-   convolved to one PSF (``DEEPCEE.REDSHIFT.MATCH_PSFS``: the cutout's own stars put the same share of their
-   light into the aperture in every band, `deepcee_d2.psf.match_psfs`), their errors from the sky
+   ``r - i`` from one circular aperture per source measured in all three bands, each band's fluxes divided by
+   its share of a point source's light in the aperture relative to r's (``DEEPCEE.REDSHIFT.APERTURE_CORRECTION``:
+   measured on the cutout's own stars, `deepcee_d2.psf.aperture_corrections`), their errors from the sky
    noise; the total r magnitude from the Kron flux (AB, SDSS nanomaggies: ``m = 22.5 - 2.5 log10 f``), and
    ``i = r - (r - i)``.
 2. **Background** (`measure_background`): the surface densities of red-sequence-weighted galaxies and of
@@ -103,7 +103,7 @@ from .data.colour import check_band_images
 from .data.frames import covered_at
 from .dust import EXTINCTION_PER_EBV, check_dust_map, galactic_reddening
 from .io import atomic_output
-from .psf import match_psfs, stamp_half_size, stellar_locus
+from .psf import aperture_corrections, stellar_locus
 from .synthetic.clusters import CONCENTRATION, MAX_RADIUS_R200, projected_fraction, r200_from_richness
 from .synthetic.colours import m_star, red_sequence, red_sequence_scatter
 from .synthetic.instrument import nanomaggies_to_mag
@@ -119,14 +119,14 @@ _KRON_WINDOW, _KRON_FACTOR, _KRON_MIN_RADIUS = 6.0, 2.5, 1.75
 # SEP's buffers: active pixels of sources being extracted (at least its default), sub-objects a source may be
 # deblended into (a crowded field's big blends exceed the default 1024).
 _SEP_PIXSTACK, _SEP_SUB_OBJECTS = 300_000, 4096
-# The stars that match the bands' PSFs (`_psf_stars`, `deepcee_d2.psf.match_psfs`): their light is measured
+# The stars that measure the bands' aperture corrections (`_psf_stars`, `deepcee_d2.psf.aperture_corrections`):
+# their light is measured
 # within this many colour-aperture radii (6" for 2": nearly all of it), they have no other source within it,
 # their S/N there in r is at least _PSF_STAR_SNR, their SEP ellipse is round (b/a), unflagged (neither
 # deblended nor truncated). The brightest _PSF_MAX_STARS (a crowded field has thousands) give the locus;
-# fewer than _PSF_MIN_STARS on it leave the colours unmatched. Stars of S/N >= 50 when the locus holds
+# fewer than _PSF_MIN_STARS on it leave the colours uncorrected. Stars of S/N >= 50 when the locus holds
 # enough of them, else down to 20: a 1000 px survey tile of a high-latitude SDSS field holds 1-8 stars at 50
-# (7 of 12 tiles of 005194-2-0540 below 5), 3-13 at 20; the fainter ones make the match noisier (its stars'
-# aperture colours within 0.015 mag of their 6" colours on a 2000 px tile, against 0.008 at 50 alone).
+# (7 of 12 tiles of 005194-2-0540 below 5), 3-13 at 20.
 _PSF_REFERENCE_APERTURES, _PSF_STAR_SNR, _PSF_STAR_MIN_AXIS_RATIO = 3.0, (50.0, 20.0), 0.8
 _PSF_MIN_STARS, _PSF_MAX_STARS = 5, 200
 # Polar sample grid of the unit disc for the fraction of an aperture inside the image.
@@ -139,11 +139,11 @@ _REFINE_ITERATIONS = 3
 DEFAULT_BACKGROUND_FILE = Path(__file__).resolve().parent / "synthetic" / "red_sequence_background.ecsv"
 _BACKGROUND_COLUMNS = ("z", "scan", "scan_squared", "members")
 # The settings a background depends on besides the z grid, kept in its meta and checked when it is read.
-_BACKGROUND_SETTINGS = ("detect_nsigma", "detect_npixels", "smooth_fwhm_pixels", "aperture_radius", "match_psfs",
+_BACKGROUND_SETTINGS = ("detect_nsigma", "detect_npixels", "smooth_fwhm_pixels", "aperture_radius", "aperture_correction",
                         "bright_mag", "faint_mag", "richness_faint_mag", "colour_error_floor",
                         "richness_member_chi2")
 # Settings added after backgrounds were first written, and the value those files were measured with.
-_BACKGROUND_SETTINGS_BEFORE = {"match_psfs": False}
+_BACKGROUND_SETTINGS_BEFORE = {"aperture_correction": False}
 # Which photometry a background was measured with (its meta): another deblender finds other sources, so a
 # background of photutils' segmentation (before SEP; not recorded then) does not fit this photometry.
 PHOTOMETRY = "sep"
@@ -176,8 +176,8 @@ class RedSequenceSettings:
         FWHM (pixels) of the Gaussian that smooths the r image before detection.
     aperture_radius : `~astropy.units.Quantity` [angle]
         Radius of the colour aperture.
-    match_psfs : bool
-        Convolve the bands to one PSF (the widest, measured on the cutout's stars) before the colours.
+    aperture_correction : bool
+        Put the aperture colours on r's PSF with the cutout's stars (`deepcee_d2.psf.aperture_corrections`).
     z_grid : (n,) array
         Trial redshifts.
     bright_mag, faint_mag : float
@@ -207,7 +207,7 @@ class RedSequenceSettings:
     detect_npixels: int
     smooth_fwhm_pixels: float
     aperture_radius: u.Quantity
-    match_psfs: bool
+    aperture_correction: bool
     z_grid: np.ndarray
     bright_mag: float
     faint_mag: float
@@ -234,7 +234,7 @@ class RedSequenceSettings:
         return cls(
             detect_nsigma=float(c.DETECT_NSIGMA), detect_npixels=int(c.DETECT_NPIXELS),
             smooth_fwhm_pixels=float(c.SMOOTH_FWHM_PIXELS), aperture_radius=float(c.APERTURE_RADIUS_ARCSEC) * u.arcsec,
-            match_psfs=bool(c.MATCH_PSFS),
+            aperture_correction=bool(c.APERTURE_CORRECTION),
             z_grid=np.round(np.arange(start, stop + step / 2, step), 6), bright_mag=float(c.BRIGHT_MAG),
             faint_mag=float(c.FAINT_MAG), scan_radius=float(c.SCAN_RADIUS_KPC) * u.kpc,
             colour_error_floor=float(c.COLOUR_ERROR_FLOOR), z_error_floor=float(c.Z_ERROR_FLOOR),
@@ -263,17 +263,17 @@ class Photometry:
         ``(ny, nx)`` of the cutout.
     covered : (ny, nx) bool array or None
         The pixels imaged in every band (`deepcee_d2.data.frames.Cutout.covered`); None: all of them.
-    psf_kernels : dict of str -> float or None
-        Sigma (arcsec) of the Gaussian each band was convolved with before the colours (0 for the widest
-        band, `deepcee_d2.psf.match_psfs`); None where the colours are not PSF-matched (not asked, or too few
-        stars).
+    aperture_corrections : dict of str -> float or None
+        Each band's share of a point source's light in the colour aperture relative to r's, which its aperture
+        fluxes were divided by (`deepcee_d2.psf.aperture_corrections`); None where the colours are as imaged
+        (not asked, or too few stars).
     """
 
     sources: Table
     wcs: object
     shape: tuple
     covered: np.ndarray = None
-    psf_kernels: dict = None
+    aperture_corrections: dict = None
 
     @functools.cached_property
     def pixel_scale(self):
@@ -311,8 +311,9 @@ def measure_photometry(images, wcs, settings, source="image", covered=None):
     with a Gaussian of about the seeing, its multi-threshold deblending (cluster cores are crowded: without it
     a BCG and its neighbours would be one source of mixed colour), Kron fluxes within 2.5 Kron radii (a circle
     of `_KRON_MIN_RADIUS` where that ellipse is smaller) and exact circular apertures for the colours at each
-    source's barycentre. With ``settings.match_psfs`` the colours are read from the bands convolved to one PSF
-    (`deepcee_d2.psf.match_psfs`, on the cutout's stars, `_psf_stars`).
+    source's barycentre. With ``settings.aperture_correction`` each band's aperture fluxes are divided by its
+    share of a point source's light in the aperture relative to r's (`deepcee_d2.psf.aperture_corrections`, on the
+    cutout's stars, `_psf_stars`), which puts the colours on r's PSF.
 
     Parameters
     ----------
@@ -352,22 +353,24 @@ def measure_photometry(images, wcs, settings, source="image", covered=None):
         kron[small] = sep.sum_circle(images["r"], x[small], y[small], _KRON_MIN_RADIUS, subpix=1)[0]
     scale = _pixel_scale(wcs)
     radius = settings.aperture_radius.to_value(u.arcsec) / scale
-    colour_images, psf_kernels = images, None
-    if settings.match_psfs:
+    corrections = None
+    if settings.aperture_correction:
         reference = _PSF_REFERENCE_APERTURES * radius
-        stars_x, stars_y = _psf_stars(images, objects, noise, covered, radius, reference)
+        stars_x, stars_y = _psf_stars(images, objects, noise, covered, reference)
         if len(stars_x) >= _PSF_MIN_STARS:
-            colour_images, kernels, _ = match_psfs(images, stars_x, stars_y, radius, reference)
-            psf_kernels = {band: round(sigma * scale, 4) for band, sigma in kernels.items()}
+            corrections = aperture_corrections(images, stars_x, stars_y, radius, reference)
         else:
-            logger.info("%s: %d stars (need %d): colours not PSF-matched", source, len(stars_x), _PSF_MIN_STARS)
+            logger.info("%s: %d stars (need %d): colours not aperture-corrected", source, len(stars_x),
+                        _PSF_MIN_STARS)
+    shares = corrections or dict.fromkeys(BANDS, 1.0)
     area = np.pi * radius**2
     flux, error = {}, {}
     for band in BANDS:
-        flux[band] = sep.sum_circle(colour_images[band], x, y, radius, subpix=0)[0]
+        flux[band] = sep.sum_circle(images[band], x, y, radius, subpix=0)[0]
         error[band] = noise[band] * np.sqrt(area)
         # A source fainter than its error gets its 1-sigma flux: a colour limit whose large error weights it down.
-        flux[band] = np.maximum(flux[band], error[band])
+        flux[band] = np.maximum(flux[band], error[band]) / shares[band]
+        error[band] = error[band] / shares[band]
     relative = {band: error[band] / flux[band] for band in BANDS}
     total_r = np.where(np.isfinite(kron) & (kron > flux["r"]), kron, flux["r"])
     sky = wcs.pixel_to_world(x, y)
@@ -382,13 +385,13 @@ def measure_photometry(images, wcs, settings, source="image", covered=None):
     })
     for name in PHOTOMETRY_COLUMNS[4:]:
         sources[name].unit = u.mag
-    return Photometry(sources, wcs, shape, covered, psf_kernels)
+    return Photometry(sources, wcs, shape, covered, corrections)
 
 
-def _psf_stars(images, objects, noise, covered, aperture_radius, reference_radius):
-    """Pixel positions ``(x, y)`` of the stars of a cutout for `deepcee_d2.psf.match_psfs`: SEP's objects
-    (`_detect_sources`) that are unflagged, round, isolated and bright (`_PSF_STAR_SNR`, ...), with their
-    whole stamp on imaged pixels, on the stellar locus of their r half-light radii (`stellar_locus`); only the
+def _psf_stars(images, objects, noise, covered, reference_radius):
+    """Pixel positions ``(x, y)`` of the stars of a cutout for `deepcee_d2.psf.aperture_corrections`: SEP's
+    objects (`_detect_sources`) that are unflagged, round, isolated and bright (`_PSF_STAR_SNR`, ...), with
+    their reference circle on imaged pixels, on the stellar locus of their r half-light radii (`stellar_locus`); only the
     brighter ones where they are enough."""
     import sep
     from scipy.spatial import cKDTree
@@ -396,7 +399,7 @@ def _psf_stars(images, objects, noise, covered, aperture_radius, reference_radiu
     x, y = objects["x"].astype(np.float64), objects["y"].astype(np.float64)
     if len(x) < _PSF_MIN_STARS:
         return x[:0], y[:0]
-    half = stamp_half_size(aperture_radius, reference_radius)
+    half = int(math.ceil(reference_radius)) + 1
     ny, nx = images["r"].shape
     flux = sep.sum_circle(images["r"], x, y, reference_radius, subpix=1)[0]
     snr = flux / (noise["r"] * np.sqrt(np.pi) * reference_radius)
@@ -1032,8 +1035,9 @@ class RedSequenceEstimator:
     ----------
     settings : `RedSequenceSettings`
     cosmology : `~astropy.cosmology.FLRW`
-    background : `~astropy.table.Table`
-        `read_background` of the settings' grid.
+    background : `~astropy.table.Table` or None
+        `read_background` of the settings' grid; None for an estimator that only measures photometry (one
+        that measures a background: `from_cfg` with ``with_background=False``).
     dust_map_dir : str
         Folder of the SFD dust map: sources are dereddened (`deredden`) and each detection gets its E(B-V)
         (column ``ebv``); "" (default) for imaging without Galactic reddening (the synthetic sky).
@@ -1048,16 +1052,18 @@ class RedSequenceEstimator:
     background_file: str = ""
 
     @classmethod
-    def from_cfg(cls, cfg):
+    def from_cfg(cls, cfg, with_background=True):
         """Settings of ``cfg.DEEPCEE.REDSHIFT``, cosmology of ``DEEPCEE.COSMOLOGY``, background of
-        ``DEEPCEE.REDSHIFT.BACKGROUND_FILE`` (empty: `DEFAULT_BACKGROUND_FILE`), dust map of ``DUST_MAP_DIR``
-        (`check_dust_map`)."""
+        ``DEEPCEE.REDSHIFT.BACKGROUND_FILE`` (empty: `DEFAULT_BACKGROUND_FILE`; not read without
+        ``with_background``: measuring a background needs none, and the file may be the one to be written or
+        made with other settings), dust map of ``DUST_MAP_DIR`` (`check_dust_map`)."""
         settings = RedSequenceSettings.from_cfg(cfg)
         path = cfg.DEEPCEE.REDSHIFT.BACKGROUND_FILE or DEFAULT_BACKGROUND_FILE
         dust_map_dir = cfg.DEEPCEE.REDSHIFT.DUST_MAP_DIR
         if dust_map_dir:  # refused here, before a survey or an evaluation starts, not in its workers
             dust_map_dir = str(check_dust_map(dust_map_dir).resolve())
-        return cls(settings, cosmology_from_cfg(cfg), read_background(path, settings), dust_map_dir,
+        background = read_background(path, settings) if with_background else None
+        return cls(settings, cosmology_from_cfg(cfg), background, dust_map_dir,
                    cfg.DEEPCEE.REDSHIFT.BACKGROUND_FILE)
 
     def calibration_warnings(self, source):

@@ -9,7 +9,7 @@ from astropy.wcs import WCS
 
 from deepcee_d2.config import load_config
 from deepcee_d2.data.frames import LocalFITSSource
-from deepcee_d2.psf import match_psfs, stamp_half_size, stellar_locus
+from deepcee_d2.psf import aperture_corrections, stellar_locus
 from deepcee_d2.redsequence import BANDS, RedSequenceSettings, _detect_sources, _psf_stars, measure_photometry
 
 
@@ -43,67 +43,72 @@ def _gaussian_stars(sigmas, n_side=6, size=400, noise=0.01, seed=0):
     return images, x, y
 
 
-def _share(image, x, y, radius, reference):
-    return np.median(sep.sum_circle(image, x, y, radius, subpix=5)[0] / sep.sum_circle(image, x, y, reference, subpix=5)[0])
-
-
-def test_match_psfs_convolves_the_sharper_bands_to_the_widest():
-    sigmas = {"g": 1.6, "r": 1.2, "i": 1.0}
+def test_aperture_corrections_of_gaussian_stars_are_their_known_shares():
+    """A Gaussian star of sigma s puts 1 - exp(-R^2 / 2 s^2) of its light within R (sampled finely enough
+    for that: sigma >= 2 px)."""
+    sigmas = {"g": 3.2, "r": 2.4, "i": 2.0}
     images, x, y = _gaussian_stars(sigmas)
-    matched, kernels, shares = match_psfs(images, x, y, aperture_radius=3.0, reference_radius=12.0)
-    assert kernels["g"] == 0.0 and matched["g"] is images["g"]
-    # Gaussians convolve in quadrature: the kernel that matches a Gaussian star to a wider one is known.
-    for band in ("r", "i"):
-        assert kernels[band] == pytest.approx(np.sqrt(sigmas["g"] ** 2 - sigmas[band] ** 2), abs=0.03)
-    assert shares["g"] < shares["r"] < shares["i"]
-    after = {band: _share(matched[band], x, y, 3.0, 12.0) for band in BANDS}
-    assert after["r"] == pytest.approx(after["g"], abs=0.002) and after["i"] == pytest.approx(after["g"], abs=0.002)
+    corrections = aperture_corrections(images, x, y, aperture_radius=6.0, reference_radius=24.0)
+
+    def share(sigma):
+        return 1 - np.exp(-(6.0**2) / (2 * sigma**2))
+
+    assert corrections["r"] == 1.0
+    for band in ("g", "i"):
+        assert corrections[band] == pytest.approx(share(sigmas[band]) / share(sigmas["r"]), abs=0.002)
+    assert corrections["g"] < 1.0 < corrections["i"]
     with pytest.raises(ValueError, match="no star"):
-        match_psfs(images, x[:0], y[:0], 3.0, 12.0)
+        aperture_corrections(images, x[:0], y[:0], 6.0, 24.0)
+    with pytest.raises(ValueError, match=r"no r image among \['g', 'i'\]"):
+        aperture_corrections({band: images[band] for band in "gi"}, x, y, 6.0, 24.0)
 
 
 @pytest.fixture(scope="module")
 def bad_seeing_tile(shared_data):
-    """The detection step of a 2000 px tile of SDSS field 005194-2-0540 (PSF FWHM g 1.56", r 1.25", i 0.88")."""
-    settings = replace(RedSequenceSettings.from_cfg(load_config("configs/deepcee_demo_cpu.yaml")), match_psfs=True)
+    """A 2000 px tile of SDSS field 005194-2-0540 (PSF FWHM g 1.56", r 1.25", i 0.88")."""
+    settings = replace(RedSequenceSettings.from_cfg(load_config("configs/deepcee_demo_cpu.yaml")),
+                       aperture_correction=True)
     header = fits.getheader(shared_data / "sdss" / "frame-r-005194-2-0540.fits.bz2")
     cutout = LocalFITSSource(shared_data / "sdss").cutout(WCS(header).pixel_to_world(1024, 744), 2000, partial=True)
     return settings, cutout
 
 
-def test_matched_real_bands_give_stars_their_total_colours(bad_seeing_tile):
-    """The stars' colours in the 2" aperture are those within 6" once the bands are matched; as imaged, this
-    field's worse seeing in g and r makes them 0.05 mag redder."""
+def test_corrections_from_half_the_stars_give_the_other_half_their_total_colours(bad_seeing_tile):
+    """As imaged, this field's worse seeing in g and r makes its stars' colours in the 2" aperture 0.05 mag redder
+    than within 6"; corrected with the other half of the stars, they are the 6" colours."""
     settings, cutout = bad_seeing_tile
     images, noise, objects, covered = _detect_sources(cutout.images, BANDS, settings, "005194", cutout.covered)
     radius = settings.aperture_radius.to_value("arcsec") / 0.396
-    x, y = _psf_stars(images, objects, noise, covered, radius, 3 * radius)
-    assert len(x) >= 15
-    half = stamp_half_size(radius, 3 * radius)
+    x, y = _psf_stars(images, objects, noise, covered, 3 * radius)
+    assert len(x) >= 20
+    half = int(np.ceil(3 * radius)) + 1
     assert (x >= half).all() and (y >= half).all() and (x < 2000 - half).all() and (y < 2000 - half).all()
-    matched, kernels, _ = match_psfs({band: images[band] for band in BANDS}, x, y, radius, 3 * radius)
-    assert kernels["g"] == 0.0 and kernels["i"] > kernels["r"] > 0
+    corrections = aperture_corrections(images, x[::2], y[::2], radius, 3 * radius)
+    assert corrections["g"] < 0.97 and corrections["i"] > 1.03
 
-    def offsets(bands):
+    def offsets(shares):
         colour = {}
-        for name, r in (("aperture", radius), ("total", 3 * radius)):
-            flux = {band: sep.sum_circle(bands[band], x, y, r, subpix=5)[0] for band in BANDS}
+        for name, r, share in (("aperture", radius, shares), ("total", 3 * radius, dict.fromkeys(BANDS, 1.0))):
+            flux = {band: sep.sum_circle(images[band], x[1::2], y[1::2], r, subpix=5)[0] / share[band]
+                    for band in BANDS}
             colour[name] = (-2.5 * np.log10(flux["g"] / flux["r"]), -2.5 * np.log10(flux["r"] / flux["i"]))
         return [float(np.median(a - t)) for a, t in zip(colour["aperture"], colour["total"])]
 
-    assert min(offsets(images)) > 0.03
-    assert max(np.abs(offsets(matched))) < 0.01
+    assert min(offsets(dict.fromkeys(BANDS, 1.0))) > 0.03
+    assert max(np.abs(offsets(corrections))) < 0.01
 
 
-def test_photometry_records_its_kernels_and_bluer_colours_in_bad_seeing(bad_seeing_tile):
+def test_photometry_records_its_corrections_and_bluer_colours_in_bad_seeing(bad_seeing_tile):
     settings, cutout = bad_seeing_tile
-    matched = measure_photometry(cutout.images, cutout.wcs, settings, "005194", cutout.covered)
-    as_imaged = measure_photometry(cutout.images, cutout.wcs, replace(settings, match_psfs=False), "005194",
-                                   cutout.covered)
-    assert as_imaged.psf_kernels is None
-    assert matched.psf_kernels["g"] == 0.0 and 0 < matched.psf_kernels["r"] < matched.psf_kernels["i"] < 1.0
-    assert np.array_equal(matched.sources["x"], as_imaged.sources["x"])
-    np.testing.assert_allclose(matched.sources["r_mag"], as_imaged.sources["r_mag"], atol=0.2)
-    bright = as_imaged.sources["r_mag"] < 21
-    for colour in ("g_r", "r_i"):
-        assert np.median(matched.sources[colour][bright] - as_imaged.sources[colour][bright]) < -0.03
+    corrected = measure_photometry(cutout.images, cutout.wcs, settings, "005194", cutout.covered)
+    as_imaged = measure_photometry(cutout.images, cutout.wcs, replace(settings, aperture_correction=False),
+                                   "005194", cutout.covered)
+    assert as_imaged.aperture_corrections is None
+    shares = corrected.aperture_corrections
+    assert shares["r"] == 1.0 and shares["g"] < 0.97 and shares["i"] > 1.03
+    # The same sources and total magnitudes; every colour moves by its bands' corrections, errors stay.
+    for name in ("x", "r_mag", "g_r_err", "r_i_err"):
+        np.testing.assert_allclose(corrected.sources[name], as_imaged.sources[name], rtol=1e-12)
+    np.testing.assert_allclose(corrected.sources["g_r"] - as_imaged.sources["g_r"], 2.5 * np.log10(shares["g"]))
+    np.testing.assert_allclose(corrected.sources["r_i"] - as_imaged.sources["r_i"], -2.5 * np.log10(shares["i"]))
+    assert 2.5 * np.log10(shares["g"]) < -0.03 and -2.5 * np.log10(shares["i"]) < -0.03

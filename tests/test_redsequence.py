@@ -309,15 +309,15 @@ def test_background_file_round_trips_and_is_checked(settings, background, tmp_pa
     with pytest.raises(ValueError, match="photutils.ecsv: background measured with the photometry 'photutils "
                                          r"\(not recorded\)', not 'sep'; measure it again"):
         read_background(tmp_path / "photutils.ecsv", settings)
-    # One written before PSF matching existed was measured with unmatched colours: it fits those only.
-    unmatched = background.copy()
-    unmatched.meta["settings"] = {k: v for k, v in background.meta["settings"].items() if k != "match_psfs"}
-    write_background(unmatched, tmp_path / "before_matching.ecsv")
-    assert not settings.match_psfs
-    read_background(tmp_path / "before_matching.ecsv", settings)
-    with pytest.raises(ValueError, match=r"before_matching.ecsv: .*other DEEPCEE.REDSHIFT settings: match_psfs "
-                                         r"False \(now True\)"):
-        read_background(tmp_path / "before_matching.ecsv", replace(settings, match_psfs=True))
+    # One written before aperture corrections existed was measured with colours as imaged: it fits those only.
+    uncorrected = background.copy()
+    uncorrected.meta["settings"] = {k: v for k, v in background.meta["settings"].items()
+                                    if k != "aperture_correction"}
+    write_background(uncorrected, tmp_path / "before_corrections.ecsv")
+    read_background(tmp_path / "before_corrections.ecsv", replace(settings, aperture_correction=False))
+    with pytest.raises(ValueError, match=r"before_corrections.ecsv: .*other DEEPCEE.REDSHIFT settings: "
+                                         r"aperture_correction False \(now True\)"):
+        read_background(tmp_path / "before_corrections.ecsv", replace(settings, aperture_correction=True))
     # The packaged background of the synthetic sky fits the default settings.
     packaged = RedSequenceEstimator.from_cfg(add_deepcee_config(get_cfg())).background
     assert np.all(np.asarray(packaged["scan"]) > 0) and packaged.meta["area"] > 500 * u.arcmin**2

@@ -63,8 +63,9 @@ def test_the_tool_writes_a_background_the_estimator_reads_and_keeps_an_existing_
     with pytest.raises(SystemExit, match="background.ecsv: exists; give --overwrite"):
         main(["--config-file", str(REPO / "configs" / "Base-DeepCEE.yaml"), str(high_latitude_field), str(output)])
     assert output.read_text() == "kept"
+    # The config may already name the file being written (here not yet a background): measuring reads none.
     main(["--overwrite", "--config-file", str(REPO / "configs" / "Base-DeepCEE.yaml"), str(high_latitude_field),
-          str(output)])
+          str(output), "DEEPCEE.REDSHIFT.BACKGROUND_FILE", str(output)])
     assert "0 crowded tiles left out" in capsys.readouterr().out
     cfg = load_config(REPO / "configs" / "Base-DeepCEE.yaml", ["DEEPCEE.REDSHIFT.BACKGROUND_FILE", str(output)])
     estimator = RedSequenceEstimator.from_cfg(cfg)

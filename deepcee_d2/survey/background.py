@@ -54,7 +54,7 @@ def measure_folder_background(cfg, frames_root, progress=True, sample=None, seed
     """
     from ..redsequence import RedSequenceEstimator, measure_background  # imports galsim and sep
 
-    estimator = RedSequenceEstimator.from_cfg(cfg)
+    estimator = RedSequenceEstimator.from_cfg(cfg, with_background=False)
     imaging = ImagingSpec.from_cfg(cfg, "fits", frames_root)
     source = imaging.source()
     planned, problems = plan_folder_tiles(source, *tile_geometry(cfg))
