@@ -48,6 +48,12 @@ REPO = Path(__file__).resolve().parents[1]
 THRESHOLDS = (0.2, 0.3, 0.5, 0.7, 0.8, 0.9)
 
 
+def cluster_spec(per_field):
+    """The injected clusters: 0.1 < z < 0.2, N200 >= 20, anywhere >= 60" from the edges."""
+    return ClusterSpec(per_field=per_field, z_range=(0.1, 0.2), min_members=20, placement="random",
+                       edge_margin=60 * u.arcsec)
+
+
 def real_field_layout(frames_root, band="r"):
     """Centre (SkyCoord) and (nx, ny) of each field's ``band`` frame, in the order of their paths."""
     frames, problems = LocalFITSSource(frames_root).scan()
@@ -125,8 +131,7 @@ def main(argv=None):
         configs["real"].DEEPCEE.REDSHIFT.BACKGROUND_FILE = args.real_background
         configs["real"].freeze()
     work = args.work
-    spec = ClusterSpec(per_field=args.per_field, z_range=(0.1, 0.2), min_members=20, placement="random",
-                       edge_margin=60 * u.arcsec)
+    spec = cluster_spec(args.per_field)
 
     twins, centres = make_twins(args.frames, work / "twins", args.seed, args.workers)
     skies = {"real": Path(args.frames), "synthetic": twins}

@@ -11,6 +11,9 @@ richness scatter in dex against the truth R_L* at >= 20 members, and seconds per
 ``--write-background PATH`` only measures the background on ``--n-blank`` blank fields of ``--size`` pixels
 (seeds apart from the benchmark's) and writes it for ``DEEPCEE.REDSHIFT.BACKGROUND_FILE``; the packaged
 ``deepcee_d2/synthetic/red_sequence_background.ecsv`` is ``--write-background ... --n-blank 8 --size 2000``.
+Config overrides (``KEY VALUE ...`` after the options, e.g. ``DEEPCEE.REDSHIFT.APERTURE_CORRECTION True``) apply
+to every mode; a background measured with other settings than the packaged one is the one to estimate against
+(``... DEEPCEE.REDSHIFT.BACKGROUND_FILE PATH``).
 
 The redshifts and richnesses are estimated against the packaged background
 (``DEEPCEE.REDSHIFT.BACKGROUND_FILE``, what the survey and the evaluator use), in every mode; the blank fields
@@ -263,6 +266,7 @@ def tile_cost(cfg, n_detections, seed):
 
 def main(args):
     cfg = add_deepcee_config(get_cfg())
+    cfg.merge_from_list(args.opts)
     if args.tile_cost:
         return tile_cost(cfg, args.detections, args.seed + 30_000)
     settings = RedSequenceSettings.from_cfg(cfg)
@@ -330,4 +334,6 @@ if __name__ == "__main__":
                              "for --calibrate) as one more set of fields (dataset_fields, offsets 0 and 1)")
     parser.add_argument("--calibrate", action="store_true",
                         help="use calibration seeds and fit the richness relation")
+    parser.add_argument("opts", nargs=argparse.REMAINDER,
+                        help="config overrides, KEY VALUE ... (e.g. DEEPCEE.REDSHIFT.APERTURE_CORRECTION True)")
     main(parser.parse_args())

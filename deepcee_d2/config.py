@@ -262,8 +262,8 @@ def add_deepcee_config(cfg):
     # (deepcee_d2.psf.aperture_corrections; a cutout with fewer than 5 such stars keeps its colours as imaged).
     # Real SDSS bands differ in seeing by up to 1.4 x within one field, which reddens its aperture colours by
     # 0.05 mag; corrected, clusters injected into such a field through its own PSFs come out +0.004 (1 + z)
-    # instead of +0.019, and on the synthetic sky +0.001 instead of +0.004. But it costs red-sequence
-    # confirmations on real sky (at the injected clusters' true centres 39 of 48 against 42: as imaged, that
+    # instead of +0.019, and on the synthetic sky -0.000 instead of +0.004. But it costs red-sequence
+    # confirmations on real sky (at the injected clusters' true centres 40 of 48 against 42: as imaged, that
     # field's reddened colours peak at a higher trial z with a larger excess, and a 1000 px tile's few stars
     # make noisy corrections), so off by default (BENCHMARKS.md, "Aperture-corrected colours"). The
     # background file must be measured with the same setting.
