@@ -180,6 +180,27 @@ def test_photometry_measures_injected_point_sources_in_ab_magnitudes(settings):
     assert sources["r_mag"].unit == u.mag
 
 
+def test_a_source_along_the_y_axis_is_measured(settings, monkeypatch):
+    """SEP gives theta as float32: for a source along the y axis (a sliver of a star at a frame's edge, one
+    column wide; a cosmic ray) pi/2 rounds above pi/2 in float64, which SEP's elliptical apertures refuse
+    (sep-developers/sep#110). Such a source must not stop a tile's photometry."""
+    import sep
+
+    extract = sep.extract
+
+    def along_y(*args, **kwargs):
+        objects = extract(*args, **kwargs)
+        objects["theta"][0] = np.float32(np.pi / 2)
+        return objects
+
+    monkeypatch.setattr(sep, "extract", along_y)
+    assert np.float64(np.float32(np.pi / 2)) > np.pi / 2
+    stars = Table({"x": [60.0, 140.0], "y": [100.0, 100.0], "r_mag": [18.0, 18.5], "g_mag": [19.0, 19.5],
+                   "i_mag": [17.7, 18.2]})
+    sources, distance = _photometry_of_stars(settings, stars, size=200, seed=5)
+    assert len(sources) >= 2 and np.all(distance.min(axis=0) < 0.5) and np.isfinite(sources["r_mag"]).all()
+
+
 def test_touching_sources_of_different_colours_are_measured_apart(settings):
     """A red and a blue star 4" apart, one blended source above the detection threshold, come back as two
     sources at their own positions with their own colours (deblending), as a BCG and its neighbours must."""
