@@ -347,7 +347,7 @@ def measure_photometry(images, wcs, settings, source="image", covered=None):
         return Photometry(_empty_sources(), wcs, shape, covered)
     x, y, a, b, theta = (objects[name].astype(np.float64) for name in ("x", "y", "a", "b", "theta"))
     # SEP's float32 theta of an object along the y axis can exceed pi/2 in float64, which its own elliptical
-    # apertures refuse ("invalid aperture parameters", sep-developers/sep#110; a cosmic ray did it).
+    # apertures refuse ("invalid aperture parameters", sep-developers/sep#110): seen on a one-column source.
     theta = np.clip(theta, -np.pi / 2, np.pi / 2)
     kron_radius, _ = sep.kron_radius(images["r"], x, y, a, b, theta, _KRON_WINDOW)
     kron, _, _ = sep.sum_ellipse(images["r"], x, y, a, b, theta, _KRON_FACTOR * kron_radius, subpix=1)
