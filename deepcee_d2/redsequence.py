@@ -337,8 +337,20 @@ def measure_photometry(images, wcs, settings, source="image", covered=None):
     Raises
     ------
     ValueError
-        A band is missing, the images differ in shape, are not 2-D or hold NaN/inf pixels.
+        A band is missing, the images differ in shape, are not 2-D or hold NaN/inf pixels, or SEP fails on
+        the sources (its bare ``Exception``, named with ``source``: one tile's failure leaves its detections
+        without estimates instead of stopping a survey).
     """
+    try:
+        return _measure_photometry(images, wcs, settings, source, covered)
+    except Exception as error:
+        if type(error) is not Exception:  # SEP raises bare Exceptions; anything else is a bug to see
+            raise
+        raise ValueError(f"{source}: SEP failed on its sources: {error}") from error
+
+
+def _measure_photometry(images, wcs, settings, source, covered):
+    """`measure_photometry` itself."""
     import sep
 
     images, noise, objects, covered = _detect_sources(images, BANDS, settings, source, covered)

@@ -201,6 +201,28 @@ def test_a_source_along_the_y_axis_is_measured(settings, monkeypatch):
     assert len(sources) >= 2 and np.all(distance.min(axis=0) < 0.5) and np.isfinite(sources["r_mag"]).all()
 
 
+def test_a_failure_inside_sep_is_a_value_error_naming_the_cutout(settings, monkeypatch):
+    """SEP raises bare Exceptions; as ValueErrors naming the cutout, the estimator leaves that tile's detections
+    without estimates (`RedSequenceEstimator.estimate`) instead of stopping the survey. Other errors pass."""
+    import sep
+
+    field = make_field(CENTRE, 200, 200, clusters=None, seed=6, mag_limit=MAG_LIMIT)
+
+    def fails(*args, **kwargs):
+        raise Exception("invalid aperture parameters")
+
+    monkeypatch.setattr(sep, "sum_ellipse", fails)
+    with pytest.raises(ValueError, match="tile-9: SEP failed on its sources: invalid aperture parameters"):
+        measure_photometry(field.images, field.wcs, settings, "tile-9")
+
+    def bug(*args, **kwargs):
+        raise TypeError("a bug of ours")
+
+    monkeypatch.setattr(sep, "sum_ellipse", bug)
+    with pytest.raises(TypeError, match="a bug of ours"):
+        measure_photometry(field.images, field.wcs, settings, "tile-9")
+
+
 def test_touching_sources_of_different_colours_are_measured_apart(settings):
     """A red and a blue star 4" apart, one blended source above the detection threshold, come back as two
     sources at their own positions with their own colours (deblending), as a BCG and its neighbours must."""
