@@ -8,7 +8,7 @@ the clusters' true centres, without the detector (BENCHMARKS.md, "Aperture-corre
 
 The clusters are those of `bench_injection.py` with the same ``--work``, ``--rounds``, ``--per-field`` and
 ``--seed`` (its folders are reused, or injected here when missing). Each cluster gets the photometry of a tile
-of the survey's size (``DEEPCEE.COLOUR.CUTOUT_SIZE``) around it, offset from its BCG at random by up to 30 %
+of the survey's size (`survey_tile_sizes`: ``DEEPCEE.SURVEY.TILE_SIZE``, 0 for ``COLOUR.CUTOUT_SIZE``) around it, offset from its BCG at random by up to 30 %
 of the tile (as the survey's tiles fall), and `RedSequenceEstimator.estimate` at the BCG: dz / (1 + z), the
 significance and whether it confirms a red-sequence peak (``rs_peak``). Printed per field and over each sky;
 ``--real-background`` as in `bench_injection.py` (the twins use the config's background). What changes between
@@ -25,6 +25,7 @@ from astropy.table import Table
 
 from bench_injection import cluster_spec, make_twins
 from deepcee_d2.config import load_config
+from deepcee_d2.data.colour import survey_tile_sizes
 from deepcee_d2.data.frames import LocalFITSSource
 from deepcee_d2.redsequence import RedSequenceEstimator
 from deepcee_d2.synthetic.inject import inject_clusters
@@ -33,15 +34,16 @@ REPO = Path(__file__).resolve().parents[1]
 MAX_OFFSET = 0.3  # of the tile side
 
 
-def estimates(folder, estimator, size, rng):
-    """One row per cluster of ``folder``'s truth: its estimate at the BCG in a ``size`` px tile around it."""
+def estimates(folder, estimator, size, scale, rng):
+    """One row per cluster of ``folder``'s truth: its estimate at the BCG in a ``size`` px tile of ``scale``
+    (angle per pixel) around it."""
     truth = Table.read(folder / "clusters.fits")
     source = LocalFITSSource(folder)
     rows = []
     for cluster in truth:
         bcg = SkyCoord(cluster["ra"] * u.deg, cluster["dec"] * u.deg)
-        dx, dy = rng.uniform(-MAX_OFFSET, MAX_OFFSET, 2) * size * 0.396 * u.arcsec
-        cutout = source.cutout(bcg.spherical_offsets_by(dx, dy), size, partial=True)
+        dx, dy = rng.uniform(-MAX_OFFSET, MAX_OFFSET, 2) * size * scale
+        cutout = source.cutout(bcg.spherical_offsets_by(dx, dy), size, scale, partial=True)
         estimate = estimator.estimate(cutout.images, cutout.wcs, [cluster["ra"]], [cluster["dec"]], str(folder),
                                       cutout.covered)
         rows.append({"field": str(cluster["field"]), "id": str(cluster["id"]), "z": float(cluster["z"]),
@@ -73,10 +75,13 @@ def main(argv=None):
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
     args = parser.parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
-    estimators = {"real": RedSequenceEstimator.from_cfg(cfg), "synthetic": RedSequenceEstimator.from_cfg(cfg)}
+    synthetic = RedSequenceEstimator.from_cfg(cfg)
+    real = synthetic
     if args.real_background:
-        real = load_config(args.config_file, args.opts + ["DEEPCEE.REDSHIFT.BACKGROUND_FILE", args.real_background])
-        estimators["real"] = RedSequenceEstimator.from_cfg(real)
+        real = RedSequenceEstimator.from_cfg(load_config(
+            args.config_file, args.opts + ["DEEPCEE.REDSHIFT.BACKGROUND_FILE", args.real_background]))
+    estimators = {"real": real, "synthetic": synthetic}
+    size, scale = survey_tile_sizes(cfg)[0], cfg.DEEPCEE.COLOUR.PIXEL_SCALE * u.arcsec
     twins, _ = make_twins(args.frames, args.work / "twins", args.seed, args.workers)
     skies = {"real": Path(args.frames), "synthetic": twins}
     spec = cluster_spec(args.per_field)
@@ -86,8 +91,7 @@ def main(argv=None):
             folder = args.work / f"{name}_injected_{k}"
             inject_clusters(root, folder, clusters=spec, seed=args.seed + k, progress=False)
             # The same tile offsets on both skies: the k-th cluster of a field is the same cluster on both.
-            for row in estimates(folder, estimators[name], cfg.DEEPCEE.COLOUR.CUTOUT_SIZE,
-                                 np.random.default_rng(1000 + k)):
+            for row in estimates(folder, estimators[name], size, scale, np.random.default_rng(1000 + k)):
                 rows.append({"sky": name, "round": k, **row})
         print(f"round {k} of {args.rounds}", flush=True)
     table = Table(rows)

@@ -366,8 +366,7 @@ def _measure_photometry(images, wcs, settings, source, covered):
     small = ~(kron_radius * np.sqrt(a * b) >= _KRON_MIN_RADIUS)  # NaN radii too
     if small.any():
         kron[small] = sep.sum_circle(images["r"], x[small], y[small], _KRON_MIN_RADIUS, subpix=1)[0]
-    scale = _pixel_scale(wcs)
-    radius = settings.aperture_radius.to_value(u.arcsec) / scale
+    radius = settings.aperture_radius.to_value(u.arcsec) / _pixel_scale(wcs)
     corrections = None
     if settings.aperture_correction:
         reference = _PSF_REFERENCE_APERTURES * radius
