@@ -33,7 +33,12 @@ simulator's twins of those fields, printed side by side as a Markdown table (pro
 Rows (per-frame or per-field values, summarised over the fields of each sky as median (min-max)):
 
 1. Galaxy counts per deg^2 per mag at r (Kron) 18-19, 19-20 and 20-21 over the footprint.
-2. Median g - r and r - i (aperture colours) of the galaxies with r < 21.
+2. Median g - r and r - i (aperture colours) of the galaxies with r < 21; again aperture-corrected, as
+   `measure_photometry` does with ``DEEPCEE.REDSHIFT.APERTURE_CORRECTION`` (`field_aperture_corrections`):
+   each band's fluxes divided by its share of a star's light within 3 aperture radii (6") that lies in the
+   aperture, relative to r's, the median over the field's isolated point sources of 15 < r whose r S/N in
+   the 6" circle is >= 50 (each band at the star's position through its own WCS). The seeing of each band
+   is then out of the colours, and the rows compare the galaxies (row 5 compares the seeing).
 3. Counts in cells: variance / mean of the number of r < 21 galaxies in square 2' cells laid on the r frame
    from its centre (the whole cells inside the footprint; 1 for a Poisson sky).
 4. The r PSF: FWHM (arcsec) and beta of `astropy.modeling.models.Moffat2D` fitted to 25 x 25 px stamps of
@@ -47,7 +52,11 @@ Rows (per-frame or per-field values, summarised over the fields of each sky as m
    circular aperture (radius ``R = 1.585 s = 0.673 FWHM``, s = FWHM / 2.355, which maximises
    ``(1 - exp(-R^2 / 2 s^2)) / R``; it holds 71.5 % of the light): ``m5 = 22.5 - 2.5 log10(5 sigma_sky
    sqrt(pi R^2) / 0.715)``, sigma_sky the clipped per-pixel noise in nanomaggies, R in pixels.
-7. Red point sources per deg^2: point sources with r > 15 (unsaturated) that the package's red-sequence
+7. The stellar locus: the median over point sources of 16 < r < 19.5 (unsaturated, S/N >= 20 in every
+   band's colour aperture) and 0.2 < g - r < 1.2 of their r - i less the SDSS main-sequence locus' at their
+   g - r, both colours aperture-corrected (row 2: a star's colours are then its total light's) (`deepcee_d2.synthetic.stars.main_sequence_r_i`, Juric et al. 2008). Real stars sit above it by their
+   Galactic reddening (E(r - i) ~ 0.6 E(B - V), 0.01-0.03 at high latitude).
+   Red point sources per deg^2: point sources with r > 15 (unsaturated) that the package's red-sequence
    estimator would count as richness members at some 0.10 <= z <= 0.20 (`richness_members`, step 0.005: r
    within m*(z) - 3 .. m*(z) + 0.94 and a colour chi^2 <= 9.21 against the ridge line at its i magnitude,
    intrinsic scatter and colour error in quadrature). The ridge line runs from g - r = 0.94, r - i = 0.41
@@ -87,12 +96,14 @@ from bench_injection import make_twins  # this folder is on the path when run as
 from deepcee_d2.config import load_config
 from deepcee_d2.cosmology import DEFAULT_COSMOLOGY
 from deepcee_d2.data.frames import LocalFITSSource, read_image
-from deepcee_d2.redsequence import RedSequenceSettings, measure_photometry, richness_members
+from deepcee_d2.redsequence import (_PSF_REFERENCE_APERTURES, _PSF_STAR_SNR, RedSequenceSettings, measure_photometry,
+                                    richness_members)
 from deepcee_d2.sky import centre_and_radius
 from deepcee_d2.survey.tiling import group_fields
 from deepcee_d2.synthetic.colours import red_sequence, red_sequence_scatter
 from deepcee_d2.synthetic.instrument import (BANDS, PIXEL_SCALE, SATURATION_DN, WING_BETA, WING_FRACTION,
                                              WING_SCALE_RADIUS, ZERO_POINT, moffat, moffat_scale_radius)
+from deepcee_d2.synthetic.stars import main_sequence_r_i
 
 REPO = Path(__file__).resolve().parents[1]
 TWIN_MATCH = 10 * u.arcsec  # twins are centred on their real field's r frame
@@ -140,6 +151,9 @@ AUREOLE_PRINT_PX = (8, 10, 12, 15, 18, 21, 25)
 # Row 7.
 RED_SEQUENCE_Z = np.round(np.arange(0.10, 0.20 + 1e-9, 0.005), 3)
 RED_STAR_R_MIN = 15.0  # SDSS point sources saturate at r ~ 14
+LOCUS_STAR_R_RANGE = (16.0, 19.5)
+LOCUS_STAR_G_R_RANGE = (0.2, 1.2)  # where the locus' r - i is well defined by g - r (it turns vertical at M types)
+LOCUS_STAR_MIN_SNR = 20.0
 
 
 @dataclass
@@ -294,6 +308,26 @@ def field_catalogue(frames, settings):
     footprint = footprint.reshape(grid_x.shape)
     area = footprint.mean() * nx * ny * proj_plane_pixel_area(reference.wcs.celestial) * u.deg**2
     return sources, footprint, area
+
+
+def field_aperture_corrections(frames, stars, settings):
+    """Each band's aperture correction for one field (module docstring, row 2): ``{band: share / r's share}``
+    with the number of stars, or NaNs with fewer than `MIN_PSF_STARS`."""
+    coords = SkyCoord(stars["ra"], stars["dec"], unit=u.deg)
+    reference = _PSF_REFERENCE_APERTURES * settings.aperture_radius
+    inside = in_footprint(frames, coords, reference)
+    shares, bright = {}, inside
+    for band, frame in frames.items():
+        aperture = aperture_fluxes(frame, coords, settings.aperture_radius)[0]
+        total, error = aperture_fluxes(frame, coords, reference)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shares[band] = aperture / total
+        if band == "r":
+            bright = bright & (total >= max(_PSF_STAR_SNR) * error)
+    if np.count_nonzero(bright) < MIN_PSF_STARS:
+        return dict.fromkeys(frames, np.nan), int(np.count_nonzero(bright))
+    return ({band: float(np.median(share[bright] / shares["r"][bright])) for band, share in shares.items()},
+            int(np.count_nonzero(bright)))
 
 
 def classify(sources):
@@ -483,6 +517,9 @@ def measure_field(name, frames, settings):
 
     stars = sources[point & (r_mag > RED_STAR_R_MIN) & isolated(sources, STAR_ISOLATION)]
     stars.sort("r_mag")
+    corrections, n_correction_stars = field_aperture_corrections(sky, stars, settings)
+    values["g_r corrected"] = values["g_r"] + 2.5 * np.log10(corrections["g"])
+    values["r_i corrected"] = values["r_i"] - 2.5 * np.log10(corrections["i"])
     psf = {band: psf_stars(sky[band], stars) for band in BANDS}
     fwhm = {band: float(np.median(psf[band]["fwhm"])) if len(psf[band]) >= MIN_PSF_STARS else np.nan
             for band in BANDS}
@@ -498,6 +535,15 @@ def measure_field(name, frames, settings):
     values["aureole rings"] = aureole_rings(sky["r"], sources[aureole_stars & isolated(sources, AUREOLE_ISOLATION)])
     values["aureole r"] = aureole_fraction(values["aureole rings"], sky["r"].scale)
 
+    # Aperture-corrected: a star's colours then are its total light's, which the locus describes.
+    g_r = np.asarray(sources["g_r"], dtype=float) + 2.5 * np.log10(corrections["g"])
+    r_i = np.asarray(sources["r_i"], dtype=float) - 2.5 * np.log10(corrections["i"])
+    precise = (MAG_PER_LN / LOCUS_STAR_MIN_SNR) * np.sqrt(2.0)  # both colours' errors at S/N 20 in each band
+    locus_stars = (point & (r_mag > LOCUS_STAR_R_RANGE[0]) & (r_mag < LOCUS_STAR_R_RANGE[1])
+                   & (g_r > LOCUS_STAR_G_R_RANGE[0]) & (g_r < LOCUS_STAR_G_R_RANGE[1])
+                   & (sources["g_r_err"] < precise) & (sources["r_i_err"] < precise))
+    values["locus r_i"] = (float(np.median(r_i[locus_stars] - main_sequence_r_i(g_r[locus_stars])))
+                           if np.count_nonzero(locus_stars) >= MIN_PSF_STARS else np.nan)
     members = richness_members(sources, RED_SEQUENCE_Z, settings, DEFAULT_COSMOLOGY).any(axis=1)
     values["red stars"] = np.count_nonzero(point & (r_mag > RED_STAR_R_MIN) & members) * per_deg2
     values["locus width"] = width
@@ -507,7 +553,8 @@ def measure_field(name, frames, settings):
               f"({len(psf[band])} stars), depth {values[f'depth {band}']:.2f}, "
               f"block range {sky[band].block_range:.4f} nmgy", file=sys.stderr)
     print(f"{name}: {len(sources)} sources on {area.to(u.arcmin**2):.1f}, {np.count_nonzero(bright)} galaxies "
-          f"r < {GALAXY_R_LIMIT:g}, stellar locus c* = {locus:.3f} +- {width:.3f}, "
+          f"r < {GALAXY_R_LIMIT:g}, stellar locus c* = {locus:.3f} +- {width:.3f}, aperture corrections g "
+          f"{corrections['g']:.3f}, i {corrections['i']:.3f} ({n_correction_stars} stars), "
           f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     if width > LOCUS_MAX_WIDTH:
         print(f"{name}: stellar locus {width:.2f} mag wide (> {LOCUS_MAX_WIDTH}): its star/galaxy separation is "
@@ -524,6 +571,8 @@ ROWS = (
     ("counts 20-21", "galaxies per deg^2 per mag, r 20-21", "{:.0f}", "high", ("factor", 1.3)),
     ("g_r", "galaxy median g - r (r < 21)", "{:.2f}", "high", ("diff", 0.05)),
     ("r_i", "galaxy median r - i (r < 21)", "{:.2f}", "high", ("diff", 0.05)),
+    ("g_r corrected", "galaxy median g - r (r < 21), aperture-corrected", "{:.2f}", "high", ("diff", 0.05)),
+    ("r_i corrected", "galaxy median r - i (r < 21), aperture-corrected", "{:.2f}", "high", ("diff", 0.05)),
     ("cells", "counts in 2' cells, variance / mean (r < 21 galaxies)", "{:.2f}", "high", ("diff", 0.5)),
     ("fwhm r", "r PSF FWHM (Moffat, arcsec)", "{:.2f}", "all", ("diff", 0.25)),
     ("beta r", "r PSF Moffat beta", "{:.2f}", "all", ("diff", 0.5)),
@@ -535,6 +584,8 @@ ROWS = (
     ("depth g", "5-sigma point-source depth g (mag)", "{:.2f}", "all", ("diff", 0.3)),
     ("depth r", "5-sigma point-source depth r (mag)", "{:.2f}", "all", ("diff", 0.3)),
     ("depth i", "5-sigma point-source depth i (mag)", "{:.2f}", "all", ("diff", 0.3)),
+    ("locus r_i", "point sources' r - i less the SDSS stellar locus' at their g - r (16 < r < 19.5)", "{:.3f}",
+     "high", ("diff", 0.03)),
     ("red stars", "red-sequence-coloured point sources per deg^2, z 0.1-0.2 (high latitude)", "{:.0f}", "high",
      ("factor", 2.0)),
     ("red stars", "red-sequence-coloured point sources per deg^2, z 0.1-0.2 (crowded field)", "{:.0f}", "crowded",

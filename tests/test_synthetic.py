@@ -16,7 +16,7 @@ from deepcee_d2.data.catalogs import CLUSTER_COLUMNS, read_catalog
 from deepcee_d2.data.frames import LocalFITSSource
 from deepcee_d2.sky import celestial_wcs
 from deepcee_d2.synthetic import BANDS, ClusterSpec, make_field, write_survey
-from deepcee_d2.synthetic import colours, galaxies, instrument, render
+from deepcee_d2.synthetic import colours, galaxies, instrument, render, stars
 from deepcee_d2.synthetic.clusters import RICHNESS_CUT_MAG, _draw_projected_radii, projected_fraction
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,6 +88,25 @@ def test_red_sequence_colours_of_injected_members(z):
     expected = {0.1: (0.938, 0.407), 0.25: (1.392, 0.518)}[z]  # redMaPPer DR8 ridge line at the pivot
     assert measured_gr == pytest.approx(expected[0], abs=0.08)
     assert measured_ri == pytest.approx(expected[1], abs=0.05)
+
+
+def test_stars_lie_on_the_sdss_stellar_locus():
+    """Turn-off and G/K stars scatter about the locus' r - i at their g - r, M dwarfs about its g - r at their
+    r - i, each with the stated scatter; the locus rises monotonically to its 1.39 asymptote."""
+    table = stars.field_stars(np.random.default_rng(7), 2.0 * u.deg**2, 23.5)
+    g_r = np.asarray(table["g_mag"] - table["r_mag"])
+    r_i = np.asarray(table["r_mag"] - table["i_mag"])
+    main = table["population"] != "M"
+    residual = r_i[main] - stars.main_sequence_r_i(g_r[main])
+    assert abs(np.median(residual)) < 0.005 and np.std(residual) == pytest.approx(stars.LOCUS_SCATTER_R_I, rel=0.1)
+    m_residual = g_r[~main] - stars.main_sequence_g_r(r_i[~main])
+    assert abs(np.median(m_residual)) < 0.01
+    assert np.std(m_residual) == pytest.approx(stars.M_DWARF_SCATTER_G_R, rel=0.1)
+    locus = stars.main_sequence_g_r(np.linspace(-0.1, 2.0, 50))
+    assert np.all(np.diff(locus) >= 0) and np.all(np.diff(stars.main_sequence_g_r(np.linspace(-0.1, 1.2, 50))) > 0)
+    assert locus[-1] == pytest.approx(1.39, abs=0.01)
+    assert stars.main_sequence_g_r(stars.main_sequence_r_i([0.3, 0.7, 1.2])) == pytest.approx([0.3, 0.7, 1.2],
+                                                                                             abs=1e-3)
 
 
 def test_every_cluster_centre_round_trips_through_the_written_wcs(synthetic_survey):
