@@ -93,7 +93,7 @@ def test_red_sequence_colours_of_injected_members(z):
 def test_stars_lie_on_the_sdss_stellar_locus():
     """Turn-off and G/K stars scatter about the locus' r - i at their g - r, M dwarfs about its g - r at their
     r - i, each with the stated scatter; the locus rises monotonically to its 1.39 asymptote."""
-    table = stars.field_stars(np.random.default_rng(7), 2.0 * u.deg**2, 23.5)
+    table = stars.field_stars(np.random.default_rng(7), 2.0 * u.deg**2, 23.5, CENTRE)
     g_r = np.asarray(table["g_mag"] - table["r_mag"])
     r_i = np.asarray(table["r_mag"] - table["i_mag"])
     main = table["population"] != "M"
@@ -107,6 +107,23 @@ def test_stars_lie_on_the_sdss_stellar_locus():
     assert locus[-1] == pytest.approx(1.39, abs=0.01)
     assert stars.main_sequence_g_r(stars.main_sequence_r_i([0.3, 0.7, 1.2])) == pytest.approx([0.3, 0.7, 1.2],
                                                                                              abs=1e-3)
+
+
+def test_star_counts_follow_the_galaxy_and_average_to_the_reference_at_sixty_degrees():
+    """Averaged over longitude at |b| = 60 deg the fields hold the reference counts; towards the plane they
+    hold more, at the poles fewer; a field too close to the plane is refused, naming its latitude."""
+    area, faint = 1.0 * u.deg**2, 22.0
+    expected = stars.expected_stars(area, stars.BRIGHTEST_STAR, faint)
+
+    def count(l, b, seed):
+        centre = SkyCoord(l=l * u.deg, b=b * u.deg, frame="galactic").icrs
+        return len(stars.field_stars(np.random.default_rng(seed), area, faint, centre))
+
+    at_sixty = [count(l, b, k) for k, (l, b) in enumerate((l, b) for l in range(0, 360, 30) for b in (60, -60))]
+    assert np.mean(at_sixty) == pytest.approx(expected, rel=0.03)
+    assert count(90, 30, 1) > 1.5 * expected and count(90, 88, 2) < 0.9 * expected
+    with pytest.raises(ValueError, match="Galactic latitude 10.0 deg"):
+        count(90, 10, 3)
 
 
 def test_every_cluster_centre_round_trips_through_the_written_wcs(synthetic_survey):
