@@ -54,8 +54,9 @@ Rows (per-frame or per-field values, summarised over the fields of each sky as m
    sqrt(pi R^2) / 0.715)``, sigma_sky the clipped per-pixel noise in nanomaggies, R in pixels.
 7. The stellar locus: the median over point sources of 16 < r < 19.5 (unsaturated, S/N >= 20 in every
    band's colour aperture) and 0.2 < g - r < 1.2 of their r - i less the SDSS main-sequence locus' at their
-   g - r, both colours aperture-corrected (row 2: a star's colours are then its total light's) (`deepcee_d2.synthetic.stars.main_sequence_r_i`, Juric et al. 2008). Real stars sit above it by their
-   Galactic reddening (E(r - i) ~ 0.6 E(B - V), 0.01-0.03 at high latitude).
+   g - r (`deepcee_d2.synthetic.stars.main_sequence_r_i`, Juric et al. 2008), both colours aperture-corrected
+   (row 2: a star's colours are then its total light's). Real stars sit above it by their Galactic reddening
+   (E(r - i) ~ 0.6 E(B - V), 0.01-0.03 at high latitude).
    Red point sources per deg^2: point sources with r > 15 (unsaturated) that the package's red-sequence
    estimator would count as richness members at some 0.10 <= z <= 0.20 (`richness_members`, step 0.005: r
    within m*(z) - 3 .. m*(z) + 0.94 and a colour chi^2 <= 9.21 against the ridge line at its i magnitude,

@@ -23,7 +23,8 @@
   main-sequence stellar locus of Juric et al. (2008, ApJ 673, 864, eq. 1; `main_sequence_g_r`), with 0.03
   mag scatter in r - i (turn-off, G/K) or 0.05 in g - r (M). The turn-off fraction rises from 30 % at r = 16 to 60 % at
   r = 22, M dwarfs make 20 %, G/K dwarfs the rest. (A straight line through the Sun's colours, used before, lay
-  0.02-0.05 mag bluer in r - i than the stars of the shared SDSS frames; BENCHMARKS.md, "The stellar locus".)
+  0.02-0.05 mag bluer in r - i than the stars of the shared SDSS frames; BENCHMARKS.md, "Stars: the SDSS stellar
+  locus and the Galaxy's structure".)
 """
 import functools
 
