@@ -318,8 +318,8 @@ def test_psf_measured_on_stars_recovers_the_seeing_and_profile_of_a_synthetic_fr
     assert psf.image.sum() == pytest.approx(1.0) and psf.image.argmax() == psf.image.size // 2
     for arcsec in (1.0, 2.0):
         assert psf.image[radius <= arcsec].sum() == pytest.approx(truth[radius <= arcsec].sum(), abs=0.02)
-    # Galaxies drawn with it into the frame's grid get that PSF: a point-like one holds the stars' share of its
-    # flux within 2" (of its flux: its drawing window cuts 0.3-1.6 % of the stack's outer wings).
+    # Galaxies drawn with it into the frame's grid get that PSF: a point-like one keeps all its flux (its drawing
+    # window holds the stack's wings) and holds the stars' share of it within 2".
     frame = SimpleNamespace(shape=(101, 101), band="r", wcs=field.wcs, pixel_scale=lambda: 0.396 * u.arcsec)
     members = Table({"x": [50.0], "y": [50.0], "r_mag": [18.0], "sersic_n": [1.0], "half_light_radius": [0.01],
                      "axis_ratio": [1.0], "position_angle": [0.0]})
@@ -328,6 +328,7 @@ def test_psf_measured_on_stars_recovers_the_seeing_and_profile_of_a_synthetic_fr
     within = np.hypot(rows - 50, columns - 50) * 0.396
     assert drawn == 1
     flux = mag_to_nanomaggies(members["r_mag"][0])
+    assert model.sum() == pytest.approx(flux, rel=1e-3)
     assert model[within <= 2.0].sum() / flux == pytest.approx(psf.image[radius <= 2.0].sum(), abs=0.005)
 
 

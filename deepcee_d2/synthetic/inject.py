@@ -268,6 +268,12 @@ class EmpiricalPSF:
     wing = 0.0  # the wings are in the image: `render.add_psf_wing` adds none
     draw_method = "no_pixel"  # and so are the pixels
 
+    @property
+    def min_window_half_width(self):
+        """Pixels: the image's wings reach its edge, so a smaller drawing window would cut part of each galaxy's
+        light (up to ~5 % for faint ones, whose windows are smallest)."""
+        return self.image.shape[0] // 2
+
     def profile(self):
         """The unit-flux GalSim profile of the image, on the sky."""
         return galsim.InterpolatedImage(galsim.Image(self.image, wcs=self.jacobian), normalization="flux", flux=1.0)

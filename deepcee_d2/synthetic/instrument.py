@@ -118,6 +118,7 @@ class PSF:
     angle: float = 0.0
     wing: float = WING_FRACTION
     draw_method = "auto"  # GalSim adds the pixel's response to the profile
+    min_window_half_width = 0  # the aureole goes on the whole image (`render.add_psf_wing`), not in the windows
 
     def __post_init__(self):
         if not self.fwhm > 0:

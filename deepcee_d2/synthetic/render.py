@@ -70,8 +70,8 @@ def _window(image, x, y, half):
 def draw_galaxies(image, galaxies, band, psf):
     """Add galaxies (table rows with x, y, ``{band}_mag``, sersic_n, half_light_radius [arcsec],
     axis_ratio, position_angle [deg]) convolved with ``psf`` (`~deepcee_d2.synthetic.instrument.PSF`, or a
-    measured one with its ``profile()``, ``fwhm`` and ``draw_method``: `inject.EmpiricalPSF`) to ``image``
-    (nanomaggies).
+    measured one with its ``profile()``, ``fwhm``, ``draw_method`` and ``min_window_half_width``:
+    `inject.EmpiricalPSF`) to ``image`` (nanomaggies).
 
     Returns the number of galaxies drawn (those whose window overlaps the image).
     """
@@ -81,7 +81,8 @@ def draw_galaxies(image, galaxies, band, psf):
     radius = np.asarray(galaxies["half_light_radius"], dtype=float)
     index = np.asarray(galaxies["sersic_n"], dtype=float)
     # The image's own pixel scale: injection draws into real frames of any scale (smallest side, widest window).
-    half = half_widths(mags, radius, index, psf.fwhm, image.wcs.minLinearScale(image_pos=image.true_center))
+    half = np.maximum(half_widths(mags, radius, index, psf.fwhm, image.wcs.minLinearScale(image_pos=image.true_center)),
+                      psf.min_window_half_width)
     drawn = 0
     for k, (x, y) in enumerate(zip(np.asarray(galaxies["x"], float), np.asarray(galaxies["y"], float))):
         window = _window(image, x, y, half[k])
