@@ -52,17 +52,16 @@ Rows (per-frame or per-field values, summarised over the fields of each sky as m
    circular aperture (radius ``R = 1.585 s = 0.673 FWHM``, s = FWHM / 2.355, which maximises
    ``(1 - exp(-R^2 / 2 s^2)) / R``; it holds 71.5 % of the light): ``m5 = 22.5 - 2.5 log10(5 sigma_sky
    sqrt(pi R^2) / 0.715)``, sigma_sky the clipped per-pixel noise in nanomaggies, R in pixels.
-7. The stellar locus: the median over point sources of 16 < r < 19.5 (unsaturated, S/N >= 20 in every
-   band's colour aperture) and 0.2 < g - r < 1.2 of their r - i less the SDSS main-sequence locus' at their
-   g - r (`deepcee_d2.synthetic.stars.main_sequence_r_i`, Juric et al. 2008), both colours aperture-corrected
-   (row 2: a star's colours are then its total light's). Real stars sit above it by their Galactic reddening
-   (E(r - i) ~ 0.6 E(B - V), 0.01-0.03 at high latitude).
-   Red point sources per deg^2: point sources with r > 15 (unsaturated) that the package's red-sequence
-   estimator would count as richness members at some 0.10 <= z <= 0.20 (`richness_members`, step 0.005: r
-   within m*(z) - 3 .. m*(z) + 0.94 and a colour chi^2 <= 9.21 against the ridge line at its i magnitude,
-   intrinsic scatter and colour error in quadrature). The ridge line runs from g - r = 0.94, r - i = 0.41
-   (z = 0.1) to 1.24, 0.48 (z = 0.2); the box printed under the table. High-latitude fields and the crowded
-   field in separate rows.
+7. Point sources. (a) The stellar locus: the median over point sources of 16 < r < 19.5 (unsaturated, S/N
+   >= 20 in every band's colour aperture) and 0.2 < g - r < 1.2 of their r - i less the SDSS main-sequence
+   locus' at their g - r (`deepcee_d2.synthetic.stars.main_sequence_r_i`, Juric et al. 2008), both colours
+   aperture-corrected (row 2: a star's colours are then its total light's). Real stars sit above it by their
+   Galactic reddening (E(r - i) ~ 0.6 E(B - V), 0.01-0.03 at high latitude). (b) Red point sources per deg^2:
+   point sources with r > 15 (unsaturated) that the package's red-sequence estimator would count as richness
+   members at some 0.10 <= z <= 0.20 (`richness_members`, step 0.005: r within m*(z) - 3 .. m*(z) + 0.94 and
+   a colour chi^2 <= 9.21 against the ridge line at its i magnitude, intrinsic scatter and colour error in
+   quadrature). The ridge line runs from g - r = 0.94, r - i = 0.41 (z = 0.1) to 1.24, 0.48 (z = 0.2); the box
+   printed under the table. High-latitude fields and the crowded field in separate rows.
 8. Background structure per band: max - min of the 256 x 256 px block medians (photutils `Background2D`,
    3-sigma clipped, sources masked; a block more than 75 % masked takes photutils' interpolation of its
    neighbours), nanomaggies per pixel.
