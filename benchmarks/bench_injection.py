@@ -9,7 +9,8 @@ backgrounds").
       [--rounds 4] [--per-field 2] [--seed 1] [--workers 2] [--real-background FILE] [KEY VALUE ...]
 
 - The twins: one synthetic field per real field (`write_survey` without clusters), with the real field's r-frame
-  centre (so the simulator's star counts follow its Galactic position) and pixel size, north up.
+  centre and pixel size, north up (the simulator's stars are high-latitude ones everywhere: the twin of a
+  crowded low-latitude field is not crowded).
 - Each round ``k`` injects ``--per-field`` clusters (0.1 < z < 0.2, N200 >= 20, >= 60" from the edges) into every
   field of both skies with seed ``--seed + k``. Members are drawn from their own child of the seed
   (`deepcee_d2.synthetic.inject.plan_clusters`), so the k-th cluster of each field is the same cluster (z,

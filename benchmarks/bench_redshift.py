@@ -9,11 +9,7 @@ dz / (1 + z) (1.4826 median |dz - median dz| / (1 + z)), the outlier fraction (|
 richness scatter in dex against the truth R_L* at >= 20 members, and seconds per field and per estimate.
 
 ``--write-background PATH`` only measures the background on ``--n-blank`` blank fields of ``--size`` pixels
-(seeds apart from the benchmark's) and writes it for ``DEEPCEE.REDSHIFT.BACKGROUND_FILE``. Those fields lie
-on the star model's reference sky (`reference_centres`: spread in Galactic longitude at b = +-60 deg, where
-the simulator's star counts are their reference values on average), since stars of K-dwarf colours fall on
-the low-z red sequence and their counts vary with Galactic position; the benchmark's other fields are all at
-`CENTRE` (b = +42 deg, 1.2-1.5 times the reference's stars). The packaged
+(seeds apart from the benchmark's) and writes it for ``DEEPCEE.REDSHIFT.BACKGROUND_FILE``; the packaged
 ``deepcee_d2/synthetic/red_sequence_background.ecsv`` is ``--write-background ... --n-blank 8 --size 2000``.
 Config overrides (``KEY VALUE ...`` after the options, e.g. ``DEEPCEE.REDSHIFT.APERTURE_CORRECTION True``) apply
 to every mode; a background measured with other settings than the packaged one is the one to estimate against
@@ -66,7 +62,6 @@ from deepcee_d2.redsequence import (RICHNESS_Z_PIVOT, Photometry, RedSequenceEst
                                     write_background)
 from deepcee_d2.synthetic import ClusterSpec
 from deepcee_d2.synthetic.field import make_field
-from deepcee_d2.synthetic.stars import REFERENCE_LATITUDE
 
 CENTRE = SkyCoord(150.0 * u.deg, 2.0 * u.deg)
 SETS = {"demo (0.1 < z < 0.2, >= 20 members)": ((0.1, 0.2), 20),
@@ -81,15 +76,7 @@ def sigma_nmad(dz):
     return float(1.4826 * np.median(np.abs(dz - np.median(dz))))
 
 
-def reference_centres(n):
-    """``n`` field centres on the star model's reference sky (`deepcee_d2.synthetic.stars.REFERENCE_LATITUDE`):
-    evenly spread in Galactic longitude, alternately north and south."""
-    latitude = REFERENCE_LATITUDE.to_value(u.deg)
-    return [SkyCoord(l=360.0 * k / n * u.deg, b=(latitude if k % 2 == 0 else -latitude) * u.deg,
-                     frame="galactic").icrs for k in range(n)]
-
-
-def field_photometry(name, size, seed, clusters, settings, cosmology, cache=None, centre=CENTRE):
+def field_photometry(name, size, seed, clusters, settings, cosmology, cache=None):
     """Photometry and cluster truth (a dict, None without a cluster) of one synthetic field, and the seconds
     its photometry took (None when it came from ``cache``).
 
@@ -104,7 +91,7 @@ def field_photometry(name, size, seed, clusters, settings, cosmology, cache=None
         wcs = WCS(fits.Header.fromstring(table.meta.pop("wcs")))
         shape, truth = tuple(table.meta.pop("shape")), json.loads(table.meta.pop("truth"))
         return Photometry(table, wcs, shape), truth, None
-    field = make_field(centre, size, size, clusters=clusters, seed=seed, name=f"b{seed}", cosmology=cosmology)
+    field = make_field(CENTRE, size, size, clusters=clusters, seed=seed, name=f"b{seed}", cosmology=cosmology)
     start = time.perf_counter()
     photometry = measure_photometry(field.images, field.wcs, settings, source=field.name)
     seconds = time.perf_counter() - start
@@ -288,19 +275,13 @@ def main(args):
     rng = np.random.default_rng(seed)
     blanks = []
     start = time.perf_counter()
-    if args.write_background:
-        for k, centre in enumerate(reference_centres(args.n_blank)):
-            blanks.append(field_photometry("reference-blank", args.size, seed + 5000 + k, None, settings, cosmology,
-                                           args.cache, centre)[0])
-    else:
-        for k in range(args.n_blank):
-            blanks.append(field_photometry("blank", args.size, seed + 5000 + k, None, settings, cosmology,
-                                           args.cache)[0])
+    for k in range(args.n_blank):
+        blanks.append(field_photometry("blank", args.size, seed + 5000 + k, None, settings, cosmology,
+                                       args.cache)[0])
     measured = measure_background(blanks, cosmology, settings)
     if args.write_background:
         measured.meta["description"] = (f"red-sequence background of the synthetic sky: {args.n_blank} blank "
-                                        f"fields of {args.size} px at Galactic b = +-60 deg, seeds "
-                                        f"{seed + 5000}-{seed + 5000 + args.n_blank - 1}"
+                                        f"fields of {args.size} px, seeds {seed + 5000}-{seed + 5000 + args.n_blank - 1}"
                                         " (benchmarks/bench_redshift.py --write-background)")
         print(f"{write_background(measured, args.write_background)}: {measured.meta['area']:.1f} in "
               f"{time.perf_counter() - start:.0f} s")

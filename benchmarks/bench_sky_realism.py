@@ -54,7 +54,7 @@ Rows (per-frame or per-field values, summarised over the fields of each sky as m
    sqrt(pi R^2) / 0.715)``, sigma_sky the clipped per-pixel noise in nanomaggies, R in pixels.
 7. Point sources. (a) The stellar locus: the median over point sources of 16 < r < 19.5 (unsaturated, S/N
    >= 20 in every band's colour aperture) and 0.2 < g - r < 1.2 of their r - i less the SDSS main-sequence
-   locus' at their g - r (`deepcee_d2.synthetic.stars.main_sequence_r_i`, Juric et al. 2008), both colours
+   locus' at their g - r (`main_sequence_r_i`, Juric et al. 2008, eq. 1), both colours
    aperture-corrected (row 2: a star's colours are then its total light's). Real stars sit above it by their
    Galactic reddening (E(r - i) ~ 0.6 E(B - V), 0.01-0.03 at high latitude). (b) Red point sources per deg^2:
    point sources with r > 15 (unsaturated) that the package's red-sequence estimator would count as richness
@@ -103,7 +103,6 @@ from deepcee_d2.survey.tiling import group_fields
 from deepcee_d2.synthetic.colours import red_sequence, red_sequence_scatter
 from deepcee_d2.synthetic.instrument import (BANDS, PIXEL_SCALE, SATURATION_DN, WING_BETA, WING_FRACTION,
                                              WING_SCALE_RADIUS, ZERO_POINT, moffat, moffat_scale_radius)
-from deepcee_d2.synthetic.stars import main_sequence_r_i
 
 REPO = Path(__file__).resolve().parents[1]
 TWIN_MATCH = 10 * u.arcsec  # twins are centred on their real field's r frame
@@ -154,6 +153,10 @@ RED_STAR_R_MIN = 15.0  # SDSS point sources saturate at r ~ 14
 LOCUS_STAR_R_RANGE = (16.0, 19.5)
 LOCUS_STAR_G_R_RANGE = (0.2, 1.2)  # where the locus' r - i is well defined by g - r (it turns vertical at M types)
 LOCUS_STAR_MIN_SNR = 20.0
+# Juric et al. (2008) eq. 1: g - r = A (1 - exp(-(c3 x^3 + c2 x^2 + c1 x + c0))), x = r - i; tabulated for the
+# inverse from r - i = -0.2 (bluer than any main-sequence star) to 2.5 (late M).
+LOCUS_AMPLITUDE, LOCUS_COEFFICIENTS = 1.39, (4.9, 2.45, 1.68, 0.050)
+LOCUS_R_I = np.linspace(-0.2, 2.5, 2701)
 
 
 @dataclass
@@ -308,6 +311,14 @@ def field_catalogue(frames, settings):
     footprint = footprint.reshape(grid_x.shape)
     area = footprint.mean() * nx * ny * proj_plane_pixel_area(reference.wcs.celestial) * u.deg**2
     return sources, footprint, area
+
+
+def main_sequence_r_i(g_r):
+    """r - i of the SDSS main-sequence stellar locus at ``g_r`` (row 7; g - r rises monotonically with r - i
+    towards its 1.39 asymptote, so only g - r below ~1.35 is well defined)."""
+    c3, c2, c1, c0 = LOCUS_COEFFICIENTS
+    x = LOCUS_R_I
+    return np.interp(g_r, LOCUS_AMPLITUDE * (1.0 - np.exp(-(c3 * x**3 + c2 * x**2 + c1 * x + c0))), x)
 
 
 def field_aperture_corrections(frames, stars, settings):

@@ -68,13 +68,9 @@ training image and three in every survey field. A background measured on the ima
 therefore carry the clusters it is meant to reveal, and masking them needs their positions before the
 detector has run. The background is instead a calibration, like the red-sequence model and the richness
 relation it goes with: `read_background` reads the table of ``DEEPCEE.REDSHIFT.BACKGROUND_FILE``, by default
-`DEFAULT_BACKGROUND_FILE`, measured on blank fields of the simulator at its star model's reference latitude
-(|b| = 60 deg: ``python benchmarks/bench_redshift.py --write-background``; BENCHMARKS.md). Imaging of other
-depth, seeing or galaxy population (real SDSS) needs its own table: `measure_background` on blank fields of
-that imaging, written with `write_background`. Stars are counted with the galaxies: K dwarfs have the colours
-of the red sequence at z < 0.2, and their numbers change with Galactic latitude (on the simulator's sky the
-background's scan is 1.1-1.5 times higher at 0.055 < z < 0.2, and its member density 1.2-1.5 times, at
-b = 42 deg than at 60), so a background holds for sky of about its own latitude.
+`DEFAULT_BACKGROUND_FILE`, measured on blank fields of the simulator (``python benchmarks/bench_redshift.py
+--write-background``; BENCHMARKS.md). Imaging of other depth, seeing or galaxy population (real SDSS) needs
+its own table: `measure_background` on blank fields of that imaging, written with `write_background`.
 
 **Galactic reddening.** The red sequence is a colour, and dust in the Milky Way reddens every colour of a
 field: E(B-V) = 0.03 (a typical high-latitude SDSS field) makes g - r 0.03 mag redder, 0.1 (common below

@@ -16,7 +16,7 @@ from deepcee_d2.data.catalogs import CLUSTER_COLUMNS, read_catalog
 from deepcee_d2.data.frames import LocalFITSSource
 from deepcee_d2.sky import celestial_wcs
 from deepcee_d2.synthetic import BANDS, ClusterSpec, make_field, write_survey
-from deepcee_d2.synthetic import colours, galaxies, instrument, render, stars
+from deepcee_d2.synthetic import colours, galaxies, instrument, render
 from deepcee_d2.synthetic.clusters import RICHNESS_CUT_MAG, _draw_projected_radii, projected_fraction
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,42 +88,6 @@ def test_red_sequence_colours_of_injected_members(z):
     expected = {0.1: (0.938, 0.407), 0.25: (1.392, 0.518)}[z]  # redMaPPer DR8 ridge line at the pivot
     assert measured_gr == pytest.approx(expected[0], abs=0.08)
     assert measured_ri == pytest.approx(expected[1], abs=0.05)
-
-
-def test_stars_lie_on_the_sdss_stellar_locus():
-    """Turn-off and G/K stars scatter about the locus' r - i at their g - r, M dwarfs about its g - r at their
-    r - i, each with the stated scatter; the locus rises monotonically to its 1.39 asymptote."""
-    table = stars.field_stars(np.random.default_rng(7), 2.0 * u.deg**2, 23.5, CENTRE)
-    g_r = np.asarray(table["g_mag"] - table["r_mag"])
-    r_i = np.asarray(table["r_mag"] - table["i_mag"])
-    main = table["population"] != "M"
-    residual = r_i[main] - stars.main_sequence_r_i(g_r[main])
-    assert abs(np.median(residual)) < 0.005 and np.std(residual) == pytest.approx(stars.LOCUS_SCATTER_R_I, rel=0.1)
-    m_residual = g_r[~main] - stars.main_sequence_g_r(r_i[~main])
-    assert abs(np.median(m_residual)) < 0.01
-    assert np.std(m_residual) == pytest.approx(stars.M_DWARF_SCATTER_G_R, rel=0.1)
-    locus = stars.main_sequence_g_r(np.linspace(-0.1, 2.0, 50))
-    assert np.all(np.diff(locus) >= 0) and np.all(np.diff(stars.main_sequence_g_r(np.linspace(-0.1, 1.2, 50))) > 0)
-    assert locus[-1] == pytest.approx(1.39, abs=0.01)
-    assert stars.main_sequence_g_r(stars.main_sequence_r_i([0.3, 0.7, 1.2])) == pytest.approx([0.3, 0.7, 1.2],
-                                                                                             abs=1e-3)
-
-
-def test_star_counts_follow_the_galaxy_and_average_to_the_reference_at_sixty_degrees():
-    """Averaged over longitude at |b| = 60 deg the fields hold the reference counts; towards the plane they
-    hold more, at the poles fewer; a field too close to the plane is refused, naming its latitude."""
-    area, faint = 1.0 * u.deg**2, 22.0
-    expected = stars.expected_stars(area, stars.BRIGHTEST_STAR, faint)
-
-    def count(l, b, seed):
-        centre = SkyCoord(l=l * u.deg, b=b * u.deg, frame="galactic").icrs
-        return len(stars.field_stars(np.random.default_rng(seed), area, faint, centre))
-
-    at_sixty = [count(l, b, k) for k, (l, b) in enumerate((l, b) for l in range(0, 360, 30) for b in (60, -60))]
-    assert np.mean(at_sixty) == pytest.approx(expected, rel=0.03)
-    assert count(90, 30, 1) > 1.5 * expected and count(90, 88, 2) < 0.9 * expected
-    with pytest.raises(ValueError, match="Galactic latitude 10.0 deg"):
-        count(90, 10, 3)
 
 
 def test_every_cluster_centre_round_trips_through_the_written_wcs(synthetic_survey):

@@ -334,7 +334,7 @@ def make_field(centre, nx=2048, ny=2048, clusters=ClusterSpec(), seed=0, bands=B
     galaxies["id"] = np.array([f"{name}-g{k}" for k in range(len(galaxies))], dtype=str)
     galaxies = galaxies[[c for c in GALAXY_TABLE_COLUMNS if c in galaxies.colnames]]
 
-    star_table = star_model.field_stars(star_rng, padded_area, mag_limit, centre) if stars else Table()
+    star_table = star_model.field_stars(star_rng, padded_area, mag_limit) if stars else Table()
     _scatter_positions(star_rng, star_table, wcs, nx, ny)
     star_table["id"] = np.array([f"{name}-s{k}" for k in range(len(star_table))], dtype=str)
     star_table = star_table[[c for c in star_model.STAR_COLUMNS if c in star_table.colnames]]

@@ -39,9 +39,8 @@ FIELD_PREFIX = "f"
 _GRID_ORIGIN = SkyCoord(150.0 * u.deg, 20.0 * u.deg)
 _GRID_GAP = 1.25  # grid spacing in units of the field size, so neighbouring fields never overlap
 # Recorded in survey.json, so that resuming a survey made by an older simulator is refused rather than mixed:
-# 2 = Moffat PSFs with ellipticity, background structure, cosmic rays and groups (issue 15); 3 = the PSF's aureole;
-# 4 = stars on the SDSS stellar locus, their counts following the Galaxy's structure.
-SIMULATOR_VERSION = 4
+# 2 = Moffat PSFs with ellipticity, background structure, cosmic rays and groups (issue 15); 3 = the PSF's aureole.
+SIMULATOR_VERSION = 3
 
 
 def field_names(n_fields):
