@@ -326,8 +326,7 @@ def field_aperture_corrections(frames, stars, settings):
     with the number of stars, or NaNs with fewer than `MIN_PSF_STARS`."""
     coords = SkyCoord(stars["ra"], stars["dec"], unit=u.deg)
     reference = _PSF_REFERENCE_APERTURES * settings.aperture_radius
-    inside = in_footprint(frames, coords, reference)
-    shares, bright = {}, inside
+    shares, bright = {}, in_footprint(frames, coords, reference)
     for band, frame in frames.items():
         aperture = aperture_fluxes(frame, coords, settings.aperture_radius)[0]
         total, error = aperture_fluxes(frame, coords, reference)
@@ -529,8 +528,10 @@ def measure_field(name, frames, settings):
     stars = sources[point & (r_mag > RED_STAR_R_MIN) & isolated(sources, STAR_ISOLATION)]
     stars.sort("r_mag")
     corrections, n_correction_stars = field_aperture_corrections(sky, stars, settings)
-    values["g_r corrected"] = values["g_r"] + 2.5 * np.log10(corrections["g"])
-    values["r_i corrected"] = values["r_i"] - 2.5 * np.log10(corrections["i"])
+    # Dividing g's and i's aperture fluxes by their shares (r's is 1) moves every source's colours alike.
+    g_r_shift, r_i_shift = 2.5 * np.log10(corrections["g"]), -2.5 * np.log10(corrections["i"])
+    values["g_r corrected"] = values["g_r"] + g_r_shift
+    values["r_i corrected"] = values["r_i"] + r_i_shift
     psf = {band: psf_stars(sky[band], stars) for band in BANDS}
     fwhm = {band: float(np.median(psf[band]["fwhm"])) if len(psf[band]) >= MIN_PSF_STARS else np.nan
             for band in BANDS}
@@ -547,8 +548,8 @@ def measure_field(name, frames, settings):
     values["aureole r"] = aureole_fraction(values["aureole rings"], sky["r"].scale)
 
     # Aperture-corrected: a star's colours then are its total light's, which the locus describes.
-    g_r = np.asarray(sources["g_r"], dtype=float) + 2.5 * np.log10(corrections["g"])
-    r_i = np.asarray(sources["r_i"], dtype=float) - 2.5 * np.log10(corrections["i"])
+    g_r = np.asarray(sources["g_r"], dtype=float) + g_r_shift
+    r_i = np.asarray(sources["r_i"], dtype=float) + r_i_shift
     precise = (MAG_PER_LN / LOCUS_STAR_MIN_SNR) * np.sqrt(2.0)  # both colours' errors at S/N 20 in each band
     locus_stars = (point & (r_mag > LOCUS_STAR_R_RANGE[0]) & (r_mag < LOCUS_STAR_R_RANGE[1])
                    & (g_r > LOCUS_STAR_G_R_RANGE[0]) & (g_r < LOCUS_STAR_G_R_RANGE[1])
