@@ -21,14 +21,10 @@ simulator's twins of those fields, printed side by side as a Markdown table (pro
   at the r positions taken through each band's WCS, with errors from the sky noise, a flux below its error set
   to its error as `measure_photometry` does. Only sources whose apertures lie inside all three frames count,
   and the area is that footprint's (r pixels whose 3" surroundings lie in every band's frame).
-- **Stars and galaxies** (`classify`): the concentration ``c = m(1") - m(3")`` (r aperture magnitudes) is the
-  same for every point source of a frame and larger for resolved galaxies. The frame's own stellar locus
-  ``c*`` is the mode of c among 16 < r < 19.5 sources (where stars are at least as many as galaxies at high
-  latitude, and unsaturated): the biweight location of the third of them with the smallest c, and its width
-  ``w`` the biweight scale of those below ``c*`` mirrored about it (the side galaxies do not reach). A source
-  is a *galaxy* when ``c > c* + 3 sqrt(w^2 + sigma_c^2)`` (sigma_c: its own error of c from the sky noise), a
-  *point source* when ``|c - c*|`` is within that; the rest (more concentrated than a star: cosmic rays, hot
-  pixels) is neither.
+- **Stars and galaxies**: the package's `deepcee_d2.psf.separate_point_sources` (the concentration ``c =
+  m(1") - m(3")`` in r against the frame's own stellar locus ``c*``; a *galaxy* above ``c* + 3 sqrt(w^2 +
+  sigma_c^2)``, a *point source* within it), on the aperture fluxes of each frame in its own pixels, the
+  red-sequence estimator's star/galaxy separation.
 
 Rows (per-frame or per-field values, summarised over the fields of each sky as median (min-max)):
 
@@ -87,7 +83,7 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 from astropy.coordinates import SkyCoord
-from astropy.stats import SigmaClip, biweight_location, biweight_scale, sigma_clipped_stats
+from astropy.stats import SigmaClip, sigma_clipped_stats
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs.utils import proj_plane_pixel_area, proj_plane_pixel_scales
@@ -96,6 +92,7 @@ from bench_injection import make_twins  # this folder is on the path when run as
 from deepcee_d2.config import load_config
 from deepcee_d2.cosmology import DEFAULT_COSMOLOGY
 from deepcee_d2.data.frames import LocalFITSSource, read_image
+from deepcee_d2.psf import CONCENTRATION_RADII_ARCSEC, MAX_CONCENTRATION_LOCUS_WIDTH, separate_point_sources
 from deepcee_d2.redsequence import (_PSF_REFERENCE_APERTURES, _PSF_STAR_SNR, RedSequenceSettings, measure_photometry,
                                     richness_members)
 from deepcee_d2.sky import centre_and_radius
@@ -110,13 +107,7 @@ TWIN_MATCH = 10 * u.arcsec  # twins are centred on their real field's r frame
 MASK_NSIGMA, MASK_NPIXELS, MASK_GROW_PX = 2.0, 5, 11
 BLOCK_PX = 256
 BLOCK_MAX_MASKED_PERCENT = 75.0  # a block this masked (a bright star, the crowded field) has no sky to speak of
-# Stars and galaxies (module docstring).
-CONCENTRATION_RADII = (1.0 * u.arcsec, 3.0 * u.arcsec)
-LOCUS_R_RANGE = (16.0, 19.5)
-SEPARATION_NSIGMA = 3.0
-MIN_LOCUS_SOURCES = 10
-# A wider locus means the 3" aperture holds neighbours (a crowded field): the separation is then flagged unreliable.
-LOCUS_MAX_WIDTH = 0.1
+CONCENTRATION_RADII = CONCENTRATION_RADII_ARCSEC * u.arcsec
 # Rows 1-3.
 COUNT_BINS = ((18.0, 19.0), (19.0, 20.0), (20.0, 21.0))
 GALAXY_R_LIMIT = 21.0
@@ -340,25 +331,6 @@ def field_aperture_corrections(frames, stars, settings):
             int(np.count_nonzero(bright)))
 
 
-def classify(sources):
-    """``(galaxy, point)`` flags of the sources of one frame against its own stellar locus (module docstring),
-    and the locus ``(c*, w)``."""
-    c = np.asarray(sources["concentration"], dtype=float)
-    r_mag = np.asarray(sources["r_mag"], dtype=float)
-    bright = np.sort(c[(r_mag > LOCUS_R_RANGE[0]) & (r_mag < LOCUS_R_RANGE[1]) & np.isfinite(c)])
-    if len(bright) < MIN_LOCUS_SOURCES:
-        raise ValueError(f"only {len(bright)} sources at {LOCUS_R_RANGE[0]} < r < {LOCUS_R_RANGE[1]} for the "
-                         f"stellar locus (need {MIN_LOCUS_SOURCES})")
-    locus = float(biweight_location(bright[: max(len(bright) // 3, MIN_LOCUS_SOURCES)]))
-    below = bright[bright <= locus]
-    width = float(biweight_scale(np.concatenate([below, 2 * locus - below])))
-    with np.errstate(invalid="ignore"):
-        tolerance = SEPARATION_NSIGMA * np.hypot(width, np.asarray(sources["concentration_err"], dtype=float))
-        galaxy = c > locus + tolerance
-        point = np.abs(c - locus) <= tolerance
-    return galaxy, point, (locus, width)
-
-
 def fit_psf(stamp, centre, scale):
     """``(FWHM arcsec, beta, ellipticity)`` of one star: `Moffat2D` and elliptical `Gaussian2D` least-squares fits
     to its sky-subtracted stamp, ``centre`` its (x, y) in the stamp; None when a fit fails or wanders off."""
@@ -511,9 +483,10 @@ def measure_field(name, frames, settings):
     sky = {band: read_sky_frame(frames[band]) for band in BANDS}
     sources, footprint, area = field_catalogue(sky, settings)
     try:
-        galaxy, point, (locus, width) = classify(sources)
+        separation = separate_point_sources(sources["concentration"], sources["concentration_err"], sources["r_mag"])
     except ValueError as error:
         raise ValueError(f"{frames['r'].path}: {error}") from None
+    galaxy, point, locus, width = separation.galaxy, separation.point, separation.locus, separation.width
     r_mag = np.asarray(sources["r_mag"], dtype=float)
     per_deg2 = 1.0 / area.to_value(u.deg**2)
     values = {}
@@ -568,8 +541,8 @@ def measure_field(name, frames, settings):
           f"r < {GALAXY_R_LIMIT:g}, stellar locus c* = {locus:.3f} +- {width:.3f}, aperture corrections g "
           f"{corrections['g']:.3f}, i {corrections['i']:.3f} ({n_correction_stars} stars), "
           f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-    if width > LOCUS_MAX_WIDTH:
-        print(f"{name}: stellar locus {width:.2f} mag wide (> {LOCUS_MAX_WIDTH}): its star/galaxy separation is "
+    if not separation.reliable:
+        print(f"{name}: stellar locus {width:.2f} mag wide (> {MAX_CONCENTRATION_LOCUS_WIDTH}): its star/galaxy separation is "
               "unreliable (neighbours in the 3\" aperture)", file=sys.stderr)
     return values
 
@@ -735,9 +708,9 @@ def main(argv=None):
           f"{time.perf_counter() - start:.0f} s.")
     print_aureole(measured, crowded)
     unreliable = [name for sky, fields in (("real", real), ("synthetic", twins))
-                  for (name, _), values in zip(fields, measured[sky]) if values["locus width"] > LOCUS_MAX_WIDTH]
+                  for (name, _), values in zip(fields, measured[sky]) if values["locus width"] > MAX_CONCENTRATION_LOCUS_WIDTH]
     if unreliable:
-        print(f"Star/galaxy separation unreliable (stellar locus wider than {LOCUS_MAX_WIDTH} mag) in "
+        print(f"Star/galaxy separation unreliable (stellar locus wider than {MAX_CONCENTRATION_LOCUS_WIDTH} mag) in "
               f"{', '.join(unreliable)}: its point-source rows count blends of any kind.")
 
 

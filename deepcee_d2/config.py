@@ -268,6 +268,12 @@ def add_deepcee_config(cfg):
     # make noisy corrections), so off by default (BENCHMARKS.md, "Aperture-corrected colours"). The
     # background file must be measured with the same setting.
     _C.DEEPCEE.REDSHIFT.APERTURE_CORRECTION = False
+    # Leave point sources out of the red-sequence counts (scan, richness, background): told from galaxies by
+    # their r concentration m(1") - m(3") against the cutout's own stellar locus (deepcee_d2.psf.
+    # separate_point_sources; a cutout without a locus, or a crowded one whose locus is too wide, keeps all).
+    # K dwarfs have the red sequence's colours at 0.1 < z < 0.2. The background file must be measured with the
+    # same setting.
+    _C.DEEPCEE.REDSHIFT.EXCLUDE_POINT_SOURCES = False
     # Trial redshifts (start, stop, step) of the red-sequence scan; the redMaPPer DR8 calibration covers
     # 0.05-0.6.
     _C.DEEPCEE.REDSHIFT.Z_GRID = [0.04, 0.5, 0.005]

@@ -16,14 +16,35 @@ colours need the same PSF in every band).
   galaxies (the red sequence's ellipticals) lose the same share as stars (to 0.004 mag in the colours),
   extended discs less (to 0.02). Convolving the sharper bands to the widest did as well for ellipticals, worse
   for discs, and cost clusters their red-sequence confirmation (BENCHMARKS.md, "PSF-matched colours").
+- **Stars and galaxies** (`separate_point_sources`): the concentration ``c = m(1") - m(3")`` (r aperture
+  magnitudes) is the same for every point source of an image and larger for resolved galaxies. The image's
+  own locus ``c*`` is the mode of c among 16 < r < 19.5 sources (where stars are at least as many as galaxies
+  at high latitude, and unsaturated): the biweight location of the third of them with the smallest c, and its
+  width ``w`` the biweight scale of those below ``c*`` mirrored about it (the side galaxies do not reach). A
+  source is a galaxy when ``c > c* + 3 sqrt(w^2 + sigma_c^2)`` (sigma_c: its own error of c), a point source
+  when ``|c - c*|`` is within that and sigma_c is at most 0.05 mag; the rest is neither: more concentrated than
+  a star (cosmic rays, hot pixels), or too faint to tell (on the synthetic sky a quarter of the galaxies of
+  r 20-21 lie within 3 sigma_c of the locus, none of r < 20 within the 0.05 mag cap). The realism bench (`benchmarks/bench_sky_realism.py`) counts stars and galaxies with it, and the
+  red-sequence estimator leaves point sources out of its counts (``DEEPCEE.REDSHIFT.EXCLUDE_POINT_SOURCES``).
 """
 import math
+from dataclasses import dataclass
 
 import numpy as np
+from astropy.stats import biweight_location, biweight_scale
 
 # Sources within this fraction of the locus' running median are stars.
 LOCUS_WIDTH = 0.10
 _LOCUS_ITERATIONS = 10
+# Star/galaxy separation (`separate_point_sources`): the concentration's apertures, the r range of the sources
+# that find the locus and the fewest of them, the tolerance in units of the locus' width and the source's error.
+CONCENTRATION_RADII_ARCSEC = (1.0, 3.0)
+CONCENTRATION_LOCUS_R_RANGE = (16.0, 19.5)
+MIN_CONCENTRATION_LOCUS_SOURCES = 10
+SEPARATION_NSIGMA = 3.0
+MAX_POINT_CONCENTRATION_ERR = 0.05
+# A wider locus (mag) means the 3" aperture holds neighbours (a crowded field): the separation is unreliable.
+MAX_CONCENTRATION_LOCUS_WIDTH = 0.1
 
 
 def stellar_locus(sizes, min_stars, width=LOCUS_WIDTH):
@@ -57,6 +78,68 @@ def stellar_locus(sizes, min_stars, width=LOCUS_WIDTH):
             return math.nan, members
         locus = float(np.median(sizes[members]))
     return locus, members
+
+
+@dataclass(frozen=True)
+class PointSourceSeparation:
+    """`separate_point_sources` of one image's sources.
+
+    Attributes
+    ----------
+    galaxy, point : (n,) bool arrays
+        Resolved sources, and sources on the stellar locus (neither: more concentrated than a star, too faint
+        to tell, or no concentration).
+    locus, width : float
+        The locus ``c*`` and its width ``w`` (mag).
+    """
+
+    galaxy: np.ndarray
+    point: np.ndarray
+    locus: float
+    width: float
+
+    @property
+    def reliable(self):
+        """Whether the locus is narrow enough to tell stars from galaxies (not a crowded field's blends)."""
+        return self.width <= MAX_CONCENTRATION_LOCUS_WIDTH
+
+
+def separate_point_sources(concentration, concentration_err, r_mag):
+    """Stars and galaxies of one image by their concentration against the image's own stellar locus (module
+    docstring).
+
+    Parameters
+    ----------
+    concentration, concentration_err : (n,) arrays
+        ``m(1") - m(3")`` in r (`CONCENTRATION_RADII_ARCSEC`) and its error from the sky noise, mag; NaN where
+        a flux is not positive (never a galaxy or a point source).
+    r_mag : (n,) array
+        Total r magnitudes.
+
+    Returns
+    -------
+    PointSourceSeparation
+
+    Raises
+    ------
+    ValueError
+        Fewer than `MIN_CONCENTRATION_LOCUS_SOURCES` sources in `CONCENTRATION_LOCUS_R_RANGE` to find the locus.
+    """
+    c = np.asarray(concentration, dtype=float)
+    r_mag = np.asarray(r_mag, dtype=float)
+    low, high = CONCENTRATION_LOCUS_R_RANGE
+    bright = np.sort(c[(r_mag > low) & (r_mag < high) & np.isfinite(c)])
+    if len(bright) < MIN_CONCENTRATION_LOCUS_SOURCES:
+        raise ValueError(f"only {len(bright)} sources at {low} < r < {high} for the stellar locus (need "
+                         f"{MIN_CONCENTRATION_LOCUS_SOURCES})")
+    locus = float(biweight_location(bright[: max(len(bright) // 3, MIN_CONCENTRATION_LOCUS_SOURCES)]))
+    below = bright[bright <= locus]
+    width = float(biweight_scale(np.concatenate([below, 2 * locus - below])))
+    with np.errstate(invalid="ignore"):
+        tolerance = SEPARATION_NSIGMA * np.hypot(width, np.asarray(concentration_err, dtype=float))
+        galaxy = c > locus + tolerance
+        point = (np.abs(c - locus) <= tolerance) & (np.asarray(concentration_err) <= MAX_POINT_CONCENTRATION_ERR)
+    return PointSourceSeparation(galaxy, point, locus, width)
 
 
 def aperture_corrections(images, x, y, aperture_radius, reference_radius, reference_band="r"):

@@ -10,7 +10,9 @@ Liu 2012, ApJS 199, 34), calibrated on the red-sequence model the simulator draw
    its share of a point source's light in the aperture relative to r's (``DEEPCEE.REDSHIFT.APERTURE_CORRECTION``:
    measured on the cutout's own stars, `deepcee_d2.psf.aperture_corrections`), their errors from the sky
    noise; the total r magnitude from the Kron flux (AB, SDSS nanomaggies: ``m = 22.5 - 2.5 log10 f``), and
-   ``i = r - (r - i)``.
+   ``i = r - (r - i)``. Point sources are told from galaxies by their r concentration against the cutout's own
+   stellar locus (`deepcee_d2.psf.separate_point_sources`) and, with ``DEEPCEE.REDSHIFT.EXCLUDE_POINT_SOURCES``,
+   left out of every count below (`counted_sources`).
 2. **Background** (`measure_background`): the surface densities of red-sequence-weighted galaxies and of
    richness members (step 4) at every trial redshift, measured over whole fields (a
    survey's mean: clusters cover a small fraction of the sky). It is global, as redMaPPer's is, rather than
@@ -103,7 +105,7 @@ from .data.colour import check_band_images
 from .data.frames import covered_at
 from .dust import EXTINCTION_PER_EBV, check_dust_map, galactic_reddening
 from .io import atomic_output
-from .psf import aperture_corrections, stellar_locus
+from .psf import CONCENTRATION_RADII_ARCSEC, aperture_corrections, separate_point_sources, stellar_locus
 from .synthetic.clusters import CONCENTRATION, MAX_RADIUS_R200, projected_fraction, r200_from_richness
 from .synthetic.colours import m_star, red_sequence, red_sequence_scatter
 from .synthetic.instrument import nanomaggies_to_mag
@@ -141,9 +143,9 @@ _BACKGROUND_COLUMNS = ("z", "scan", "scan_squared", "members")
 # The settings a background depends on besides the z grid, kept in its meta and checked when it is read.
 _BACKGROUND_SETTINGS = ("detect_nsigma", "detect_npixels", "smooth_fwhm_pixels", "aperture_radius", "aperture_correction",
                         "bright_mag", "faint_mag", "richness_faint_mag", "colour_error_floor",
-                        "richness_member_chi2")
+                        "richness_member_chi2", "exclude_point_sources")
 # Settings added after backgrounds were first written, and the value those files were measured with.
-_BACKGROUND_SETTINGS_BEFORE = {"aperture_correction": False}
+_BACKGROUND_SETTINGS_BEFORE = {"aperture_correction": False, "exclude_point_sources": False}
 # Which photometry a background was measured with (its meta): another deblender finds other sources, so a
 # background of photutils' segmentation (before SEP; not recorded then) does not fit this photometry.
 PHOTOMETRY = "sep"
@@ -159,7 +161,10 @@ SCAN_COLUMNS = ("scan_excess", "scan_noise")
 # `RedSequenceEstimator.estimate` puts the cutout's `Photometry.source_density` in its table's meta under this key.
 SOURCE_DENSITY_KEY = "SOURCE_DENSITY"
 _NO_ESTIMATE = dict(zip(ESTIMATE_COLUMNS, (math.nan,) * 4 + (False,)))
-PHOTOMETRY_COLUMNS = ("x", "y", "ra", "dec", "r_mag", "i_mag", "g_r", "r_i", "g_r_err", "r_i_err", "r_mag_err")
+_MAGNITUDE_COLUMNS = ("r_mag", "i_mag", "g_r", "r_i", "g_r_err", "r_i_err", "r_mag_err", "concentration",
+                      "concentration_err")
+PHOTOMETRY_COLUMNS = ("x", "y", "ra", "dec", "r_mag", "i_mag", "g_r", "r_i", "g_r_err", "r_i_err", "r_mag_err",
+                      "concentration", "concentration_err", "point_source")
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,8 @@ class RedSequenceSettings:
         Radius of the colour aperture.
     aperture_correction : bool
         Put the aperture colours on r's PSF with the cutout's stars (`deepcee_d2.psf.aperture_corrections`).
+    exclude_point_sources : bool
+        Leave the point sources (`deepcee_d2.psf.separate_point_sources`) out of the red-sequence counts.
     z_grid : (n,) array
         Trial redshifts.
     bright_mag, faint_mag : float
@@ -208,6 +215,7 @@ class RedSequenceSettings:
     smooth_fwhm_pixels: float
     aperture_radius: u.Quantity
     aperture_correction: bool
+    exclude_point_sources: bool
     z_grid: np.ndarray
     bright_mag: float
     faint_mag: float
@@ -234,7 +242,7 @@ class RedSequenceSettings:
         return cls(
             detect_nsigma=float(c.DETECT_NSIGMA), detect_npixels=int(c.DETECT_NPIXELS),
             smooth_fwhm_pixels=float(c.SMOOTH_FWHM_PIXELS), aperture_radius=float(c.APERTURE_RADIUS_ARCSEC) * u.arcsec,
-            aperture_correction=bool(c.APERTURE_CORRECTION),
+            aperture_correction=bool(c.APERTURE_CORRECTION), exclude_point_sources=bool(c.EXCLUDE_POINT_SOURCES),
             z_grid=np.round(np.arange(start, stop + step / 2, step), 6), bright_mag=float(c.BRIGHT_MAG),
             faint_mag=float(c.FAINT_MAG), scan_radius=float(c.SCAN_RADIUS_KPC) * u.kpc,
             colour_error_floor=float(c.COLOUR_ERROR_FLOOR), z_error_floor=float(c.Z_ERROR_FLOOR),
@@ -256,7 +264,8 @@ class Photometry:
     sources : `~astropy.table.Table`
         One row per source: ``x``, ``y`` (0-based pixels), ``ra``, ``dec`` (deg), ``r_mag`` (total, Kron, AB),
         ``i_mag`` (``r_mag - r_i``), ``g_r``, ``r_i`` (aperture colours, mag), their errors ``g_r_err``,
-        ``r_i_err`` and ``r_mag_err`` (mag).
+        ``r_i_err`` and ``r_mag_err`` (mag), the r ``concentration`` and ``concentration_err`` (mag) and
+        ``point_source`` (`deepcee_d2.psf.separate_point_sources`; none without a stellar locus).
     wcs : `~astropy.wcs.WCS`
         The cutout's celestial WCS.
     shape : tuple of int
@@ -387,6 +396,8 @@ def _measure_photometry(images, wcs, settings, source, covered):
         error[band] = error[band] / shares[band]
     relative = {band: error[band] / flux[band] for band in BANDS}
     total_r = np.where(np.isfinite(kron) & (kron > flux["r"]), kron, flux["r"])
+    concentration, concentration_err = _concentration(images["r"], x, y, noise["r"], _pixel_scale(wcs))
+    point_source = _point_sources(concentration, concentration_err, nanomaggies_to_mag(total_r), source)
     sky = wcs.pixel_to_world(x, y)
     r_i = -2.5 * np.log10(flux["r"] / flux["i"])
     sources = Table({
@@ -396,10 +407,53 @@ def _measure_photometry(images, wcs, settings, source, covered):
         "g_r_err": _MAG_PER_LN * np.hypot(relative["g"], relative["r"]),
         "r_i_err": _MAG_PER_LN * np.hypot(relative["r"], relative["i"]),
         "r_mag_err": _MAG_PER_LN * error["r"] / total_r,
+        "concentration": concentration, "concentration_err": concentration_err, "point_source": point_source,
     })
-    for name in PHOTOMETRY_COLUMNS[4:]:
+    for name in _MAGNITUDE_COLUMNS:
         sources[name].unit = u.mag
     return Photometry(sources, wcs, shape, covered, corrections)
+
+
+def _concentration(image, x, y, noise, pixel_scale):
+    """``m(1") - m(3")`` of the sources at ``(x, y)`` on the sky-subtracted r ``image`` and its error from the
+    sky ``noise`` per pixel (`deepcee_d2.psf.separate_point_sources`); NaN where a flux is not positive."""
+    import sep
+
+    fluxes, errors = [], []
+    for radius in np.asarray(CONCENTRATION_RADII_ARCSEC) / pixel_scale:
+        fluxes.append(sep.sum_circle(image, x, y, radius, subpix=0)[0])
+        errors.append(noise * np.sqrt(np.pi) * radius)
+    (inner, outer), (inner_error, outer_error) = fluxes, errors
+    with np.errstate(invalid="ignore", divide="ignore"):
+        positive = (inner > 0) & (outer > 0)
+        concentration = np.where(positive, -2.5 * np.log10(inner / np.where(positive, outer, 1.0)), np.nan)
+        error = _MAG_PER_LN * np.hypot(inner_error / inner, outer_error / outer)
+    return concentration, np.where(positive, error, np.nan)
+
+
+def _point_sources(concentration, concentration_err, r_mag, source):
+    """Which sources are point sources (`deepcee_d2.psf.separate_point_sources`); none where the image's
+    stellar locus cannot be found or is too wide to tell (a crowded field), with a message naming ``source``."""
+    try:
+        separation = separate_point_sources(concentration, concentration_err, r_mag)
+    except ValueError as error:
+        logger.info("%s: no star/galaxy separation: %s", source, error)
+        return np.zeros(len(r_mag), dtype=bool)
+    if not separation.reliable:
+        logger.info("%s: no star/galaxy separation: its stellar locus is %.2f mag wide (a crowded field)", source,
+                    separation.width)
+        return np.zeros(len(r_mag), dtype=bool)
+    return separation.point
+
+
+def counted_sources(photometry, settings):
+    """The sources the red-sequence counts are made of: `Photometry.sources`, without its point sources when
+    ``settings.exclude_point_sources`` (stars are no cluster members; at high latitude as many K dwarfs have
+    the red sequence's colours at 0.1 < z < 0.2 as galaxies of the background, many more near the plane)."""
+    sources = photometry.sources
+    if not settings.exclude_point_sources or not len(sources):
+        return sources
+    return sources[~np.asarray(sources["point_source"], dtype=bool)]
 
 
 def _psf_stars(images, objects, noise, covered, reference_radius):
@@ -498,7 +552,7 @@ def _per_arcmin2(n_sources, area):
 
 
 def _empty_sources():
-    table = Table({name: np.zeros(0) for name in PHOTOMETRY_COLUMNS})
+    table = Table({name: np.zeros(0, dtype=bool if name == "point_source" else float) for name in PHOTOMETRY_COLUMNS})
     table["ra"].unit = table["dec"].unit = u.deg
     return table
 
@@ -605,11 +659,12 @@ def measure_background(photometries, cosmology, settings):
     members = np.zeros(len(z))
     for photometry in photometries:  # one at a time: a survey's tiles need not all be held at once
         area = area + photometry.area
-        weights = red_sequence_weights(photometry.sources, z, settings.bright_mag, settings.faint_mag,
+        sources = counted_sources(photometry, settings)
+        weights = red_sequence_weights(sources, z, settings.bright_mag, settings.faint_mag,
                                        settings.colour_error_floor, cosmology)
         scan += weights.sum(axis=0)
         scan_squared += (weights**2).sum(axis=0)
-        members += richness_members(photometry.sources, z, settings, cosmology).sum(axis=0)
+        members += richness_members(sources, z, settings, cosmology).sum(axis=0)
     if not area > 0:
         raise ValueError("background: need at least one field's photometry, with imaged area")
     density = 1.0 / area.to_value(u.arcmin**2)
@@ -859,7 +914,7 @@ def estimate_redshift_richness(photometry, centre, cosmology, background, settin
     if not (-0.5 <= x0 < nx - 0.5 and -0.5 <= y0 < ny - 0.5):
         raise ValueError(f"centre {centre.to_string('decimal', precision=5)} lies outside the {nx} x {ny} px "
                          "cutout")
-    sources = photometry.sources
+    sources = counted_sources(photometry, settings)
     separation = centre.separation(SkyCoord(sources["ra"], sources["dec"], unit=u.deg)).to_value(u.arcsec)
 
     # 1. Scan: background-subtracted red-sequence count within scan_radius at every trial z.

@@ -9,7 +9,8 @@ from astropy.wcs import WCS
 
 from deepcee_d2.config import load_config
 from deepcee_d2.data.frames import LocalFITSSource
-from deepcee_d2.psf import aperture_corrections, stellar_locus
+from deepcee_d2.psf import (MAX_POINT_CONCENTRATION_ERR, aperture_corrections, separate_point_sources,
+                            stellar_locus)
 from deepcee_d2.redsequence import BANDS, RedSequenceSettings, _detect_sources, _psf_stars, measure_photometry
 
 
@@ -26,6 +27,25 @@ def test_stellar_locus_keeps_the_stars_and_drops_the_galaxies():
 def test_stellar_locus_needs_enough_sources():
     locus, members = stellar_locus([2.0, 2.1, np.nan, 2.0], min_stars=5)
     assert math.isnan(locus) and not members.any() and len(members) == 4
+
+
+def test_point_sources_sit_on_the_concentration_locus_and_galaxies_above_it():
+    rng = np.random.default_rng(3)
+    n_stars, n_galaxies = 30, 40
+    concentration = np.concatenate([0.5 + rng.normal(0.0, 0.01, n_stars), rng.uniform(0.8, 1.5, n_galaxies),
+                                    [0.52, 0.1, np.nan]])
+    error = np.concatenate([np.full(n_stars + n_galaxies, 0.01), [2 * MAX_POINT_CONCENTRATION_ERR, 0.01, np.nan]])
+    r_mag = np.concatenate([rng.uniform(16.5, 19.0, n_stars + n_galaxies), [21.5, 17.0, 18.0]])
+    separation = separate_point_sources(concentration, error, r_mag)
+    assert separation.locus == pytest.approx(0.5, abs=0.01) and separation.reliable
+    assert separation.point.tolist() == [True] * n_stars + [False] * n_galaxies + [False] * 3
+    assert separation.galaxy.tolist() == [False] * n_stars + [True] * n_galaxies + [False] * 3
+    # A crowded field's locus (blends in the 3" aperture) is wide: the separation says it is unreliable.
+    blended = separate_point_sources(concentration + np.concatenate([rng.normal(0, 0.3, n_stars + n_galaxies),
+                                                                     [0, 0, 0]]), error, r_mag)
+    assert not blended.reliable
+    with pytest.raises(ValueError, match=r"only 3 sources at 16.0 < r < 19.5 for the stellar locus \(need 10\)"):
+        separate_point_sources(concentration[:3], error[:3], r_mag[:3])
 
 
 def _gaussian_stars(sigmas, n_side=6, size=400, noise=0.01, seed=0):

@@ -159,6 +159,36 @@ def _photometry_of_stars(settings, stars, size, seed):
     return sources, np.hypot(sources["x"][:, None] - stars["x"][None, :], sources["y"][:, None] - stars["y"][None, :])
 
 
+def test_point_sources_are_told_from_galaxies_and_left_out_of_the_counts_when_asked(settings):
+    """On a synthetic field whose stars and galaxies are known; stars are the K dwarfs on the red sequence."""
+    from scipy.spatial import cKDTree
+
+    field = make_field(CENTRE, 1000, 1000, clusters=None, seed=21, mag_limit=MAG_LIMIT)
+    photometry = measure_photometry(field.images, field.wcs, settings)
+    sources = photometry.sources
+    xy = np.column_stack([sources["x"], sources["y"]])
+    truth = {}
+    for kind, table in (("star", field.stars), ("galaxy", field.galaxies)):
+        distance, index = cKDTree(np.column_stack([table["x"], table["y"]])).query(xy)
+        truth[kind] = (distance < 1.5, np.asarray(table["r_mag"])[index])
+    star = truth["star"][0] & ~(truth["galaxy"][0] & (truth["galaxy"][1] < truth["star"][1]))
+    galaxy = truth["galaxy"][0] & ~star
+    r_mag, point = np.asarray(sources["r_mag"]), np.asarray(sources["point_source"])
+    bright_stars = star & (r_mag > 16) & (r_mag < 19.5)
+    assert bright_stars.sum() >= 10 and point[bright_stars].mean() >= 0.85
+    bright_galaxies = galaxy & (r_mag < 21)
+    assert bright_galaxies.sum() >= 30 and point[bright_galaxies].mean() <= 0.03
+    # The red-sequence counts: the same background without the point sources, and only without them.
+    excluding = replace(settings, exclude_point_sources=True)
+    everything = measure_background([photometry], DEFAULT_COSMOLOGY, settings)
+    galaxies_only = measure_background([photometry], DEFAULT_COSMOLOGY, excluding)
+    without_stars = Photometry(sources[~point], photometry.wcs, photometry.shape)
+    np.testing.assert_allclose(galaxies_only["scan"], measure_background([without_stars], DEFAULT_COSMOLOGY,
+                                                                         settings)["scan"])
+    low_z = (everything["z"] >= 0.1) & (everything["z"] <= 0.2)
+    assert np.all(galaxies_only["scan"][low_z] < everything["scan"][low_z])
+
+
 def test_photometry_measures_injected_point_sources_in_ab_magnitudes(settings):
     """Stars of known magnitudes drawn on a noisy empty field come back at their AB magnitudes and colours."""
     grid = np.arange(60.0, 400.0, 100.0)
@@ -361,6 +391,9 @@ def test_background_file_round_trips_and_is_checked(settings, background, tmp_pa
     with pytest.raises(ValueError, match=r"before_corrections.ecsv: .*other DEEPCEE.REDSHIFT settings: "
                                          r"aperture_correction False \(now True\)"):
         read_background(tmp_path / "before_corrections.ecsv", replace(settings, aperture_correction=True))
+    # And one counting the stars of the sky does not fit counts of its galaxies alone.
+    with pytest.raises(ValueError, match=r"other DEEPCEE.REDSHIFT settings: exclude_point_sources False \(now True\)"):
+        read_background(path, replace(settings, exclude_point_sources=True))
     # The packaged background of the synthetic sky fits the default settings.
     packaged = RedSequenceEstimator.from_cfg(add_deepcee_config(get_cfg())).background
     assert np.all(np.asarray(packaged["scan"]) > 0) and packaged.meta["area"] > 500 * u.arcmin**2
