@@ -3,12 +3,14 @@
 simulator's twins of those fields, printed side by side as a Markdown table (progress on stderr).
 
   PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_sky_realism.py [--real ../shared/data/sdss]
-      [--synthetic TWINS | --work /tmp/sky_realism] [--exclude-crowded 002583-2-0136]
+      [--synthetic TWINS | --work /tmp/sky_realism [--twin-skies N]] [--exclude-crowded 002583-2-0136]
 
 - **Skies.** ``--real``: SDSS corrected frames ``frame-{g,r,i}-RRRRRR-C-FFFF.fits.bz2`` (nanomaggies, each band
   with its own rotated WCS). ``--synthetic``: `deepcee_d2.synthetic.write_survey` fields without clusters, one
   per real field at the same sky centre and pixel size (``<root>/f000/frame-g.fits``...); by default made
-  under ``--work/twins`` as ``bench_injection.py`` makes them (`bench_injection.make_twins`, seed 1). Frames
+  under ``--work/twins`` as ``bench_injection.py`` makes them (`bench_injection.make_twins`, seed 1), and with
+  ``--twin-skies N`` N random skies per real field (seeds 1..N, ``--work/twins_seedK``), the synthetic column
+  summarised over all of them: one sky per field leaves rows such as counts in cells to one draw. Frames
   make fields by name as the survey groups them (`deepcee_d2.survey.tiling.group_fields`); each twin is paired
   with the real field whose r centre is nearest (within 10"). The field named by ``--exclude-crowded`` (a
   substring of its name, e.g. ``frame-002583-2-0136``) and its twin are left out of the galaxy rows (1-3) but kept for the PSF, depth and background rows.
@@ -628,6 +630,11 @@ def pair_twins(real, twins, real_centres, twin_centres):
     return [int(k) for k in index]
 
 
+def twin_folder(seed):
+    """Where the twins of one seed are made under ``--work`` (seed 1: ``twins``, as before there were several)."""
+    return "twins" if seed == 1 else f"twins_seed{seed}"
+
+
 def red_sequence_box(settings):
     """The g - r and r - i ranges of row 7's colour test at the pivot i magnitude (ridge line +- the chi^2
     limit's half-width in each colour)."""
@@ -662,17 +669,27 @@ def main(argv=None):
     parser.add_argument("--real", type=Path, default=REPO.parent / "shared" / "data" / "sdss")
     parser.add_argument("--synthetic", type=Path, help="fields to compare (default: twins of --real made under --work)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/sky_realism"), help="where the twins are written")
+    parser.add_argument("--twin-skies", type=int, default=1,
+                        help="random skies per real field (twin seeds 1..N; default 1): the synthetic column is over all")
     parser.add_argument("--exclude-crowded", default="002583-2-0136",
                         help="part of the name of the crowded real field ('' for none)")
     args = parser.parse_args(argv)
     settings = RedSequenceSettings.from_cfg(load_config())
     start = time.perf_counter()
 
-    if args.synthetic is None:
-        args.synthetic, _ = make_twins(args.real, args.work / "twins")
+    if args.twin_skies < 1:
+        raise SystemExit(f"--twin-skies {args.twin_skies}: need at least 1")
+    if args.synthetic is not None and args.twin_skies > 1:
+        raise SystemExit("--twin-skies: the twins are made under --work; give it without --synthetic")
     real, real_centres = read_fields(args.real)
-    twins, twin_centres = read_fields(args.synthetic)
-    twin_of = pair_twins(real, twins, real_centres, twin_centres)
+    roots = ([args.synthetic] if args.synthetic is not None else
+             [make_twins(args.real, args.work / twin_folder(seed), seed)[0] for seed in range(1, args.twin_skies + 1)])
+    twins, twin_of = [], []
+    for root in roots:  # each sky holds one twin per real field
+        fields, centres = read_fields(root)
+        twin_of += pair_twins(real, fields, real_centres, centres)
+        twins += [(f"{Path(root).name}/{name}" if len(roots) > 1 else name, frames) for name, frames in fields]
+    args.synthetic = ", ".join(str(root) for root in roots)
     crowded_real = {k for k, (name, _) in enumerate(real) if args.exclude_crowded and args.exclude_crowded in name}
     if args.exclude_crowded and not crowded_real:
         raise ValueError(f"--exclude-crowded {args.exclude_crowded}: no real field of {args.real} is named so")
