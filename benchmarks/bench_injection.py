@@ -23,6 +23,11 @@ backgrounds").
   printed), false rates are over each sky's searched area. ``DEEPCEE.SURVEY.MAX_SOURCE_DENSITY 0.0`` gives the
   numbers without the mask from the same tiles.
 
+- The false candidates at the survey threshold are told apart by what they lie on (`false_candidates`): the
+  sky's own object (a detection of the same sky searched without injection: a real group that an injected
+  neighbour's outskirts confirm), a piece of an injected cluster, or other; ``--work/false_candidates.ecsv``
+  lists them.
+
 - ``--real-background FILE``: the real sky is searched with its own red-sequence background
   (``DEEPCEE.REDSHIFT.BACKGROUND_FILE``, e.g. `tools/measure_background.py` of ``--frames``), the twins with the
   config's (the synthetic sky's): each sky with its own calibration, as a survey of it would be.
@@ -38,15 +43,21 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table, vstack
 
 from deepcee_d2.config import load_config
+from deepcee_d2.cosmology import cosmology_from_cfg
 from deepcee_d2.data.frames import LocalFITSSource
-from deepcee_d2.evaluation.purity import survey_false_rates
-from deepcee_d2.sky import centre_and_radius
-from deepcee_d2.survey.run import find_clusters_in_folder
+from deepcee_d2.evaluation.crossmatch import crossmatch_false_positives
+from deepcee_d2.evaluation.purity import read_tile_detections, survey_false_rates
+from deepcee_d2.sky import centre_and_radius, sky_pairs
+from deepcee_d2.survey.run import find_clusters_in_folder, merged_candidates
 from deepcee_d2.synthetic import ClusterSpec, write_survey
 from deepcee_d2.synthetic.inject import inject_clusters
 
 REPO = Path(__file__).resolve().parents[1]
 THRESHOLDS = (0.2, 0.3, 0.5, 0.7, 0.8, 0.9)
+# A false candidate within this proper distance of an injected cluster (at its z) is a piece of it: r200 of the
+# clusters of the cut is 0.9-1.6 Mpc.
+PIECE_RADIUS = 1000 * u.kpc
+FALSE_KINDS = ("before injection", "piece", "other")
 
 
 def cluster_spec(per_field):
@@ -86,6 +97,45 @@ def highest_threshold_found(cfg, output, cluster, frames_root):
     whether it lies on masked (crowded) sky, where it is not looked for."""
     table = rates(cfg, output, frames_root, truth=cluster)
     return max((t for t, n in zip(THRESHOLDS, table["n_found"]) if n), default=0.0), table.meta["NMASKTRU"] > 0
+
+
+def false_candidates(cfg, survey_dir, truth, blank_dir, threshold):
+    """The false candidates scoring ``threshold`` or more of one injected folder's survey (catalogue re-made
+    from its tiles as `survey_false_rates` does; true: the best-scored candidate within the cross-match radius
+    of an injected cluster), each with ``kind``: "before injection" when the same sky searched without injection
+    has a detection scoring ``threshold`` or more within the cross-match radius at the candidate's z (the sky's
+    own object, e.g. a real group an injected neighbour's outskirts confirm), else "piece" within `PIECE_RADIUS`
+    of an injected cluster, else "other"."""
+    cosmology, evaluation = cosmology_from_cfg(cfg), cfg.DEEPCEE.EVAL
+    radius = evaluation.CROSSMATCH_RADIUS_KPC * u.kpc
+    candidates = merged_candidates(read_tile_detections(survey_dir)[0], cfg)
+    candidates = candidates[np.asarray(candidates["score"], dtype=float) >= threshold]
+    if not len(candidates):
+        return candidates
+    low, high = evaluation.CROSSMATCH_Z_RANGE
+    truth = truth[(truth["z"] > low) & (truth["z"] < high)]
+    candidates = crossmatch_false_positives(candidates, {"truth": truth}, radius=radius, z_range=(low, high),
+                                            cosmology=cosmology)
+    candidates.sort("score", reverse=True)
+    ids = np.asarray(candidates["catalog_id"]).astype(str)
+    first = np.zeros(len(candidates), dtype=bool)
+    first[np.unique(ids, return_index=True)[1]] = True
+    candidates = candidates[~(np.asarray(candidates["known"], dtype=bool) & first)]
+    coords = SkyCoord(candidates["ra"], candidates["dec"], unit=u.deg)
+    kind = np.full(len(candidates), FALSE_KINDS[2], dtype=object)
+    pieces = sky_pairs(coords, SkyCoord(truth["ra"], truth["dec"], unit=u.deg), PIECE_RADIUS,
+                       redshift=np.asarray(truth["z"], dtype=float), cosmology=cosmology)
+    kind[pieces.index_a] = FALSE_KINDS[1]
+    blank = read_tile_detections(blank_dir)[0]
+    blank = blank[np.asarray(blank["score"], dtype=float) >= threshold]
+    z = np.asarray(candidates["z_est"], dtype=float)
+    with_z = np.flatnonzero(np.isfinite(z) & (z > 0))
+    if len(blank) and len(with_z):
+        before = sky_pairs(SkyCoord(blank["ra"], blank["dec"], unit=u.deg), coords[with_z], radius,
+                           redshift=z[with_z], cosmology=cosmology)
+        kind[with_z[before.index_b]] = FALSE_KINDS[0]
+    candidates["kind"] = kind.astype(str)
+    return candidates
 
 
 def check_same_clusters(real_truth, twin_truth):
@@ -206,6 +256,26 @@ def main(argv=None):
               f"| {np.sum(~searched & mine)} |")
     vstack([table for tables in injected.values() for table in tables], metadata_conflicts="silent").write(
         work / "rates.ecsv", overwrite=True)
+
+    false = []
+    for name, root in skies.items():
+        for k in range(args.rounds):
+            folder = work / f"{name}_injected_{k}"
+            table = false_candidates(configs[name], work / f"{folder.name}_survey", Table.read(folder / "clusters.fits"),
+                                     work / f"{name}_blank_survey", cut)
+            if len(table):
+                table = table["ra", "dec", "score", "z_est", "rs_significance", "kind"]
+                table["sky"], table["round"] = name, k
+                false.append(table)
+    false = vstack(false) if false else Table(names=("sky", "kind"), dtype=(str, str))
+    print(f"\nfalse candidates at {cut:g} by what they lie on (per candidate: {work / 'false_candidates.ecsv'}): at a "
+          f"detection >= {cut:g} of the same sky without injection (the sky's own object) within "
+          f"{cfg.DEEPCEE.EVAL.CROSSMATCH_RADIUS_KPC:g} kpc, else within {PIECE_RADIUS:.0f} of an injected cluster "
+          "(a piece of it), else other\n\n| sky | false | before injection | piece | other |\n|---|---:|---:|---:|---:|")
+    for name in skies:
+        kinds = np.asarray(false["kind"])[np.asarray(false["sky"]) == name]
+        print(f"| {name} | {len(kinds)} | " + " | ".join(str(np.sum(kinds == kind)) for kind in FALSE_KINDS) + " |")
+    false.write(work / "false_candidates.ecsv", overwrite=True)
 
 
 if __name__ == "__main__":
