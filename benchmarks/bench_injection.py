@@ -262,16 +262,17 @@ def main(argv=None):
         for k in range(args.rounds):
             folder = work / f"{name}_injected_{k}"
             table = false_candidates(configs[name], work / f"{folder.name}_survey", Table.read(folder / "clusters.fits"),
-                                     work / f"{name}_blank_survey", cut)
+                                     blank_dir=work / f"{name}_blank_survey", threshold=cut)
             if len(table):
                 table = table["ra", "dec", "score", "z_est", "rs_significance", "kind"]
                 table["sky"], table["round"] = name, k
                 false.append(table)
-    false = vstack(false) if false else Table(names=("sky", "kind"), dtype=(str, str))
+    false = vstack(false, metadata_conflicts="silent") if false else Table(names=("sky", "kind"), dtype=(str, str))
     print(f"\nfalse candidates at {cut:g} by what they lie on (per candidate: {work / 'false_candidates.ecsv'}): at a "
           f"detection >= {cut:g} of the same sky without injection (the sky's own object) within "
           f"{cfg.DEEPCEE.EVAL.CROSSMATCH_RADIUS_KPC:g} kpc, else within {PIECE_RADIUS:.0f} of an injected cluster "
-          "(a piece of it), else other\n\n| sky | false | before injection | piece | other |\n|---|---:|---:|---:|---:|")
+          "(a piece of it), else other\n\n| sky | false | before injection | piece | other |\n"
+          "|---|---:|---:|---:|---:|")
     for name in skies:
         kinds = np.asarray(false["kind"])[np.asarray(false["sky"]) == name]
         print(f"| {name} | {len(kinds)} | " + " | ".join(str(np.sum(kinds == kind)) for kind in FALSE_KINDS) + " |")

@@ -13,7 +13,8 @@ simulator's twins of those fields, printed side by side as a Markdown table (pro
   summarised over all of them: one sky per field leaves rows such as counts in cells to one draw. Frames
   make fields by name as the survey groups them (`deepcee_d2.survey.tiling.group_fields`); each twin is paired
   with the real field whose r centre is nearest (within 10"). The field named by ``--exclude-crowded`` (a
-  substring of its name, e.g. ``frame-002583-2-0136``) and its twin are left out of the galaxy rows (1-3) but kept for the PSF, depth and background rows.
+  substring of its name, e.g. ``frame-002583-2-0136``) and its twin are left out of the galaxy rows (1-3) but
+  kept for the PSF, depth and background rows.
 - **One measurement for both skies** (`measure_field`), every frame in its own pixels (nothing resampled):
   each frame's sky level and noise are the 3-sigma clipped median and standard deviation of its pixels with
   the sources masked (photutils segmentation at 2 sigma, 5 px, grown by 11 px); sources are detected on the r
@@ -485,7 +486,8 @@ def measure_field(name, frames, settings):
     sky = {band: read_sky_frame(frames[band]) for band in BANDS}
     sources, footprint, area = field_catalogue(sky, settings)
     try:
-        separation = separate_point_sources(sources["concentration"], sources["concentration_err"], sources["r_mag"])
+        separation = separate_point_sources(sources["concentration"], sources["concentration_err"],
+                                            sources["r_mag"])
     except ValueError as error:
         raise ValueError(f"{frames['r'].path}: {error}") from None
     galaxy, point, locus, width = separation.galaxy, separation.point, separation.locus, separation.width
@@ -544,8 +546,8 @@ def measure_field(name, frames, settings):
           f"{corrections['g']:.3f}, i {corrections['i']:.3f} ({n_correction_stars} stars), "
           f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     if not separation.reliable:
-        print(f"{name}: stellar locus {width:.2f} mag wide (> {MAX_CONCENTRATION_LOCUS_WIDTH}): its star/galaxy separation is "
-              "unreliable (neighbours in the 3\" aperture)", file=sys.stderr)
+        print(f"{name}: stellar locus {width:.2f} mag wide (> {MAX_CONCENTRATION_LOCUS_WIDTH}): its star/galaxy "
+              "separation is unreliable (neighbours in the 3\" aperture)", file=sys.stderr)
     return values
 
 
@@ -670,7 +672,8 @@ def main(argv=None):
     parser.add_argument("--synthetic", type=Path, help="fields to compare (default: twins of --real made under --work)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/sky_realism"), help="where the twins are written")
     parser.add_argument("--twin-skies", type=int, default=1,
-                        help="random skies per real field (twin seeds 1..N; default 1): the synthetic column is over all")
+                        help="random skies per real field (twin seeds 1..N; default 1): the synthetic column is "
+                             "over all")
     parser.add_argument("--exclude-crowded", default="002583-2-0136",
                         help="part of the name of the crowded real field ('' for none)")
     args = parser.parse_args(argv)
@@ -725,7 +728,8 @@ def main(argv=None):
           f"{time.perf_counter() - start:.0f} s.")
     print_aureole(measured, crowded)
     unreliable = [name for sky, fields in (("real", real), ("synthetic", twins))
-                  for (name, _), values in zip(fields, measured[sky]) if values["locus width"] > MAX_CONCENTRATION_LOCUS_WIDTH]
+                  for (name, _), values in zip(fields, measured[sky])
+                  if values["locus width"] > MAX_CONCENTRATION_LOCUS_WIDTH]
     if unreliable:
         print(f"Star/galaxy separation unreliable (stellar locus wider than {MAX_CONCENTRATION_LOCUS_WIDTH} mag) in "
               f"{', '.join(unreliable)}: its point-source rows count blends of any kind.")

@@ -24,8 +24,9 @@ colours need the same PSF in every band).
   source is a galaxy when ``c > c* + 3 sqrt(w^2 + sigma_c^2)`` (sigma_c: its own error of c), a point source
   when ``|c - c*|`` is within that and sigma_c is at most 0.05 mag; the rest is neither: more concentrated than
   a star (cosmic rays, hot pixels), or too faint to tell (on the synthetic sky a quarter of the galaxies of
-  r 20-21 lie within 3 sigma_c of the locus, none of r < 20 within the 0.05 mag cap). The realism bench (`benchmarks/bench_sky_realism.py`) counts stars and galaxies with it, and the
-  red-sequence estimator leaves point sources out of its counts (``DEEPCEE.REDSHIFT.EXCLUDE_POINT_SOURCES``).
+  r 20-21 lie within 3 sigma_c of the locus, none of r < 20 within the 0.05 mag cap). The realism bench
+  (`benchmarks/bench_sky_realism.py`) counts stars and galaxies with it, and the red-sequence estimator leaves
+  point sources out of its counts (``DEEPCEE.REDSHIFT.EXCLUDE_POINT_SOURCES``).
 """
 import math
 from dataclasses import dataclass
