@@ -99,11 +99,12 @@ def highest_threshold_found(cfg, output, cluster, frames_root):
     return max((t for t, n in zip(THRESHOLDS, table["n_found"]) if n), default=0.0), table.meta["NMASKTRU"] > 0
 
 
-def false_candidates(cfg, survey_dir, truth, blank_dir, threshold):
+def false_candidates(cfg, survey_dir, truth, blank, threshold):
     """The false candidates scoring ``threshold`` or more of one injected folder's survey (catalogue re-made
     from its tiles as `survey_false_rates` does; true: the best-scored candidate within the cross-match radius
-    of an injected cluster), each with ``kind``: "before injection" when the same sky searched without injection
-    has a detection scoring ``threshold`` or more within the cross-match radius at the candidate's z (the sky's
+    of an injected cluster), each with ``kind``: "before injection" when ``blank``, the tile detections of the
+    same sky searched without injection (`read_tile_detections`), has one scoring ``threshold`` or more within
+    the cross-match radius at the candidate's z (the sky's
     own object, e.g. a real group an injected neighbour's outskirts confirm), else "piece" within `PIECE_RADIUS`
     of an injected cluster, else "other"."""
     cosmology, evaluation = cosmology_from_cfg(cfg), cfg.DEEPCEE.EVAL
@@ -126,7 +127,6 @@ def false_candidates(cfg, survey_dir, truth, blank_dir, threshold):
     pieces = sky_pairs(coords, SkyCoord(truth["ra"], truth["dec"], unit=u.deg), PIECE_RADIUS,
                        redshift=np.asarray(truth["z"], dtype=float), cosmology=cosmology)
     kind[pieces.index_a] = FALSE_KINDS[1]
-    blank = read_tile_detections(blank_dir)[0]
     blank = blank[np.asarray(blank["score"], dtype=float) >= threshold]
     z = np.asarray(candidates["z_est"], dtype=float)
     with_z = np.flatnonzero(np.isfinite(z) & (z > 0))
@@ -258,11 +258,12 @@ def main(argv=None):
         work / "rates.ecsv", overwrite=True)
 
     false = []
-    for name, root in skies.items():
+    for name in skies:
+        blank_detections = read_tile_detections(work / f"{name}_blank_survey")[0]
         for k in range(args.rounds):
             folder = work / f"{name}_injected_{k}"
             table = false_candidates(configs[name], work / f"{folder.name}_survey", Table.read(folder / "clusters.fits"),
-                                     blank_dir=work / f"{name}_blank_survey", threshold=cut)
+                                     blank=blank_detections, threshold=cut)
             if len(table):
                 table = table["ra", "dec", "score", "z_est", "rs_significance", "kind"]
                 table["sky"], table["round"] = name, k
