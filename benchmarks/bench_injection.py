@@ -45,8 +45,7 @@ from astropy.table import Table, vstack
 from deepcee_d2.config import load_config
 from deepcee_d2.cosmology import cosmology_from_cfg
 from deepcee_d2.data.frames import LocalFITSSource
-from deepcee_d2.evaluation.crossmatch import crossmatch_false_positives
-from deepcee_d2.evaluation.purity import read_tile_detections, survey_false_rates
+from deepcee_d2.evaluation.purity import match_truth, read_tile_detections, survey_false_rates, true_candidates
 from deepcee_d2.sky import centre_and_radius, sky_pairs
 from deepcee_d2.survey.run import find_clusters_in_folder, merged_candidates
 from deepcee_d2.synthetic import ClusterSpec, write_survey
@@ -113,15 +112,9 @@ def false_candidates(cfg, survey_dir, truth, blank, threshold):
     candidates = candidates[np.asarray(candidates["score"], dtype=float) >= threshold]
     if not len(candidates):
         return candidates
-    low, high = evaluation.CROSSMATCH_Z_RANGE
-    truth = truth[(truth["z"] > low) & (truth["z"] < high)]
-    candidates = crossmatch_false_positives(candidates, {"truth": truth}, radius=radius, z_range=(low, high),
-                                            cosmology=cosmology)
+    candidates, truth = match_truth(candidates, truth, radius, tuple(evaluation.CROSSMATCH_Z_RANGE), cosmology)
+    candidates = candidates[~true_candidates(candidates)]
     candidates.sort("score", reverse=True)
-    ids = np.asarray(candidates["catalog_id"]).astype(str)
-    first = np.zeros(len(candidates), dtype=bool)
-    first[np.unique(ids, return_index=True)[1]] = True
-    candidates = candidates[~(np.asarray(candidates["known"], dtype=bool) & first)]
     coords = SkyCoord(candidates["ra"], candidates["dec"], unit=u.deg)
     kind = np.full(len(candidates), FALSE_KINDS[2], dtype=object)
     pieces = sky_pairs(coords, SkyCoord(truth["ra"], truth["dec"], unit=u.deg), PIECE_RADIUS,

@@ -13,7 +13,8 @@ from conftest import TINY_FIELD_SIZE, TINY_FIELDS
 
 from deepcee_d2.config import load_config
 from deepcee_d2.evaluation.purity import (
-    choose_score_threshold, false_rate_table, fields_area, rates_markdown, survey_false_rates,
+    choose_score_threshold, false_rate_table, fields_area, match_truth, rates_markdown, survey_false_rates,
+    true_candidates,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,6 +56,23 @@ def test_with_truth_each_cluster_is_counted_found_once_or_more():
     assert list(rates["n_false"]) == [2, 1] and list(rates["n_duplicate"]) == [1, 0]
     assert list(rates["completeness"]) == [1.0, 0.5]
     assert "| 0.5 | 4 | 2 | 1 | 8.0 | 2 of 2 | 1 of 2 |" in rates_markdown(rates)
+
+
+def test_true_candidates_are_each_clusters_best_scored_one():
+    # Out of score order on purpose: c1's piece (0.85) comes before its best candidate (0.95).
+    candidates = flagged_candidates()[[1, 0, 2, 3]]
+    assert list(true_candidates(candidates)) == [False, True, False, True]
+    # Cross-matched with the truth by match_truth: the same flags, and only the window's clusters returned.
+    centre = SkyCoord(150 * u.deg, 2 * u.deg)
+    piece = centre.directional_offset_by(0 * u.deg, 60 * u.arcsec)
+    truth = Table({"id": ["A", "C"], "ra": [centre.ra.deg, 10.0], "dec": [centre.dec.deg, 10.0], "z": [0.1, 0.6]})
+    positions = SkyCoord([piece, centre])
+    matched, in_window = match_truth(Table({"ra": positions.ra.deg, "dec": positions.dec.deg, "score": [0.7, 0.9]}),
+                                     truth, **WINDOW)
+    assert list(in_window["id"]) == ["A"] and list(matched["known"]) == [True, True]
+    assert list(true_candidates(matched)) == [False, True]
+    # Without cross-match flags (sky without clusters) none is true.
+    assert not true_candidates(Table({"ra": [1.0], "dec": [0.0], "score": [0.9]})).any()
 
 
 def test_bad_input_is_refused():

@@ -28,6 +28,41 @@ from .crossmatch import crossmatch_false_positives, read_reference_catalog
 AREA_KEY = "AREADEG2"
 
 
+def match_truth(candidates, truth, radius, z_range, cosmology=DEFAULT_COSMOLOGY):
+    """``candidates`` cross-matched with the true clusters of the redshift window
+    (`~deepcee_d2.evaluation.crossmatch.crossmatch_false_positives`: ``known``, ``catalog_id``, ...), and those
+    true clusters (``truth`` read by `~deepcee_d2.evaluation.crossmatch.read_reference_catalog`; an empty
+    Table when every true cluster lies on masked sky)."""
+    if isinstance(truth, Table) and not len(truth):
+        return candidates, truth
+    truth = read_reference_catalog(truth, name="truth")
+    truth = truth[(truth["z"] > z_range[0]) & (truth["z"] < z_range[1])]
+    return crossmatch_false_positives(candidates, {"truth": truth}, radius=radius, z_range=z_range,
+                                      cosmology=cosmology), truth
+
+
+def _cluster_ids(candidates):
+    """The cross-matched cluster of each candidate; without ``catalog_id`` every candidate is its own."""
+    if "catalog_id" in candidates.colnames:
+        return np.asarray(candidates["catalog_id"]).astype(str)
+    return np.arange(len(candidates)).astype(str)
+
+
+def true_candidates(candidates):
+    """Which candidates are true: cross-matched with a cluster (``known``, as `match_truth` or the survey's
+    cross-match flags them) and the best-scored candidate of that cluster (``catalog_id``; ties to the first
+    in the table). Every other candidate is false, the further candidates of a found cluster included. As
+    cutting at a score keeps a cluster's best candidate whenever it keeps any, a candidate's flag holds at
+    every threshold it passes."""
+    true = np.zeros(len(candidates), dtype=bool)
+    if "known" not in candidates.colnames or not len(candidates):
+        return true
+    known = np.flatnonzero(np.asarray(candidates["known"], dtype=bool))
+    order = known[np.argsort(-np.asarray(candidates["score"], dtype=float)[known], kind="stable")]
+    true[order[np.unique(_cluster_ids(candidates)[order], return_index=True)[1]]] = True
+    return true
+
+
 def false_rate_table(candidates, area, thresholds, truth=None, *, radius=None, z_range=None,
                      cosmology=DEFAULT_COSMOLOGY):
     """False candidates per deg^2 at each score threshold, and with ``truth`` how each true cluster is found.
@@ -72,30 +107,24 @@ def false_rate_table(candidates, area, thresholds, truth=None, *, radius=None, z
     if truth is not None:
         if radius is None or z_range is None:
             raise ValueError("cross-matching with the truth needs its radius and redshift window")
-        if isinstance(truth, Table) and not len(truth):  # every true cluster lies on masked sky
-            n_true = 0
-        else:
-            truth = read_reference_catalog(truth, name="truth")
-            truth = truth[(truth["z"] > z_range[0]) & (truth["z"] < z_range[1])]
-            n_true = len(truth)
-            candidates = crossmatch_false_positives(candidates, {"truth": truth}, radius=radius, z_range=z_range,
-                                                    cosmology=cosmology)
+        candidates, truth = match_truth(candidates, truth, radius, z_range, cosmology)
+        n_true = len(truth)
     scores = np.asarray(candidates["score"], dtype=float)
+    true = true_candidates(candidates)
     known = (np.asarray(candidates["known"], dtype=bool) if "known" in candidates.colnames
              else np.zeros(len(candidates), dtype=bool))
-    ids = (np.asarray(candidates["catalog_id"]).astype(str) if "catalog_id" in candidates.colnames
-           else np.arange(len(candidates)).astype(str))  # without ids every known candidate is its own cluster
+    ids = _cluster_ids(candidates)
     rows = []
     for threshold in thresholds:
         selected = scores >= threshold
-        found_ids, counts = np.unique(ids[selected & known], return_counts=True)
-        n_known = int(np.count_nonzero(selected & known))
-        n_false = int(np.count_nonzero(selected)) - len(found_ids)
+        n_found = int(np.count_nonzero(selected & true))
+        n_false = int(np.count_nonzero(selected & ~true))
         row = {"threshold": float(threshold), "n_candidates": int(np.count_nonzero(selected)), "n_false": n_false,
-               "n_duplicate": n_known - len(found_ids), "false_per_deg2": n_false / area}
+               "n_duplicate": int(np.count_nonzero(selected & known & ~true)), "false_per_deg2": n_false / area}
         if n_true is not None:
-            row.update(n_true=n_true, n_found=len(found_ids), n_found_once=int(np.count_nonzero(counts == 1)),
-                       completeness=len(found_ids) / n_true if n_true else math.nan)
+            counts = np.unique(ids[selected & known], return_counts=True)[1]
+            row.update(n_true=n_true, n_found=n_found, n_found_once=int(np.count_nonzero(counts == 1)),
+                       completeness=n_found / n_true if n_true else math.nan)
         rows.append(row)
     table = Table(rows=rows) if rows else Table(names=("threshold",))
     table.meta[AREA_KEY] = float(area)
