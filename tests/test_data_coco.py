@@ -16,7 +16,7 @@ from deepcee_d2.config import load_config
 from deepcee_d2.cosmology import angular_size
 from deepcee_d2.data.cache import get_cutout
 from deepcee_d2.data.catalogs import read_catalog
-from deepcee_d2.data.coco import DatasetSettings, build_dataset, plan_images
+from deepcee_d2.data.coco import MIN_TRAIN_BOX_ASPECT, DatasetSettings, build_dataset, plan_images
 from deepcee_d2.data.colour import make_network_image
 from deepcee_d2.data.frames import ImagingError, LocalFITSSource
 from deepcee_d2.sky import celestial_wcs, cutout_grid, sky_to_box_xy
@@ -127,8 +127,10 @@ def test_box_is_centred_on_the_bcg_light_and_sized_at_the_redshift(built, truth)
             if not (x0 > 0 and y0 > 0 and x0 + width < 100 and y0 + height < 100):
                 narrowed += 1
                 assert width <= side * (1 + 1e-6) and height <= side * (1 + 1e-6)
+                assert annotation["box_aspect"] == pytest.approx(min(width, height) / max(width, height), rel=1e-6)
                 continue
             assert width == pytest.approx(side, rel=1e-6) and height == pytest.approx(side, rel=1e-6)
+            assert annotation["box_aspect"] == pytest.approx(1.0)
             red = np.asarray(Image.open(out / images[annotation["image_id"]]["file_name"]))[..., 0].astype(float)
             yy, xx = np.mgrid[0:100, 0:100] + 0.5
             near = (xx - cx) ** 2 + (yy - cy) ** 2 <= 3.5**2
@@ -145,11 +147,20 @@ def test_by_cluster_split_keeps_every_cluster_in_one_set(built):
     assert clusters["train"] and clusters["test"] and not clusters["train"] & clusters["test"]
 
 
-def test_random_split_draws_the_test_fraction_of_images(tiny_survey, truth, tmp_path, tiny_settings):
+def test_random_split_draws_the_test_fraction_and_training_leaves_out_boxes_cut_too_narrow(
+        tiny_survey, truth, tmp_path, tiny_settings):
     settings = replace(tiny_settings, split="random", test_fraction=0.25)
-    paths = build_dataset(truth, LocalFITSSource(tiny_survey), tmp_path / "random", settings, progress=False)
-    counts = {split: len(json.loads(p.read_text())["images"]) for split, p in paths.items()}
-    assert counts == {"train": 9, "test": 3}
+    out = tmp_path / "random"
+    paths = build_dataset(truth, LocalFITSSource(tiny_survey), out, settings, progress=False)
+    coco = {split: json.loads(p.read_text()) for split, p in paths.items()}
+    # A quarter of the 12 images are drawn for the test split, which keeps them however their boxes are cut.
+    assert len(coco["test"]["images"]) == 3
+    # Training leaves out the images with a box cut thinner than MIN_TRAIN_BOX_ASPECT: their PNGs were
+    # made, but no split lists them (here one of the nine).
+    assert min(a["box_aspect"] for a in coco["train"]["annotations"]) >= MIN_TRAIN_BOX_ASPECT
+    listed = {image["file_name"] for c in coco.values() for image in c["images"]}
+    left_out = [png for png in (out / "images").glob("*.png") if f"images/{png.name}" not in listed]
+    assert len(left_out) >= 1 and len(coco["train"]["images"]) + len(left_out) == 9
 
 
 def test_info_reproduces_the_colour_image_for_inference(built, tiny_survey, tiny_settings):
