@@ -469,10 +469,11 @@ def build_dataset(clusters, source, out_dir, settings, annotate_with=None, blank
     if "train" in splits:
         cut = {image["id"] for image in images
                if any(a["box_aspect"] < MIN_TRAIN_BOX_ASPECT for a in image["annotations"])}
-        if cut & set(splits["train"]):
+        left_out = cut.intersection(splits["train"])
+        if left_out:
             logger.info("%d of %d training images left out: a cluster's box there is cut by the edge to thinner than "
-                        "%g of its length", len(cut & set(splits["train"])), len(splits["train"]), MIN_TRAIN_BOX_ASPECT)
-        splits["train"] = [i for i in splits["train"] if i not in cut]
+                        "%g of its length", len(left_out), len(splits["train"]), MIN_TRAIN_BOX_ASPECT)
+        splits["train"] = [i for i in splits["train"] if i not in left_out]
     return write_coco_files(images, splits, out_dir, info)
 
 
