@@ -14,7 +14,8 @@ of again (float32, as MODEL.WEIGHTS):
         [--neighbours 2] [--deadline 550] [--keep x3s7]
     python benchmarks/device_seeds.py --merge-weights x3s7.pth OUT/x3s7_fp16_0.pth OUT/x3s7_fp16_1.pth
 
-A variant is NAME:SEED:MAX_ITER (the learning-rate drop at 4/5 of MAX_ITER, as the demo's 1040 of 1300).
+A variant is NAME:SEED:MAX_ITER (the learning-rate drop at 4/5 of MAX_ITER, as the demo's 1040 of 1300). The
+device tool brings back at most 8 files: summary.md, one JSON per variant and two per kept one must fit.
 On the device machine, whose Python (3.12) lacks some of this package's needs, carry the folder that
 ``benchmarks/device_bundle.sh`` makes (``.d2site``) and put it first on PYTHONPATH:
 
