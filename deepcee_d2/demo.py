@@ -211,7 +211,8 @@ def evaluation_is_current(cfg, weights):
 
 def train_and_evaluate(cfg):
     """Step 3: train (resuming an interrupted run; skipped when finished), then evaluate the test split
-    (skipped when its report is of these weights and this config already).
+    (skipped when its report is of these weights and this config already). Finished or interrupted training
+    of other settings is refused (`deepcee_d2.engine.trainer.check_training_settings`).
 
     Returns the path of the final weights.
     """
@@ -219,6 +220,7 @@ def train_and_evaluate(cfg):
 
     from .engine import Trainer
     from .engine.predictor import load_weights
+    from .engine.trainer import check_training_settings
     from .io import atomic_output
 
     final = Path(cfg.OUTPUT_DIR) / "model_final.pth"
@@ -228,10 +230,11 @@ def train_and_evaluate(cfg):
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=True)
         trainer.train()  # ends with the evaluation of DATASETS.TEST (TEST.EVAL_PERIOD 0)
-    elif evaluation_is_current(cfg, final):
-        logger.info("the evaluation of %s is in %s already", final, test_report_dir(cfg))
-        return final
     else:
+        check_training_settings(cfg)  # finished weights are not trained again: all their settings must hold
+        if evaluation_is_current(cfg, final):
+            logger.info("the evaluation of %s is in %s already", final, test_report_dir(cfg))
+            return final
         model = Trainer.build_model(cfg)
         load_weights(model, final)
         Trainer.test(cfg, model)

@@ -126,6 +126,11 @@ def test_a_rerun_resumes_without_redoing_work(demo):
     assert evaluation_is_current(demo_config(plan), weights)
     other = dataclasses.replace(plan, config_opts=plan.config_opts + ("DEEPCEE.EVAL.MATCH_RADIUS_KPC", "150.0"))
     assert not evaluation_is_current(demo_config(other), weights)
+    # Finished training of other settings is not taken for this run's: refused, naming the key, nothing changed.
+    reseeded = dataclasses.replace(plan, config_opts=plan.config_opts + ("SEED", "8"))
+    with pytest.raises(ValueError, match=r"train: its checkpoints were trained with other settings: SEED 7, now 8"):
+        run_demo(reseeded)
+    assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())
 
 
 def test_auto_precision_is_bfloat16_only_where_the_cpu_computes_it(monkeypatch, tmp_path):

@@ -2,6 +2,7 @@
 --eval-only evaluates a written checkpoint with the 100 kpc evaluator. One instant model serves every test
 (conftest's ``instant_model``)."""
 import json
+import re
 import runpy
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from deepcee_d2.config import load_config
 from deepcee_d2.engine import Trainer
+from deepcee_d2.engine.trainer import TRAINING_SETTINGS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 INSTANT = REPO / "configs" / "deepcee_instant_test.yaml"
@@ -40,9 +42,9 @@ def test_resume_continues_from_the_last_iteration(trained, tmp_path):
     output, _ = trained
     resumed = tmp_path / "resumed"
     resumed.mkdir()
-    for name in ("model_final.pth", "last_checkpoint"):
+    for name in ("model_final.pth", "last_checkpoint", TRAINING_SETTINGS_FILE):
         (resumed / name).write_bytes((output / name).read_bytes())
-    cfg = load_config(INSTANT, ["OUTPUT_DIR", str(resumed), "SOLVER.MAX_ITER", "36"])
+    cfg = load_config(INSTANT, ["OUTPUT_DIR", str(resumed), "SOLVER.MAX_ITER", "36"])  # a longer schedule may resume
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=True)
     assert trainer.start_iter == 30
@@ -53,6 +55,27 @@ def test_resume_continues_from_the_last_iteration(trained, tmp_path):
     iterations = [record["iteration"] for record in records if "total_loss" in record]
     assert min(iterations) >= 30 and max(iterations) == 35
     assert (resumed / "last_checkpoint").read_text().strip() == "model_final.pth"
+
+
+def test_a_resume_with_other_training_settings_is_refused(trained, tmp_path):
+    output, _ = trained
+    for name in ("model_final.pth", "last_checkpoint", TRAINING_SETTINGS_FILE):
+        (tmp_path / name).write_bytes((output / name).read_bytes())
+    record = (tmp_path / TRAINING_SETTINGS_FILE).read_text()
+    assert json.loads(record)["SOLVER.BASE_LR"] == load_config(INSTANT).SOLVER.BASE_LR
+    # Test-time keys and the device do not count; the learning rate and the seed do.
+    fine = ["OUTPUT_DIR", str(tmp_path), "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.3", "DEEPCEE.SURVEY.SCORE_THRESHOLD", "0.7"]
+    Trainer(load_config(INSTANT, fine)).resume_or_load(resume=True)
+    cfg = load_config(INSTANT, fine + ["SOLVER.BASE_LR", "0.5", "SEED", "123"])
+    with pytest.raises(ValueError, match=rf"{re.escape(str(tmp_path))}: .*other settings: SEED .*, now 123; SOLVER.BASE_LR .*, now 0.5"):
+        Trainer(cfg).resume_or_load(resume=True)
+    assert (tmp_path / TRAINING_SETTINGS_FILE).read_text() == record  # the record is left as it was
+    (tmp_path / TRAINING_SETTINGS_FILE).write_text("[1, 2]")
+    with pytest.raises(ValueError, match=rf"{TRAINING_SETTINGS_FILE}: not a training-settings record"):
+        Trainer(cfg).resume_or_load(resume=True)
+    # Without a resume the folder is trained afresh, and its record is the new settings'.
+    Trainer(cfg).resume_or_load(resume=False)
+    assert json.loads((tmp_path / TRAINING_SETTINGS_FILE).read_text())["SOLVER.BASE_LR"] == 0.5
 
 
 def test_eval_only_from_the_written_checkpoint_writes_the_report(trained, tmp_path):

@@ -5,7 +5,10 @@ images (in training with INPUT.RANDOM_FLIP and the quarter turns of ``DEEPCEE.AU
 deepcee_d2.data.augment) and the evaluator takes the truth and WCS of each image from the DatasetCatalog
 records."""
 import copy
+import json
+import logging
 import os
+from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -13,13 +16,89 @@ from torch.nn.parallel import DistributedDataParallel
 from detectron2.data import DatasetMapper, build_detection_train_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.solver import build_optimizer
+from detectron2.utils import comm
 
 from ..compat import check_compiled_ops
 from ..data.augment import build_train_augmentations
 from ..evaluation import DeepCEEEvaluator
+from ..io import atomic_output
 from .predictor import SafeCheckpointer, prepare_for_inference
 
+logger = logging.getLogger(__name__)
+
 GLOBAL_NORM_CLIP_TYPE = "full_model"
+# The record, in OUTPUT_DIR, of the settings its checkpoints were trained with (`check_training_settings`).
+TRAINING_SETTINGS_FILE = "training_settings.json"
+# Config keys (and sections) that do not change what training computes: where and how often it writes, the
+# device, the initial weights (not read when resuming), the loader's processes, and what is used only at
+# test time or after training.
+NOT_TRAINING_KEYS = ("OUTPUT_DIR", "MODEL.DEVICE", "MODEL.WEIGHTS", "DATALOADER.NUM_WORKERS",
+                     "SOLVER.CHECKPOINT_PERIOD", "VIS_PERIOD", "CUDNN_BENCHMARK", "GLOBAL", "TEST", "DATASETS.TEST",
+                     "MODEL.RPN.PRE_NMS_TOPK_TEST", "MODEL.RPN.POST_NMS_TOPK_TEST",
+                     "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "MODEL.ROI_HEADS.NMS_THRESH_TEST",
+                     "DEEPCEE.EVAL", "DEEPCEE.SURVEY", "DEEPCEE.REDSHIFT")
+# Keys a resumed run may change: its schedule's length, as when training is extended (detectron2's --resume).
+SCHEDULE_KEYS = ("SOLVER.MAX_ITER", "SOLVER.STEPS")
+
+
+def training_settings(cfg):
+    """The keys of ``cfg`` that decide the trained weights, flattened ("SOLVER.BASE_LR": 0.0002), as JSON
+    gives them back (tuples as lists)."""
+    def flatten(node, prefix):
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if any(name == skip or name.startswith(skip + ".") for skip in NOT_TRAINING_KEYS):
+                continue
+            if isinstance(value, dict):
+                yield from flatten(value, name + ".")
+            else:
+                yield name, value
+
+    return json.loads(json.dumps(dict(flatten(cfg, ""))))
+
+
+def check_training_settings(cfg, may_change=()):
+    """Refuse to go on from the checkpoints of ``cfg.OUTPUT_DIR`` when they were trained with other settings
+    than ``cfg``'s (`training_settings`), keys of ``may_change`` aside; then record ``cfg``'s there.
+
+    A folder with checkpoints but no record (made before the record existed) is accepted with a warning, and
+    left without one.
+
+    Raises
+    ------
+    ValueError
+        Naming the folder and every key that differs, with both values.
+    """
+    record = Path(cfg.OUTPUT_DIR) / TRAINING_SETTINGS_FILE
+    current = training_settings(cfg)
+    if record.is_file():
+        try:
+            previous = json.loads(record.read_text())
+        except json.JSONDecodeError:
+            previous = None
+        if not isinstance(previous, dict):
+            raise ValueError(f"{record}: not a training-settings record (a JSON object of config keys); delete "
+                             f"it to go on unchecked")
+        differ = sorted(key for key in set(previous) | set(current)
+                        if key not in may_change and previous.get(key) != current.get(key))
+        if differ:
+            raise ValueError(
+                f"{cfg.OUTPUT_DIR}: its checkpoints were trained with other settings: " + "; ".join(
+                    f"{key} {previous.get(key, '(absent)')!r}, now {current.get(key, '(absent)')!r}"
+                    for key in differ) + ". Train into another OUTPUT_DIR, or delete this one's checkpoints.")
+    else:
+        # Not written then: the record would vouch for checkpoints of unknown settings.
+        logger.warning("%s holds no %s: its checkpoints' settings cannot be checked", cfg.OUTPUT_DIR,
+                       TRAINING_SETTINGS_FILE)
+        return
+    record_training_settings(cfg)
+
+
+def record_training_settings(cfg):
+    """Write ``cfg``'s `training_settings` into ``cfg.OUTPUT_DIR`` (main process)."""
+    if comm.is_main_process():
+        with atomic_output(Path(cfg.OUTPUT_DIR) / TRAINING_SETTINGS_FILE) as temporary:
+            temporary.write_text(json.dumps(training_settings(cfg), indent=1, sort_keys=True))
 
 
 def add_global_norm_clipping(optimizer, max_norm, norm_type=2.0):
@@ -51,8 +130,13 @@ class Trainer(DefaultTrainer):
     def resume_or_load(self, resume=True):
         """detectron2's, with every file read by `SafeCheckpointer` (no pickle): the last checkpoint of
         ``OUTPUT_DIR`` with the optimizer, scheduler and iteration when resuming (strictly), else
-        ``MODEL.WEIGHTS``, strictly unless ``DEEPCEE.WEIGHTS_STRICT`` is False."""
+        ``MODEL.WEIGHTS``, strictly unless ``DEEPCEE.WEIGHTS_STRICT`` is False. A resume refuses checkpoints
+        trained with other settings (`check_training_settings`; the schedule's length may change)."""
         resuming = resume and self.checkpointer.has_checkpoint()
+        if resuming:
+            check_training_settings(self.cfg, may_change=SCHEDULE_KEYS)
+        else:
+            record_training_settings(self.cfg)
         checkpointer = SafeCheckpointer(self.model, self.cfg.OUTPUT_DIR, strict=resuming or self.cfg.DEEPCEE.WEIGHTS_STRICT,
                                         **self.checkpointer.checkpointables)
         checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
