@@ -64,10 +64,12 @@ def test_a_resume_with_other_training_settings_is_refused(trained, tmp_path):
     record = (tmp_path / TRAINING_SETTINGS_FILE).read_text()
     assert json.loads(record)["SOLVER.BASE_LR"] == load_config(INSTANT).SOLVER.BASE_LR
     # Test-time keys and the device do not count; the learning rate and the seed do.
-    fine = ["OUTPUT_DIR", str(tmp_path), "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.3", "DEEPCEE.SURVEY.SCORE_THRESHOLD", "0.7"]
+    fine = ["OUTPUT_DIR", str(tmp_path), "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.3", "INPUT.MIN_SIZE_TEST", "64",
+            "DEEPCEE.SURVEY.SCORE_THRESHOLD", "0.7", "MODEL.DEVICE", "cpu"]
     Trainer(load_config(INSTANT, fine)).resume_or_load(resume=True)
     cfg = load_config(INSTANT, fine + ["SOLVER.BASE_LR", "0.5", "SEED", "123"])
-    with pytest.raises(ValueError, match=rf"{re.escape(str(tmp_path))}: .*other settings: SEED .*, now 123; SOLVER.BASE_LR .*, now 0.5"):
+    refused = rf"{re.escape(str(tmp_path))}: .*other settings: SEED .*, now 123; SOLVER.BASE_LR .*, now 0.5"
+    with pytest.raises(ValueError, match=refused):
         Trainer(cfg).resume_or_load(resume=True)
     assert (tmp_path / TRAINING_SETTINGS_FILE).read_text() == record  # the record is left as it was
     (tmp_path / TRAINING_SETTINGS_FILE).write_text("[1, 2]")
