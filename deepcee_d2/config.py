@@ -322,6 +322,20 @@ def add_deepcee_config(cfg):
     return cfg
 
 
+def flat_config(node, skip=(), prefix=""):
+    """The leaves of a config as one dict keyed by full name ("SOLVER.BASE_LR": 0.0002), leaving out every key
+    whose full name starts with one of ``skip`` (a section: end it with "."; a bare name also drops keys that
+    merely begin with it)."""
+    flat = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_config(value, skip, name + "."))
+        elif not name.startswith(tuple(skip)):
+            flat[name] = value
+    return flat
+
+
 def load_config(config_file=None, opts=()):
     """detectron2's defaults + ``add_deepcee_config`` + a YAML file (``_BASE_`` relative to it) + overrides.
 

@@ -19,6 +19,7 @@ from detectron2.solver import build_optimizer
 from detectron2.utils import comm
 
 from ..compat import check_compiled_ops
+from ..config import flat_config
 from ..data.augment import build_train_augmentations
 from ..evaluation import DeepCEEEvaluator
 from ..io import atomic_output
@@ -29,15 +30,15 @@ logger = logging.getLogger(__name__)
 GLOBAL_NORM_CLIP_TYPE = "full_model"
 # The record, in OUTPUT_DIR, of the settings its checkpoints were trained with (`check_training_settings`).
 TRAINING_SETTINGS_FILE = "training_settings.json"
-# Config keys (and sections) that do not change what training computes: where and how often it writes, the
-# device, the initial weights (not read when resuming), the loader's processes, and what is used only at
-# test time or after training.
+# Config keys (and sections, ending in ".") that do not change what training computes: where and how often it
+# writes, the device, the initial weights (not read when resuming), the loader's processes, and what is used
+# only at test time or after training.
 NOT_TRAINING_KEYS = ("OUTPUT_DIR", "MODEL.DEVICE", "MODEL.WEIGHTS", "DATALOADER.NUM_WORKERS",
-                     "SOLVER.CHECKPOINT_PERIOD", "VIS_PERIOD", "CUDNN_BENCHMARK", "GLOBAL", "TEST", "DATASETS.TEST",
+                     "SOLVER.CHECKPOINT_PERIOD", "VIS_PERIOD", "CUDNN_BENCHMARK", "GLOBAL.", "TEST.", "DATASETS.TEST",
                      "INPUT.MIN_SIZE_TEST", "INPUT.MAX_SIZE_TEST",
                      "MODEL.RPN.PRE_NMS_TOPK_TEST", "MODEL.RPN.POST_NMS_TOPK_TEST",
                      "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "MODEL.ROI_HEADS.NMS_THRESH_TEST",
-                     "DEEPCEE.EVAL", "DEEPCEE.SURVEY", "DEEPCEE.REDSHIFT")
+                     "DEEPCEE.EVAL.", "DEEPCEE.SURVEY.", "DEEPCEE.REDSHIFT.")
 # Keys a resumed run may change: its schedule's length, as when training is extended (detectron2's --resume).
 SCHEDULE_KEYS = ("SOLVER.MAX_ITER", "SOLVER.STEPS")
 
@@ -45,17 +46,7 @@ SCHEDULE_KEYS = ("SOLVER.MAX_ITER", "SOLVER.STEPS")
 def training_settings(cfg):
     """The keys of ``cfg`` that decide the trained weights, flattened ("SOLVER.BASE_LR": 0.0002), as JSON
     gives them back (tuples as lists)."""
-    def flatten(node, prefix):
-        for key, value in node.items():
-            name = f"{prefix}{key}"
-            if any(name == skip or name.startswith(skip + ".") for skip in NOT_TRAINING_KEYS):
-                continue
-            if isinstance(value, dict):
-                yield from flatten(value, name + ".")
-            else:
-                yield name, value
-
-    return json.loads(json.dumps(dict(flatten(cfg, ""))))
+    return json.loads(json.dumps(flat_config(cfg, skip=NOT_TRAINING_KEYS)))
 
 
 def check_training_settings(cfg, may_change=()):

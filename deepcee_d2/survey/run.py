@@ -35,6 +35,7 @@ import numpy as np
 from astropy.table import Table, hstack
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from ..config import flat_config
 from ..cosmology import cosmology_from_cfg
 from ..data.cache import get_cutout
 from ..data.colour import ColourSettings, make_network_image, survey_tile_sizes
@@ -305,16 +306,6 @@ _NOT_IN_TILES = ("MODEL.WEIGHTS", "OUTPUT_DIR", "DEEPCEE.SURVEY.MERGE_RADIUS_KPC
 _COMPARED = ("weights_sha256", "detector", "imaging", "tiles", "tiles_sha256", "score_threshold")
 
 
-def _flat_config(node, prefix=""):
-    flat = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            flat.update(_flat_config(value, f"{prefix}{key}."))
-        elif not f"{prefix}{key}".startswith(_NOT_IN_TILES):
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _sha256_json(value):
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
@@ -325,7 +316,7 @@ def survey_manifest(cfg, job, tiles):
     detector = job.detector
     sha = getattr(detector, "weights_sha256", None)
     root = job.imaging.root if "://" in str(job.imaging.root) else str(Path(job.imaging.root).resolve())
-    config = _flat_config(cfg)
+    config = flat_config(cfg, skip=_NOT_IN_TILES)
     manifest = {
         "weights": getattr(detector, "weights", None), "weights_sha256": sha,
         "detector": None if sha else f"{type(detector).__module__}.{type(detector).__qualname__} {detector.cache_key}",
