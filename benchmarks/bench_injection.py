@@ -23,6 +23,10 @@ backgrounds").
   printed), false rates are over each sky's searched area. ``DEEPCEE.SURVEY.MAX_SOURCE_DENSITY 0.0`` gives the
   numbers without the mask from the same tiles.
 
+- Where each cluster missed at the survey threshold was lost (`loss_stages`: not detected, crowded sky, no
+  red-sequence peak, percolated, merged into another candidate), per cluster in ``--work/clusters.ecsv``
+  (``lost_real``, ``lost_synthetic``) and counted under the table.
+
 - The false candidates at the survey threshold are told apart by what they lie on (`false_candidates`): the
   sky's own object (a detection of the same sky searched without injection: a real group that an injected
   neighbour's outskirts confirm), a piece of an injected cluster, or other; ``--work/false_candidates.ecsv``
@@ -45,7 +49,8 @@ from astropy.table import Table, vstack
 from deepcee_d2.config import load_config
 from deepcee_d2.cosmology import cosmology_from_cfg
 from deepcee_d2.data.frames import LocalFITSSource
-from deepcee_d2.evaluation.purity import match_truth, read_tile_detections, survey_false_rates, true_candidates
+from deepcee_d2.evaluation.purity import (LOSS_STAGES, loss_stages, match_truth, read_tile_detections,
+                                          survey_false_rates, true_candidates)
 from deepcee_d2.sky import centre_and_radius, sky_pairs
 from deepcee_d2.survey.run import find_clusters_in_folder, merged_candidates
 from deepcee_d2.synthetic import ClusterSpec, write_survey
@@ -96,6 +101,13 @@ def highest_threshold_found(cfg, output, cluster, frames_root):
     whether it lies on masked (crowded) sky, where it is not looked for."""
     table = rates(cfg, output, frames_root, truth=cluster)
     return max((t for t, n in zip(THRESHOLDS, table["n_found"]) if n), default=0.0), table.meta["NMASKTRU"] > 0
+
+
+def stage_by_id(cfg, survey_dir, truth):
+    """Where the survey of ``survey_dir`` lost each cluster of ``truth`` at the survey threshold, by id
+    (`loss_stages`)."""
+    stages = loss_stages(read_tile_detections(survey_dir)[0], truth, cfg, cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD)
+    return dict(zip(np.asarray(stages["id"]).astype(str), stages["stage"]))
 
 
 def false_candidates(cfg, survey_dir, truth, blank, threshold):
@@ -196,6 +208,8 @@ def main(argv=None):
             injected[name].append(rates(configs[name], work / f"{name}_injected_{k}_survey", folder,
                                         truth=truths[name]))
         check_same_clusters(truths["real"], truths["synthetic"])
+        stages = {name: stage_by_id(configs[name], work / f"{name}_injected_{k}_survey", truths[name])
+                  for name in skies}
         for index, row in enumerate(truths["real"]):
             best = {name: highest_threshold_found(configs[name], work / f"{name}_injected_{k}_survey",
                                                   truths[name][index:index + 1], work / f"{name}_injected_{k}")
@@ -203,7 +217,9 @@ def main(argv=None):
             per_cluster.append({"round": k, "real_id": row["id"], "synthetic_id": truths["synthetic"]["id"][index],
                                 "z": row["z"], "richness": row["richness"], "n_members": row["n_members"],
                                 "found_real": best["real"][0], "found_synthetic": best["synthetic"][0],
-                                "masked_real": best["real"][1], "masked_synthetic": best["synthetic"][1]})
+                                "masked_real": best["real"][1], "masked_synthetic": best["synthetic"][1],
+                                **{f"lost_{name}": stages[name].get(str(truths[name]["id"][index]), "outside z window")
+                                   for name in skies}})
         found = {name: [int(n) for n in tables[-1]["n_found"]] for name, tables in injected.items()}
         print(f"round {k}: clusters found at {list(THRESHOLDS)}: real {found['real']}, synthetic "
               f"{found['synthetic']} of {len(truths['real'])}", flush=True)
@@ -241,6 +257,12 @@ def main(argv=None):
           f"only on the real one {np.sum(real_found & ~synthetic_found)}, only on the synthetic one "
           f"{np.sum(~real_found & synthetic_found)}, on neither {np.sum(~real_found & ~synthetic_found)} "
           f"(per cluster: {work / 'clusters.ecsv'})")
+    print(f"\nwhere the clusters not found at {cut:g} were lost (`deepcee_d2.evaluation.purity.loss_stages`; per "
+          "cluster: lost_real, lost_synthetic), over the clusters on searched real sky\n\n| sky | "
+          + " | ".join(LOSS_STAGES) + " |\n|---|" + "---:|" * len(LOSS_STAGES))
+    for name in skies:
+        lost = np.asarray(clusters[f"lost_{name}"])[searched]
+        print(f"| {name} | " + " | ".join(str(np.sum(lost == stage)) for stage in LOSS_STAGES) + " |")
     fields = np.array([name.rsplit("-c", 1)[0] for name in clusters["real_id"]])
     print("\n| real field | recall real | recall synthetic | on crowded (masked) real sky |\n|---|---:|---:|---:|")
     for name in np.unique(fields):

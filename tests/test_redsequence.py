@@ -17,6 +17,7 @@ from deepcee_d2.redsequence import (ESTIMATE_COLUMNS, RICHNESS_Z_PIVOT, SCAN_COL
                                     deredden, detected_source_density, estimate_redshift_richness,
                                     measure_background, measure_photometry, percolate, read_background,
                                     red_sequence_weights, richness_members, write_background)
+from deepcee_d2.evaluation.purity import loss_stages
 from deepcee_d2.survey.run import merged_candidates
 from deepcee_d2.synthetic import render
 from deepcee_d2.synthetic.clusters import MAX_RADIUS_R200, projected_fraction, r200_from_richness
@@ -534,6 +535,43 @@ def test_percolation_takes_the_peak_of_a_piece_of_a_richer_cluster_but_not_of_a_
     # A peak falls only when the richer clusters explain at least min_drop sigma of it.
     lenient = percolate(alone, 500 * u.kpc, DEFAULT_COSMOLOGY, settings, min_drop=alone["rs_significance"][2] + 0.1)
     assert all(lenient["rs_peak"]) and lenient["rs_significance"][2] == alone["rs_significance"][2]
+
+
+def test_each_true_cluster_is_told_where_the_survey_lost_it(settings):
+    """`loss_stages` follows the catalogue's making: a piece of the rich cluster loses its peak (percolated), a
+    cluster 300 kpc from the rich one has only a detection the rich one absorbs (merged away), and copies of
+    the neighbour's detection far away are lost to their score, the crowded-sky mask or a missing peak."""
+    detections = piece_and_neighbour(settings, 0.3)
+    detections["score"] = [0.99, 0.9, 0.98, 0.95]
+    detections["source_density"] = 5.0
+    detections["tile"] = "t0"
+    far = vstack([detections[3:4]] * 3)
+    far["dec"] += [1.0, 2.0, 3.0]
+    far["score"] = [0.3, 0.9, 0.9]
+    far["source_density"][1] = 50.0
+    far["rs_peak"][2] = False
+    detections = vstack([detections, far])
+    coords = SkyCoord(detections["ra"], detections["dec"], unit=u.deg)
+    kpc_300 = 300 * u.kpc / DEFAULT_COSMOLOGY.kpc_proper_per_arcmin(0.15)
+    beside = coords[0].directional_offset_by(coords[0].position_angle(coords[2]), kpc_300)
+    positions = SkyCoord([*coords[[0, 2, 3, 4, 5, 6]], beside, coords[0].directional_offset_by(0, 5 * u.deg)])
+    truth = Table({"id": [f"c{i}" for i in range(8)], "ra": positions.ra.deg, "dec": positions.dec.deg,
+                   "z": [0.15, 0.15, 0.3, 0.3, 0.3, 0.3, 0.15, 0.3]})
+    cfg = add_deepcee_config(get_cfg())
+    stages = loss_stages(detections, truth, cfg, 0.5)
+    assert list(stages["id"]) == list(truth["id"])
+    assert list(stages["stage"]) == ["found", "percolated", "found", "not detected", "crowded sky",
+                                     "no red sequence", "merged away", "not detected"]
+    assert np.allclose(stages["best_score"][:7], [0.99, 0.98, 0.95, 0.3, 0.9, 0.9, 0.9])
+    assert np.isnan(stages["best_score"][7])
+    # Without percolation the piece is a candidate of its own; at 0.2 the low-scored detection is found.
+    cfg.merge_from_list(["DEEPCEE.SURVEY.PERCOLATE", "False"])
+    assert list(loss_stages(detections, truth, cfg, 0.2)["stage"][[1, 3]]) == ["found", "found"]
+    # A truth outside the evaluation's redshift window is not looked for.
+    assert len(loss_stages(detections, truth[:1].copy(), cfg, 0.5)) == 1
+    far_z = truth[:1].copy()
+    far_z["z"] = 0.9
+    assert len(loss_stages(detections, far_z, cfg, 0.5)) == 0
 
 
 def test_a_survey_percolates_when_its_catalogue_is_built_unless_switched_off(settings, caplog):

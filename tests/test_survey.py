@@ -635,7 +635,12 @@ def test_crowded_sky_is_masked_on_real_sdss_frames(shared_data, tmp_path, capsys
     runpy.run_path(str(REPO / "tools" / "choose_threshold.py"))["main"](
         ["--config-file", str(REPO / "configs" / "deepcee_demo_cpu.yaml"), "--truth", str(tmp_path / "truth.ecsv"),
          str(tmp_path), "DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE", "False"])
-    assert "1 true clusters lie on masked (crowded) sky" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 true clusters lie on masked (crowded) sky" in out
+    # Where the two were lost (the stars' detections are >= 250 kpc from the crowded tile's centre; one lies
+    # within it of the clear tile's, absorbed by a brighter star's candidate).
+    assert ("the 2 true clusters of the redshift window at score >= 0.5: found 0, not detected 1, crowded sky 0, "
+            "no red sequence 0, percolated 0, merged away 1") in out
     assert rates.meta["AREADEG2"] == meta["AREADEG2"]
     only_masked = survey_false_rates(tmp_path, cfg, [0.5], truth=truth[:1])  # every true cluster on masked sky
     assert list(only_masked["n_true"]) == [0] and list(only_masked["n_false"]) == list(rates["n_candidates"])

@@ -7,8 +7,9 @@ down to the run's DEEPCEE.SURVEY.KEEP_SCORE_FLOOR.
   tools/choose_threshold.py --config-file configs/deepcee_inception_v2_sdss.yaml \
       [--truth clusters.fits] [--area DEG2 | --frames FRAMES_DIR] [--target 2] SURVEY_OUT [KEY VALUE ...]
 
-Prints the rate table and the threshold; set DEEPCEE.SURVEY.SCORE_THRESHOLD to it. See
-deepcee_d2.evaluation.purity.
+Prints the rate table and the threshold; set DEEPCEE.SURVEY.SCORE_THRESHOLD to it. With --truth also where
+the true clusters not found at that threshold (or at the config's, when none meets the target) were lost:
+not detected, crowded sky, no red sequence, percolated or merged away. See deepcee_d2.evaluation.purity.
 """
 import argparse
 import sys
@@ -17,8 +18,15 @@ import numpy as np
 
 from deepcee_d2.config import load_config
 from deepcee_d2.evaluation.purity import (
-    choose_score_threshold, rates_markdown, read_tile_detections, survey_false_rates,
+    LOSS_STAGES, choose_score_threshold, loss_stages, rates_markdown, read_tile_detections, survey_false_rates,
 )
+
+
+def print_losses(detections, truth, cfg, threshold):
+    """How many true clusters the survey found at ``threshold`` and where it lost the others."""
+    stages = loss_stages(detections, truth, cfg, threshold)["stage"]
+    counts = ", ".join(f"{stage} {int((stages == stage).sum())}" for stage in LOSS_STAGES)
+    print(f"the {len(stages)} true clusters of the redshift window at score >= {threshold:g}: {counts}")
 
 
 def main(argv=None):
@@ -35,7 +43,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
     target = cfg.DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2 if args.target is None else args.target
-    _, _, floor = read_tile_detections(args.survey)
+    detections, _, floor = read_tile_detections(args.survey)
     thresholds = np.round(np.arange(floor, 1 + args.step / 2, args.step), 6)
     rates = survey_false_rates(args.survey, cfg, thresholds, args.truth, args.area, args.frames)
     chosen = choose_score_threshold(rates, target)
@@ -46,6 +54,8 @@ def main(argv=None):
     if rates.meta["NMASKTRU"]:
         print(f"{rates.meta['NMASKTRU']} true clusters lie on masked (crowded) sky, outside the searched "
               f"{area:.4f} deg^2: left out of the completeness")
+    if args.truth:
+        print_losses(detections, args.truth, cfg, cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD if chosen is None else chosen)
     if chosen is None:
         print(f"no threshold >= {floor} gives <= {target} false candidates per deg^2 over {area:.3f} deg^2")
         return None

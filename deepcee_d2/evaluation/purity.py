@@ -26,6 +26,8 @@ from .crossmatch import crossmatch_false_positives, read_reference_catalog
 
 # The survey catalogue's metadata key for the searched area in deg^2, when the survey records it.
 AREA_KEY = "AREADEG2"
+# Where a true cluster is lost on the way to the catalogue (`loss_stages`): found, or the last step it passed.
+LOSS_STAGES = ("found", "not detected", "crowded sky", "no red sequence", "percolated", "merged away")
 
 
 def match_truth(candidates, truth, radius, z_range, cosmology=DEFAULT_COSMOLOGY):
@@ -266,6 +268,74 @@ def survey_false_rates(survey_dir, cfg, thresholds, truth=None, area=None, frame
                              z_range=tuple(evaluation.CROSSMATCH_Z_RANGE), cosmology=cosmology_from_cfg(cfg))
     rates.meta["NMASKTRU"] = n_masked_truth
     return rates
+
+
+def loss_stages(detections, truth, cfg, threshold):
+    """Where a survey lost each true cluster at ``threshold``: the step of the catalogue's making
+    (`~deepcee_d2.survey.run.merged_candidates`) after which no detection of it scoring ``threshold`` or more
+    is left, so an injection-recovery test tells the detector's misses from the confirmation's.
+
+    A detection is the cluster's when it lies within ``DEEPCEE.EVAL.CROSSMATCH_RADIUS_KPC`` (proper, at the
+    cluster's z) of it. The stages, in the order the survey applies them (`LOSS_STAGES`):
+
+    - ``found``: a candidate scoring ``threshold`` or more is the cluster's best one (`true_candidates`);
+    - ``not detected``: no detection of it scores ``threshold`` or more;
+    - ``crowded sky``: those detections lie on masked tiles (``DEEPCEE.SURVEY.MAX_SOURCE_DENSITY``);
+    - ``no red sequence``: none shows a red-sequence peak (``DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE``);
+    - ``percolated``: their peaks are explained by a richer cluster around (``DEEPCEE.SURVEY.PERCOLATE``);
+    - ``merged away``: a detection of it is listable, but the candidate that absorbed it lies further away
+      (a better-scored detection within ``DEEPCEE.SURVEY.MERGE_RADIUS_KPC``: a bright member, a neighbour).
+
+    Parameters
+    ----------
+    detections : `~astropy.table.Table`
+        A survey's tile detections (`read_tile_detections`), with the red-sequence scans when it percolates.
+    truth : path or `~astropy.table.Table`
+        The true clusters (``ra``, ``dec``, ``z``, ``id``), read by
+        `~deepcee_d2.evaluation.crossmatch.read_reference_catalog`.
+    cfg : CfgNode
+    threshold : float
+
+    Returns
+    -------
+    `~astropy.table.Table`
+        The true clusters of ``DEEPCEE.EVAL.CROSSMATCH_Z_RANGE`` with ``stage`` and ``best_score`` (the highest
+        score of a detection of it at any stage; NaN when none was kept).
+    """
+    from ..sky import sky_pairs
+    from ..survey.run import listable, merged_candidates, percolated
+    from ..survey.tiling import crowded
+
+    evaluation, survey = cfg.DEEPCEE.EVAL, cfg.DEEPCEE.SURVEY
+    radius, cosmology = evaluation.CROSSMATCH_RADIUS_KPC * u.kpc, cosmology_from_cfg(cfg)
+    truth = read_reference_catalog(truth, name="truth")
+    truth = truth[(truth["z"] > evaluation.CROSSMATCH_Z_RANGE[0]) & (truth["z"] < evaluation.CROSSMATCH_Z_RANGE[1])]
+    stages = np.full(len(truth), LOSS_STAGES[1], dtype=object)
+    best_score = np.full(len(truth), np.nan)
+    if len(truth) and len(detections):
+        truth_coords = SkyCoord(truth["ra"], truth["dec"], unit=u.deg)
+        pairs = sky_pairs(SkyCoord(np.asarray(detections["ra"], float), np.asarray(detections["dec"], float),
+                                   unit=u.deg), truth_coords, radius, redshift=np.asarray(truth["z"], float),
+                          cosmology=cosmology)
+        scores = np.asarray(detections["score"], dtype=float)
+        np.fmax.at(best_score, pairs.index_b, scores[pairs.index_a])
+        # Each later test keeps the detections that passed the earlier ones, as the survey does.
+        percolated_peaks = percolated(detections, cfg)
+        passed = [scores >= threshold,
+                  ~crowded(detections["source_density"], survey.MAX_SOURCE_DENSITY),
+                  listable(detections, cfg), listable(percolated_peaks, cfg)]
+        for stage, keep in zip(LOSS_STAGES[2:], np.logical_and.accumulate(passed)):
+            has = np.zeros(len(truth), dtype=bool)
+            has[pairs.index_b[keep[pairs.index_a]]] = True
+            stages[has] = stage
+        merged = merged_candidates(detections, cfg)
+        merged = merged[np.asarray(merged["score"], dtype=float) >= threshold]
+        if len(merged):
+            matched, _ = match_truth(merged, truth, radius, tuple(evaluation.CROSSMATCH_Z_RANGE), cosmology)
+            found = np.asarray(matched["catalog_id"]).astype(str)[true_candidates(matched)]
+            stages[np.isin(np.asarray(truth["id"]).astype(str), found)] = LOSS_STAGES[0]
+    truth["stage"], truth["best_score"] = stages.astype(str), best_score
+    return truth
 
 
 def rates_markdown(rates):
