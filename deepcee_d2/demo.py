@@ -18,6 +18,7 @@ up where it stopped. `run_demo` returns the paths and headline numbers; ``tools/
 import hashlib
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -302,7 +303,7 @@ def run_demo(plan=DemoPlan()):
         catalogue_path=survey.paths["ecsv"], n_candidates=len(candidates), n_survey_clusters=len(survey_truth),
         n_survey_clusters_found=len(found & set(str(i) for i in survey_truth["id"])), paths=dict(survey.paths),
         purity=survey_purity(plan, survey_cfg), score_threshold=survey_cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD,
-        candidates_markdown=candidates_beside_truth(candidates, survey_truth))
+        candidates_markdown=candidates_beside_truth(candidates, survey_truth, survey_losses(plan, survey_cfg)))
 
 
 def survey_purity(plan, cfg):
@@ -314,6 +315,17 @@ def survey_purity(plan, cfg):
     thresholds = sorted(set(plan.purity_thresholds) | {cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD})
     return survey_false_rates(work / "survey", cfg, thresholds, truth=work / "survey_sky" / "clusters.fits",
                               frames=work / "survey_sky")
+
+
+def survey_losses(plan, cfg):
+    """Where the held-out survey lost each of its clusters at its score threshold, by id: (stage, best score)
+    (`deepcee_d2.evaluation.purity.loss_stages`, from the survey's tile detections)."""
+    from .evaluation.purity import loss_stages, read_tile_detections
+
+    work = Path(plan.work_dir)
+    stages = loss_stages(read_tile_detections(work / "survey")[0], work / "survey_sky" / "clusters.fits", cfg,
+                         cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD)
+    return {str(row["id"]): (str(row["stage"]), float(row["best_score"])) for row in stages}
 
 
 def summary_text(result):
@@ -376,9 +388,10 @@ def _purity_lines(result):
             f"({at_cut['n_found_once']} of {at_cut['n_true']})"]
 
 
-def candidates_beside_truth(candidates, truth):
+def candidates_beside_truth(candidates, truth, losses=None):
     """Markdown table of the survey candidates' red-sequence z and richness beside the true z and richness of
-    the cluster each was cross-matched to (``catalog_id``), then the true clusters no candidate found; ""
+    the cluster each was cross-matched to (``catalog_id``), then the true clusters no candidate found, each with
+    where the survey lost it and its best detection score when ``losses`` (`survey_losses`) has it; ""
     when the survey made no estimates (``DEEPCEE.REDSHIFT.IN_SURVEY`` off, or no candidate)."""
     if "z_est" not in candidates.colnames:
         return ""
@@ -396,7 +409,9 @@ def candidates_beside_truth(candidates, truth):
                         else "(none) | - | - |"))
     for identifier, row in true_of.items():
         if identifier not in found:
-            lines.append(f"| (not found) | - | - | - | {identifier} | {row['z']:.3f} | {row['richness']:.0f} |")
+            stage, best = (losses or {}).get(identifier, (None, math.nan))
+            why = "" if stage is None else f": {stage}" + (f", best score {best:.2f}" if math.isfinite(best) else "")
+            lines.append(f"| (not found{why}) | - | - | - | {identifier} | {row['z']:.3f} | {row['richness']:.0f} |")
     return "survey candidates and the held-out truth:\n\n" + "\n".join(lines)
 
 

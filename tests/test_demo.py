@@ -7,7 +7,7 @@ import pytest
 from astropy.table import Table
 
 from deepcee_d2.demo import (
-    DemoPlan, candidates_beside_truth, demo_config, evaluation_is_current, run_demo, summary_text,
+    DemoPlan, candidates_beside_truth, demo_config, evaluation_is_current, run_demo, summary_text, survey_losses,
 )
 
 # The demo's pipeline on 100 px network images of a quarter-width model, 10 training iterations.
@@ -91,6 +91,11 @@ def test_the_summary_names_the_table_threshold_centring_and_paths(demo):
     # The candidates' red-sequence z and richness beside the held-out truth: each true cluster is named.
     truth = Table.read(Path(demo[0].work_dir) / "survey_sky" / "clusters.fits")
     assert "survey candidates and the held-out truth" in text and all(str(i) in text for i in truth["id"])
+    # Each held-out cluster the catalogue lacks is named with where the survey lost it.
+    losses = survey_losses(demo[0], demo_config(demo[0], Path(demo[0].work_dir) / "train" / "model_final.pth"))
+    assert set(losses) == {str(i) for i in truth["id"]}
+    for identifier, (stage, _) in losses.items():
+        assert (stage == "found") == (f"| (not found: {stage}" not in text)
 
 
 def test_candidates_are_listed_beside_the_truth_they_match():
@@ -102,6 +107,11 @@ def test_candidates_are_listed_beside_the_truth_they_match():
     assert "| DeepCEE A | 0.90 | 0.131 ± 0.009 | 37 | T1 | 0.123 | 41 |" in lines
     assert "| DeepCEE B | 0.60 | no peak | - | (none) | - | - |" in lines
     assert "| (not found) | - | - | - | T2 | 0.187 | 25 |" in lines
+    # With where the survey lost it (`survey_losses`): the stage, and the best score when a detection was kept.
+    lost = candidates_beside_truth(candidates, truth, {"T2": ("no red sequence", 0.974)}).splitlines()
+    assert "| (not found: no red sequence, best score 0.97) | - | - | - | T2 | 0.187 | 25 |" in lost
+    unseen = candidates_beside_truth(candidates, truth, {"T2": ("not detected", float("nan"))}).splitlines()
+    assert "| (not found: not detected) | - | - | - | T2 | 0.187 | 25 |" in unseen
     assert candidates_beside_truth(candidates[["name", "score", "known", "catalog_id"]], truth) == ""
 
 
