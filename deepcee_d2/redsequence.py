@@ -155,12 +155,12 @@ _RICHNESS_START, _RICHNESS_TOLERANCE, _RICHNESS_ITERATIONS = 20.0, 1e-3, 20
 # The redshift the richness relation's z term is measured from (DEEPCEE.REDSHIFT.RICHNESS_Z_SLOPE).
 RICHNESS_Z_PIVOT = 0.2
 # Catalogue columns of an estimate (`RedSequenceEstimate.as_row`), in order.
-ESTIMATE_COLUMNS = ("z_est", "z_err", "richness", "rs_significance", "rs_peak")
+ESTIMATE_COLUMNS = ("z_est", "z_err", "richness", "rs_significance", "rs_peak", "bcg_rmag")
 # The redshift scan of each estimate, per trial z, which a survey's tiles keep for `percolate`.
 SCAN_COLUMNS = ("scan_excess", "scan_noise")
 # `RedSequenceEstimator.estimate` puts the cutout's `Photometry.source_density` in its table's meta under this key.
 SOURCE_DENSITY_KEY = "SOURCE_DENSITY"
-_NO_ESTIMATE = dict(zip(ESTIMATE_COLUMNS, (math.nan,) * 4 + (False,)))
+_NO_ESTIMATE = dict(zip(ESTIMATE_COLUMNS, (math.nan,) * 4 + (False, math.nan)))
 _MAGNITUDE_COLUMNS = ("r_mag", "i_mag", "g_r", "r_i", "g_r_err", "r_i_err", "r_mag_err", "concentration",
                       "concentration_err")
 PHOTOMETRY_COLUMNS = ("x", "y", "ra", "dec", "r_mag", "i_mag", "g_r", "r_i", "g_r_err", "r_i_err", "r_mag_err",
@@ -815,6 +815,9 @@ class RedSequenceEstimate:
         The scan's excess over its noise at the peak.
     has_peak : bool
         Whether the significance reaches ``min_significance``; when false, z and richness mean little.
+    bcg_r_mag : float
+        r magnitude of the BCG the richness counts (the brightest member at ``z`` within
+        ``richness_bcg_radius`` of the detection); NaN when none is there.
     scan_excess, scan_noise : (m,) array
         The scan's background-subtracted count and its noise at every trial z (`percolate` compares them).
     """
@@ -826,17 +829,18 @@ class RedSequenceEstimate:
     n_red: float
     significance: float
     has_peak: bool
+    bcg_r_mag: float = math.nan
     scan_excess: np.ndarray = field(default=None, repr=False, compare=False)
     scan_noise: np.ndarray = field(default=None, repr=False, compare=False)
 
     def as_row(self):
-        """The catalogue columns (`ESTIMATE_COLUMNS`): ``z_est``, ``z_err``, ``richness`` (NaN without a
-        red-sequence peak: there is no cluster red sequence to measure), ``rs_significance`` and ``rs_peak``
-        (``has_peak``)."""
+        """The catalogue columns (`ESTIMATE_COLUMNS`): ``z_est``, ``z_err``, ``richness`` and ``bcg_rmag`` (NaN
+        without a red-sequence peak: there is no cluster red sequence to measure), ``rs_significance`` and
+        ``rs_peak`` (``has_peak``)."""
         peak = self.has_peak
         return {"z_est": self.z if peak else math.nan, "z_err": self.z_err if peak else math.nan,
                 "richness": self.richness if peak else math.nan, "rs_significance": self.significance,
-                "rs_peak": peak}
+                "rs_peak": peak, "bcg_rmag": self.bcg_r_mag if peak else math.nan}
 
 
 def _proper_per_arcsec(z, cosmology):
@@ -853,7 +857,8 @@ def _calibrated_richness(members, z, settings):
 
 
 def _richness(sources, separation, background, z, photometry, centre_xy, settings, cosmology):
-    """Red-sequence members within r200 and the calibrated richness R_L* at ``z`` (module docstring, step 4).
+    """Red-sequence members within r200, the calibrated richness R_L* at ``z`` (module docstring, step 4) and
+    the r magnitude of the BCG they count (NaN without one).
 
     r200 follows the richness (WHL12), the aperture follows r200: iterated from R_L* = 20 to a fixed point.
     """
@@ -861,8 +866,10 @@ def _richness(sources, separation, background, z, photometry, centre_xy, setting
     member = richness_members(sources, z, settings, cosmology)[:, 0]
     near = member & (separation <= settings.richness_bcg_radius.to_value(u.kpc) / per_arcsec)
     satellites = member.copy()
+    bcg_r_mag = math.nan
     if near.any():  # the BCG: the brightest member near the centre
-        satellites[np.flatnonzero(near)[np.argmin(np.asarray(sources["r_mag"])[near])]] = False
+        bcg = np.flatnonzero(near)[np.argmin(np.asarray(sources["r_mag"])[near])]
+        satellites[bcg], bcg_r_mag = False, float(sources["r_mag"][bcg])
     density = float(np.interp(z, background["z"], background["members"]))
     share = float(projected_fraction(settings.richness_aperture_r200))  # of the members within r200
     richness, number = _RICHNESS_START, 0.0
@@ -876,9 +883,9 @@ def _richness(sources, separation, background, z, photometry, centre_xy, setting
         number = float(near.any()) + max(excess, 0.0) / held
         updated = _calibrated_richness(number, z, settings)
         if not updated > 0 or abs(np.log10(updated / richness)) < _RICHNESS_TOLERANCE:
-            return number, updated
+            return number, updated, bcg_r_mag
         richness = updated
-    return number, richness
+    return number, richness, bcg_r_mag
 
 
 def estimate_redshift_richness(photometry, centre, cosmology, background, settings):
@@ -936,14 +943,15 @@ def estimate_redshift_richness(photometry, centre, cosmology, background, settin
         z, z_err = _refine(sources, separation, background, z, photometry, (x0, y0), settings, cosmology)
 
     # 3. Richness: the red-sequence members within r200 (r200 iterated with it), mapped onto the catalogue's R_L*.
-    members, richness = _richness(sources, separation, background, z, photometry, (x0, y0), settings, cosmology)
+    members, richness, bcg_r_mag = _richness(sources, separation, background, z, photometry, (x0, y0), settings,
+                                             cosmology)
     scan_at_z = float(np.interp(z, z_grid, excess))
     z_err = float(np.hypot(z_err, settings.z_error_floor))
     return RedSequenceEstimate(z=z, z_err=z_err, richness=float(richness),
                                members=float(members), n_red=scan_at_z,
                                significance=float(significance[peak]),
                                has_peak=bool(significance[peak] >= settings.min_significance),
-                               scan_excess=excess, scan_noise=noise)
+                               bcg_r_mag=bcg_r_mag, scan_excess=excess, scan_noise=noise)
 
 
 def _refine(sources, separation, background, z, photometry, centre_xy, settings, cosmology):
@@ -1243,4 +1251,5 @@ def no_estimates(n):
     table["richness"].description = "red-sequence richness, calibrated onto WHL12's R_L*"
     table["rs_significance"].description = "red-sequence excess over its noise at the best trial z"
     table["rs_peak"].description = "a red-sequence peak was found (rs_significance >= MIN_SIGNIFICANCE)"
+    table["bcg_rmag"].description = "r magnitude of the brightest red-sequence member within RICHNESS_BCG_RADIUS_KPC"
     return table

@@ -55,8 +55,11 @@ def test_cluster_redshift_and_richness_are_recovered(settings):
     # Within a factor 2 (0.3 dex, twice the scatter): most of this cluster's r200 (1.6 Mpc) lies outside the
     # 800 px field, and the calibration's slope (below 1) pulls a rich cluster's estimate towards the middle.
     assert truth["richness"] / 2 < estimate.richness < 2 * truth["richness"]
+    # The BCG the richness counts is the cluster's (Kron magnitudes hold most of a galaxy's light).
+    assert estimate.bcg_r_mag == pytest.approx(truth["bcg_rmag"], abs=0.3)
     assert estimate.as_row() == {"z_est": estimate.z, "z_err": estimate.z_err, "richness": estimate.richness,
-                                 "rs_significance": estimate.significance, "rs_peak": True}
+                                 "rs_significance": estimate.significance, "rs_peak": True,
+                                 "bcg_rmag": estimate.bcg_r_mag}
 
 
 def test_blank_field_has_no_red_sequence_peak(settings, background):
@@ -67,7 +70,7 @@ def test_blank_field_has_no_red_sequence_peak(settings, background):
     assert estimate.significance < settings.min_significance
     assert estimate.members < 3
     row = estimate.as_row()  # no peak: no redshift or richness in the catalogue
-    assert np.isnan([row["z_est"], row["z_err"], row["richness"]]).all() and not row["rs_peak"]
+    assert np.isnan([row["z_est"], row["z_err"], row["richness"], row["bcg_rmag"]]).all() and not row["rs_peak"]
 
 
 def catalogue_photometry(z, luminosity, offset_kpc, colour_offset=0.0, size=1000, seed=0, east_kpc=0.0):
@@ -595,3 +598,7 @@ def test_a_survey_percolates_when_its_catalogue_is_built_unless_switched_off(set
     assert candidates(detections[[name for name in detections.colnames if name not in SCAN_COLUMNS]]) \
         == [0.95, 0.98, 0.99]
     assert "tiles without the red-sequence scans" in caplog.text
+    # Tiles from before the BCG magnitudes were kept: candidates stand on their best-scored detection, with a warning.
+    assert "hold no BCG magnitudes" not in caplog.text
+    assert candidates(detections[[name for name in detections.colnames if name != "bcg_rmag"]]) == [0.95, 0.99]
+    assert "hold no BCG magnitudes" in caplog.text
