@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
-from astropy.table import Table
+from astropy.table import Table, vstack
 from scipy import ndimage
 
 from deepcee_d2.config import load_config
@@ -214,8 +214,8 @@ def test_merging_is_by_proper_distance_at_each_candidates_redshift():
 def test_a_candidate_stands_on_the_detection_of_its_brightest_bcg_within_the_score_margin():
     """The cluster's own detection (0.9) and a piece 364 kpc east (0.93) on a member 1.2 mag fainter than the
     BCG: by score the candidate stands on the piece; within a margin of 0.05 on the BCG, keeping 0.93 and the
-    count. A margin that does not reach the BCG's detection, a piece with the brighter BCG, or no BCG
-    magnitudes leave it on the best-scored detection."""
+    count. A margin that does not reach the BCG's detection, a piece with the brighter BCG, BCGs within the
+    magnitude margin of each other (a near-tie) or no BCG magnitudes leave it on the best-scored detection."""
     table = merge_pieces_table([0.1, 0.1, 0.1])
     table["score"] = [0.9, 0.93, 0.8]
     table["bcg_rmag"] = [15.0, 16.2, 17.0]
@@ -233,6 +233,14 @@ def test_a_candidate_stands_on_the_detection_of_its_brightest_bcg_within_the_sco
     assert merge_detections(unmeasured, 500 * u.kpc, 0.1, bcg_margin=0.05)["ra"][0] == table["ra"][1]
     assert merge_detections(table[["ra", "dec", "score", "tile", "z_est"]], 500 * u.kpc, 0.1,
                             bcg_margin=0.05)["ra"][0] == table["ra"][1]
+    # BCGs within bcg_mag_margin of the brightest are a near-tie: the best-scored of them is the centre.
+    assert merge_detections(table, 500 * u.kpc, 0.1, bcg_margin=0.05, bcg_mag_margin=1.0)["ra"][0] == table["ra"][0]
+    assert merge_detections(table, 500 * u.kpc, 0.1, bcg_margin=0.05, bcg_mag_margin=1.5)["ra"][0] == table["ra"][1]
+    three = vstack([table, table[:1]])
+    three["ra"][3] += 100 / 3600  # a third detection of the group, 182 kpc from the BCG's, scored 0.92
+    three["score"][3], three["bcg_rmag"][3] = 0.92, 15.3
+    assert merge_detections(three, 500 * u.kpc, 0.1, bcg_margin=0.05)["ra"][0] == three["ra"][0]  # 15.0 brightest
+    assert merge_detections(three, 500 * u.kpc, 0.1, bcg_margin=0.05, bcg_mag_margin=0.5)["ra"][0] == three["ra"][3]
 
 
 def test_cutting_after_merging_equals_merging_after_cutting():

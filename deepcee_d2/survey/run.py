@@ -302,7 +302,7 @@ MANIFEST = "manifest.json"
 _NOT_IN_TILES = ("MODEL.WEIGHTS", "OUTPUT_DIR", "DEEPCEE.SURVEY.MERGE_RADIUS_KPC", "DEEPCEE.SURVEY.SCORE_THRESHOLD",
                  "DEEPCEE.SURVEY.KEEP_SCORE_FLOOR", "DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2",
                  "DEEPCEE.SURVEY.MAX_SOURCE_DENSITY", "DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE",
-                 "DEEPCEE.SURVEY.PERCOLATE", "DEEPCEE.SURVEY.BCG_SCORE_MARGIN",
+                 "DEEPCEE.SURVEY.PERCOLATE", "DEEPCEE.SURVEY.BCG_",
                  "DEEPCEE.EVAL.")  # PERCOLATE_MIN_DROP too (a prefix)
 _COMPARED = ("weights_sha256", "detector", "imaging", "tiles", "tiles_sha256", "score_threshold")
 
@@ -428,7 +428,8 @@ def merged_candidates(detections, cfg):
         logger.warning("DEEPCEE.SURVEY.BCG_SCORE_MARGIN: the tiles hold no BCG magnitudes (made before they were "
                        "kept, or without REDSHIFT.IN_SURVEY); candidates stand on their best-scored detection")
     return merge_detections(detections[listable(detections, cfg)], survey.MERGE_RADIUS_KPC * u.kpc,
-                            survey.MIN_REDSHIFT, cosmology_from_cfg(cfg), survey.BCG_SCORE_MARGIN)
+                            survey.MIN_REDSHIFT, cosmology_from_cfg(cfg), survey.BCG_SCORE_MARGIN,
+                            survey.BCG_MAG_MARGIN)
 
 
 def build_catalogue(detections, cfg, provenance=None):
@@ -564,6 +565,7 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
         "MERGEKPC": cfg.DEEPCEE.SURVEY.MERGE_RADIUS_KPC,
         "MERGEZ": cfg.DEEPCEE.SURVEY.MIN_REDSHIFT,
         "BCGMARGN": cfg.DEEPCEE.SURVEY.BCG_SCORE_MARGIN,
+        "BCGMAGMG": cfg.DEEPCEE.SURVEY.BCG_MAG_MARGIN,
         "NFAILED": len(failures),
         "NTILES": len(tiles),
         "CONFIG": cfg.dump(),
