@@ -30,6 +30,13 @@ AREA_KEY = "AREADEG2"
 LOSS_STAGES = ("found", "not detected", "crowded sky", "no red sequence", "percolated", "merged away")
 
 
+def truth_in_window(truth, z_range):
+    """The true clusters of ``truth`` (read by `~deepcee_d2.evaluation.crossmatch.read_reference_catalog`) with
+    ``z_range[0] < z < z_range[1]``."""
+    truth = read_reference_catalog(truth, name="truth")
+    return truth[(truth["z"] > z_range[0]) & (truth["z"] < z_range[1])]
+
+
 def match_truth(candidates, truth, radius, z_range, cosmology=DEFAULT_COSMOLOGY):
     """``candidates`` cross-matched with the true clusters of the redshift window
     (`~deepcee_d2.evaluation.crossmatch.crossmatch_false_positives`: ``known``, ``catalog_id``, ...), and those
@@ -37,8 +44,7 @@ def match_truth(candidates, truth, radius, z_range, cosmology=DEFAULT_COSMOLOGY)
     Table when every true cluster lies on masked sky)."""
     if isinstance(truth, Table) and not len(truth):
         return candidates, truth
-    truth = read_reference_catalog(truth, name="truth")
-    truth = truth[(truth["z"] > z_range[0]) & (truth["z"] < z_range[1])]
+    truth = truth_in_window(truth, z_range)
     return crossmatch_false_positives(candidates, {"truth": truth}, radius=radius, z_range=z_range,
                                       cosmology=cosmology), truth
 
@@ -303,13 +309,12 @@ def loss_stages(detections, truth, cfg, threshold):
         score of a detection of it at any stage; NaN when none was kept).
     """
     from ..sky import sky_pairs
-    from ..survey.run import listable, merged_candidates, percolated
+    from ..survey.run import listable, merged_percolated, percolated
     from ..survey.tiling import crowded
 
     evaluation, survey = cfg.DEEPCEE.EVAL, cfg.DEEPCEE.SURVEY
     radius, cosmology = evaluation.CROSSMATCH_RADIUS_KPC * u.kpc, cosmology_from_cfg(cfg)
-    truth = read_reference_catalog(truth, name="truth")
-    truth = truth[(truth["z"] > evaluation.CROSSMATCH_Z_RANGE[0]) & (truth["z"] < evaluation.CROSSMATCH_Z_RANGE[1])]
+    truth = truth_in_window(truth, evaluation.CROSSMATCH_Z_RANGE)
     stages = np.full(len(truth), LOSS_STAGES[1], dtype=object)
     best_score = np.full(len(truth), np.nan)
     if len(truth) and len(detections):
@@ -328,7 +333,7 @@ def loss_stages(detections, truth, cfg, threshold):
             has = np.zeros(len(truth), dtype=bool)
             has[pairs.index_b[keep[pairs.index_a]]] = True
             stages[has] = stage
-        merged = merged_candidates(detections, cfg)
+        merged = merged_percolated(percolated_peaks, cfg)
         merged = merged[np.asarray(merged["score"], dtype=float) >= threshold]
         if len(merged):
             matched, _ = match_truth(merged, truth, radius, tuple(evaluation.CROSSMATCH_Z_RANGE), cosmology)

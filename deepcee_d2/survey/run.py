@@ -420,8 +420,13 @@ def merged_candidates(detections, cfg):
     """A survey's detections (`collect_detections`), `percolated`, that may be candidates (`listable`), merged
     within the proper ``DEEPCEE.SURVEY.MERGE_RADIUS_KPC`` (`merge_detections`), at every score: the catalogue
     before its score cut, which the false-candidate rates (`deepcee_d2.evaluation.purity`) cut at several."""
+    return merged_percolated(percolated(detections, cfg), cfg)
+
+
+def merged_percolated(detections, cfg):
+    """`merged_candidates` of detections already `percolated` (for a caller that needs the percolated peaks
+    too, e.g. `deepcee_d2.evaluation.purity.loss_stages`)."""
     survey = cfg.DEEPCEE.SURVEY
-    detections = percolated(detections, cfg)
     return merge_detections(detections[listable(detections, cfg)], survey.MERGE_RADIUS_KPC * u.kpc,
                             survey.MIN_REDSHIFT, cosmology_from_cfg(cfg))
 
