@@ -1,5 +1,6 @@
-"""Writing files so that nothing is ever left half-written, reading back what identifies them, and reading the
-tables users give (catalogues, positions) with errors that name the file."""
+"""Writing files so that nothing is ever left half-written, reading back what identifies them (and saying how a
+resumed run's settings differ from those a folder was made with), and reading the tables users give
+(catalogues, positions) with errors that name the file."""
 import glob
 import hashlib
 import os
@@ -86,6 +87,26 @@ def file_sha256(path):
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def setting_differences(previous, current, keys=None, ignore=(), limit=None):
+    """How the settings ``current`` differ from the ``previous`` ones a folder was made with (two dicts of plain
+    values): one phrase per differing key, ``"KEY <previous> there, <current> now"``, keys sorted, a key missing
+    from one side shown as ``(absent)``, each value cut to 200 characters; a dict on both sides is compared key by
+    key (``"outer.inner ..."``). Only ``keys`` when given; never those of ``ignore``; the first ``limit`` when
+    given. Empty when they agree. Every resume check words its refusal with it, so a user reads one phrase."""
+    phrases = []
+    for key in sorted(set(previous) | set(current) if keys is None else keys):
+        if key in ignore:
+            continue
+        there, now = previous.get(key), current.get(key)
+        if isinstance(there, dict) and isinstance(now, dict):
+            phrases += [f"{key}.{phrase}" for phrase in setting_differences(there, now)]
+        elif (key in previous, there) != (key in current, now):
+            shown = [repr(value)[:200] if key in record else "(absent)" for value, record in
+                     ((there, previous), (now, current))]
+            phrases.append(f"{key} {shown[0]} there, {shown[1]} now")
+    return phrases[:limit]
 
 
 # Formats astropy does not guess from every suffix (a .csv may be read as the first ascii reader that fits).

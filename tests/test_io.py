@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from deepcee_d2.io import atomic_output, file_sha256, read_positions, read_table
+from deepcee_d2.io import atomic_output, file_sha256, read_positions, read_table, setting_differences
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,3 +82,16 @@ def test_user_tables_are_read_in_each_format_and_named_in_every_error(tmp_path):
     Table({"ra": [1.0, 2.0, 3.0], "dec": [0.0, 91.0, float("nan")]}).write(tmp_path / "off.csv")
     with pytest.raises(ValueError, match=r"off.csv: positions table: 2 positions are not on the sky \(rows \[1, 2\]\)"):
         read_positions(tmp_path / "off.csv")
+
+
+def test_setting_differences_names_each_changed_key_once_with_both_values():
+    previous = {"seed": 1, "colour": {"lower": 0.0, "upper": 10.0}, "bands": ["g", "r"], "old": None, "same": 2}
+    current = {"seed": 2, "colour": {"lower": 0.0, "upper": 20.0}, "bands": ["g", "r"], "new": "x", "same": 2}
+    assert setting_differences(previous, current) == [
+        "colour.upper 10.0 there, 20.0 now", "new (absent) there, 'x' now", "old None there, (absent) now",
+        "seed 1 there, 2 now"]
+    assert setting_differences(previous, current, keys=["seed", "same"]) == ["seed 1 there, 2 now"]
+    assert setting_differences(previous, current, ignore=("seed", "new", "old")) == ["colour.upper 10.0 there, 20.0 now"]
+    assert len(setting_differences(previous, current, limit=2)) == 2
+    assert setting_differences({"a": "y" * 500}, {"a": "z"})[0] == f"a {repr('y' * 500)[:200]} there, 'z' now"
+    assert setting_differences(current, current) == []

@@ -68,7 +68,7 @@ def test_a_resume_with_other_training_settings_is_refused(trained, tmp_path):
             "DEEPCEE.SURVEY.SCORE_THRESHOLD", "0.7", "MODEL.DEVICE", "cpu"]
     Trainer(load_config(INSTANT, fine)).resume_or_load(resume=True)
     cfg = load_config(INSTANT, fine + ["SOLVER.BASE_LR", "0.5", "SEED", "123"])
-    refused = rf"{re.escape(str(tmp_path))}: .*other settings: SEED .*, now 123; SOLVER.BASE_LR .*, now 0.5"
+    refused = rf"{re.escape(str(tmp_path))}: .*other settings \(.*\): SEED 1 there, 123 now; SOLVER.BASE_LR .* there, 0.5 now"
     with pytest.raises(ValueError, match=refused):
         Trainer(cfg).resume_or_load(resume=True)
     assert (tmp_path / TRAINING_SETTINGS_FILE).read_text() == record  # the record is left as it was

@@ -57,7 +57,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from PIL import Image
 
 from ..cosmology import DEFAULT_COSMOLOGY, angular_size
-from ..io import atomic_output, sky_positions
+from ..io import atomic_output, setting_differences, sky_positions
 from ..sky import cutout_grid, sky_to_box_xy
 from .cache import get_cutout
 from .catalogs import check_cluster_table, sky_coords, write_catalog
@@ -342,12 +342,10 @@ def _check_settings_file(out_dir, record):
     """Write ``build.json`` or check that the folder was built with the same settings (resume)."""
     path = Path(out_dir) / "build.json"
     if path.exists():
-        previous = json.loads(path.read_text())
-        if previous != record:
-            raise ValueError(
-                f"{path}: this folder was built with other settings or another source ({previous}); "
-                "use a new --out folder or delete this one"
-            )
+        differences = setting_differences(json.loads(path.read_text()), json.loads(json.dumps(record)))
+        if differences:
+            raise ValueError(f"{path}: this folder was built with other settings or another source: "
+                             + "; ".join(differences) + "; use a new --out folder or delete this one")
         return
     with atomic_output(path) as temporary:
         temporary.write_text(json.dumps(record, indent=1))

@@ -22,7 +22,7 @@ from ..compat import check_compiled_ops
 from ..config import flat_config
 from ..data.augment import build_train_augmentations
 from ..evaluation import DeepCEEEvaluator
-from ..io import atomic_output
+from ..io import atomic_output, setting_differences
 from .predictor import SafeCheckpointer, prepare_for_inference
 
 logger = logging.getLogger(__name__)
@@ -71,13 +71,11 @@ def check_training_settings(cfg, may_change=()):
         if not isinstance(previous, dict):
             raise ValueError(f"{record}: not a training-settings record (a JSON object of config keys); delete "
                              f"it to go on unchecked")
-        differ = sorted(key for key in set(previous) | set(current)
-                        if key not in may_change and previous.get(key) != current.get(key))
-        if differ:
-            raise ValueError(
-                f"{cfg.OUTPUT_DIR}: its checkpoints were trained with other settings: " + "; ".join(
-                    f"{key} {previous.get(key, '(absent)')!r}, now {current.get(key, '(absent)')!r}"
-                    for key in differ) + ". Train into another OUTPUT_DIR, or delete this one's checkpoints.")
+        differences = setting_differences(previous, current, ignore=may_change)
+        if differences:
+            raise ValueError(f"{cfg.OUTPUT_DIR}: its checkpoints were trained with other settings ({record}): "
+                             + "; ".join(differences)
+                             + ". Train into another OUTPUT_DIR, or delete this one's checkpoints.")
     else:
         # Not written then: the record would vouch for checkpoints of unknown settings.
         logger.warning("%s holds no %s: its checkpoints' settings cannot be checked", cfg.OUTPUT_DIR,

@@ -43,7 +43,7 @@ from ..data.frames import ImagingError, covered_at
 from ..data.resample import Resampling
 from ..data.sources import make_source
 from ..engine.predictor import DetectorFactory
-from ..io import atomic_output
+from ..io import atomic_output, setting_differences
 from ..sky import box_centres, box_xy_to_sky
 from .tiling import (DETECTION_COLUMNS, Tile, crowded, field_coverage, field_reference_frames, merge_detections,
                      plan_folder_tiles, stack_detections, tile_geometry)
@@ -343,13 +343,10 @@ def check_or_write_manifest(output_dir, manifest):
             previous = json.loads(path.read_text())
         except ValueError as error:
             raise ValueError(f"{path}: unreadable ({error}); use a new --output or delete {output_dir}") from None
-        differences = [f"{key} {previous.get(key)!r} there, {manifest[key]!r} now"
-                       for key in _COMPARED if previous.get(key) != manifest[key]]
+        differences = setting_differences(previous, manifest, keys=_COMPARED)
         if previous.get("config_sha256") != manifest["config_sha256"]:
-            old, new = previous.get("config", {}), manifest["config"]
-            keys = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
-            differences.append(f"config: {len(keys)} keys differ: " + ", ".join(
-                f"{key} {old.get(key)!r} there, {new.get(key)!r} now" for key in keys[:5]))
+            config = setting_differences(previous.get("config", {}), manifest["config"])
+            differences.append(f"config: {len(config)} keys differ: " + ", ".join(config[:5]))
         if differences:
             raise ValueError(f"{output_dir}: holds the tiles of another survey run ({path}): "
                              + "; ".join(differences) + f". Use a new --output, or delete {output_dir} to start over")

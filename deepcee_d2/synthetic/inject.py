@@ -80,7 +80,7 @@ from ..cosmology import DEFAULT_COSMOLOGY
 from ..data.catalogs import CLUSTER_COLUMNS, check_cluster_table
 from ..data.frames import ImagingError, open_fits, read_frame_header
 from ..dust import EXTINCTION_PER_EBV, check_dust_map, galactic_reddening
-from ..io import atomic_output, sky_positions
+from ..io import atomic_output, setting_differences, sky_positions
 from ..psf import stacked_psf, stellar_locus
 from . import render
 from .clusters import ClusterSpec, check_redshifts, realise_cluster, realise_from_spec
@@ -577,11 +577,10 @@ def _settings(input_root, fields, clusters, seed, bands, fwhm, electrons, noise,
 
 def _check_same_settings(path, settings):
     done = json.loads(json.dumps(dict(Table.read(path, format="ascii.ecsv").meta.get("injection", {}))))
-    for key in sorted(set(done) | set(settings)):
-        if done.get(key) != settings.get(key):
-            old, new = json.dumps(done.get(key)), json.dumps(settings.get(key))
-            raise InjectionError(f"{path.parent}: already injected with {key}={old[:200]}, this run asks for "
-                                 f"{key}={new[:200]}; write to a new folder or delete {path.parent}")
+    differences = setting_differences(done, settings)
+    if differences:
+        raise InjectionError(f"{path.parent}: already injected with other settings ({path.name}): "
+                             + "; ".join(differences) + f"; write to a new folder or delete {path.parent}")
 
 
 def _check_folders(input_root, output_root):

@@ -30,7 +30,7 @@ from astropy.table import Table, vstack
 from tqdm import tqdm
 
 from ..cosmology import DEFAULT_COSMOLOGY
-from ..io import atomic_output
+from ..io import atomic_output, setting_differences
 from .clusters import ClusterSpec
 from .field import DEFAULT_MAG_LIMIT, _empty_cluster_table, make_field
 from .instrument import BANDS, PIXEL_SCALE, check_bands, sky_level
@@ -124,11 +124,10 @@ def _check_survey_settings(root, settings):
     settings = json.loads(json.dumps(settings))
     if path.is_file():
         previous = json.loads(path.read_text())
-        keys = sorted(key for key in set(previous) | set(settings) if previous.get(key) != settings.get(key))
-        if keys:
-            raise ValueError(f"{root}: already made with other settings ({path}): " + "; ".join(
-                f"{key} {previous.get(key)!r} there, {settings.get(key)!r} now" for key in keys)
-                + f"; write to a new folder or delete {root}")
+        differences = setting_differences(previous, settings)
+        if differences:
+            raise ValueError(f"{root}: already made with other settings ({path}): " + "; ".join(differences)
+                             + f"; write to a new folder or delete {root}")
         return
     with atomic_output(path) as temporary:
         temporary.write_text(json.dumps(settings, indent=1, sort_keys=True))
