@@ -22,6 +22,7 @@ On the device machine, whose Python (3.12) lacks some of this package's needs, c
     PYTHONPATH=$PWD/.d2site:$PWD python3 benchmarks/device_seeds.py /tmp/seeds --out $OUT --variants ...
 """
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -140,16 +141,18 @@ def main(argv=None):
     print(f"sky {timing['sky_s']} s, data set {timing['dataset_s']} s ({os.cpu_count()} processes)", flush=True)
     passed = [arg for flag in ("--out", "--neighbours", "--train-fields", "--device") for arg in (flag, str(getattr(args, flag[2:].replace("-", "_"))))]
     runs = {}
-    for variant in args.variants:
-        log = open(Path(args.work) / f"{variant.split(':')[0]}.log", "w")
-        runs[variant] = subprocess.Popen([sys.executable, __file__, args.work, *passed, "--keep", *args.keep,
-                                          "--train-one", variant], stdout=log, stderr=subprocess.STDOUT)
-    for variant, process in runs.items():
-        try:
-            process.wait(timeout=max(1.0, args.deadline - (time.time() - start)))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            print(f"{variant}: stopped at the deadline ({args.deadline:.0f} s)", flush=True)
+    with contextlib.ExitStack() as logs:  # each run's log is closed when its run is over
+        for variant in args.variants:
+            log = logs.enter_context(open(Path(args.work) / f"{variant.split(':')[0]}.log", "w"))
+            runs[variant] = subprocess.Popen([sys.executable, __file__, args.work, *passed, "--keep", *args.keep,
+                                              "--train-one", variant], stdout=log, stderr=subprocess.STDOUT)
+        for variant, process in runs.items():
+            try:
+                process.wait(timeout=max(1.0, args.deadline - (time.time() - start)))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                print(f"{variant}: stopped at the deadline ({args.deadline:.0f} s)", flush=True)
     results = [json.loads(path.read_text()) for variant in args.variants
                if (path := Path(args.out) / f"{variant.split(':')[0]}.json").is_file()]
     table = summary_markdown(results) if results else "no variant finished"
