@@ -1,5 +1,6 @@
 """Purity of a survey catalogue: false candidates per deg^2 at each threshold, clusters found exactly once."""
 import json
+import math
 import runpy
 from pathlib import Path
 
@@ -13,8 +14,8 @@ from conftest import TINY_FIELD_SIZE, TINY_FIELDS
 
 from deepcee_d2.config import load_config
 from deepcee_d2.evaluation.purity import (
-    choose_score_threshold, false_rate_table, fields_area, match_truth, rates_markdown, survey_false_rates,
-    true_candidates,
+    choose_score_threshold, false_rate_table, fields_area, match_truth, paired_recall_difference, rates_markdown,
+    survey_false_rates, true_candidates,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,3 +159,28 @@ def test_the_command_prints_the_table_and_the_chosen_threshold(tmp_path, capsys)
     out = capsys.readouterr().out
     assert chosen == pytest.approx(0.65)  # above the false 0.6, two candidates remain: 4 per deg^2
     assert "set DEEPCEE.SURVEY.SCORE_THRESHOLD 0.65" in out and "| 0.3 | 3 | 3 | 0 | 6.0 |" in out
+
+
+def test_paired_recall_difference_counts_only_the_clusters_one_side_missed():
+    # 120 clusters: 94 found on both sides, 6 only on a, 10 only on b, 10 on neither (the injection bench's 40
+    # SEED-8 rounds, BENCHMARKS.md).
+    found_a = [True] * 94 + [True] * 6 + [False] * 10 + [False] * 10
+    found_b = [True] * 94 + [False] * 6 + [True] * 10 + [False] * 10
+    result = paired_recall_difference(found_a, found_b)
+    assert (result["n"], result["only_a"], result["only_b"]) == (120, 6, 10)
+    assert result["difference"] == pytest.approx(-4 / 120)
+    # McNemar's exact test: twice the binomial tail P(X <= 6) of 16 fair draws.
+    assert result["pvalue"] == pytest.approx(2 * sum(math.comb(16, k) for k in range(7)) / 2**16)
+    assert result["half_width"] == pytest.approx(1.959964 * math.sqrt(16 - 16 / 120) / 120, rel=1e-6)
+    # Swapping the sides flips the sign only; more clusters found on both sides dilute the difference but
+    # leave the test, which reads the discordant ones alone.
+    swapped = paired_recall_difference(found_b, found_a)
+    assert swapped["difference"] == -result["difference"] and swapped["pvalue"] == result["pvalue"]
+    more = paired_recall_difference(found_a + [True] * 30, found_b + [True] * 30)
+    assert more["difference"] == pytest.approx(-4 / 150) and more["pvalue"] == result["pvalue"]
+    same = paired_recall_difference([True, False], [True, False])
+    assert (same["difference"], same["half_width"], same["pvalue"]) == (0.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="two flags per cluster"):
+        paired_recall_difference([True, False], [True])
+    with pytest.raises(ValueError, match="no clusters"):
+        paired_recall_difference([], [])

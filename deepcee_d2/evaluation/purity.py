@@ -11,6 +11,7 @@ once. A candidate counts at threshold ``t`` when its score is ``>= t``, the surv
 `survey_false_rates` re-merges a survey run's tile files (kept down to ``DEEPCEE.SURVEY.KEEP_SCORE_FLOOR``),
 so the rate is known below the threshold the run applied; `choose_score_threshold` picks the lowest
 threshold meeting a target rate (``DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2``; ``tools/choose_threshold.py``).
+`paired_recall_difference` compares the recall of the same injected clusters on two backgrounds.
 """
 import json
 import math
@@ -20,6 +21,7 @@ import astropy.units as u
 import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
+from scipy.stats import binomtest, norm
 
 from ..cosmology import DEFAULT_COSMOLOGY, cosmology_from_cfg
 from .crossmatch import crossmatch_false_positives, read_reference_catalog
@@ -341,6 +343,40 @@ def loss_stages(detections, truth, cfg, threshold):
             stages[np.isin(np.asarray(truth["id"]).astype(str), found)] = LOSS_STAGES[0]
     truth["stage"], truth["best_score"] = stages.astype(str), best_score
     return truth
+
+
+def paired_recall_difference(found_a, found_b, confidence=0.95):
+    """The recall of the same clusters found (or not) on two backgrounds, or by two models, compared cluster by
+    cluster: only the clusters found on one side and not the other say anything about the difference.
+
+    Parameters
+    ----------
+    found_a, found_b : array_like of bool
+        Whether each cluster was found on each side (same clusters, same order).
+    confidence : float
+        Of the interval.
+
+    Returns
+    -------
+    dict
+        ``n``; ``only_a``, ``only_b`` (the discordant clusters); ``difference``, recall a minus recall b;
+        ``half_width``, of its two-sided ``confidence`` interval (Wald's for a paired difference of proportions,
+        ``z sqrt(only_a + only_b - (only_a - only_b)^2 / n) / n``); ``pvalue``, McNemar's exact test that both
+        sides have the same recall (the binomial test of ``only_a`` among the discordant at 1/2; 1 without any).
+    """
+    found_a, found_b = np.asarray(found_a, dtype=bool), np.asarray(found_b, dtype=bool)
+    if found_a.shape != found_b.shape or found_a.ndim != 1:
+        raise ValueError(f"need two flags per cluster, got shapes {found_a.shape} and {found_b.shape}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    n, only_a, only_b = len(found_a), int(np.sum(found_a & ~found_b)), int(np.sum(~found_a & found_b))
+    if n == 0:
+        raise ValueError("no clusters to compare")
+    z = norm.ppf(0.5 + confidence / 2)
+    discordant = only_a + only_b
+    return {"n": n, "only_a": only_a, "only_b": only_b, "difference": (only_a - only_b) / n,
+            "half_width": float(z * math.sqrt(discordant - (only_a - only_b) ** 2 / n) / n),
+            "pvalue": float(binomtest(only_a, discordant, 0.5).pvalue) if discordant else 1.0}
 
 
 def rates_markdown(rates):
