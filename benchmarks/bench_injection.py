@@ -253,33 +253,9 @@ def main(argv=None):
           f"{blank['synthetic'].meta['AREADEG2']:.3f} deg^2 per round. Found once and false per cluster: over the "
           f"clusters on each sky's searched area (real {int(real['n_true'][0])}, synthetic {int(synthetic['n_true'][0])})")
     clusters.write(work / "clusters.ecsv", overwrite=True)
-    cut = cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD
-    real_found, synthetic_found = clusters["found_real"] >= cut, clusters["found_synthetic"] >= cut
-    print(f"\nat the survey threshold {cut:g}: found on both backgrounds {np.sum(real_found & synthetic_found)}, "
-          f"only on the real one {np.sum(real_found & ~synthetic_found)}, only on the synthetic one "
-          f"{np.sum(~real_found & synthetic_found)}, on neither {np.sum(~real_found & ~synthetic_found)} "
-          f"(per cluster: {work / 'clusters.ecsv'})")
-    if searched.any():
-        paired = paired_recall_difference(real_found[searched], synthetic_found[searched])
-        print(f"\nover the {paired['n']} clusters on searched real sky: recall real minus synthetic "
-              f"{100 * paired['difference']:+.1f} points, 95 % interval +-{100 * paired['half_width']:.1f} (found "
-              f"only on the real sky {paired['only_a']}, only on the synthetic {paired['only_b']}; McNemar's exact "
-              f"p = {paired['pvalue']:.2f})")
-    print(f"\nwhere the clusters not found at {cut:g} were lost (`deepcee_d2.evaluation.purity.loss_stages`; per "
-          "cluster: lost_real, lost_synthetic), over the clusters on searched real sky\n\n| sky | "
-          + " | ".join(LOSS_STAGES) + " |\n|---|" + "---:|" * len(LOSS_STAGES))
-    for name in skies:
-        lost = np.asarray(clusters[f"lost_{name}"])[searched]
-        print(f"| {name} | " + " | ".join(str(np.sum(lost == stage)) for stage in LOSS_STAGES) + " |")
-    fields = np.array([name.rsplit("-c", 1)[0] for name in clusters["real_id"]])
-    print("\n| real field | recall real | recall synthetic | on crowded (masked) real sky |\n|---|---:|---:|---:|")
-    for name in np.unique(fields):
-        mine = fields == name
-        print(f"| {name} | {np.sum(real_found & mine)}/{np.sum(mine)} | {np.sum(synthetic_found & mine)}/{np.sum(mine)} "
-              f"| {np.sum(~searched & mine)} |")
     vstack([table for tables in injected.values() for table in tables], metadata_conflicts="silent").write(
         work / "rates.ecsv", overwrite=True)
-
+    cut = cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD
     false = []
     for name in skies:
         blank_detections = read_tile_detections(work / f"{name}_blank_survey")[0]
@@ -292,15 +268,55 @@ def main(argv=None):
                 table["sky"], table["round"] = name, k
                 false.append(table)
     false = vstack(false, metadata_conflicts="silent") if false else Table(names=("sky", "kind"), dtype=(str, str))
-    print(f"\nfalse candidates at {cut:g} by what they lie on (per candidate: {work / 'false_candidates.ecsv'}): at a "
-          f"detection >= {cut:g} of the same sky without injection (the sky's own object) within "
-          f"{cfg.DEEPCEE.EVAL.CROSSMATCH_RADIUS_KPC:g} kpc, else within {PIECE_RADIUS:.0f} of an injected cluster "
-          "(a piece of it), else other\n\n| sky | false | before injection | piece | other |\n"
-          "|---|---:|---:|---:|---:|")
+    false.write(work / "false_candidates.ecsv", overwrite=True)
+    print(survey_threshold_summary(clusters, false, cut, f"per cluster: {work / 'clusters.ecsv'}",
+                                   f"per candidate: {work / 'false_candidates.ecsv'}",
+                                   cfg.DEEPCEE.EVAL.CROSSMATCH_RADIUS_KPC))
+
+
+def survey_threshold_summary(clusters, false, cut, clusters_file, false_file, crossmatch_radius_kpc):
+    """The bench's tables at the survey threshold ``cut``, as Markdown: clusters found on each sky, the paired
+    recall difference, where the others were lost, recall per real field, and the false candidates by what they
+    lie on, per injected cluster. ``clusters`` and ``false`` as the bench writes them (``clusters.ecsv``,
+    ``false_candidates.ecsv``), of one run or of several stacked (`pool_injection.py`)."""
+    skies = ("real", "synthetic")
+    searched = ~np.asarray(clusters["masked_real"], dtype=bool)
+    found = {name: np.asarray(clusters[f"found_{name}"], dtype=float) >= cut for name in skies}
+    both, real_only = found["real"] & found["synthetic"], found["real"] & ~found["synthetic"]
+    lines = [f"at the survey threshold {cut:g}: found on both backgrounds {np.sum(both)}, only on the real one "
+             f"{np.sum(real_only)}, only on the synthetic one {np.sum(~found['real'] & found['synthetic'])}, on "
+             f"neither {np.sum(~found['real'] & ~found['synthetic'])} ({clusters_file})"]
+    if searched.any():
+        paired = paired_recall_difference(found["real"][searched], found["synthetic"][searched])
+        lines.append(f"\nover the {paired['n']} clusters on searched real sky: recall real minus synthetic "
+                     f"{100 * paired['difference']:+.1f} points, 95 % interval +-{100 * paired['half_width']:.1f} "
+                     f"(found only on the real sky {paired['only_a']}, only on the synthetic {paired['only_b']}; "
+                     f"McNemar's exact p = {paired['pvalue']:.2f})")
+    lines.append(f"\nwhere the clusters not found at {cut:g} were lost (`deepcee_d2.evaluation.purity.loss_stages`; "
+                 "per cluster: lost_real, lost_synthetic), over the clusters on searched real sky\n\n| sky | "
+                 + " | ".join(LOSS_STAGES) + " |\n|---|" + "---:|" * len(LOSS_STAGES))
+    for name in skies:
+        lost = np.asarray(clusters[f"lost_{name}"])[searched]
+        lines.append(f"| {name} | " + " | ".join(str(np.sum(lost == stage)) for stage in LOSS_STAGES) + " |")
+    fields = np.array([name.rsplit("-c", 1)[0] for name in clusters["real_id"]])
+    lines.append("\n| real field | recall real | recall synthetic | on crowded (masked) real sky |\n|---|---:|---:|---:|")
+    for name in np.unique(fields):
+        mine = fields == name
+        lines.append(f"| {name} | {np.sum(found['real'] & mine)}/{np.sum(mine)} | "
+                     f"{np.sum(found['synthetic'] & mine)}/{np.sum(mine)} | {np.sum(~searched & mine)} |")
+    n_true = {"real": int(np.sum(searched)),
+              "synthetic": int(np.sum(~np.asarray(clusters["masked_synthetic"], dtype=bool)))}
+    lines.append(f"\nfalse candidates at {cut:g} by what they lie on ({false_file}): at a detection >= {cut:g} of "
+                 f"the same sky without injection (the sky's own object) within {crossmatch_radius_kpc:g} kpc, else "
+                 f"within {PIECE_RADIUS:.0f} of an injected cluster (a piece of it), else other; per cluster over "
+                 f"the clusters on each sky's searched area\n\n| sky | false | per cluster | before injection | "
+                 "piece | other |\n|---|---:|---:|---:|---:|---:|")
     for name in skies:
         kinds = np.asarray(false["kind"])[np.asarray(false["sky"]) == name]
-        print(f"| {name} | {len(kinds)} | " + " | ".join(str(np.sum(kinds == kind)) for kind in FALSE_KINDS) + " |")
-    false.write(work / "false_candidates.ecsv", overwrite=True)
+        per_cluster = len(kinds) / n_true[name] if n_true[name] else float("nan")
+        lines.append(f"| {name} | {len(kinds)} | {per_cluster:.2f} ({len(kinds)}/{n_true[name]}) | "
+                     + " | ".join(str(np.sum(kinds == kind)) for kind in FALSE_KINDS) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
