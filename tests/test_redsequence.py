@@ -598,3 +598,7 @@ def test_a_survey_percolates_when_its_catalogue_is_built_unless_switched_off(set
     assert candidates(detections[[name for name in detections.colnames if name not in SCAN_COLUMNS]]) \
         == [0.95, 0.98, 0.99]
     assert "tiles without the red-sequence scans" in caplog.text
+    # Tiles from before the BCG magnitudes were kept: candidates stand on their best-scored detection, with a warning.
+    assert "hold no BCG magnitudes" not in caplog.text
+    assert candidates(detections[[name for name in detections.colnames if name != "bcg_rmag"]]) == [0.95, 0.99]
+    assert "hold no BCG magnitudes" in caplog.text

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
-from astropy.table import Table
+from astropy.table import Table, vstack
 from scipy import ndimage
 
 from deepcee_d2.config import load_config
@@ -209,6 +209,38 @@ def test_merging_is_by_proper_distance_at_each_candidates_redshift():
         merge_detections(merge_pieces_table(), 100 * u.arcsec, 0.1)
     with pytest.raises(ValueError, match="MIN_REDSHIFT must be finite and > 0"):
         merge_detections(merge_pieces_table(), 500 * u.kpc, 0.0)
+
+
+def test_a_candidate_stands_on_the_detection_of_its_brightest_bcg_within_the_score_margin():
+    """The cluster's own detection (0.9) and a piece 364 kpc east (0.93) on a member 1.2 mag fainter than the
+    BCG: by score the candidate stands on the piece; within a margin of 0.05 on the BCG, keeping 0.93 and the
+    count. A margin that does not reach the BCG's detection, a piece with the brighter BCG, BCGs within the
+    magnitude margin of each other (a near-tie) or no BCG magnitudes leave it on the best-scored detection."""
+    table = merge_pieces_table([0.1, 0.1, 0.1])
+    table["score"] = [0.9, 0.93, 0.8]
+    table["bcg_rmag"] = [15.0, 16.2, 17.0]
+    by_score = merge_detections(table, 500 * u.kpc, 0.1)
+    on_bcg = merge_detections(table, 500 * u.kpc, 0.1, bcg_margin=0.05)
+    assert list(by_score["ra"][:1]) == [table["ra"][1]] and list(on_bcg["ra"][:1]) == [table["ra"][0]]
+    assert list(on_bcg["score"]) == [0.93, 0.8] and list(on_bcg["n_merged"]) == [2, 1]
+    assert on_bcg["bcg_rmag"][0] == 15.0 and on_bcg["ra"][1] == table["ra"][2]
+    assert merge_detections(table, 500 * u.kpc, 0.1, bcg_margin=0.02)["ra"][0] == table["ra"][1]
+    brighter_piece = table.copy()
+    brighter_piece["bcg_rmag"][1] = 14.5
+    assert merge_detections(brighter_piece, 500 * u.kpc, 0.1, bcg_margin=0.05)["ra"][0] == table["ra"][1]
+    unmeasured = table.copy()
+    unmeasured["bcg_rmag"] = np.nan
+    assert merge_detections(unmeasured, 500 * u.kpc, 0.1, bcg_margin=0.05)["ra"][0] == table["ra"][1]
+    assert merge_detections(table[["ra", "dec", "score", "tile", "z_est"]], 500 * u.kpc, 0.1,
+                            bcg_margin=0.05)["ra"][0] == table["ra"][1]
+    # BCGs within bcg_mag_margin of the brightest are a near-tie: the best-scored of them is the centre.
+    assert merge_detections(table, 500 * u.kpc, 0.1, bcg_margin=0.05, bcg_mag_margin=1.0)["ra"][0] == table["ra"][0]
+    assert merge_detections(table, 500 * u.kpc, 0.1, bcg_margin=0.05, bcg_mag_margin=1.5)["ra"][0] == table["ra"][1]
+    three = vstack([table, table[:1]])
+    three["ra"][3] += 100 / 3600  # a third detection of the group, 182 kpc from the BCG's, scored 0.92
+    three["score"][3], three["bcg_rmag"][3] = 0.92, 15.3
+    assert merge_detections(three, 500 * u.kpc, 0.1, bcg_margin=0.05)["ra"][0] == three["ra"][0]  # 15.0 brightest
+    assert merge_detections(three, 500 * u.kpc, 0.1, bcg_margin=0.05, bcg_mag_margin=0.5)["ra"][0] == three["ra"][3]
 
 
 def test_cutting_after_merging_equals_merging_after_cutting():

@@ -302,7 +302,8 @@ MANIFEST = "manifest.json"
 _NOT_IN_TILES = ("MODEL.WEIGHTS", "OUTPUT_DIR", "DEEPCEE.SURVEY.MERGE_RADIUS_KPC", "DEEPCEE.SURVEY.SCORE_THRESHOLD",
                  "DEEPCEE.SURVEY.KEEP_SCORE_FLOOR", "DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2",
                  "DEEPCEE.SURVEY.MAX_SOURCE_DENSITY", "DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE",
-                 "DEEPCEE.SURVEY.PERCOLATE", "DEEPCEE.EVAL.")  # PERCOLATE_MIN_DROP too (a prefix)
+                 "DEEPCEE.SURVEY.PERCOLATE", "DEEPCEE.SURVEY.BCG_",
+                 "DEEPCEE.EVAL.")  # PERCOLATE_MIN_DROP too (a prefix)
 _COMPARED = ("weights_sha256", "detector", "imaging", "tiles", "tiles_sha256", "score_threshold")
 
 
@@ -415,8 +416,9 @@ def percolated(detections, cfg):
 
 def merged_candidates(detections, cfg):
     """A survey's detections (`collect_detections`), `percolated`, that may be candidates (`listable`), merged
-    within the proper ``DEEPCEE.SURVEY.MERGE_RADIUS_KPC`` (`merge_detections`), at every score: the catalogue
-    before its score cut, which the false-candidate rates (`deepcee_d2.evaluation.purity`) cut at several."""
+    within the proper ``DEEPCEE.SURVEY.MERGE_RADIUS_KPC`` and centred on their brightest BCG within
+    ``DEEPCEE.SURVEY.BCG_SCORE_MARGIN`` (`merge_detections`), at every score: the catalogue before its score
+    cut, which the false-candidate rates (`deepcee_d2.evaluation.purity`) cut at several."""
     return merged_percolated(percolated(detections, cfg), cfg)
 
 
@@ -424,8 +426,12 @@ def merged_percolated(detections, cfg):
     """`merged_candidates` of detections already `percolated` (for a caller that needs the percolated peaks
     too, e.g. `deepcee_d2.evaluation.purity.loss_stages`)."""
     survey = cfg.DEEPCEE.SURVEY
+    if survey.BCG_SCORE_MARGIN > 0 and len(detections) and "bcg_rmag" not in detections.colnames:
+        logger.warning("DEEPCEE.SURVEY.BCG_SCORE_MARGIN: the tiles hold no BCG magnitudes (made before they were "
+                       "kept, or without REDSHIFT.IN_SURVEY); candidates stand on their best-scored detection")
     return merge_detections(detections[listable(detections, cfg)], survey.MERGE_RADIUS_KPC * u.kpc,
-                            survey.MIN_REDSHIFT, cosmology_from_cfg(cfg))
+                            survey.MIN_REDSHIFT, cosmology_from_cfg(cfg), survey.BCG_SCORE_MARGIN,
+                            survey.BCG_MAG_MARGIN)
 
 
 def build_catalogue(detections, cfg, provenance=None):
@@ -560,6 +566,8 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
         "SCORECUT": cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD,
         "MERGEKPC": cfg.DEEPCEE.SURVEY.MERGE_RADIUS_KPC,
         "MERGEZ": cfg.DEEPCEE.SURVEY.MIN_REDSHIFT,
+        "BCGMARGN": cfg.DEEPCEE.SURVEY.BCG_SCORE_MARGIN,
+        "BCGMAGMG": cfg.DEEPCEE.SURVEY.BCG_MAG_MARGIN,
         "NFAILED": len(failures),
         "NTILES": len(tiles),
         "CONFIG": cfg.dump(),

@@ -386,14 +386,41 @@ def merge_radii(detections, radius, min_redshift, cosmology=DEFAULT_COSMOLOGY):
     return Angle(angular_size(radius, z, cosmology))
 
 
-def merge_detections(detections, radius, min_redshift, cosmology=DEFAULT_COSMOLOGY):
+def centres_on_brightest_bcg(detections, result, margin, mag_margin=0.0):
+    """For each candidate of a `merge_by_sky_distance` ``result``, the detection it stands on: of its group's
+    detections scoring within ``margin`` of its best and with a BCG (``bcg_rmag`` finite, the red-sequence
+    estimate's), those whose BCG is at most ``mag_margin`` fainter than the brightest of them (a near-tie is
+    no evidence), and of these the best-scored (the first in the table on a tie); the group's best-scored
+    detection when none has a BCG."""
+    scores = np.asarray(detections["score"], dtype=float)
+    bcg = np.ma.filled(np.ma.asarray(detections["bcg_rmag"], dtype=float), np.nan)
+    centres = []
+    for kept in result.kept:
+        close = np.flatnonzero((result.group == kept) & (scores >= scores[kept] - margin) & np.isfinite(bcg))
+        if not len(close):
+            centres.append(kept)
+            continue
+        bright = close[bcg[close] <= bcg[close].min() + mag_margin]
+        centres.append(kept if kept in bright else bright[np.argmax(scores[bright])])
+    return np.asarray(centres, dtype=int)
+
+
+def merge_detections(detections, radius, min_redshift, cosmology=DEFAULT_COSMOLOGY, bcg_margin=0.0,
+                     bcg_mag_margin=0.0):
     """One row per candidate from the detections of all tiles: in descending score, each detection not yet
     absorbed is kept and absorbs the others within ``radius`` (proper) at its redshift (`merge_radii`,
     `merge_by_sky_distance`); ``n_merged`` counts the detections each candidate absorbed.
 
+    With ``bcg_margin`` > 0 and the estimator's ``bcg_rmag`` column, a candidate stands where its BCG is
+    brightest (`centres_on_brightest_bcg`): its row is that of the detection of its group whose BCG is the
+    brightest (within ``bcg_mag_margin``: the best-scored of those) among those scoring within ``bcg_margin``
+    of the group's best, with the best score. Labels are BCG-centred, but the network can score a bright member
+    hundreds of kpc away as high as the BCG.
+
     The result is independent of the order in which tiles finished: rows are sorted by tile and
     position first, and the merged catalogue by descending score, then RA and Dec. Cutting the result at a
-    score gives what merging only the detections above that score gives.
+    score gives the candidates that merging only the detections above that score gives (positions aside:
+    a candidate may stand on a detection scoring up to ``bcg_margin`` less than it).
     """
     if len(detections) == 0:
         merged = Table(detections[:0], copy=True)
@@ -404,7 +431,11 @@ def merge_detections(detections, radius, min_redshift, cosmology=DEFAULT_COSMOLO
     coords = SkyCoord(np.asarray(detections["ra"], float), np.asarray(detections["dec"], float), unit=u.deg)
     result = merge_by_sky_distance(coords, np.asarray(detections["score"]),
                                    merge_radii(detections, radius, min_redshift, cosmology))
-    merged = detections[result.kept]
+    centres = result.kept
+    if bcg_margin > 0 and "bcg_rmag" in detections.colnames:
+        centres = centres_on_brightest_bcg(detections, result, bcg_margin, bcg_mag_margin)
+    merged = detections[centres]
+    merged["score"] = detections["score"][result.kept]
     merged["n_merged"] = [int(np.count_nonzero(result.group == index)) for index in result.kept]
     order = np.lexsort((np.asarray(merged["dec"]), np.asarray(merged["ra"]), -np.asarray(merged["score"])))
     return merged[order]
