@@ -274,14 +274,26 @@ def main(argv=None):
                                    cfg.DEEPCEE.EVAL.CROSSMATCH_RADIUS_KPC))
 
 
+def threshold_counts(clusters, false, cut):
+    """From a bench's ``clusters.ecsv`` and ``false_candidates.ecsv`` tables at the survey threshold ``cut``: the
+    clusters on searched real sky (mask), which were found on each sky ({sky: mask}), the clusters on each sky's
+    searched area ({sky: count}: the denominator of false candidates per cluster) and the false candidates
+    ({sky: count})."""
+    searched = ~np.asarray(clusters["masked_real"], dtype=bool)
+    found = {name: np.asarray(clusters[f"found_{name}"], dtype=float) >= cut for name in ("real", "synthetic")}
+    n_true = {"real": int(np.sum(searched)),
+              "synthetic": int(np.sum(~np.asarray(clusters["masked_synthetic"], dtype=bool)))}
+    n_false = {name: int(np.sum(np.asarray(false["sky"]) == name)) for name in ("real", "synthetic")}
+    return searched, found, n_true, n_false
+
+
 def survey_threshold_summary(clusters, false, cut, clusters_file, false_file, crossmatch_radius_kpc):
     """The bench's tables at the survey threshold ``cut``, as Markdown: clusters found on each sky, the paired
     recall difference, where the others were lost, recall per real field, and the false candidates by what they
     lie on, per injected cluster. ``clusters`` and ``false`` as the bench writes them (``clusters.ecsv``,
     ``false_candidates.ecsv``), of one run or of several stacked (`pool_injection.py`)."""
     skies = ("real", "synthetic")
-    searched = ~np.asarray(clusters["masked_real"], dtype=bool)
-    found = {name: np.asarray(clusters[f"found_{name}"], dtype=float) >= cut for name in skies}
+    searched, found, n_true, _ = threshold_counts(clusters, false, cut)
     both, real_only = found["real"] & found["synthetic"], found["real"] & ~found["synthetic"]
     lines = [f"at the survey threshold {cut:g}: found on both backgrounds {np.sum(both)}, only on the real one "
              f"{np.sum(real_only)}, only on the synthetic one {np.sum(~found['real'] & found['synthetic'])}, on "
@@ -304,8 +316,6 @@ def survey_threshold_summary(clusters, false, cut, clusters_file, false_file, cr
         mine = fields == name
         lines.append(f"| {name} | {np.sum(found['real'] & mine)}/{np.sum(mine)} | "
                      f"{np.sum(found['synthetic'] & mine)}/{np.sum(mine)} | {np.sum(~searched & mine)} |")
-    n_true = {"real": int(np.sum(searched)),
-              "synthetic": int(np.sum(~np.asarray(clusters["masked_synthetic"], dtype=bool)))}
     lines.append(f"\nfalse candidates at {cut:g} by what they lie on ({false_file}): at a detection >= {cut:g} of "
                  f"the same sky without injection (the sky's own object) within {crossmatch_radius_kpc:g} kpc, else "
                  f"within {PIECE_RADIUS:.0f} of an injected cluster (a piece of it), else other; per cluster over "

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table, vstack
 
-from bench_injection import REPO, survey_threshold_summary  # this folder is on the path when run as a script
+from bench_injection import REPO, survey_threshold_summary, threshold_counts  # this folder is on the path when run as a script
 from deepcee_d2.config import load_config
 from deepcee_d2.evaluation.purity import paired_recall_difference
 
@@ -45,15 +45,12 @@ def main(argv=None):
     print("| run | real: found | twins: found | real - twins (points) | only real / only twins | "
           "false per cluster, real / twins |\n|---|---:|---:|---:|---:|---:|")
     for work, (clusters, false) in zip(args.works, runs):
-        searched = ~np.asarray(clusters["masked_real"], dtype=bool)
-        found = {name: np.asarray(clusters[f"found_{name}"], dtype=float)[searched] >= cut
-                 for name in ("real", "synthetic")}
-        paired = paired_recall_difference(found["real"], found["synthetic"])
-        n_twins = int(np.sum(~np.asarray(clusters["masked_synthetic"], dtype=bool)))
-        n_false = {name: int(np.sum(np.asarray(false["sky"]) == name)) for name in ("real", "synthetic")}
-        print(f"| {work} | {np.sum(found['real'])} / {paired['n']} | {np.sum(found['synthetic'])} / {paired['n']} | "
-              f"{100 * paired['difference']:+.1f} | {paired['only_a']} / {paired['only_b']} | "
-              f"{n_false['real'] / paired['n']:.2f} / {n_false['synthetic'] / n_twins:.2f} |")
+        searched, found, n_true, n_false = threshold_counts(clusters, false, cut)
+        paired = paired_recall_difference(found["real"][searched], found["synthetic"][searched])
+        print(f"| {work} | {np.sum(found['real'][searched])} / {paired['n']} | "
+              f"{np.sum(found['synthetic'][searched])} / {paired['n']} | {100 * paired['difference']:+.1f} | "
+              f"{paired['only_a']} / {paired['only_b']} | "
+              f"{n_false['real'] / n_true['real']:.2f} / {n_false['synthetic'] / n_true['synthetic']:.2f} |")
     clusters = vstack([clusters for clusters, _ in runs], metadata_conflicts="silent")
     false = vstack([false for _, false in runs if len(false)], metadata_conflicts="silent")
     print(f"\npooled: {len(clusters)} clusters of {len(runs)} runs\n")

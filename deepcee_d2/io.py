@@ -89,12 +89,12 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def setting_differences(previous, current, keys=None, ignore=(), limit=None):
+def setting_differences(previous, current, keys=None, ignore=()):
     """How the settings ``current`` differ from the ``previous`` ones a folder was made with (two dicts of plain
     values): one phrase per differing key, ``"KEY <previous> there, <current> now"``, keys sorted, a key missing
     from one side shown as ``(absent)``, each value cut to 200 characters; a dict on both sides is compared key by
-    key (``"outer.inner ..."``). Only ``keys`` when given; never those of ``ignore``; the first ``limit`` when
-    given. Empty when they agree. Every resume check words its refusal with it, so a user reads one phrase."""
+    key (``"outer.inner ..."``). Only ``keys`` when given; never those of ``ignore``. Empty when they
+    agree. Every resume check words its refusal with it, so a user reads one phrase."""
     phrases = []
     for key in sorted(set(previous) | set(current) if keys is None else keys):
         if key in ignore:
@@ -106,7 +106,7 @@ def setting_differences(previous, current, keys=None, ignore=(), limit=None):
             shown = [repr(value)[:200] if key in record else "(absent)" for value, record in
                      ((there, previous), (now, current))]
             phrases.append(f"{key} {shown[0]} there, {shown[1]} now")
-    return phrases[:limit]
+    return phrases
 
 
 # Formats astropy does not guess from every suffix (a .csv may be read as the first ascii reader that fits).
