@@ -6,7 +6,8 @@ backgrounds").
 
   PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_injection.py --weights demo/train/model_final.pth \
       [--frames ../shared/data/sdss] [--config-file configs/deepcee_demo_cpu.yaml] [--work /tmp/injection_bench]
-      [--rounds 4] [--per-field 2] [--seed 1] [--workers 2] [--real-background FILE] [KEY VALUE ...]
+      [--rounds 4] [--per-field 2] [--seed 1] [--workers 2] [--real-background FILE] [--known CATALOGUE ...]
+      [KEY VALUE ...]
 
 - The twins: one synthetic field per real field (`write_survey` without clusters), with the real field's r-frame
   centre and pixel size, north up (the simulator's stars are high-latitude ones everywhere: the twin of a
@@ -29,10 +30,13 @@ backgrounds").
   red-sequence peak, percolated, merged into another candidate), per cluster in ``--work/clusters.ecsv``
   (``lost_real``, ``lost_synthetic``) and counted under the table.
 
-- The false candidates at the survey threshold are told apart by what they lie on (`false_candidates`): the
+- The false candidates at the survey threshold are told apart by what they lie on (`false_candidates`): a known
+  cluster of the real sky (``--known``: catalogues of clusters on the frames, cross-matched as the survey's
+  ``--crossmatch`` does; e.g. ``benchmarks/known_clusters_sdss_frames.ecsv`` for the shared SDSS frames), the
   sky's own object (a detection of the same sky searched without injection: a real group that an injected
   neighbour's outskirts confirm), a piece of an injected cluster, or other; ``--work/false_candidates.ecsv``
-  lists them.
+  lists them. A candidate on a known cluster is not the detector's invention but a real cluster the injected
+  truth lacks: the false candidates per cluster are printed with and without them.
 
 - ``--real-background FILE``: the real sky is searched with its own red-sequence background
   (``DEEPCEE.REDSHIFT.BACKGROUND_FILE``, e.g. `tools/measure_background.py` of ``--frames``), the twins with the
@@ -51,6 +55,7 @@ from astropy.table import Table, vstack
 from deepcee_d2.config import load_config
 from deepcee_d2.cosmology import cosmology_from_cfg
 from deepcee_d2.data.frames import LocalFITSSource
+from deepcee_d2.evaluation.crossmatch import crossmatch_false_positives
 from deepcee_d2.evaluation.purity import (LOSS_STAGES, loss_stages, match_truth, paired_recall_difference,
                                           read_tile_detections, survey_false_rates, true_candidates)
 from deepcee_d2.sky import centre_and_radius, sky_pairs
@@ -63,7 +68,7 @@ THRESHOLDS = (0.2, 0.3, 0.5, 0.7, 0.8, 0.9)
 # A false candidate within this proper distance of an injected cluster (at its z) is a piece of it: r200 of the
 # clusters of the cut is 0.9-1.6 Mpc.
 PIECE_RADIUS = 1000 * u.kpc
-FALSE_KINDS = ("before injection", "piece", "other")
+FALSE_KINDS = ("known cluster", "before injection", "piece", "other")
 
 
 def cluster_spec(per_field):
@@ -112,14 +117,15 @@ def stage_by_id(cfg, survey_dir, truth):
     return dict(zip(np.asarray(stages["id"]).astype(str), stages["stage"]))
 
 
-def false_candidates(cfg, survey_dir, truth, blank, threshold):
+def false_candidates(cfg, survey_dir, truth, blank, threshold, known=()):
     """The false candidates scoring ``threshold`` or more of one injected folder's survey (catalogue re-made
     from its tiles as `survey_false_rates` does; true: the best-scored candidate within the cross-match radius
-    of an injected cluster), each with ``kind``: "before injection" when ``blank``, the tile detections of the
-    same sky searched without injection (`read_tile_detections`), has one scoring ``threshold`` or more within
-    the cross-match radius at the candidate's z (the sky's
-    own object, e.g. a real group an injected neighbour's outskirts confirm), else "piece" within `PIECE_RADIUS`
-    of an injected cluster, else "other"."""
+    of an injected cluster), each with ``kind``: "known cluster" when it lies within the cross-match radius of
+    a cluster of the ``known`` catalogues (`crossmatch_false_positives`; ``known_as`` names it), else "before
+    injection" when ``blank``, the tile detections of the same sky searched without injection
+    (`read_tile_detections`), has one scoring ``threshold`` or more within the cross-match radius at the
+    candidate's z (the sky's own object, e.g. a real group an injected neighbour's outskirts confirm), else
+    "piece" within `PIECE_RADIUS` of an injected cluster, else "other"."""
     cosmology, evaluation = cosmology_from_cfg(cfg), cfg.DEEPCEE.EVAL
     radius = evaluation.CROSSMATCH_RADIUS_KPC * u.kpc
     candidates = merged_candidates(read_tile_detections(survey_dir)[0], cfg)
@@ -130,17 +136,24 @@ def false_candidates(cfg, survey_dir, truth, blank, threshold):
     candidates = candidates[~true_candidates(candidates)]
     candidates.sort("score", reverse=True)
     coords = SkyCoord(candidates["ra"], candidates["dec"], unit=u.deg)
-    kind = np.full(len(candidates), FALSE_KINDS[2], dtype=object)
+    kind = np.full(len(candidates), FALSE_KINDS[3], dtype=object)
     pieces = sky_pairs(coords, SkyCoord(truth["ra"], truth["dec"], unit=u.deg), PIECE_RADIUS,
                        redshift=np.asarray(truth["z"], dtype=float), cosmology=cosmology)
-    kind[pieces.index_a] = FALSE_KINDS[1]
+    kind[pieces.index_a] = FALSE_KINDS[2]
     blank = blank[np.asarray(blank["score"], dtype=float) >= threshold]
     z = np.asarray(candidates["z_est"], dtype=float)
     with_z = np.flatnonzero(np.isfinite(z) & (z > 0))
     if len(blank) and len(with_z):
         before = sky_pairs(SkyCoord(blank["ra"], blank["dec"], unit=u.deg), coords[with_z], radius,
                            redshift=z[with_z], cosmology=cosmology)
-        kind[with_z[before.index_b]] = FALSE_KINDS[0]
+        kind[with_z[before.index_b]] = FALSE_KINDS[1]
+    known_as = np.full(len(candidates), "")
+    if known:
+        matched = crossmatch_false_positives(candidates, list(known), radius=radius,
+                                             z_range=tuple(evaluation.CROSSMATCH_Z_RANGE), cosmology=cosmology)
+        kind[np.asarray(matched["known"])] = FALSE_KINDS[0]
+        known_as = np.asarray(matched["catalog_id"]).astype(str)
+    candidates["known_as"] = known_as
     candidates["kind"] = kind.astype(str)
     return candidates
 
@@ -178,6 +191,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--real-background", help="red-sequence background file for the real sky only")
+    parser.add_argument("--known", action="append", default=[], metavar="CATALOGUE",
+                        help="clusters known on the real frames (ra, dec, z; z may be empty), e.g. "
+                             "benchmarks/known_clusters_sdss_frames.ecsv; repeatable")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
     args = parser.parse_args(argv)
     cfg = load_config(args.config_file, ["MODEL.WEIGHTS", args.weights] + args.opts)
@@ -262,9 +278,9 @@ def main(argv=None):
         for k in range(args.rounds):
             folder = work / f"{name}_injected_{k}"
             table = false_candidates(configs[name], work / f"{folder.name}_survey", Table.read(folder / "clusters.fits"),
-                                     blank=blank_detections, threshold=cut)
+                                     blank=blank_detections, threshold=cut, known=args.known if name == "real" else ())
             if len(table):
-                table = table["ra", "dec", "score", "z_est", "rs_significance", "kind"]
+                table = table["ra", "dec", "score", "z_est", "rs_significance", "kind", "known_as"]
                 table["sky"], table["round"] = name, k
                 false.append(table)
     false = vstack(false, metadata_conflicts="silent") if false else Table(names=("sky", "kind"), dtype=(str, str))
@@ -277,14 +293,21 @@ def main(argv=None):
 def threshold_counts(clusters, false, cut):
     """From a bench's ``clusters.ecsv`` and ``false_candidates.ecsv`` tables at the survey threshold ``cut``: the
     clusters on searched real sky (mask), which were found on each sky ({sky: mask}), the clusters on each sky's
-    searched area ({sky: count}: the denominator of false candidates per cluster) and the false candidates
-    ({sky: count})."""
+    searched area ({sky: count}: the denominator of false candidates per cluster), the false candidates
+    ({sky: count}) and those of them on no known cluster ({sky: count})."""
     searched = ~np.asarray(clusters["masked_real"], dtype=bool)
     found = {name: np.asarray(clusters[f"found_{name}"], dtype=float) >= cut for name in ("real", "synthetic")}
     n_true = {"real": int(np.sum(searched)),
               "synthetic": int(np.sum(~np.asarray(clusters["masked_synthetic"], dtype=bool)))}
     n_false = {name: int(np.sum(np.asarray(false["sky"]) == name)) for name in ("real", "synthetic")}
-    return searched, found, n_true, n_false
+    n_unknown = {name: int(np.sum((np.asarray(false["sky"]) == name) & (np.asarray(false["kind"]) != FALSE_KINDS[0])))
+                 for name in ("real", "synthetic")}
+    return searched, found, n_true, n_false, n_unknown
+
+
+def ratio(count, total):
+    """``count / total`` as the tables print it, with both numbers."""
+    return f"{count / total if total else float('nan'):.2f} ({count}/{total})"
 
 
 def survey_threshold_summary(clusters, false, cut, clusters_file, false_file, crossmatch_radius_kpc):
@@ -293,7 +316,7 @@ def survey_threshold_summary(clusters, false, cut, clusters_file, false_file, cr
     lie on, per injected cluster. ``clusters`` and ``false`` as the bench writes them (``clusters.ecsv``,
     ``false_candidates.ecsv``), of one run or of several stacked (`pool_injection.py`)."""
     skies = ("real", "synthetic")
-    searched, found, n_true, _ = threshold_counts(clusters, false, cut)
+    searched, found, n_true, _, n_unknown = threshold_counts(clusters, false, cut)
     both, real_only = found["real"] & found["synthetic"], found["real"] & ~found["synthetic"]
     lines = [f"at the survey threshold {cut:g}: found on both backgrounds {np.sum(both)}, only on the real one "
              f"{np.sum(real_only)}, only on the synthetic one {np.sum(~found['real'] & found['synthetic'])}, on "
@@ -316,15 +339,17 @@ def survey_threshold_summary(clusters, false, cut, clusters_file, false_file, cr
         mine = fields == name
         lines.append(f"| {name} | {np.sum(found['real'] & mine)}/{np.sum(mine)} | "
                      f"{np.sum(found['synthetic'] & mine)}/{np.sum(mine)} | {np.sum(~searched & mine)} |")
-    lines.append(f"\nfalse candidates at {cut:g} by what they lie on ({false_file}): at a detection >= {cut:g} of "
-                 f"the same sky without injection (the sky's own object) within {crossmatch_radius_kpc:g} kpc, else "
-                 f"within {PIECE_RADIUS:.0f} of an injected cluster (a piece of it), else other; per cluster over "
-                 f"the clusters on each sky's searched area\n\n| sky | false | per cluster | before injection | "
-                 "piece | other |\n|---|---:|---:|---:|---:|---:|")
+    lines.append(f"\nfalse candidates at {cut:g} by what they lie on ({false_file}): within "
+                 f"{crossmatch_radius_kpc:g} kpc of a cluster known on the real sky (--known), else of a detection "
+                 f">= {cut:g} of the same sky without injection (the sky's own object), else within "
+                 f"{PIECE_RADIUS:.0f} of an injected cluster (a piece of it), else other; per cluster over the "
+                 "clusters on each sky's searched area, all and those on no known cluster\n\n| sky | false | "
+                 "per cluster | on no known cluster, per cluster | " + " | ".join(FALSE_KINDS) + " |\n|---|"
+                 + "---:|" * (3 + len(FALSE_KINDS)))
     for name in skies:
         kinds = np.asarray(false["kind"])[np.asarray(false["sky"]) == name]
-        per_cluster = len(kinds) / n_true[name] if n_true[name] else float("nan")
-        lines.append(f"| {name} | {len(kinds)} | {per_cluster:.2f} ({len(kinds)}/{n_true[name]}) | "
+        lines.append(f"| {name} | {len(kinds)} | {ratio(len(kinds), n_true[name])} | "
+                     f"{ratio(n_unknown[name], n_true[name])} | "
                      + " | ".join(str(np.sum(kinds == kind)) for kind in FALSE_KINDS) + " |")
     return "\n".join(lines)
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table, vstack
 
-from bench_injection import REPO, survey_threshold_summary, threshold_counts  # this folder is on the path when run as a script
+# This folder is on the path when run as a script.
+from bench_injection import REPO, ratio, survey_threshold_summary, threshold_counts
 from deepcee_d2.config import load_config
 from deepcee_d2.evaluation.purity import paired_recall_difference
 
@@ -43,14 +44,15 @@ def main(argv=None):
     cut = cfg.DEEPCEE.SURVEY.SCORE_THRESHOLD
     runs = [read_run(work) for work in args.works]
     print("| run | real: found | twins: found | real - twins (points) | only real / only twins | "
-          "false per cluster, real / twins |\n|---|---:|---:|---:|---:|---:|")
+          "false per cluster, real / twins | on no known cluster, real |\n|---|---:|---:|---:|---:|---:|---:|")
     for work, (clusters, false) in zip(args.works, runs):
-        searched, found, n_true, n_false = threshold_counts(clusters, false, cut)
+        searched, found, n_true, n_false, n_unknown = threshold_counts(clusters, false, cut)
         paired = paired_recall_difference(found["real"][searched], found["synthetic"][searched])
         print(f"| {work} | {np.sum(found['real'][searched])} / {paired['n']} | "
               f"{np.sum(found['synthetic'][searched])} / {paired['n']} | {100 * paired['difference']:+.1f} | "
               f"{paired['only_a']} / {paired['only_b']} | "
-              f"{n_false['real'] / n_true['real']:.2f} / {n_false['synthetic'] / n_true['synthetic']:.2f} |")
+              f"{ratio(n_false['real'], n_true['real'])}; {ratio(n_false['synthetic'], n_true['synthetic'])} | "
+              f"{ratio(n_unknown['real'], n_true['real'])} |")
     clusters = vstack([clusters for clusters, _ in runs], metadata_conflicts="silent")
     false = vstack([false for _, false in runs if len(false)], metadata_conflicts="silent")
     print(f"\npooled: {len(clusters)} clusters of {len(runs)} runs\n")

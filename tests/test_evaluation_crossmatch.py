@@ -101,10 +101,31 @@ def test_real_abell_catalogue_recovers_a_cluster_as_known(false_positives):
     if not abell_path.is_file():
         pytest.skip(f"{abell_path} not available")
     abell = read_reference_catalog(abell_path)
-    assert np.isnan(abell["z"][1])  # Abell 2 has no redshift: masked in the file, NaN here, never matched
+    assert np.isnan(abell["z"][1])  # Abell 2 has no redshift: masked in the file, NaN here
     with_z = abell[(abell["z"] > 0.06) & (abell["z"] < 0.2)][0]
     spot = SkyCoord(with_z["ra"] * u.deg, with_z["dec"] * u.deg).directional_offset_by(0 * u.deg, 20 * u.arcsec)
     fps = Table({"ra": [spot.ra.deg, 0.5], "dec": [spot.dec.deg, -89.5]})
     result = crossmatch_false_positives(fps, abell_path, **PAPER)
     assert result["status"].tolist() == [KNOWN, NEW_CANDIDATE]
     assert result["catalog"][0] == "abell_aco_vii110a" and result["catalog_id"][0] == with_z["id"]
+
+
+def test_a_cluster_without_redshift_is_matched_at_the_candidates_own(offset_by_kpc):
+    """Abell 2 has no redshift in the real Abell/ACO file: a candidate 200 kpc from it at its red-sequence z_est
+    is known; at a z_est putting it 300 kpc away, outside the window, or without one, it is new."""
+    abell_path = SHARED_DATA / "catalogs" / "abell_aco_vii110a.fits"
+    if not abell_path.is_file():
+        pytest.skip(f"{abell_path} not available")
+    abell = read_reference_catalog(abell_path)
+    abell2 = SkyCoord(abell["ra"][1] * u.deg, abell["dec"][1] * u.deg)
+    spots = [offset_by_kpc(abell2, 200, 0.15, 60), offset_by_kpc(abell2, 300, 0.15, 60)]
+    fps = Table({"ra": [spots[0].ra.deg, spots[1].ra.deg, spots[0].ra.deg, spots[0].ra.deg],
+                 "dec": [spots[0].dec.deg, spots[1].dec.deg, spots[0].dec.deg, spots[0].dec.deg],
+                 "z_est": [0.15, 0.15, 0.45, np.nan]})
+    result = crossmatch_false_positives(fps, abell_path, **PAPER)
+    assert result["status"].tolist() == [KNOWN, NEW_CANDIDATE, NEW_CANDIDATE, NEW_CANDIDATE]
+    assert result["catalog_id"][0] == abell["id"][1] and np.isnan(result["catalog_z"][0])
+    np.testing.assert_allclose(u.Quantity(result["catalog_distance"][:1]).to_value(u.kpc), [200], rtol=1e-6)
+    assert result["n_catalog_matches"].tolist() == [1, 0, 0, 0]
+    without_estimates = crossmatch_false_positives(fps["ra", "dec"], abell_path, **PAPER)
+    assert not without_estimates["known"].any()

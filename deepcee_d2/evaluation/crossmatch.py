@@ -3,8 +3,10 @@
 A "false positive" only means that the test set's own catalogue has no cluster there. The paper
 cross-matches them with other catalogues (WHL, redMaPPer, ...): one within 250 kpc (proper, at the
 catalogued cluster's redshift) of a catalogued cluster in a redshift window (0.05 < z < 0.4) is a known
-cluster the training catalogue missed; the rest are new candidates. Matching goes through
-`deepcee_d2.sky.sky_pairs`, the project's one matching function.
+cluster the training catalogue missed; the rest are new candidates. A catalogued cluster without a redshift
+(many Abell clusters, X-ray or SZ source lists) is matched at the redshift the detector's red sequence gives the
+candidate (``z_est``), when it has one. Matching goes through `deepcee_d2.sky.sky_pairs`, the project's one
+matching function.
 """
 from pathlib import Path
 
@@ -78,7 +80,8 @@ def read_reference_catalog(source, name=None):
     bad = ~(np.isfinite(catalogue["ra"]) & np.isfinite(catalogue["dec"]))
     if bad.any():
         raise ValueError(f"{label}: {bad.sum()} row(s) without a finite ra/dec, e.g. row {np.flatnonzero(bad)[0]}")
-    # A missing (masked or NaN) redshift never falls in the window, so such clusters never match.
+    # A missing (masked or NaN) redshift is NaN: `crossmatch_false_positives` matches such a cluster at the
+    # candidate's own z_est.
     catalogue["z"] = _filled(_column(table, "z"))
     catalogue.meta["name"] = str(label)
     return catalogue
@@ -103,14 +106,16 @@ def crossmatch_false_positives(false_positives, catalogs, *, radius, z_range, co
     Parameters
     ----------
     false_positives : `~astropy.table.Table`
-        Predictions with ``ra``, ``dec`` (deg); other columns (``image_id``, ``score``, ...) are kept.
+        Predictions with ``ra``, ``dec`` (deg), and optionally ``z_est`` (the red-sequence redshift, NaN where
+        none); other columns (``image_id``, ``score``, ...) are kept.
     catalogs : path, Table, list of them, or dict of name -> path or Table
         The catalogues (see `read_reference_catalog`).
     radius : `~astropy.units.Quantity` [length]
-        Proper distance at the catalogued cluster's redshift (``DEEPCEE.EVAL.CROSSMATCH_RADIUS_KPC``: 250 kpc).
+        Proper distance at the catalogued cluster's redshift (``DEEPCEE.EVAL.CROSSMATCH_RADIUS_KPC``: 250 kpc);
+        for a catalogued cluster without one, at the false positive's ``z_est``.
     z_range : (float, float)
         Only catalogued clusters with ``z_range[0] < z < z_range[1]`` count (``DEEPCEE.EVAL.CROSSMATCH_Z_RANGE``:
-        0.05 < z < 0.4).
+        0.05 < z < 0.4); one without a redshift counts for false positives whose ``z_est`` is in the window.
     cosmology : `~astropy.cosmology.FLRW`
 
     Returns
@@ -118,8 +123,9 @@ def crossmatch_false_positives(false_positives, catalogs, *, radius, z_range, co
     `~astropy.table.Table`
         The false positives with ``status`` ("known" or "new candidate"), ``known`` (bool), and for known
         ones the nearest catalogued cluster over all catalogues: ``catalog`` (name), ``catalog_id``,
-        ``catalog_z``, ``catalog_distance`` (proper kpc), and ``n_catalog_matches`` (clusters within the
-        radius in all catalogues). ``meta`` records ``CATALOGS`` (names), ``RADIUS`` (kpc), ``ZMIN``, ``ZMAX``.
+        ``catalog_z`` (NaN for one without a redshift), ``catalog_distance`` (proper kpc), and
+        ``n_catalog_matches`` (clusters within the radius in all catalogues). ``meta`` records ``CATALOGS``
+        (names), ``RADIUS`` (kpc), ``ZMIN``, ``ZMAX``.
     """
     low, high = z_range
     if not low < high:
@@ -130,6 +136,8 @@ def crossmatch_false_positives(false_positives, catalogs, *, radius, z_range, co
         raise ValueError(f"catalogue names must differ, got {names}")
     n = len(false_positives)
     coords = SkyCoord(u.Quantity(false_positives["ra"], u.deg), u.Quantity(false_positives["dec"], u.deg))
+    z_est = (_filled(false_positives["z_est"]) if "z_est" in false_positives.colnames else np.full(n, np.nan))
+    estimated = np.flatnonzero((z_est > low) & (z_est < high))
     best_distance = np.full(n, np.inf)
     catalog, catalog_id = np.full(n, "", dtype=object), np.full(n, "", dtype=object)
     catalog_z, n_matches = np.full(n, np.nan), np.zeros(n, dtype=int)
@@ -137,13 +145,19 @@ def crossmatch_false_positives(false_positives, catalogs, *, radius, z_range, co
         in_window = catalogue[(catalogue["z"] > low) & (catalogue["z"] < high)]
         pairs = sky_pairs(coords, SkyCoord(in_window["ra"], in_window["dec"]), radius,
                           redshift=np.asarray(in_window["z"]), cosmology=cosmology)
-        np.add.at(n_matches, pairs.index_a, 1)
         distance = pairs.distance.to_value(u.kpc)
-        for a, b, d in zip(pairs.index_a, pairs.index_b, distance):
+        matches = [(a, in_window[b], d) for a, b, d in zip(pairs.index_a, pairs.index_b, distance)]
+        without_z = catalogue[~np.isfinite(catalogue["z"])]
+        if len(without_z) and len(estimated):
+            pairs = sky_pairs(SkyCoord(without_z["ra"], without_z["dec"]), coords[estimated], radius,
+                              redshift=z_est[estimated], cosmology=cosmology)
+            distance = pairs.distance.to_value(u.kpc)
+            matches += [(estimated[a], without_z[b], d) for b, a, d in zip(pairs.index_a, pairs.index_b, distance)]
+        for a, row, d in matches:
+            n_matches[a] += 1
             if d < best_distance[a]:
                 best_distance[a] = d
-                catalog[a], catalog_id[a] = catalogue.meta["name"], in_window["id"][b]
-                catalog_z[a] = in_window["z"][b]
+                catalog[a], catalog_id[a], catalog_z[a] = catalogue.meta["name"], row["id"], row["z"]
     known = np.isfinite(best_distance)
     result = Table(false_positives, copy=True)
     result["status"] = np.where(known, KNOWN, NEW_CANDIDATE).astype(str)
