@@ -253,6 +253,11 @@ def add_deepcee_config(cfg):
     # (deepcee_d2/synthetic/red_sequence_background.ecsv). Why a calibration and not the survey's own tiles:
     # deepcee_d2.redsequence, "Where the background comes from". Real SDSS imaging needs its own.
     _C.DEEPCEE.REDSHIFT.BACKGROUND_FILE = ""
+    # tools/measure_background.py --known CATALOGUE leaves out the sky within this proper radius of each known
+    # cluster (at its redshift; at SURVEY.MIN_REDSHIFT for one without): the background is the field's, and on a
+    # few frames one cluster is not a small share of it (BENCHMARKS.md, "A known X-ray cluster on the shared
+    # frames"). 500 kpc is the scan's own radius (SCAN_RADIUS_KPC), where a cluster's members are counted.
+    _C.DEEPCEE.REDSHIFT.BACKGROUND_EXCLUDE_KPC = 500.0
     # Galactic reddening: a folder holding the Schlegel, Finkbeiner & Davis (1998) dust map's two files
     # (SFD_dust_4096_ngp.fits, _sgp.fits; the dustmaps package downloads them, README "Galactic reddening"). The
     # sources are then dereddened before the red-sequence scan (E(B-V) = 0.1 moves g - r by 0.10 mag, z by

@@ -6,13 +6,19 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 import pytest
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
+from astropy.wcs import WCS
 
 from deepcee_d2.config import load_config
-from deepcee_d2.redsequence import RedSequenceEstimator, read_background
-from deepcee_d2.survey.background import measure_folder_background
+from deepcee_d2.cosmology import angular_size
+from deepcee_d2.redsequence import Photometry, RedSequenceEstimator, read_background
+from deepcee_d2.survey.background import excluded_sky, measure_folder_background, without_sky
 
 REPO = Path(__file__).resolve().parents[1]
 FIELDS = ("002583-2-0136", "005390-2-0117")  # beside M2 (crowded), high latitude
+# The X-ray cluster source on 005390-2-0117 (position from its name; redshift not known here).
+XCS = Table({"id": ["XMMXCS J124425.9+164758.0"], "ra": [191.10792], "dec": [16.79944], "z": [np.nan]})
 
 
 def linked_fields(shared_data, root, fields):
@@ -87,3 +93,38 @@ def test_a_folder_of_crowded_sky_only_is_refused_naming_why(high_latitude_field)
     with pytest.raises(ValueError, match=r"no tile to measure a background on \(\d+ tiles: \d+ crowded sky "
                                          r"\(> 0.5 sources per arcmin\^2\), 0 failed"):
         measure_folder_background(cfg, high_latitude_field, progress=False)
+
+
+def test_known_clusters_sky_is_left_out_of_the_background(high_latitude_field, measured):
+    """The X-ray cluster of 005390-2-0117 left out (500 kpc at z 0.1: 4.5'): less area, and at the redshifts of
+    its red galaxies fewer red-sequence galaxies per arcmin^2 than the field with it."""
+    cfg = load_config(REPO / "configs" / "Base-DeepCEE.yaml")
+    background, tiles = measure_folder_background(cfg, high_latitude_field, progress=False, known=XCS)
+    assert tiles.used == measured[1].used and background.meta["excluded"] == ["XMMXCS J124425.9+164758.0"]
+    circle = np.pi * angular_size(500 * u.kpc, 0.1) ** 2
+    removed = measured[0].meta["area"] - background.meta["area"]
+    assert 0.9 * circle < removed <= len(tiles.used) * circle  # whole in one tile at least, in each at most
+    z = np.asarray(background["z"])
+    window = (z >= 0.1) & (z <= 0.25)
+    assert np.mean(background["scan"][window] / measured[0]["scan"][window]) < 0.9
+
+
+def test_only_the_sky_within_the_circles_is_left_out():
+    """A 100 x 100 px cutout of 1"/px with sources on a diagonal: a circle of 20" about its centre takes the
+    sources and pixels within 20 px; a circle elsewhere on the sky takes nothing."""
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype, wcs.wcs.crval = ["RA---TAN", "DEC--TAN"], [150.0, 2.0]
+    wcs.wcs.crpix, wcs.wcs.cdelt = [50.5, 50.5], [-1 / 3600, 1 / 3600]  # pixel 49.5 (0-based) at the centre
+    x = y = np.arange(0.0, 100.0, 5.0)
+    ra, dec = wcs.pixel_to_world_values(x, y)
+    photometry = Photometry(Table({"x": x, "y": y, "ra": ra, "dec": dec}), wcs, (100, 100))
+    centre = SkyCoord([150.0], [2.0], unit=u.deg)
+    left = without_sky(photometry, centre, [20.0] * u.arcsec)
+    kept = np.hypot(x - 49.5, y - 49.5) > 20
+    np.testing.assert_array_equal(left.sources["x"], x[kept])
+    assert np.count_nonzero(~left.covered) == pytest.approx(np.pi * 20**2, rel=0.02)
+    assert without_sky(photometry, SkyCoord([10.0], [-40.0], unit=u.deg), [20.0] * u.arcsec) is photometry
+    cfg = load_config(REPO / "configs" / "Base-DeepCEE.yaml")
+    centres, radii = excluded_sky(Table({"ra": [150.0, 150.0], "dec": [2.0, 2.0], "z": [0.3, np.nan]}), cfg)
+    np.testing.assert_allclose(radii.to_value(u.arcsec), [angular_size(500 * u.kpc, z).to_value(u.arcsec)
+                                                          for z in (0.3, 0.1)])  # no z: the survey's lowest

@@ -303,6 +303,7 @@ _NOT_IN_TILES = ("MODEL.WEIGHTS", "OUTPUT_DIR", "DEEPCEE.SURVEY.MERGE_RADIUS_KPC
                  "DEEPCEE.SURVEY.KEEP_SCORE_FLOOR", "DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2",
                  "DEEPCEE.SURVEY.MAX_SOURCE_DENSITY", "DEEPCEE.SURVEY.REQUIRE_RED_SEQUENCE",
                  "DEEPCEE.SURVEY.PERCOLATE", "DEEPCEE.SURVEY.BCG_",
+                 "DEEPCEE.REDSHIFT.BACKGROUND_EXCLUDE_KPC",  # measuring a background only
                  "DEEPCEE.EVAL.")  # PERCOLATE_MIN_DROP too (a prefix)
 _COMPARED = ("weights_sha256", "detector", "imaging", "tiles", "tiles_sha256", "score_threshold")
 
