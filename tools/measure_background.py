@@ -3,8 +3,8 @@
 without known rich clusters) for DEEPCEE.REDSHIFT.BACKGROUND_FILE: the estimator's z and richness on real
 imaging need the background of that imaging, not the synthetic sky's packaged one.
 
-  tools/measure_background.py --config-file configs/deepcee_inception_v2_sdss.yaml FRAMES_DIR OUT.ecsv \
-      [--known CATALOGUE ...] [DEEPCEE.REDSHIFT.DUST_MAP_DIR /data/dust/sfd] [KEY VALUE ...]
+  tools/measure_background.py --config-file configs/deepcee_inception_v2_sdss.yaml [--known CATALOGUE ...] \
+      FRAMES_DIR OUT.ecsv [DEEPCEE.REDSHIFT.DUST_MAP_DIR /data/dust/sfd] [KEY VALUE ...]
 
 Tiles the frames as tools/find_clusters.py would, measures each tile's photometry (dereddened with the dust
 map when DUST_MAP_DIR is set; crowded tiles left out as the survey masks them) and writes the densities per
