@@ -55,9 +55,9 @@ from astropy.table import Table, vstack
 from deepcee_d2.config import load_config
 from deepcee_d2.cosmology import cosmology_from_cfg
 from deepcee_d2.data.frames import LocalFITSSource
-from deepcee_d2.evaluation.crossmatch import crossmatch_false_positives
-from deepcee_d2.evaluation.purity import (LOSS_STAGES, loss_stages, match_truth, paired_recall_difference,
-                                          read_tile_detections, survey_false_rates, true_candidates)
+from deepcee_d2.evaluation.purity import (LOSS_STAGES, loss_stages, match_known, match_truth,
+                                          paired_recall_difference, read_tile_detections, survey_false_rates,
+                                          true_candidates)
 from deepcee_d2.sky import centre_and_radius, sky_pairs
 from deepcee_d2.survey.run import find_clusters_in_folder, merged_candidates
 from deepcee_d2.synthetic import ClusterSpec, write_survey
@@ -149,8 +149,7 @@ def false_candidates(cfg, survey_dir, truth, blank, threshold, known=()):
         kind[with_z[before.index_b]] = FALSE_KINDS[1]
     known_as = np.full(len(candidates), "")
     if known:
-        matched = crossmatch_false_positives(candidates, list(known), radius=radius,
-                                             z_range=tuple(evaluation.CROSSMATCH_Z_RANGE), cosmology=cosmology)
+        matched = match_known(candidates, list(known), radius, tuple(evaluation.CROSSMATCH_Z_RANGE), cosmology)
         kind[np.asarray(matched["known"])] = FALSE_KINDS[0]
         known_as = np.asarray(matched["catalog_id"]).astype(str)
     candidates["known_as"] = known_as

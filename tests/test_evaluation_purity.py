@@ -5,6 +5,7 @@ import runpy
 from pathlib import Path
 
 import astropy.units as u
+import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
@@ -57,6 +58,25 @@ def test_with_truth_each_cluster_is_counted_found_once_or_more():
     assert list(rates["n_false"]) == [2, 1] and list(rates["n_duplicate"]) == [1, 0]
     assert list(rates["completeness"]) == [1.0, 0.5]
     assert "| 0.5 | 4 | 2 | 1 | 8.0 | 2 of 2 | 1 of 2 |" in rates_markdown(rates)
+
+
+def test_candidates_on_known_clusters_are_counted_apart_not_as_false():
+    """The false 0.6 candidate of `flagged_candidates` lies 30" from a real cluster the truth lacks, catalogued
+    with its redshift or without one (matched at the candidate's z_est): it is neither false nor true."""
+    candidates = flagged_candidates()
+    candidates["z_est"] = [0.2, 0.2, 0.15, 0.2]
+    spot = SkyCoord(2.0 * u.deg, 0.0 * u.deg).directional_offset_by(0 * u.deg, 30 * u.arcsec)  # 79 kpc at z 0.15
+    for z in (0.15, np.nan):
+        known = Table({"ra": [spot.ra.deg], "dec": [spot.dec.deg], "z": [z]}, meta={"name": "xray"})
+        rates = false_rate_table(candidates, 0.5, [0.5, 0.88], known_clusters=known, **WINDOW)
+        assert list(rates["n_on_known"]) == [1, 0]
+        assert list(rates["n_false"]) == [1, 0] and list(rates["n_duplicate"]) == [1, 0]  # c1's piece is still false
+        assert "| 0.5 | 4 | 1 | 1 | 1 | 2.0 |" in rates_markdown(rates)
+    elsewhere = Table({"ra": [40.0], "dec": [0.0], "z": [0.15]}, meta={"name": "xray"})
+    rates = false_rate_table(candidates, 0.5, [0.5], known_clusters=elsewhere, **WINDOW)
+    assert list(rates["n_on_known"]) == [0] and list(rates["n_false"]) == [2]
+    with pytest.raises(ValueError, match="needs its radius and redshift window"):
+        false_rate_table(candidates, 0.5, [0.5], known_clusters=elsewhere)
 
 
 def test_true_candidates_are_each_clusters_best_scored_one():
@@ -159,6 +179,12 @@ def test_the_command_prints_the_table_and_the_chosen_threshold(tmp_path, capsys)
     out = capsys.readouterr().out
     assert chosen == pytest.approx(0.65)  # above the false 0.6, two candidates remain: 4 per deg^2
     assert "set DEEPCEE.SURVEY.SCORE_THRESHOLD 0.65" in out and "| 0.3 | 3 | 3 | 0 | 6.0 |" in out
+    # The 0.6 one lies on a cluster known there: not false, so the run's floor already meets the target.
+    known = tmp_path / "known.ecsv"
+    Table({"ra": [2.0], "dec": [0.0], "z": [0.1]}).write(known, format="ascii.ecsv")
+    chosen = script["main"](["--config-file", str(REPO / "configs" / "Base-DeepCEE.yaml"), "--target", "4.0",
+                             "--step", "0.05", "--known", str(known), str(run)])
+    assert chosen == pytest.approx(0.3) and "| 0.3 | 3 | 1 | 2 | 0 | 4.0 |" in capsys.readouterr().out
 
 
 def test_paired_recall_difference_counts_only_the_clusters_one_side_missed():

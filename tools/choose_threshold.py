@@ -5,9 +5,12 @@ candidates per deg^2. The run's tile files are re-merged with the config's mergi
 down to the run's DEEPCEE.SURVEY.KEEP_SCORE_FLOOR.
 
   tools/choose_threshold.py --config-file configs/deepcee_inception_v2_sdss.yaml \
-      [--truth clusters.fits] [--area DEG2 | --frames FRAMES_DIR] [--target 2] SURVEY_OUT [KEY VALUE ...]
+      [--truth clusters.fits] [--known CATALOGUE ...] [--area DEG2 | --frames FRAMES_DIR] [--target 2] SURVEY_OUT
+      [KEY VALUE ...]
 
-Prints the rate table and the threshold; set DEEPCEE.SURVEY.SCORE_THRESHOLD to it. With --truth also where
+Real sky holds real clusters: --known CATALOGUE (ra, dec, z; z may be empty; repeatable: redMaPPer, WHL,
+Abell, X-ray or SZ lists) counts the candidates on them apart, not as false. Prints the rate table and the
+threshold; set DEEPCEE.SURVEY.SCORE_THRESHOLD to it. With --truth also where
 the true clusters not found at that threshold (or at the config's, when none meets the target) were lost:
 not detected, crowded sky, no red sequence, percolated or merged away. See deepcee_d2.evaluation.purity.
 """
@@ -34,6 +37,8 @@ def main(argv=None):
     parser.add_argument("survey", help="output folder of tools/find_clusters.py (after the options)")
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--truth", help="true clusters (ra, dec, z, id); default: the sky holds none")
+    parser.add_argument("--known", action="append", metavar="CATALOGUE",
+                        help="real clusters known on the sky searched, not counted as false (repeatable)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--area", type=float, help="searched area in deg^2 (default: the catalogue's AREADEG2)")
     where.add_argument("--frames", help="folder of the frames the survey ran on, to measure the area")
@@ -45,7 +50,8 @@ def main(argv=None):
     target = cfg.DEEPCEE.SURVEY.TARGET_FALSE_PER_DEG2 if args.target is None else args.target
     detections, _, floor = read_tile_detections(args.survey)
     thresholds = np.round(np.arange(floor, 1 + args.step / 2, args.step), 6)
-    rates = survey_false_rates(args.survey, cfg, thresholds, args.truth, args.area, args.frames)
+    rates = survey_false_rates(args.survey, cfg, thresholds, args.truth, args.area, args.frames,
+                               known_clusters=args.known)
     chosen = choose_score_threshold(rates, target)
     shown = rates[np.isclose(np.round(rates["threshold"] * 10) / 10, rates["threshold"])
                   | (rates["threshold"] == chosen)]

@@ -51,6 +51,17 @@ def match_truth(candidates, truth, radius, z_range, cosmology=DEFAULT_COSMOLOGY)
                                       cosmology=cosmology), truth
 
 
+def match_known(candidates, known, radius, z_range, cosmology=DEFAULT_COSMOLOGY):
+    """The candidates' positions (and ``z_est``) cross-matched with catalogues of clusters ``known`` on the sky
+    searched (`~deepcee_d2.evaluation.crossmatch.crossmatch_false_positives`: ``known``, ``catalog_id``, ...;
+    one without a redshift at the candidate's ``z_est``). A candidate on a real cluster that the truth of an
+    injection test, or of sky taken to be without clusters, lacks is not a false one (BENCHMARKS.md, "A known
+    X-ray cluster on the shared frames")."""
+    columns = [name for name in ("ra", "dec", "z_est") if name in candidates.colnames]
+    return crossmatch_false_positives(candidates[columns], known, radius=radius, z_range=z_range,
+                                      cosmology=cosmology)
+
+
 def _cluster_ids(candidates):
     """The cross-matched cluster of each candidate; without ``catalog_id`` every candidate is its own."""
     if "catalog_id" in candidates.colnames:
@@ -74,7 +85,7 @@ def true_candidates(candidates):
 
 
 def false_rate_table(candidates, area, thresholds, truth=None, *, radius=None, z_range=None,
-                     cosmology=DEFAULT_COSMOLOGY):
+                     cosmology=DEFAULT_COSMOLOGY, known_clusters=None):
     """False candidates per deg^2 at each score threshold, and with ``truth`` how each true cluster is found.
 
     Parameters
@@ -94,6 +105,9 @@ def false_rate_table(candidates, area, thresholds, truth=None, *, radius=None, z
     radius : `~astropy.units.Quantity` [length], optional
     z_range : (float, float), optional
     cosmology : `~astropy.cosmology.FLRW`
+    known_clusters : path, Table, or a list or dict of them, optional
+        Catalogues of real clusters on the sky searched (`match_known`; ``radius`` and ``z_range`` then
+        required): a candidate on one that is not a true one counts in ``n_on_known``, not as false.
 
     Returns
     -------
@@ -101,7 +115,8 @@ def false_rate_table(candidates, area, thresholds, truth=None, *, radius=None, z
         One row per threshold: ``threshold``, ``n_candidates``, ``n_false`` (not the best-scored candidate of
         a true cluster), ``n_duplicate`` (of which: near a cluster a better candidate already found),
         ``false_per_deg2``; with truth also ``n_true``, ``n_found``, ``n_found_once`` (true clusters with
-        exactly one candidate) and ``completeness``. ``meta['AREADEG2']`` holds the area.
+        exactly one candidate) and ``completeness``; with ``known_clusters`` also ``n_on_known``. ``meta['AREADEG2']``
+        holds the area.
 
     Raises
     ------
@@ -114,13 +129,17 @@ def false_rate_table(candidates, area, thresholds, truth=None, *, radius=None, z
     if missing:
         raise ValueError(f"candidate catalogue lacks column(s) {missing}; it has {candidates.colnames}")
     n_true = None
+    if (truth is not None or known_clusters is not None) and (radius is None or z_range is None):
+        raise ValueError("cross-matching with the truth or known clusters needs its radius and redshift window")
     if truth is not None:
-        if radius is None or z_range is None:
-            raise ValueError("cross-matching with the truth needs its radius and redshift window")
         candidates, truth = match_truth(candidates, truth, radius, z_range, cosmology)
         n_true = len(truth)
     scores = np.asarray(candidates["score"], dtype=float)
     true = true_candidates(candidates)
+    on_known = None
+    if known_clusters is not None:
+        matched = match_known(candidates, known_clusters, radius, z_range, cosmology)
+        on_known = ~true & np.asarray(matched["known"], dtype=bool)
     known = (np.asarray(candidates["known"], dtype=bool) if "known" in candidates.colnames
              else np.zeros(len(candidates), dtype=bool))
     ids = _cluster_ids(candidates)
@@ -128,9 +147,12 @@ def false_rate_table(candidates, area, thresholds, truth=None, *, radius=None, z
     for threshold in thresholds:
         selected = scores >= threshold
         n_found = int(np.count_nonzero(selected & true))
-        n_false = int(np.count_nonzero(selected & ~true))
+        false = selected & ~true if on_known is None else selected & ~true & ~on_known
+        n_false = int(np.count_nonzero(false))
         row = {"threshold": float(threshold), "n_candidates": int(np.count_nonzero(selected)), "n_false": n_false,
-               "n_duplicate": int(np.count_nonzero(selected & known & ~true)), "false_per_deg2": n_false / area}
+               "n_duplicate": int(np.count_nonzero(false & known)), "false_per_deg2": n_false / area}
+        if on_known is not None:
+            row["n_on_known"] = int(np.count_nonzero(selected & on_known))
         if n_true is not None:
             counts = np.unique(ids[selected & known], return_counts=True)[1]
             row.update(n_true=n_true, n_found=n_found, n_found_once=int(np.count_nonzero(counts == 1)),
@@ -206,7 +228,7 @@ def read_tile_detections(survey_dir):
     return detections, tiles, floor
 
 
-def survey_false_rates(survey_dir, cfg, thresholds, truth=None, area=None, frames=None):
+def survey_false_rates(survey_dir, cfg, thresholds, truth=None, area=None, frames=None, known_clusters=None):
     """`false_rate_table` of a survey run, re-merged from its tile files as ``cfg``'s survey makes its catalogue
     (`~deepcee_d2.survey.run.merged_candidates`: crowded-sky mask, red-sequence confirmation, merging): the
     detections of crowded tiles are left out, and so are the true clusters that lie in no searched tile
@@ -225,6 +247,8 @@ def survey_false_rates(survey_dir, cfg, thresholds, truth=None, area=None, frame
     area : float, optional
         Searched area in deg^2; default the candidate catalogue's ``meta['AREADEG2']`` when the run masked
         the same tiles, else the searched area of ``frames`` (the folder of frames the survey ran on).
+    known_clusters : path, Table, or a list or dict of them, optional
+        Catalogues of real clusters on the sky searched: candidates on them are not false (`false_rate_table`).
 
     Raises
     ------
@@ -273,7 +297,8 @@ def survey_false_rates(survey_dir, cfg, thresholds, truth=None, area=None, frame
         truth, n_masked_truth = truth[searched], int(np.count_nonzero(~searched))
     evaluation = cfg.DEEPCEE.EVAL
     rates = false_rate_table(merged, area, thresholds, truth, radius=evaluation.CROSSMATCH_RADIUS_KPC * u.kpc,
-                             z_range=tuple(evaluation.CROSSMATCH_Z_RANGE), cosmology=cosmology_from_cfg(cfg))
+                             z_range=tuple(evaluation.CROSSMATCH_Z_RANGE), cosmology=cosmology_from_cfg(cfg),
+                             known_clusters=known_clusters)
     rates.meta["NMASKTRU"] = n_masked_truth
     return rates
 
@@ -381,13 +406,13 @@ def paired_recall_difference(found_a, found_b, confidence=0.95):
 
 def rates_markdown(rates):
     """A `false_rate_table` as a Markdown table (with truth: found and found-once clusters too)."""
-    truth = "n_true" in rates.colnames
-    header = ["Score >=", "Candidates", "False", "of them duplicates", "False per deg^2"]
-    header += ["Clusters found", "found once"] if truth else []
+    truth, known = "n_true" in rates.colnames, "n_on_known" in rates.colnames
+    header = ["Score >=", "Candidates"] + (["On known clusters"] if known else [])
+    header += ["False", "of them duplicates", "False per deg^2"] + (["Clusters found", "found once"] if truth else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     for row in rates:
-        cells = [f"{row['threshold']:g}", str(row["n_candidates"]), str(row["n_false"]), str(row["n_duplicate"]),
-                 f"{row['false_per_deg2']:.1f}"]
+        cells = [f"{row['threshold']:g}", str(row["n_candidates"])] + ([str(row["n_on_known"])] if known else [])
+        cells += [str(row["n_false"]), str(row["n_duplicate"]), f"{row['false_per_deg2']:.1f}"]
         if truth:
             cells += [f"{row['n_found']} of {row['n_true']}", f"{row['n_found_once']} of {row['n_true']}"]
         lines.append("| " + " | ".join(cells) + " |")
