@@ -77,9 +77,9 @@ def test_catalogue_files_in_each_format(tmp_path, catalogues, suffix, format):
 
 def test_bad_catalogues_are_named_in_the_error(tmp_path, catalogues, false_positives):
     whl, _ = catalogues
-    path = tmp_path / "no_redshift.ecsv"
-    whl["id", "ra", "dec"].write(path)
-    with pytest.raises(ValueError, match=r"no_redshift.*lacks column\(s\) \['z'\]"):
+    path = tmp_path / "no_position.ecsv"
+    whl["id", "ra", "z"].write(path)
+    with pytest.raises(ValueError, match=r"no_position.*lacks column\(s\) \['dec'\]"):
         crossmatch_false_positives(false_positives, [path], **PAPER)
     with pytest.raises(FileNotFoundError, match="missing.fits: catalogue file not found"):
         read_reference_catalog(tmp_path / "missing.fits")
@@ -129,3 +129,19 @@ def test_a_cluster_without_redshift_is_matched_at_the_candidates_own(offset_by_k
     assert result["n_catalog_matches"].tolist() == [1, 0, 0, 0]
     without_estimates = crossmatch_false_positives(fps["ra", "dec"], abell_path, **PAPER)
     assert not without_estimates["known"].any()
+
+
+def test_a_catalogue_without_a_redshift_column_is_matched_at_the_candidates_z_est(false_positives, catalogues,
+                                                                                   tmp_path, caplog):
+    """An X-ray or SZ source list often has no z column: read with z NaN (and said), matched at z_est."""
+    whl, _ = catalogues
+    path = tmp_path / "xray.csv"
+    whl["id", "ra", "dec"].write(path)
+    with caplog.at_level("WARNING", logger="deepcee_d2.evaluation.crossmatch"):
+        catalogue = read_reference_catalog(path)
+    assert np.isnan(catalogue["z"]).all() and "xray: catalogue has no z column" in caplog.text
+    false_positives["z_est"] = [0.2, 0.2, 0.2, 0.1, 0.2]
+    result = crossmatch_false_positives(false_positives, [path], **PAPER)
+    # The first lies 120 kpc from WHL J1 at z_est 0.2; the fourth 260 kpc from WHL J3 at z_est 0.1 (outside);
+    # the third lies on WHL J2, whose own z (0.45, outside the window) the list no longer holds.
+    assert result["status"].tolist() == [KNOWN, NEW_CANDIDATE, KNOWN, NEW_CANDIDATE, NEW_CANDIDATE]

@@ -8,6 +8,7 @@ cluster the training catalogue missed; the rest are new candidates. A catalogued
 candidate (``z_est``), when it has one. Matching goes through `deepcee_d2.sky.sky_pairs`, the project's one
 matching function.
 """
+import logging
 from pathlib import Path
 
 import astropy.units as u
@@ -19,8 +20,10 @@ from ..cosmology import DEFAULT_COSMOLOGY
 from ..io import read_table
 from ..sky import sky_pairs
 
+logger = logging.getLogger(__name__)
+
 KNOWN, NEW_CANDIDATE = "known", "new candidate"
-_REQUIRED = ("ra", "dec", "z")
+_REQUIRED = ("ra", "dec")
 
 
 def _column(table, name):
@@ -38,8 +41,9 @@ def read_reference_catalog(source, name=None):
     ----------
     source : str, Path or `~astropy.table.Table`
         A table, or a file in any format astropy identifies (FITS, ECSV, CSV, VOTable, ...). It needs
-        ``ra``, ``dec`` (degrees; a unit on the column is honoured) and ``z`` columns, in any letter case;
-        an ``id`` column is used when present, else the row number.
+        ``ra``, ``dec`` (degrees; a unit on the column is honoured) and should have ``z``, in any letter case
+        (without it, or where it is empty, a cluster is matched at each candidate's ``z_est``; a catalogue
+        without the column is logged); an ``id`` column is used when present, else the row number.
     name : str, optional
         The catalogue's name in the output; default the file's stem, or the table's ``meta['name']``.
 
@@ -67,7 +71,7 @@ def read_reference_catalog(source, name=None):
         label = str(label)
     missing = [column for column in _REQUIRED if _column(table, column) is None]
     if missing:
-        raise ValueError(f"{label}: catalogue lacks column(s) {missing} (needs ra, dec in deg and z); "
+        raise ValueError(f"{label}: catalogue lacks column(s) {missing} (needs ra, dec in deg, and z where known); "
                          f"it has {table.colnames}")
     if len(table) == 0:
         raise ValueError(f"{label}: catalogue is empty")
@@ -82,7 +86,11 @@ def read_reference_catalog(source, name=None):
         raise ValueError(f"{label}: {bad.sum()} row(s) without a finite ra/dec, e.g. row {np.flatnonzero(bad)[0]}")
     # A missing (masked or NaN) redshift is NaN: `crossmatch_false_positives` matches such a cluster at the
     # candidate's own z_est.
-    catalogue["z"] = _filled(_column(table, "z"))
+    redshifts = _column(table, "z")
+    if redshifts is None:
+        logger.warning("%s: catalogue has no z column (it has %s): its clusters are matched at each candidate's "
+                       "z_est", label, table.colnames)
+    catalogue["z"] = np.full(len(table), np.nan) if redshifts is None else _filled(redshifts)
     catalogue.meta["name"] = str(label)
     return catalogue
 
