@@ -588,6 +588,13 @@ def test_bad_weights_and_positions_are_named_before_dask_starts(tiny_survey, unt
         find_clusters_tool("--positions", str(positions), "--output", str(tmp_path / "out"),
                            ["MODEL.WEIGHTS", str(untrained_weights)])
     assert not (tmp_path / "out").exists()
+    # A known-cluster catalogue is read before the run, not when its catalogue is built at the end.
+    catalogue = tmp_path / "xray.csv"
+    Table({"ra": [150.0], "z": [0.2]}).write(catalogue)
+    with pytest.raises(ValueError, match=r"xray: catalogue lacks column\(s\) \['dec'\]"):
+        find_clusters_tool("--input", str(tiny_survey), "--output", str(tmp_path / "out"), "--crossmatch",
+                           str(catalogue), ["MODEL.WEIGHTS", str(untrained_weights)])
+    assert not (tmp_path / "out").exists()
 
 
 def test_no_dask_dashboard_unless_asked():

@@ -100,7 +100,9 @@ def _filled(column):
     return np.ma.filled(np.ma.asarray(column, dtype=float), np.nan)
 
 
-def _named_catalogs(catalogs):
+def read_reference_catalogs(catalogs):
+    """Every catalogue of ``catalogs`` (a path or Table, a list of them, or a dict of name -> path or Table),
+    read by `read_reference_catalog`: a caller checks them before a long run that cross-matches at its end."""
     if isinstance(catalogs, dict):
         return [read_reference_catalog(source, name) for name, source in catalogs.items()]
     if isinstance(catalogs, (str, Path, Table)):
@@ -138,7 +140,7 @@ def crossmatch_false_positives(false_positives, catalogs, *, radius, z_range, co
     low, high = z_range
     if not low < high:
         raise ValueError(f"z_range must be (low, high) with low < high, got {z_range}")
-    catalogues = _named_catalogs(catalogs)
+    catalogues = read_reference_catalogs(catalogs)
     names = [catalogue.meta["name"] for catalogue in catalogues]
     if len(set(names)) != len(names):
         raise ValueError(f"catalogue names must differ, got {names}")

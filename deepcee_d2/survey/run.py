@@ -537,14 +537,16 @@ def find_clusters(cfg, tiles, imaging, output_dir, *, problems=(), scheduler=Non
     Raises
     ------
     ValueError
-        No tiles (an empty input: the ``problems`` are named), weights that cannot be loaded or do not fit
-        the model (`deepcee_d2.engine.predictor`), or an ``output_dir`` holding another run's tiles. All
+        No tiles (an empty input: the ``problems`` are named), a ``crossmatch`` catalogue that cannot be read
+        (`~deepcee_d2.evaluation.crossmatch.read_reference_catalog`), weights that cannot be loaded or do not
+        fit the model (`deepcee_d2.engine.predictor`), or an ``output_dir`` holding another run's tiles. All
         before anything is written.
     """
-    from ..evaluation.crossmatch import crossmatch_false_positives
+    from ..evaluation.crossmatch import crossmatch_false_positives, read_reference_catalogs
     from .outputs import candidate_names, write_catalogue, write_gallery, write_regions
 
     output_dir = Path(output_dir)
+    crossmatch = read_reference_catalogs(crossmatch) if crossmatch else ()  # a bad one is named before the run
     if not tiles:
         found = "; ".join(f"{where}: {reason}" for where, reason in list(problems)[:5]) or "no frames found"
         raise ValueError(f"{imaging.kind}:{imaging.root}: nothing to run the detector on, 0 tiles "
