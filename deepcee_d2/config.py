@@ -67,7 +67,8 @@ def add_deepcee_config(cfg):
     # rejected when the exact p-value (scipy.stats.ks_2samp) is below it.
     _C.DEEPCEE.EVAL.KS_ALPHA = 0.05
     # False positives at the best threshold are cross-matched against these catalogue files (FITS, ECSV,
-    # CSV, VOTable with ra, dec, z columns) within CROSSMATCH_RADIUS_KPC and the redshift window.
+    # CSV, VOTable with ra, dec, z columns) within CROSSMATCH_RADIUS_KPC and the redshift window; a cluster
+    # without z (X-ray, SZ lists, many Abell clusters) is matched at the prediction's z_est.
     _C.DEEPCEE.EVAL.CROSSMATCH_CATALOGS = []
     _C.DEEPCEE.EVAL.CROSSMATCH_RADIUS_KPC = 250.0
     _C.DEEPCEE.EVAL.CROSSMATCH_Z_RANGE = [0.05, 0.4]

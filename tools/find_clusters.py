@@ -45,7 +45,8 @@ def parse_args(argv=None):
     parser.add_argument("--gallery", type=int, default=50, help="candidates shown in the HTML gallery")
     # One catalogue per flag: a list-taking flag would swallow the KEY VALUE overrides that follow it.
     parser.add_argument("--crossmatch", action="append", default=[], metavar="CATALOGUE",
-                        help="known-cluster catalogue (ra, dec, z); repeat the flag for several")
+                        help="known-cluster catalogue (ra, dec, z; a cluster without z is matched at the "
+                             "candidate's z_est); repeat the flag for several")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return parser.parse_args(argv)
 
