@@ -55,6 +55,7 @@ from astropy.table import Table, vstack
 from deepcee_d2.config import load_config
 from deepcee_d2.cosmology import cosmology_from_cfg
 from deepcee_d2.data.frames import LocalFITSSource
+from deepcee_d2.evaluation.crossmatch import read_reference_catalogs
 from deepcee_d2.evaluation.purity import (LOSS_STAGES, loss_stages, match_known, match_truth,
                                           paired_recall_difference, read_tile_detections, survey_false_rates,
                                           true_candidates)
@@ -149,7 +150,7 @@ def false_candidates(cfg, survey_dir, truth, blank, threshold, known=()):
         kind[with_z[before.index_b]] = FALSE_KINDS[1]
     known_as = np.full(len(candidates), "")
     if known:
-        matched = match_known(candidates, list(known), radius, tuple(evaluation.CROSSMATCH_Z_RANGE), cosmology)
+        matched = match_known(candidates, known, radius, tuple(evaluation.CROSSMATCH_Z_RANGE), cosmology)
         kind[np.asarray(matched["known"])] = FALSE_KINDS[0]
         known_as = np.asarray(matched["catalog_id"]).astype(str)
     candidates["known_as"] = known_as
@@ -205,6 +206,7 @@ def main(argv=None):
         configs["real"].freeze()
     work = args.work
     spec = cluster_spec(args.per_field)
+    known = read_reference_catalogs(args.known)  # once, and a bad file is named before any survey runs
 
     twins, centres = make_twins(args.frames, work / "twins", args.seed, args.workers)
     skies = {"real": Path(args.frames), "synthetic": twins}
@@ -277,7 +279,7 @@ def main(argv=None):
         for k in range(args.rounds):
             folder = work / f"{name}_injected_{k}"
             table = false_candidates(configs[name], work / f"{folder.name}_survey", Table.read(folder / "clusters.fits"),
-                                     blank=blank_detections, threshold=cut, known=args.known if name == "real" else ())
+                                     blank=blank_detections, threshold=cut, known=known if name == "real" else ())
             if len(table):
                 table = table["ra", "dec", "score", "z_est", "rs_significance", "kind", "known_as"]
                 table["sky"], table["round"] = name, k

@@ -18,7 +18,8 @@ from deepcee_d2.survey.background import excluded_sky, measure_folder_background
 REPO = Path(__file__).resolve().parents[1]
 FIELDS = ("002583-2-0136", "005390-2-0117")  # beside M2 (crowded), high latitude
 # The X-ray cluster source on 005390-2-0117 (position from its name; redshift not known here).
-XCS = Table({"id": ["XMMXCS J124425.9+164758.0"], "ra": [191.10792], "dec": [16.79944], "z": [np.nan]})
+XCS = Table({"id": ["XMMXCS J124425.9+164758.0"], "ra": [191.10792], "dec": [16.79944], "z": [np.nan]},
+            meta={"name": "xcs"})
 
 
 def linked_fields(shared_data, root, fields):

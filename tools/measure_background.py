@@ -18,10 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from astropy.table import vstack
-
 from deepcee_d2.config import load_config
-from deepcee_d2.evaluation.crossmatch import read_reference_catalog
 from deepcee_d2.redsequence import write_background
 from deepcee_d2.survey.background import measure_folder_background
 
@@ -42,9 +39,8 @@ def main(argv=None):
     if output.exists() and not args.overwrite:
         raise SystemExit(f"{output}: exists; give --overwrite to replace it, or another path")
     cfg = load_config(args.config_file, args.opts)
-    known = (vstack([read_reference_catalog(path) for path in args.known], metadata_conflicts="silent")
-             if args.known else None)
-    background, tiles = measure_folder_background(cfg, args.frames, sample=args.sample, seed=args.seed, known=known)
+    background, tiles = measure_folder_background(cfg, args.frames, sample=args.sample, seed=args.seed,
+                                                  known=args.known)
     write_background(background, output)
     for tile, reason in tiles.failed:
         print(f"left out: {tile}: {reason}")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import astropy.units as u
 import numpy as np
 from astropy.coordinates import SkyCoord
+from astropy.table import vstack
 from tqdm import tqdm
 
 from ..cosmology import angular_size, cosmology_from_cfg
@@ -45,7 +46,7 @@ class BackgroundTiles:
 
 def excluded_sky(known, cfg):
     """The circles of sky a background leaves out around the ``known`` clusters (a table with ``ra``, ``dec``,
-    ``z``: `~deepcee_d2.evaluation.crossmatch.read_reference_catalog`): ``DEEPCEE.REDSHIFT.BACKGROUND_EXCLUDE_KPC``
+    ``z``: `~deepcee_d2.evaluation.crossmatch.read_reference_catalogs`, stacked): ``DEEPCEE.REDSHIFT.BACKGROUND_EXCLUDE_KPC``
     (proper) at each cluster's redshift, or at ``DEEPCEE.SURVEY.MIN_REDSHIFT`` (the largest angle the survey
     looks for) where it has none. Returns their centres (`~astropy.coordinates.SkyCoord`) and angular radii."""
     z = np.asarray(known["z"], dtype=float)
@@ -81,8 +82,9 @@ def measure_folder_background(cfg, frames_root, progress=True, sample=None, seed
     """The red-sequence background (`~deepcee_d2.redsequence.measure_background`) of every tile of a folder of
     g, r, i frames, as ``cfg``'s survey would tile and measure it (module docstring), or of a random ``sample``
     of its tiles (``seed``): a mean density needs a few hundred tiles, not a whole survey's (~4 CPU-s each).
-    ``known``: clusters known on the frames (a table of `~deepcee_d2.evaluation.crossmatch.read_reference_catalog`),
-    whose sky is left out (`excluded_sky`).
+    ``known``: catalogues of clusters known on the frames (a path or Table, a list of them, or a dict of name ->
+    path or Table, as `~deepcee_d2.evaluation.crossmatch.read_reference_catalogs` reads them), whose sky is left
+    out (`excluded_sky`).
 
     Returns
     -------
@@ -97,7 +99,10 @@ def measure_folder_background(cfg, frames_root, progress=True, sample=None, seed
     ValueError
         No tile of the folder could be measured, or every tile is crowded sky.
     """
+    from ..evaluation.crossmatch import read_reference_catalogs
     from ..redsequence import RedSequenceEstimator, measure_background  # imports galsim and sep
+
+    known = vstack(read_reference_catalogs(known), metadata_conflicts="silent") if known else None
 
     estimator = RedSequenceEstimator.from_cfg(cfg, with_background=False)
     imaging = ImagingSpec.from_cfg(cfg, "fits", frames_root)
@@ -112,8 +117,7 @@ def measure_folder_background(cfg, frames_root, progress=True, sample=None, seed
     tiles = BackgroundTiles(failed=list(problems))
     size, scale = survey_tile_sizes(cfg)[0], cfg.DEEPCEE.COLOUR.PIXEL_SCALE * u.arcsec
     max_density = cfg.DEEPCEE.SURVEY.MAX_SOURCE_DENSITY
-    left_out = excluded_sky(known, cfg) if known is not None and len(known) else (SkyCoord([], [], unit=u.deg),
-                                                                                  np.zeros(0) * u.arcsec)
+    left_out = None if known is None else excluded_sky(known, cfg)
 
     def photometries():
         for tile in tqdm(planned, desc="background tiles", unit="tile", disable=not progress):
@@ -130,7 +134,7 @@ def measure_folder_background(cfg, frames_root, progress=True, sample=None, seed
                 tiles.crowded.append(tile.tile_id)
                 continue
             tiles.used.append(tile.tile_id)
-            yield without_sky(photometry, *left_out)
+            yield photometry if left_out is None else without_sky(photometry, *left_out)
 
     try:
         background = measure_background(photometries(), estimator.cosmology, estimator.settings)
