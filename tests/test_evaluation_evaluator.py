@@ -184,7 +184,7 @@ def test_empty_outputs_and_images_without_clusters(tmp_path, sky_dataset):
     assert DeepCEEEvaluator(load_config(), name).evaluate() == {}  # nothing processed: nothing to say
 
 
-def test_bad_inputs_are_named(sky_dataset):
+def test_bad_inputs_are_named(tmp_path, sky_dataset):
     name, wcs_of, predictions = sky_dataset
     evaluator = DeepCEEEvaluator(load_config(), name, distributed=False)
     with pytest.raises(ValueError, match=r"image 'A': predictions are for a \(100, 100\) image"):
@@ -199,6 +199,16 @@ def test_bad_inputs_are_named(sky_dataset):
     evaluator.process([{"image_id": "C"}], [model_outputs(wcs_of["C"], [])])
     with pytest.raises(ValueError, match="processed more than once"):
         evaluator.evaluate()
+
+    # A bad cross-match catalogue is named when the evaluator is made, before any image is run.
+    cfg = load_config()
+    cfg.DEEPCEE.EVAL.CROSSMATCH_CATALOGS = [str(tmp_path / "whl_missing.fits")]
+    with pytest.raises(FileNotFoundError, match="whl_missing.fits"):
+        DeepCEEEvaluator(cfg, name)
+    Table({"id": ["X"], "ra": [1.0]}).write(tmp_path / "no_dec.ecsv")
+    cfg.DEEPCEE.EVAL.CROSSMATCH_CATALOGS = [str(tmp_path / "no_dec.ecsv")]
+    with pytest.raises(ValueError, match=r"no_dec: catalogue lacks column\(s\) \['dec'\]"):
+        DeepCEEEvaluator(cfg, name)
 
     broken = f"deepcee_eval_broken_{uuid.uuid4().hex}"
     DatasetCatalog.register(broken, lambda: [

@@ -22,7 +22,7 @@ from detectron2.utils import comm
 
 from ..cosmology import cosmology_from_cfg
 from ..sky import box_centres, box_xy_to_sky, celestial_wcs
-from .crossmatch import crossmatch_false_positives
+from .crossmatch import crossmatch_false_positives, read_reference_catalogs
 from .matching import FALSE_POSITIVE, evaluate_detections
 from .purity import blank_image_false_rates
 from .redshifts import RedshiftEvaluation, estimate_predictions
@@ -107,7 +107,8 @@ class DeepCEEEvaluator(DatasetEvaluator):
         ``cfg.DEEPCEE.COSMOLOGY``.
     crossmatch_catalogs : list or dict
         Catalogues for the false positives (see `~deepcee_d2.evaluation.crossmatch.read_reference_catalog`)
-        (``CROSSMATCH_CATALOGS``); empty means no cross-match.
+        (``CROSSMATCH_CATALOGS``); empty means no cross-match. Read when the evaluator is made, so that a
+        missing or malformed one raises before inference, not after it.
     crossmatch_radius : `~astropy.units.Quantity` [length]
         ``CROSSMATCH_RADIUS_KPC``.
     crossmatch_z_range : (float, float)
@@ -129,9 +130,11 @@ class DeepCEEEvaluator(DatasetEvaluator):
     def __init__(self, dataset_name, output_dir=None, distributed=True, *, match_radius, thresholds,
                  histogram_radius, ks_alpha, cosmology, crossmatch_catalogs, crossmatch_radius, crossmatch_z_range,
                  redshifts=None, merge_radius=None, merge_min_redshift=None):
+        # Read now, not when the evaluation ends: a bad catalogue is named before inference.
+        catalogues = read_reference_catalogs(crossmatch_catalogs) if crossmatch_catalogs else []
         self._settings = {"match_radius": match_radius, "thresholds": tuple(thresholds),
                           "histogram_radius": histogram_radius, "ks_alpha": ks_alpha, "cosmology": cosmology,
-                          "crossmatch_catalogs": crossmatch_catalogs, "crossmatch_radius": crossmatch_radius,
+                          "crossmatch_catalogs": catalogues, "crossmatch_radius": crossmatch_radius,
                           "crossmatch_z_range": tuple(crossmatch_z_range), "redshifts": redshifts,
                           "merge_radius": merge_radius, "merge_min_redshift": merge_min_redshift}
         self._dataset_name = dataset_name
