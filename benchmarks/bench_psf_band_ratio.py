@@ -1,0 +1,91 @@
+"""The g / r PSF width ratio of g, r, i frames, star by star: the realism table's "FWHM ratio g / r" row compares
+medians of each band's own stars; here the same isolated stars are fitted in both bands (`bench_sky_realism`'s
+Moffat fit and star selection), split by how near the star's r peak is to saturation, beside the ratio of their
+half-light radii (SEP's ``flux_radius`` within 12", a measure that needs no PSF model).
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_psf_band_ratio.py [FRAMES]   # default ../shared/data/sdss
+"""
+import argparse
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+import sep
+from astropy.coordinates import SkyCoord
+
+from bench_sky_realism import (RED_STAR_R_MIN, STAMP_HALF, STAR_ISOLATION, STAR_PEAK_SNR, UNSATURATED_DN,
+                               field_catalogue, fit_psf, isolated, read_fields,
+                               read_sky_frame)  # this folder is on the path when run as a script
+from deepcee_d2.config import load_config
+from deepcee_d2.psf import separate_point_sources
+from deepcee_d2.redsequence import RedSequenceSettings
+from deepcee_d2.synthetic.instrument import BANDS, SATURATION_DN
+
+PAIRED = ("g", "r")
+MAX_STARS = 80  # brightest isolated point sources tried per field
+HALF_LIGHT_APERTURE = 12 * u.arcsec  # radius of the total light for flux_radius
+PEAK_BINS = ((0.0, 0.05), (0.05, 0.15), (0.15, UNSATURATED_DN / SATURATION_DN))  # r peak / saturation level
+
+
+def star_widths(frame, star):
+    """``(Moffat FWHM arcsec or NaN, peak / saturation, peak S/N, half-light radius arcsec)`` of one star in one
+    frame; None when its stamp leaves the frame."""
+    x, y = (float(value) for value in frame.wcs.world_to_pixel(SkyCoord(star["ra"], star["dec"], unit=u.deg)))
+    x0, y0 = int(round(x)), int(round(y))
+    ny, nx = frame.image.shape
+    if not (STAMP_HALF <= x0 < nx - STAMP_HALF and STAMP_HALF <= y0 < ny - STAMP_HALF):
+        return None
+    stamp = np.asarray(frame.image[y0 - STAMP_HALF:y0 + STAMP_HALF + 1, x0 - STAMP_HALF:x0 + STAMP_HALF + 1], float)
+    peak = stamp[STAMP_HALF - 1:STAMP_HALF + 2, STAMP_HALF - 1:STAMP_HALF + 2].max()
+    fit = fit_psf(stamp, (x - x0 + STAMP_HALF, y - y0 + STAMP_HALF), frame.scale)
+    image = np.ascontiguousarray(frame.image, dtype=np.float64)
+    radius, _ = sep.flux_radius(image, np.array([x]), np.array([y]),
+                                np.array([HALF_LIGHT_APERTURE.to_value(u.arcsec) / frame.scale]), 0.5, subpix=5)
+    return (fit[0] if fit else np.nan, peak / (SATURATION_DN * frame.nmgy_per_dn), peak / frame.noise,
+            float(radius[0]) * frame.scale)
+
+
+def field_ratios(frames, settings):
+    """Per paired star: r magnitude, r peak / saturation, g / r Moffat FWHM, g / r half-light radius (arrays)."""
+    sky = {band: read_sky_frame(frames[band]) for band in BANDS}
+    sources, _, _ = field_catalogue(sky, settings)
+    point = separate_point_sources(sources["concentration"], sources["concentration_err"], sources["r_mag"]).point
+    r_mag = np.asarray(sources["r_mag"], dtype=float)
+    stars = sources[point & (r_mag > RED_STAR_R_MIN) & isolated(sources, STAR_ISOLATION)]
+    stars.sort("r_mag")
+    rows = []
+    for star in stars[:MAX_STARS]:
+        widths = [star_widths(sky[band], star) for band in PAIRED]
+        if None in widths:
+            continue
+        (fwhm_g, peak_g, snr_g, hlr_g), (fwhm_r, peak_r, snr_r, hlr_r) = widths
+        unsaturated = max(peak_g, peak_r) < UNSATURATED_DN / SATURATION_DN
+        if np.isfinite(fwhm_g) and np.isfinite(fwhm_r) and min(snr_g, snr_r) > STAR_PEAK_SNR and unsaturated:
+            rows.append((float(star["r_mag"]), peak_r, fwhm_g / fwhm_r, hlr_g / hlr_r, fwhm_r))
+    return np.array(rows, dtype=float).reshape(-1, 5)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("frames", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "sdss"))
+    args = parser.parse_args(argv)
+    settings = RedSequenceSettings.from_cfg(load_config())
+    fields, _ = read_fields(args.frames)
+    print("| field | paired stars | r FWHM (\") | g / r FWHM, same stars | g / r half-light radius | "
+          + " | ".join(f"g / r FWHM, r peak {low:g}-{high:g} of saturation (stars)" for low, high in PEAK_BINS) + " |")
+    print("|---|---:|---:|---:|---:|" + "---:|" * len(PEAK_BINS))
+    for name, frames in fields:
+        rows = field_ratios(frames, settings)
+        if not len(rows):
+            print(f"| {name} | 0 | | | |" + " |" * len(PEAK_BINS))
+            continue
+        bins = []
+        for low, high in PEAK_BINS:
+            chosen = (rows[:, 1] >= low) & (rows[:, 1] < high)
+            bins.append(f"{np.median(rows[chosen, 2]):.3f} ({chosen.sum()})" if chosen.any() else "-")
+        print(f"| {name} | {len(rows)} | {np.median(rows[:, 4]):.2f} | {np.median(rows[:, 2]):.3f} | "
+              f"{np.median(rows[:, 3]):.3f} | " + " | ".join(bins) + " |")
+
+
+if __name__ == "__main__":
+    main()
