@@ -1,7 +1,8 @@
-"""The g / r PSF width ratio of g, r, i frames, star by star: the realism table's "FWHM ratio g / r" row compares
-medians of each band's own stars; here the same isolated stars are fitted in both bands (`bench_sky_realism`'s
-Moffat fit and star selection), split by how near the star's r peak is to saturation, beside the ratio of their
-half-light radii (SEP's ``flux_radius`` within 12", a measure that needs no PSF model).
+"""The g / r and i / r PSF width ratios of g, r, i frames, star by star: the realism table's "FWHM ratio" rows
+compare medians of each band's own stars; here the same isolated stars are fitted in every band
+(`bench_sky_realism`'s Moffat fit and star selection), g / r split by how near the star's r peak is to
+saturation, beside the ratios of their half-light radii (SEP's ``flux_radius`` within 12", a measure that needs
+no PSF model).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_psf_band_ratio.py [FRAMES]   # default ../shared/data/sdss
 """
@@ -21,7 +22,6 @@ from deepcee_d2.psf import separate_point_sources
 from deepcee_d2.redsequence import RedSequenceSettings
 from deepcee_d2.synthetic.instrument import BANDS, SATURATION_DN
 
-PAIRED = ("g", "r")
 MAX_STARS = 80  # brightest isolated point sources tried per field
 HALF_LIGHT_APERTURE = 12 * u.arcsec  # radius of the total light for flux_radius
 PEAK_BINS = ((0.0, 0.05), (0.05, 0.15), (0.15, UNSATURATED_DN / SATURATION_DN))  # r peak / saturation level
@@ -46,7 +46,8 @@ def star_widths(frame, star):
 
 
 def field_ratios(frames, settings):
-    """Per paired star: r magnitude, r peak / saturation, g / r Moffat FWHM, g / r half-light radius (arrays)."""
+    """Per star measured in every band: r magnitude, r peak / saturation, g / r Moffat FWHM, g / r half-light
+    radius, r FWHM, i / r Moffat FWHM, i / r half-light radius (columns of one array)."""
     sky = {band: read_sky_frame(frames[band]) for band in BANDS}
     sources, _, _ = field_catalogue(sky, settings)
     point = separate_point_sources(sources["concentration"], sources["concentration_err"], sources["r_mag"]).point
@@ -55,14 +56,15 @@ def field_ratios(frames, settings):
     stars.sort("r_mag")
     rows = []
     for star in stars[:MAX_STARS]:
-        widths = [star_widths(sky[band], star) for band in PAIRED]
-        if None in widths:
+        widths = {band: star_widths(sky[band], star) for band in BANDS}
+        if None in widths.values():
             continue
-        (fwhm_g, peak_g, snr_g, hlr_g), (fwhm_r, peak_r, snr_r, hlr_r) = widths
-        unsaturated = max(peak_g, peak_r) < UNSATURATED_DN / SATURATION_DN
-        if np.isfinite(fwhm_g) and np.isfinite(fwhm_r) and min(snr_g, snr_r) > STAR_PEAK_SNR and unsaturated:
-            rows.append((float(star["r_mag"]), peak_r, fwhm_g / fwhm_r, hlr_g / hlr_r, fwhm_r))
-    return np.array(rows, dtype=float).reshape(-1, 5)
+        fwhm, peak, snr, hlr = (np.array([widths[band][k] for band in BANDS]) for k in range(4))
+        if np.isfinite(fwhm).all() and snr.min() > STAR_PEAK_SNR and peak.max() < UNSATURATED_DN / SATURATION_DN:
+            g, r, i = (BANDS.index(band) for band in "gri")
+            rows.append((float(star["r_mag"]), peak[r], fwhm[g] / fwhm[r], hlr[g] / hlr[r], fwhm[r], fwhm[i] / fwhm[r],
+                         hlr[i] / hlr[r]))
+    return np.array(rows, dtype=float).reshape(-1, 7)
 
 
 def main(argv=None):
@@ -71,20 +73,22 @@ def main(argv=None):
     args = parser.parse_args(argv)
     settings = RedSequenceSettings.from_cfg(load_config())
     fields, _ = read_fields(args.frames)
-    print("| field | paired stars | r FWHM (\") | g / r FWHM, same stars | g / r half-light radius | "
+    print("| field | stars | r FWHM (\") | g / r FWHM, same stars | g / r half-light radius | i / r FWHM | "
+          "i / r half-light radius | "
           + " | ".join(f"g / r FWHM, r peak {low:g}-{high:g} of saturation (stars)" for low, high in PEAK_BINS) + " |")
-    print("|---|---:|---:|---:|---:|" + "---:|" * len(PEAK_BINS))
+    print("|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(PEAK_BINS))
     for name, frames in fields:
         rows = field_ratios(frames, settings)
         if not len(rows):
-            print(f"| {name} | 0 | | | |" + " |" * len(PEAK_BINS))
+            print(f"| {name} | 0 | | | | | |" + " |" * len(PEAK_BINS))
             continue
         bins = []
         for low, high in PEAK_BINS:
             chosen = (rows[:, 1] >= low) & (rows[:, 1] < high)
             bins.append(f"{np.median(rows[chosen, 2]):.3f} ({chosen.sum()})" if chosen.any() else "-")
         print(f"| {name} | {len(rows)} | {np.median(rows[:, 4]):.2f} | {np.median(rows[:, 2]):.3f} | "
-              f"{np.median(rows[:, 3]):.3f} | " + " | ".join(bins) + " |")
+              f"{np.median(rows[:, 3]):.3f} | {np.median(rows[:, 5]):.3f} | {np.median(rows[:, 6]):.3f} | "
+              + " | ".join(bins) + " |")
 
 
 if __name__ == "__main__":
