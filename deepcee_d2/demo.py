@@ -261,12 +261,19 @@ def make_survey_sky(plan):
 
 def run_survey(plan, cfg, truth_path):
     """Step 4b: the candidate catalogue of the held-out region (`deepcee_d2.survey`)."""
-    from .survey.run import find_clusters_in_folder
+    from .survey.run import SurveyStateError, find_clusters_in_folder
 
-    # One worker runs in this process: a worker process would only add its start (~10 s of imports).
-    return find_clusters_in_folder(cfg, plan.work_dir / "survey_sky", plan.work_dir / "survey", n_workers=plan.workers,
-                                   processes=plan.workers > 1, crossmatch={"synthetic truth": str(truth_path)},
-                                   progress=plan.progress)
+    output = plan.work_dir / "survey"
+    try:
+        # One worker runs in this process: a worker process would only add its start (~10 s of imports).
+        return find_clusters_in_folder(cfg, plan.work_dir / "survey_sky", output, n_workers=plan.workers,
+                                       processes=plan.workers > 1, crossmatch={"synthetic truth": str(truth_path)},
+                                       progress=plan.progress)
+    except SurveyStateError as error:
+        # Made by an earlier version or other settings (e.g. after an update): the survey's own advice names
+        # find_clusters' --output, which the demo does not have.
+        raise SurveyStateError(f"{error}. For the demo: delete {output} (the held-out survey; it is remade in "
+                               f"a few minutes) and run the demo again, or run it with a new --work-dir") from None
 
 
 def run_demo(plan=DemoPlan()):

@@ -1,13 +1,15 @@
 """The main job (make demo) at toy size: every step runs, every output exists and parses, a rerun resumes."""
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
 from astropy.table import Table
 
 from deepcee_d2.demo import (
-    DemoPlan, candidates_beside_truth, demo_config, evaluation_is_current, run_demo, summary_text, survey_losses,
+    DemoPlan, candidates_beside_truth, demo_config, evaluation_is_current, run_demo, run_survey, summary_text,
+    survey_losses,
 )
 
 # The demo's pipeline on 100 px network images of a quarter-width model, 10 training iterations.
@@ -140,6 +142,14 @@ def test_a_rerun_resumes_without_redoing_work(demo):
     reseeded = dataclasses.replace(plan, config_opts=plan.config_opts + ("SEED", "8"))
     with pytest.raises(ValueError, match=r"train: its checkpoints were trained with other settings \(.*\): SEED 7 there, 8 now"):
         run_demo(reseeded)
+    assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())
+    # A held-out survey of other detection settings (e.g. after an update) is refused with the demo's own advice,
+    # its tiles untouched.
+    renms = dataclasses.replace(plan, config_opts=plan.config_opts + ("MODEL.ROI_HEADS.NMS_THRESH_TEST", "0.45"))
+    survey = Path(plan.work_dir) / "survey"
+    advice = rf"NMS_THRESH_TEST .* For the demo: delete {re.escape(str(survey))} .* new --work-dir"
+    with pytest.raises(ValueError, match=advice):
+        run_survey(renms, demo_config(renms, weights), Path(plan.work_dir) / "survey_sky" / "clusters.fits")
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())
 
 

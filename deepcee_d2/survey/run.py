@@ -329,34 +329,40 @@ def survey_manifest(cfg, job, tiles):
     return json.loads(json.dumps(manifest))  # tuples as lists, as read back
 
 
+class SurveyStateError(ValueError):
+    """An output folder holds the tiles of another survey run, or tiles of an unknown one: resuming would mix
+    them. Callers that own the folder (the demo) can say what to do in their own terms."""
+
+
 def check_or_write_manifest(output_dir, manifest):
     """Write ``manifest.json`` into a new output folder, or check that an existing one (resume) was made
     with the same manifest.
 
     Raises
     ------
-    ValueError
+    SurveyStateError
         The folder holds tiles of another run (other weights, config, imaging, tiles or threshold; each
-        difference is named), or tile files without a manifest.
+        difference is named), tile files without a manifest, or an unreadable manifest.
     """
     path = Path(output_dir) / MANIFEST
     if path.is_file():
         try:
             previous = json.loads(path.read_text())
         except ValueError as error:
-            raise ValueError(f"{path}: unreadable ({error}); use a new --output or delete {output_dir}") from None
+            raise SurveyStateError(f"{path}: unreadable ({error}); use a new --output or delete {output_dir}") from None
         differences = setting_differences(previous, manifest, keys=_COMPARED)
         if previous.get("config_sha256") != manifest["config_sha256"]:
             config = setting_differences(previous.get("config", {}), manifest["config"])
             differences.append(f"config: {len(config)} keys differ: " + ", ".join(config[:5]))
         if differences:
-            raise ValueError(f"{output_dir}: holds the tiles of another survey run ({path}): "
-                             + "; ".join(differences) + f". Use a new --output, or delete {output_dir} to start over")
+            raise SurveyStateError(f"{output_dir}: holds the tiles of another survey run ({path}): "
+                                   + "; ".join(differences)
+                                   + f". Use a new --output, or delete {output_dir} to start over")
         return
     tiles_dir = Path(output_dir) / "tiles"
     if tiles_dir.is_dir() and any(tiles_dir.glob("*.ecsv")):
-        raise ValueError(f"{tiles_dir}: tile results without {MANIFEST}, from an unknown run; use a new --output, "
-                         f"or delete {output_dir} to start over")
+        raise SurveyStateError(f"{tiles_dir}: tile results without {MANIFEST}, from an unknown run; use a new "
+                               f"--output, or delete {output_dir} to start over")
     with atomic_output(path) as temporary:
         temporary.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
 
