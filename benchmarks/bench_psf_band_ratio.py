@@ -14,9 +14,9 @@ import numpy as np
 import sep
 from astropy.coordinates import SkyCoord
 
-from bench_sky_realism import (RED_STAR_R_MIN, STAMP_HALF, STAR_ISOLATION, STAR_PEAK_SNR, UNSATURATED_DN,
-                               field_catalogue, fit_psf, isolated, read_fields,
-                               read_sky_frame)  # this folder is on the path when run as a script
+from bench_sky_realism import (RED_STAR_R_MIN, STAR_ISOLATION, STAR_PEAK_SNR, UNSATURATED_DN, field_catalogue,
+                               fit_psf, isolated, read_fields, read_sky_frame,
+                               star_stamp)  # this folder is on the path when run as a script
 from deepcee_d2.config import load_config
 from deepcee_d2.psf import separate_point_sources
 from deepcee_d2.redsequence import RedSequenceSettings
@@ -27,22 +27,25 @@ HALF_LIGHT_APERTURE = 12 * u.arcsec  # radius of the total light for flux_radius
 PEAK_BINS = ((0.0, 0.05), (0.05, 0.15), (0.15, UNSATURATED_DN / SATURATION_DN))  # r peak / saturation level
 
 
-def star_widths(frame, star):
-    """``(Moffat FWHM arcsec or NaN, peak / saturation, peak S/N, half-light radius arcsec)`` of one star in one
-    frame; None when its stamp leaves the frame."""
-    x, y = (float(value) for value in frame.wcs.world_to_pixel(SkyCoord(star["ra"], star["dec"], unit=u.deg)))
-    x0, y0 = int(round(x)), int(round(y))
-    ny, nx = frame.image.shape
-    if not (STAMP_HALF <= x0 < nx - STAMP_HALF and STAMP_HALF <= y0 < ny - STAMP_HALF):
-        return None
-    stamp = np.asarray(frame.image[y0 - STAMP_HALF:y0 + STAMP_HALF + 1, x0 - STAMP_HALF:x0 + STAMP_HALF + 1], float)
-    peak = stamp[STAMP_HALF - 1:STAMP_HALF + 2, STAMP_HALF - 1:STAMP_HALF + 2].max()
-    fit = fit_psf(stamp, (x - x0 + STAMP_HALF, y - y0 + STAMP_HALF), frame.scale)
-    image = np.ascontiguousarray(frame.image, dtype=np.float64)
-    radius, _ = sep.flux_radius(image, np.array([x]), np.array([y]),
-                                np.array([HALF_LIGHT_APERTURE.to_value(u.arcsec) / frame.scale]), 0.5, subpix=5)
-    return (fit[0] if fit else np.nan, peak / (SATURATION_DN * frame.nmgy_per_dn), peak / frame.noise,
-            float(radius[0]) * frame.scale)
+def band_widths(frame, stars):
+    """Per star of ``stars`` in one frame: ``(Moffat FWHM arcsec or NaN, peak / saturation, peak S/N, half-light
+    radius arcsec)``, or None when its stamp leaves the frame. The half-light radii come from one SEP call for
+    all the stars."""
+    x, y = frame.wcs.world_to_pixel(SkyCoord(stars["ra"], stars["dec"], unit=u.deg))
+    x, y = np.atleast_1d(x).astype(float), np.atleast_1d(y).astype(float)
+    aperture = np.full(len(x), HALF_LIGHT_APERTURE.to_value(u.arcsec) / frame.scale)
+    radii, _ = sep.flux_radius(np.ascontiguousarray(frame.image, dtype=np.float64), x, y, aperture, 0.5, subpix=5)
+    widths = []
+    for x_star, y_star, radius in zip(x, y, radii):
+        cut = star_stamp(frame, x_star, y_star)
+        if cut is None:
+            widths.append(None)
+            continue
+        stamp, centre, peak = cut
+        fit = fit_psf(np.asarray(stamp, float), centre, frame.scale)
+        widths.append((fit[0] if fit else np.nan, peak / (SATURATION_DN * frame.nmgy_per_dn), peak / frame.noise,
+                       float(radius) * frame.scale))
+    return widths
 
 
 def field_ratios(frames, settings):
@@ -54,14 +57,16 @@ def field_ratios(frames, settings):
     r_mag = np.asarray(sources["r_mag"], dtype=float)
     stars = sources[point & (r_mag > RED_STAR_R_MIN) & isolated(sources, STAR_ISOLATION)]
     stars.sort("r_mag")
+    stars = stars[:MAX_STARS]
+    per_band = {band: band_widths(sky[band], stars) for band in BANDS}
+    g, r, i = (BANDS.index(band) for band in "gri")
     rows = []
-    for star in stars[:MAX_STARS]:
-        widths = {band: star_widths(sky[band], star) for band in BANDS}
-        if None in widths.values():
+    for k, star in enumerate(stars):
+        widths = [per_band[band][k] for band in BANDS]
+        if None in widths:
             continue
-        fwhm, peak, snr, hlr = (np.array([widths[band][k] for band in BANDS]) for k in range(4))
+        fwhm, peak, snr, hlr = (np.array([width[q] for width in widths]) for q in range(4))
         if np.isfinite(fwhm).all() and snr.min() > STAR_PEAK_SNR and peak.max() < UNSATURATED_DN / SATURATION_DN:
-            g, r, i = (BANDS.index(band) for band in "gri")
             rows.append((float(star["r_mag"]), peak[r], fwhm[g] / fwhm[r], hlr[g] / hlr[r], fwhm[r], fwhm[i] / fwhm[r],
                          hlr[i] / hlr[r]))
     return np.array(rows, dtype=float).reshape(-1, 7)

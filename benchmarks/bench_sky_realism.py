@@ -359,22 +359,32 @@ def fit_psf(stamp, centre, scale):
     return float(abs(moffat.fwhm) * scale), float(moffat.alpha.value), float(1.0 - axes.min() / axes.max())
 
 
+def star_stamp(frame, x_star, y_star):
+    """``(stamp, (x, y) of the star in it, peak)``: the `STAMP_HALF` stamp of ``frame`` around pixel ``x_star,
+    y_star`` and the highest of its central 3 x 3 pixels; None when the stamp leaves the frame."""
+    x0, y0 = int(round(x_star)), int(round(y_star))
+    ny, nx = frame.image.shape
+    if not (STAMP_HALF <= x0 < nx - STAMP_HALF and STAMP_HALF <= y0 < ny - STAMP_HALF):
+        return None
+    stamp = frame.image[y0 - STAMP_HALF:y0 + STAMP_HALF + 1, x0 - STAMP_HALF:x0 + STAMP_HALF + 1]
+    peak = stamp[STAMP_HALF - 1:STAMP_HALF + 2, STAMP_HALF - 1:STAMP_HALF + 2].max()
+    return stamp, (x_star - x0 + STAMP_HALF, y_star - y0 + STAMP_HALF), peak
+
+
 def psf_stars(frame, stars):
     """PSF fits (`fit_psf`) of ``stars`` (brightest first) in ``frame``: those peaking above `STAR_PEAK_SNR` sigma
     and below `UNSATURATED_DN`, at most `MAX_PSF_STARS`; a Table of ``fwhm``, ``beta``, ``ellipticity``."""
     x, y = frame.wcs.world_to_pixel(SkyCoord(stars["ra"], stars["dec"], unit=u.deg))
-    ny, nx = frame.image.shape
     ceiling = UNSATURATED_DN * frame.nmgy_per_dn
     fits = []
     for x_star, y_star in zip(x, y):
-        x0, y0 = int(round(x_star)), int(round(y_star))
-        if not (STAMP_HALF <= x0 < nx - STAMP_HALF and STAMP_HALF <= y0 < ny - STAMP_HALF):
+        cut = star_stamp(frame, x_star, y_star)
+        if cut is None:
             continue
-        stamp = frame.image[y0 - STAMP_HALF:y0 + STAMP_HALF + 1, x0 - STAMP_HALF:x0 + STAMP_HALF + 1]
-        peak = stamp[STAMP_HALF - 1:STAMP_HALF + 2, STAMP_HALF - 1:STAMP_HALF + 2].max()
+        stamp, centre, peak = cut
         if not STAR_PEAK_SNR * frame.noise < peak < ceiling:
             continue
-        fit = fit_psf(stamp, (x_star - x0 + STAMP_HALF, y_star - y0 + STAMP_HALF), frame.scale)
+        fit = fit_psf(stamp, centre, frame.scale)
         if fit is not None:
             fits.append(fit)
         if len(fits) == MAX_PSF_STARS:
