@@ -270,8 +270,8 @@ def run_survey(plan, cfg, truth_path):
                                        processes=plan.workers > 1, crossmatch={"synthetic truth": str(truth_path)},
                                        progress=plan.progress)
     except SurveyStateError as error:
-        # Made by an earlier version or other settings (e.g. after an update): the survey's own advice names
-        # find_clusters' --output, which the demo does not have.
+        # Made by an earlier version or other settings (e.g. after an update): the demo owns that folder, so it
+        # can say that deleting it costs only minutes, or name its own option.
         raise SurveyStateError(f"{error}. For the demo: delete {output} (the held-out survey; it is remade in "
                                f"a few minutes) and run the demo again, or run it with a new --work-dir") from None
 

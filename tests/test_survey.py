@@ -523,7 +523,10 @@ def test_resume_with_other_settings_is_refused_naming_them(tiny_survey, blob_run
         (survey_cfg(), tiles[:16], BrightestBlobDetector(), "tiles 32 there, 16 now"),
     ]
     for cfg, some_tiles, detector, difference in runs:
-        with pytest.raises(ValueError, match=f"{output}: holds the tiles of another survey run .*{difference}"):
+        # the advice names no command-line option: find_clusters is called from Python as well
+        advice = f"Write to another output folder, or delete {output} to start over"
+        refusal = f"{output}: holds the tiles of another survey run .*{difference}.*{advice}"
+        with pytest.raises(ValueError, match=refusal):
             find_clusters(cfg, some_tiles, imaging, output, n_workers=1, detector=detector, progress=False,
                           processes=False)
     assert {path: path.read_bytes() for path in output.rglob("*") if path.is_file()} == before

@@ -349,7 +349,8 @@ def check_or_write_manifest(output_dir, manifest):
         try:
             previous = json.loads(path.read_text())
         except ValueError as error:
-            raise SurveyStateError(f"{path}: unreadable ({error}); use a new --output or delete {output_dir}") from None
+            raise SurveyStateError(f"{path}: unreadable ({error}); write to another output folder, or delete "
+                                   f"{output_dir} to start over") from None
         differences = setting_differences(previous, manifest, keys=_COMPARED)
         if previous.get("config_sha256") != manifest["config_sha256"]:
             config = setting_differences(previous.get("config", {}), manifest["config"])
@@ -357,12 +358,12 @@ def check_or_write_manifest(output_dir, manifest):
         if differences:
             raise SurveyStateError(f"{output_dir}: holds the tiles of another survey run ({path}): "
                                    + "; ".join(differences)
-                                   + f". Use a new --output, or delete {output_dir} to start over")
+                                   + f". Write to another output folder, or delete {output_dir} to start over")
         return
     tiles_dir = Path(output_dir) / "tiles"
     if tiles_dir.is_dir() and any(tiles_dir.glob("*.ecsv")):
-        raise SurveyStateError(f"{tiles_dir}: tile results without {MANIFEST}, from an unknown run; use a new "
-                               f"--output, or delete {output_dir} to start over")
+        raise SurveyStateError(f"{tiles_dir}: tile results without {MANIFEST}, from an unknown run; write to "
+                               f"another output folder, or delete {output_dir} to start over")
     with atomic_output(path) as temporary:
         temporary.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
 
