@@ -14,9 +14,11 @@ from deepcee_d2.config import load_config
 from deepcee_d2.engine import Trainer, add_global_norm_clipping
 from deepcee_d2.engine.predictor import prepare_for_inference
 from deepcee_d2.modeling.inception_v2 import pad_same, tf_same_padding
+from deepcee_d2.modeling.roi_heads import DeepCEERPN, GatherROIAlign
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, build_model
 from detectron2.modeling.proposal_generator import build_proposal_generator
+from detectron2.modeling.proposal_generator.rpn import RPN
 from detectron2.modeling.roi_heads import build_roi_heads
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
@@ -191,6 +193,64 @@ def test_tf_initialisation_of_rpn_and_predictor():
         assert layer.weight.abs().max() <= limit and layer.weight.abs().max() > 0.9 * limit
         assert layer.bias.abs().max() == 0
     assert predictor.cls_score.out_features == 2 and predictor.bbox_pred.out_features == 4
+
+
+def test_gather_roi_align_gives_torchvision_crops_and_gradients_at_the_edges_too():
+    from torchvision.ops import roi_align
+
+    features = torch.randn(2, 8, 9, 13, dtype=torch.float64)
+    # inside; over the top-left edge; over the far edges; wholly beyond -1 px (zero); empty; whole image
+    rois = torch.tensor([[0, 10.0, 20, 100, 90], [1, -40, -30, 60, 50], [0, 150, 100, 260, 190],
+                         [1, -80, -60, -20, -20], [0, 30, 30, 30, 30], [1, 0, 0, 208, 144]], dtype=torch.float64)
+    expected_features, features = features.clone().requires_grad_(), features.requires_grad_()
+    expected = roi_align(expected_features, rois, (7, 5), spatial_scale=1 / 16, sampling_ratio=1, aligned=True)
+    crops = GatherROIAlign((7, 5), 1 / 16)(features, rois)
+    assert crops.shape == expected.shape == (6, 8, 7, 5)
+    torch.testing.assert_close(crops, expected, rtol=0, atol=1e-12)
+    assert expected[3].abs().max() == 0 and expected[1].abs().max() > 0
+    weights = torch.randn(expected.shape, dtype=torch.float64)
+    (expected * weights).sum().backward()
+    (crops * weights).sum().backward()
+    torch.testing.assert_close(features.grad, expected_features.grad, rtol=0, atol=1e-12)
+
+
+def test_roi_heads_crop_with_the_gather_roi_align_for_roi_align_v2_with_one_sample():
+    shape = {"Mixed_4e": ShapeSpec(channels=576, stride=16)}
+    assert isinstance(build_roi_heads(cfg_for(), shape).pooler.level_poolers[0], GatherROIAlign)
+    other = build_roi_heads(cfg_for("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", "2"), shape)
+    assert not isinstance(other.pooler.level_poolers[0], GatherROIAlign)  # detectron2's ROIAlign
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_deepcee_rpn_keeps_the_proposals_of_detectron2s_rpn(training, monkeypatch):
+    from deepcee_d2.modeling import roi_heads
+
+    cfg = cfg_for("MODEL.RPN.POST_NMS_TOPK_TRAIN", "50", "MODEL.RPN.POST_NMS_TOPK_TEST", "50")
+    generator = build_proposal_generator(cfg, {"Mixed_4e": ShapeSpec(channels=576, stride=16)})
+    assert isinstance(generator, DeepCEERPN)
+    generator.train(training)
+    prefixes = []
+    find = roi_heads.find_top_rpn_proposals
+    monkeypatch.setattr(roi_heads, "find_top_rpn_proposals", lambda *args: prefixes.append(args[4]) or find(*args))
+    torch.manual_seed(0)
+    image_sizes = [(320, 480), (320, 400)]
+    anchors = generator.anchor_generator([torch.zeros(2, 576, 20, 30)])
+    n_anchors = len(anchors[0])
+    logits, deltas = [torch.randn(2, n_anchors)], [torch.randn(2, n_anchors, 4) * 0.3]
+    # anchors over the image: the best 200 boxes keep 50; every anchor on one spot: NMS keeps a few of any
+    # prefix, so the search widens to all of them
+    one_spot = [Boxes(torch.tensor([[100.0, 100.0, 200.0, 200.0]]).repeat(n_anchors, 1))]
+    whole_list = cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN if training else cfg.MODEL.RPN.PRE_NMS_TOPK_TEST
+    for some_anchors, searched in ((anchors, [200]), (one_spot, [200, 800, 3200, whole_list])):
+        prefixes.clear()
+        expected = RPN.predict_proposals(generator, some_anchors, logits, deltas, image_sizes)
+        found = generator.predict_proposals(some_anchors, logits, deltas, image_sizes)
+        assert prefixes == searched
+        assert [len(image) for image in found] == [len(image) for image in expected]
+        for image, expected_image in zip(found, expected):
+            assert torch.equal(image.proposal_boxes.tensor, expected_image.proposal_boxes.tensor)
+            assert torch.equal(image.objectness_logits, expected_image.objectness_logits)
+    assert len(expected[0]) < 50  # the one-spot case did need the whole list
 
 
 def test_global_norm_gradient_clipping_scales_all_gradients_together():

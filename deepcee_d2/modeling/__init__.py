@@ -1,6 +1,6 @@
-"""Importing this package registers the Inception-v2 backbone, RPN head and ROI heads in detectron2."""
+"""Importing this package registers the Inception-v2 backbone, RPN, RPN head and ROI heads in detectron2."""
 from .inception_v2 import InceptionV2, InceptionV2BoxHead, build_inception_v2_backbone
-from .roi_heads import DeepCEERPNHead, GlorotFastRCNNOutputLayers, InceptionV2ROIHeads
+from .roi_heads import DeepCEERPN, DeepCEERPNHead, GatherROIAlign, GlorotFastRCNNOutputLayers, InceptionV2ROIHeads
 
-__all__ = ["InceptionV2", "InceptionV2BoxHead", "build_inception_v2_backbone", "DeepCEERPNHead",
-           "GlorotFastRCNNOutputLayers", "InceptionV2ROIHeads"]
+__all__ = ["InceptionV2", "InceptionV2BoxHead", "build_inception_v2_backbone", "DeepCEERPN", "DeepCEERPNHead",
+           "GatherROIAlign", "GlorotFastRCNNOutputLayers", "InceptionV2ROIHeads"]
