@@ -339,8 +339,8 @@ class InceptionV2BoxHead(nn.Sequential):
         self.precision = check_precision(precision)
 
     def forward(self, x):
-        # ROIAlign returns the crops in NCHW; in channels-last their max pools take ~1/7 of the time on CPU
-        # (100 crops of 576 x 14 x 14: 136 -> 19 ms), and the convolutions run channels-last as well.
+        # In channels-last (GatherROIAlign's crops are; detectron2's ROIAlign's are NCHW) the crops' max pools
+        # take ~1/7 of the time on CPU (100 crops of 576 x 14 x 14: 136 -> 19 ms), and the convolutions too.
         x = x.contiguous(memory_format=torch.channels_last)
         with convolutions_in(self.precision, x):
             x = super().forward(x)
