@@ -233,9 +233,10 @@ def add_deepcee_config(cfg):
     # of its test images (BENCHMARKS.md, "Tile size and proposals", "Test proposals against recall and time").
     _C.DEEPCEE.SURVEY.POST_NMS_TOPK_TEST = 100
     # Boxes per tile that the RPN passes to its NMS, at most: replaces MODEL.RPN.PRE_NMS_TOPK_TEST (6000) in the
-    # survey when smaller; 0 keeps that value. The NMS over 6000 boxes is ~10 % of a 500 px image's detection
+    # survey when smaller; 0 keeps that value. The NMS over 6000 boxes was ~10 % of a 500 px image's detection
     # (float32; more in bfloat16); with the 100 proposals above, 2000 and 1000 give detections identical to
-    # 6000's on the demo's test images (BENCHMARKS.md, "Pre-NMS boxes").
+    # 6000's on the demo's test images (BENCHMARKS.md, "Pre-NMS boxes"). Since DeepCEERPN runs its NMS on the
+    # best-scored boxes first, either costs a few ms.
     _C.DEEPCEE.SURVEY.PRE_NMS_TOPK_TEST = 2000
     # PyTorch and opencv threads of each survey worker (find_clusters --threads-per-worker). 1: one
     # single-threaded worker per core, so that a tile's floating-point work, and so the catalogue, does not
