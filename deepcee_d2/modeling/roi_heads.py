@@ -67,37 +67,39 @@ class DeepCEERPNHead(StandardRPNHead):
 @PROPOSAL_GENERATOR_REGISTRY.register()
 class DeepCEERPN(RPN):
     """detectron2's RPN, its proposals found with less NMS work: NMS runs first on the best-scored
-    ``FIRST_NMS_FACTOR`` x ``post_nms_topk`` boxes, a prefix four times longer each time it keeps fewer than
-    ``post_nms_topk``, and on all ``pre_nms_topk`` only if none does. Greedy NMS drops a box only for a better
-    scored kept one, so the boxes a score-ordered prefix keeps are the first boxes the whole list keeps: the
-    proposals are RPN's own, to the box (TF's first stage likewise stops its NMS at the maximum number of
+    ``FIRST_NMS_FACTOR`` x ``post_nms_topk`` boxes, on a prefix ``PREFIX_GROWTH`` times longer each time it keeps
+    fewer than ``post_nms_topk``, and on all ``pre_nms_topk`` only if none does. Greedy NMS drops a box only for
+    a better scored kept one, so the boxes a score-ordered prefix keeps are the first boxes the whole list keeps:
+    the proposals are RPN's own, to the box (TF's first stage likewise stops its NMS at the maximum number of
     proposals). torchvision's NMS of every anchor took a fifth of a CPU training step of the demo
     (BENCHMARKS.md, "Where a training step's time goes"). One feature level (the C4 backbone) only; with more
     (FPN), whose levels are merged after NMS, it is RPN's."""
 
     FIRST_NMS_FACTOR = 4
+    PREFIX_GROWTH = 4
 
     def predict_proposals(self, anchors, pred_objectness_logits, pred_anchor_deltas, image_sizes):
-        pre_nms_topk, post_nms_topk = self.pre_nms_topk[self.training], self.post_nms_topk[self.training]
-        n_candidates = min(pred_objectness_logits[0].shape[1], pre_nms_topk)
         if len(pred_objectness_logits) != 1 or torch.jit.is_tracing():
             return super().predict_proposals(anchors, pred_objectness_logits, pred_anchor_deltas, image_sizes)
+        pre_nms_topk, post_nms_topk = self.pre_nms_topk[self.training], self.post_nms_topk[self.training]
         with torch.no_grad():  # as RPN: proposals are fixed for the ROI heads
             proposals = self._decode_proposals(anchors, pred_anchor_deltas)
             if self.training and not (torch.isfinite(proposals[0]).all() and
                                       torch.isfinite(pred_objectness_logits[0]).all()):
                 # RPN checks its pre-NMS boxes only; a prefix would not reach every one of them
                 raise FloatingPointError("Predicted boxes or scores contain Inf/NaN. Training has diverged.")
-            settings = (self.nms_thresh, post_nms_topk, self.min_box_size, self.training)
+
+            def best(n_boxes):
+                return find_top_rpn_proposals(proposals, pred_objectness_logits, image_sizes, self.nms_thresh, n_boxes,
+                                              post_nms_topk, self.min_box_size, self.training)
+
             prefix = self.FIRST_NMS_FACTOR * post_nms_topk
-            while prefix < n_candidates:
-                found = find_top_rpn_proposals(proposals, pred_objectness_logits, image_sizes, settings[0],
-                                               prefix, *settings[1:])
+            while prefix < min(pred_objectness_logits[0].shape[1], pre_nms_topk):
+                found = best(prefix)
                 if all(len(image) == post_nms_topk for image in found):
                     return found
-                prefix *= 4
-            return find_top_rpn_proposals(proposals, pred_objectness_logits, image_sizes, settings[0],
-                                          pre_nms_topk, *settings[1:])
+                prefix *= self.PREFIX_GROWTH
+            return best(pre_nms_topk)
 
 
 class GatherROIAlign(nn.Module):
@@ -105,7 +107,7 @@ class GatherROIAlign(nn.Module):
     one sample per bin) as a weighted sum of feature-map rows (torch's ``embedding_bag``): the crops of
     torchvision's kernel, to float rounding, with its edge rule (a sample up to one pixel outside the map takes
     the edge's value, one farther out is zero). torchvision's CPU kernel loops over every channel of every
-    sample, one thread; its backward took a third of a CPU training step of the demo, this one a few per cent
+    sample, one thread; its backward took a fifth of a CPU training step of the demo, this one a few per cent
     (BENCHMARKS.md, "Where a training step's time goes")."""
 
     def __init__(self, output_size, spatial_scale):
